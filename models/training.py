@@ -1,0 +1,142 @@
+"""One training run of a task: the loop shared by sweep trials and ``launch.py train``.
+
+It knows nothing of the search: callers pass a resolved config and an ``on_epoch_end``
+callback (a sweep trial reports to its scheduler there; raising from it ends training).
+"""
+
+from __future__ import annotations
+
+import importlib
+import math
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+from torch.utils.data import DataLoader, TensorDataset
+
+from models.tasks import get_task
+
+EpochCallback = Callable[[int, dict[str, float]], None]
+
+
+class NonFiniteMetricError(RuntimeError):
+    """Training produced NaN or infinity: the run is broken, not merely bad."""
+
+
+@dataclass(frozen=True)
+class DataBundle:
+    train: tuple[torch.Tensor, ...]
+    val: tuple[torch.Tensor, ...]
+    test: tuple[torch.Tensor, ...]
+    # Keyword arguments the task's model needs from the data (classes, shapes, vocabulary).
+    info: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class FitResult:
+    best_epoch: int
+    best: dict[str, float]
+    history: list[dict[str, float]]
+    seconds: float
+    checkpoint: Path | None = None
+    test: dict[str, float] | None = None
+
+
+def _is_better(value: float, best: float | None, mode: str) -> bool:
+    return best is None or (value > best if mode == "max" else value < best)
+
+
+class _EpochEnd(pl.Callback):
+    """Collects per-epoch metrics, keeps the best weights and hands each epoch to the caller."""
+
+    def __init__(self, metric: str, mode: str, checkpoint_path: Path | None,
+                 on_epoch_end: EpochCallback | None) -> None:
+        self.metric, self.mode = metric, mode
+        self.checkpoint_path = checkpoint_path
+        self.on_epoch_end = on_epoch_end
+        self.history: list[dict[str, float]] = []
+        self.best: dict[str, float] = {}
+        self.best_epoch = 0
+        self.best_state: dict[str, torch.Tensor] | None = None
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
+        # Lightning runs the epoch's validation before this hook, so val metrics are fresh.
+        metrics = {"train_loss": module.take_train_loss(), **module.epoch_metrics}
+        epoch = trainer.current_epoch + 1
+        bad = sorted(k for k, v in metrics.items() if not math.isfinite(v))
+        if bad:
+            raise NonFiniteMetricError(f"epoch {epoch}: non-finite {', '.join(bad)}: {metrics}")
+        self.history.append({"epoch": epoch, **metrics})
+        if _is_better(metrics[self.metric], self.best.get(self.metric), self.mode):
+            self.best, self.best_epoch = dict(metrics), epoch
+            self.best_state = {k: v.detach().clone() for k, v in module.state_dict().items()}
+            if self.checkpoint_path is not None:
+                torch.save(self.best_state, self.checkpoint_path)
+        if self.on_epoch_end is not None:
+            self.on_epoch_end(epoch, metrics)
+
+
+def _loader(tensors: tuple[torch.Tensor, ...], batch_size: int, shuffle: bool,
+            seed: int) -> DataLoader:
+    generator = torch.Generator().manual_seed(seed) if shuffle else None
+    return DataLoader(TensorDataset(*tensors), batch_size=batch_size, shuffle=shuffle,
+                      generator=generator)
+
+
+def fit(task: str, config: Mapping[str, Any], data: Mapping[str, Any], *, max_epochs: int,
+        seed: int, metric: str, mode: str, on_epoch_end: EpochCallback | None = None,
+        checkpoint_path: Path | None = None, accelerator: str = "cpu",
+        threads: int | None = None, evaluate_test: bool = False) -> FitResult:
+    """Train ``task`` with the resolved ``config`` and return the best epoch's metrics.
+
+    The best epoch by ``metric`` is the model's result (its weights are saved to
+    ``checkpoint_path``); the held-out test split is evaluated only when asked, on those
+    best weights.
+    """
+    started = time.perf_counter()
+    info = get_task(task)
+    impl = importlib.import_module(info.module)
+    if threads is not None:
+        # One trial per `threads` cores: more intra-op threads would oversubscribe the
+        # cores that concurrent trials are using.
+        torch.set_num_threads(max(1, int(threads)))
+    pl.seed_everything(seed, workers=False, verbose=False)
+    bundle = impl.load_data(data)
+    model = impl.build_model(config, bundle, max_epochs)
+    if checkpoint_path is not None:
+        checkpoint_path.parent.mkdir(parents=True, exist_ok=True)
+    tracker = _EpochEnd(metric, mode, checkpoint_path, on_epoch_end)
+    trainer = pl.Trainer(
+        max_epochs=max_epochs, accelerator=accelerator, devices=1, logger=False,
+        callbacks=[tracker], enable_checkpointing=False, enable_progress_bar=False,
+        enable_model_summary=False, num_sanity_val_steps=0, deterministic=False,
+    )
+    batch_size = int(config["batch_size"])
+    trainer.fit(model, _loader(bundle.train, batch_size, True, seed),
+                _loader(bundle.val, 512, False, seed))
+    result = FitResult(best_epoch=tracker.best_epoch, best=tracker.best, history=tracker.history,
+                       seconds=time.perf_counter() - started, checkpoint=checkpoint_path)
+    if evaluate_test and tracker.best_state is not None:
+        model.load_state_dict(tracker.best_state)
+        result.test = evaluate(model, bundle.test, accelerator)
+    return result
+
+
+def evaluate(model: pl.LightningModule, tensors: tuple[torch.Tensor, ...],
+             accelerator: str = "cpu") -> dict[str, float]:
+    """Loss and accuracy of ``model`` on a held-out split, named ``test_*``."""
+    device = torch.device("cuda" if accelerator == "gpu" else "cpu")
+    model = model.to(device).eval()
+    loss_sum, correct, count = 0.0, 0, 0
+    with torch.no_grad():
+        for batch in _loader(tensors, 512, False, 0):
+            inputs, labels = (t.to(device) for t in batch)
+            logits = model(inputs)
+            loss_sum += float(torch.nn.functional.cross_entropy(logits, labels, reduction="sum"))
+            correct += int((logits.argmax(dim=1) == labels).sum())
+            count += len(labels)
+    return {"test_loss": loss_sum / count, "test_acc": correct / count}

@@ -1,0 +1,1 @@
+"""finesweep's search side: spec, space, strategies, study and the Ray Tune backend."""

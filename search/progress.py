@@ -1,0 +1,92 @@
+"""The live view of a sweep and its closing summary: one short line per finished trial."""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any, TextIO
+
+from search.study import Outcome, ranked_trials, state_counts
+
+if TYPE_CHECKING:
+    import optuna
+
+    from search.spec import SweepSpec
+    from search.tensorboard_log import HParamsLog
+
+
+def _format_value(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value)
+
+
+class SweepMonitor:
+    """Receives trial starts and ends from the backend; prints progress and records HParams."""
+
+    def __init__(self, spec: SweepSpec, total: int, hparams: HParamsLog | None = None,
+                 out: TextIO | None = None) -> None:
+        self.spec = spec
+        self.total = total
+        self.hparams = hparams
+        self.out = out or sys.stdout
+        self.started_at = time.monotonic()
+        self.running: set[int] = set()
+        self.counts = {"COMPLETE": 0, "PRUNED": 0, "FAIL": 0}
+        self.best: tuple[float, int] | None = None
+
+    def trial_started(self, number: int, params: Mapping[str, Any]) -> None:
+        self.running.add(number)
+
+    def trial_ended(self, number: int, params: Mapping[str, Any], outcome: Outcome, epochs: int) -> None:
+        self.running.discard(number)
+        self.counts[outcome.state] += 1
+        if outcome.state == "COMPLETE" and (
+                self.best is None
+                or (outcome.value > self.best[0] if self.spec.mode == "max" else outcome.value < self.best[0])):
+            self.best = (outcome.value, number)
+        if self.hparams is not None:
+            self.hparams.write_trial(f"trial_{number:04d}", params, outcome.state, outcome.value, epochs)
+        detail = f"{self.spec.metric} {outcome.value:.4f}" if outcome.value is not None else outcome.reason
+        self.out.write(f"[{self.elapsed():>6}] trial {number:>3} {outcome.state:<8} after {epochs:>2} "
+                       f"epochs ({detail}) | {self.status_line()}\n")
+        self.out.flush()
+
+    def elapsed(self) -> str:
+        seconds = int(time.monotonic() - self.started_at)
+        return f"{seconds // 60}:{seconds % 60:02d}"
+
+    def status_line(self) -> str:
+        done = sum(self.counts.values())
+        best = (f"best {self.spec.metric} {self.best[0]:.4f} (trial {self.best[1]})"
+                if self.best else "no complete trial yet")
+        return (f"done {done}/{self.total}, running {len(self.running)}, "
+                f"pruned {self.counts['PRUNED']}, failed {self.counts['FAIL']} | {best}")
+
+
+def summary_table(study: optuna.Study, spec: SweepSpec, top_k: int = 5) -> str:
+    """State counts, the top-k COMPLETE trials with their parameters, and failure reasons."""
+    counts = state_counts(study)
+    lines = ["trials: " + ", ".join(f"{state} {counts.get(state, 0)}"
+                                    for state in ("COMPLETE", "PRUNED", "FAIL", "RUNNING", "WAITING")
+                                    if counts.get(state) or state in ("COMPLETE", "PRUNED", "FAIL"))]
+    ranked = ranked_trials(study, spec.mode)[:top_k]
+    if ranked:
+        names = list(spec.space.names)
+        header = ["rank", "trial", spec.metric, "epoch", *names]
+        rows = [[str(rank), str(t.number), f"{t.value:.4f}", str(t.user_attrs.get("best_epoch", "")),
+                 *[_format_value(t.params.get(n, "-")) for n in names]]
+                for rank, t in enumerate(ranked, start=1)]
+        widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
+        lines.append("  ".join(h.ljust(w) for h, w in zip(header, widths)))
+        lines += ["  ".join(c.ljust(w) for c, w in zip(row, widths)) for row in rows]
+    reasons: dict[str, int] = {}
+    for frozen in study.get_trials(deepcopy=False):
+        reason = frozen.user_attrs.get("fail_reason")
+        if frozen.state.name == "FAIL" and reason:
+            reasons[reason] = reasons.get(reason, 0) + 1
+    if reasons:
+        lines.append("failures:")
+        lines += [f"  {count} x {reason}" for reason, count in sorted(reasons.items(), key=lambda kv: -kv[1])]
+    return "\n".join(lines)

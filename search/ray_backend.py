@@ -1,0 +1,212 @@
+"""Ray Tune execution: the only module that imports Ray.
+
+Ray schedules and places trials (and stops them early through its scheduler); the Optuna
+study decides what to try and records what happened. :class:`StudySearcher` is the bridge:
+it asks the study for a trial, samples the space define-by-run (so conditional parameters
+work), and tells the study each trial's outcome, PRUNED included.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import warnings
+from collections.abc import Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+# Ray's own per-trial CSV/JSON/TensorBoard loggers duplicate what finesweep writes itself
+# and cost time on every result; these must be set before Ray Tune is imported.
+os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
+os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "1000")
+
+import ray  # noqa: E402
+from ray import tune  # noqa: E402
+from ray.tune.search import Searcher  # noqa: E402
+
+from search.study import Outcome, tell, trial_outcome  # noqa: E402
+from search.trial import SweepContext, TrialRequest, failure_reason, run_trial  # noqa: E402
+
+if TYPE_CHECKING:
+    import optuna
+
+    from search.progress import SweepMonitor
+    from search.spec import SweepSpec
+
+
+class ResourceError(RuntimeError):
+    """The cluster cannot ever run one trial with the resources the spec asks for."""
+
+
+def start_ray(address: str | None, *, verbose: bool = False) -> None:
+    """Start a local Ray on loopback only, or join the cluster at ``address``.
+
+    Reuses a Ray already started in this process (tests share one per session).
+    """
+    if ray.is_initialized():
+        return
+    level = logging.INFO if verbose else logging.ERROR
+    if address is None:
+        # Ray resolves 127.0.0.1 to the machine's public address and then listens on every
+        # interface; switching off multi-node mode keeps all of its servers on loopback.
+        os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
+        from ray._private import ray_constants
+
+        ray_constants.ENABLE_RAY_CLUSTER = False
+        ray.init(include_dashboard=False, log_to_driver=verbose, logging_level=level,
+                 configure_logging=True, _node_ip_address="127.0.0.1")
+    else:
+        ray.init(address=address, log_to_driver=verbose, logging_level=level, configure_logging=True)
+
+
+def check_resources(cpus: float, gpus: float) -> None:
+    """Fail before any trial when no node could ever hold one trial (else Ray waits forever)."""
+    nodes = [n for n in ray.nodes() if n.get("Alive")]
+    fits = [n for n in nodes
+            if n["Resources"].get("CPU", 0) >= cpus and n["Resources"].get("GPU", 0) >= gpus]
+    if not fits:
+        have = ", ".join(f"{n['NodeManagerAddress']}: {n['Resources'].get('CPU', 0):g} CPU, "
+                         f"{n['Resources'].get('GPU', 0):g} GPU" for n in nodes)
+        raise ResourceError(
+            f"no node can run a trial needing {cpus:g} CPU and {gpus:g} GPU (nodes: {have}); "
+            "lower `resources.cpus`/`resources.gpus` in the spec or add nodes")
+
+
+def _trainable(config: dict[str, Any], context: SweepContext) -> None:
+    runtime = ray.get_runtime_context()
+    node = runtime.get_node_id()
+    request = TrialRequest(**config)
+    accelerator = "gpu" if ray.get_gpu_ids() else "cpu"
+
+    def report(metrics: dict[str, Any]) -> None:
+        tune.report({**metrics, "node_id": node})
+
+    run_trial(context, request, report, accelerator=accelerator)
+
+
+class StudySearcher(Searcher):
+    """Ray Tune searcher backed by an Optuna study in a real database."""
+
+    def __init__(self, study: optuna.Study, spec: SweepSpec, seed_base: int, run_dir: Path,
+                 monitor: SweepMonitor | None = None) -> None:
+        super().__init__(metric=spec.metric, mode=spec.mode)
+        self.study = study
+        self.spec = spec
+        self.seed_base = seed_base
+        self.run_dir = run_dir
+        self.monitor = monitor
+        self._live: dict[str, optuna.Trial] = {}
+        self._last: dict[str, dict[str, Any]] = {}
+
+    def suggest(self, trial_id: str) -> dict[str, Any] | None:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            trial = self.study.ask()
+            sampled = self.spec.space.sample(trial)
+        config = self.spec.training_config(sampled)
+        seed = self.seed_base + trial.number
+        trial.set_user_attr("seed", seed)
+        trial.set_user_attr("config", config)
+        trial.set_user_attr("ray_trial_id", trial_id)
+        self._live[trial_id] = trial
+        if self.monitor is not None:
+            self.monitor.trial_started(trial.number, sampled)
+        return {"number": trial.number, "seed": seed, "params": sampled, "config": config}
+
+    def _record(self, trial_id: str, trial: optuna.Trial, result: dict[str, Any]) -> None:
+        if trial_id not in self._last:
+            trial.set_user_attr("node", result.get("node_id"))
+        self._last[trial_id] = result
+        value = result.get(self.spec.metric)
+        if value is not None and "epoch" in result:
+            trial.report(float(value), step=int(result["epoch"]))
+
+    def on_trial_result(self, trial_id: str, result: dict[str, Any]) -> None:
+        trial = self._live.get(trial_id)
+        if trial is not None:
+            self._record(trial_id, trial, result)
+
+    def on_trial_complete(self, trial_id: str, result: dict[str, Any] | None = None,
+                          error: bool = False) -> None:
+        trial = self._live.pop(trial_id, None)
+        if trial is None:
+            return
+        # Ray hands the final result only here, not to on_trial_result.
+        if result and "epoch" in result and result is not self._last.get(trial_id):
+            self._record(trial_id, trial, result)
+        last = self._last.pop(trial_id, None)
+        reason = failure_reason(self.run_dir, trial.number) if error else None
+        outcome = trial_outcome(last, error, self.spec.budget.max_epochs, reason)
+        epochs = int((last or {}).get("epoch", 0))
+        trial.set_user_attr("epochs", epochs)
+        if last and "best_epoch" in last:
+            trial.set_user_attr("best_epoch", int(last["best_epoch"]))
+        tell(self.study, trial, outcome)
+        if self.monitor is not None:
+            self.monitor.trial_ended(trial.number, trial.params, outcome, epochs)
+
+    # The study database holds the searcher's whole state; Ray's pickled snapshots of it
+    # would drag the database connection along and are never needed.
+    def save(self, checkpoint_path: str) -> None:
+        pass
+
+    def restore(self, checkpoint_path: str) -> None:
+        pass
+
+    def save_to_dir(self, checkpoint_dir: str, session_str: str = "default") -> None:
+        pass
+
+    def restore_from_dir(self, checkpoint_dir: str) -> None:
+        pass
+
+
+def _scheduler(spec: SweepSpec) -> Any:
+    from ray.tune import schedulers
+
+    options: Mapping[str, Any] = spec.scheduler.options
+    max_t = spec.budget.max_epochs
+    if spec.scheduler.name == "asha":
+        return schedulers.ASHAScheduler(time_attr="training_iteration", max_t=max_t,
+                                        grace_period=min(int(options.get("grace_period", 1)), max_t),
+                                        reduction_factor=options.get("reduction_factor", 3),
+                                        brackets=int(options.get("brackets", 1)))
+    if spec.scheduler.name == "hyperband":
+        return schedulers.HyperBandScheduler(time_attr="training_iteration", max_t=max_t,
+                                             reduction_factor=options.get("reduction_factor", 3))
+    if spec.scheduler.name == "median":
+        return schedulers.MedianStoppingRule(time_attr="training_iteration",
+                                             grace_period=options.get("grace_period", 1),
+                                             min_samples_required=int(options.get("min_samples_required", 3)))
+    return schedulers.FIFOScheduler()
+
+
+def run_trials(spec: SweepSpec, study: optuna.Study, run_dir: Path, *, trials: int, seed_base: int,
+               monitor: SweepMonitor | None, verbose: bool = False) -> None:
+    """Run ``trials`` trials of ``spec`` through Ray Tune, recording each in ``study``."""
+    context = SweepContext(
+        task=spec.task.name, data=spec.resolved_data(), metric=spec.metric, mode=spec.mode,
+        max_epochs=spec.budget.max_epochs, run_dir=str(run_dir.resolve()),
+        cpus_per_trial=spec.resources.cpus,
+    )
+    trainable = tune.with_resources(
+        tune.with_parameters(_trainable, context=context),
+        {"cpu": spec.resources.cpus, "gpu": spec.resources.gpus},
+    )
+    searcher = StudySearcher(study, spec, seed_base, run_dir, monitor)
+    tuner = tune.Tuner(
+        trainable,
+        tune_config=tune.TuneConfig(
+            metric=spec.metric, mode=spec.mode, search_alg=searcher, scheduler=_scheduler(spec),
+            num_samples=trials, max_concurrent_trials=spec.resources.concurrency,
+            # A reused worker keeps torch, Lightning and the dataset loaded between trials.
+            reuse_actors=True, time_budget_s=spec.budget.time_limit_s,
+            trial_dirname_creator=lambda trial: f"ray_{trial.trial_id}",
+        ),
+        run_config=tune.RunConfig(
+            name="tune", storage_path=str((run_dir / "ray").resolve()), verbose=2 if verbose else 0,
+            failure_config=tune.FailureConfig(max_failures=spec.max_failures),
+            checkpoint_config=tune.CheckpointConfig(checkpoint_at_end=False),
+        ),
+    )
+    tuner.fit()

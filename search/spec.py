@@ -1,0 +1,601 @@
+"""The sweep spec: one YAML file parsed once into typed objects, with every problem reported at once.
+
+Validation collects :class:`Problem` objects (file, line, key path, expected, found, hint)
+instead of stopping at the first one, and nothing here starts Ray or imports torch, so a
+wrong spec is rejected in well under a second, before any compute or any file is written.
+"""
+
+from __future__ import annotations
+
+import difflib
+import math
+import os
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from models.tasks import TASKS, TaskInfo
+from search.space import (
+    CategoricalParam,
+    Condition,
+    FloatParam,
+    IntParam,
+    Param,
+    SearchSpace,
+)
+
+KeyPath = tuple[Any, ...]
+
+MAX_SPEC_BYTES = 1 << 20
+# Bounds the work of walking a spec whose aliases expand exponentially ("billion laughs").
+MAX_SPEC_NODES = 20_000
+MAX_CHOICES = 1_000
+
+TOP_LEVEL_KEYS = (
+    "name", "description", "task", "data", "metric", "mode", "space", "strategy",
+    "scheduler", "budget", "resources", "storage", "max_failures",
+)
+PARAM_KEYS = {
+    "float": ("type", "low", "high", "log", "step", "when"),
+    "int": ("type", "low", "high", "log", "step", "when"),
+    "categorical": ("type", "choices", "when"),
+}
+STORAGE_SCHEMES = ("sqlite", "postgresql", "mysql", "oracle", "mssql")
+_NUMBER_LIKE = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$")
+NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+
+
+@dataclass(frozen=True)
+class Problem:
+    path: KeyPath
+    expected: str
+    found: str
+    hint: str = ""
+    line: int | None = None
+
+    def render(self, source: str) -> str:
+        where = f"{source}:{self.line}" if self.line else source
+        key = format_path(self.path) or "(top level)"
+        text = f"{where}: {key}: expected {self.expected}, found {self.found}"
+        return f"{text} (hint: {self.hint})" if self.hint else text
+
+
+class SpecError(Exception):
+    """A spec that cannot run; ``problems`` lists every reason, not just the first."""
+
+    def __init__(self, source: str, problems: Sequence[Problem]) -> None:
+        self.source = source
+        self.problems = list(problems)
+        count = len(self.problems)
+        lines = [f"{source}: {count} problem{'s' if count != 1 else ''} in the sweep spec:"]
+        lines += [f"  - {p.render(source)}" for p in self.problems]
+        super().__init__("\n".join(lines))
+
+
+def format_path(path: KeyPath) -> str:
+    text = ""
+    for part in path:
+        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
+    return text
+
+
+@dataclass(frozen=True)
+class StrategySpec:
+    name: str = "global"
+    options: Mapping[str, Any] = field(default_factory=dict)
+    seed: int | None = None
+
+
+@dataclass(frozen=True)
+class SchedulerSpec:
+    name: str = "asha"
+    options: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class BudgetSpec:
+    trials: int = 20
+    max_epochs: int = 10
+    time_limit_s: float | None = None
+
+
+@dataclass(frozen=True)
+class ResourcesSpec:
+    cpus: float = 1.0
+    gpus: float = 0.0
+    concurrency: int = 2
+
+
+@dataclass(frozen=True)
+class SweepSpec:
+    name: str
+    task: TaskInfo
+    data: Mapping[str, Any]
+    metric: str
+    mode: str
+    space: SearchSpace
+    strategy: StrategySpec
+    scheduler: SchedulerSpec
+    budget: BudgetSpec
+    resources: ResourcesSpec
+    storage: str | None
+    max_failures: int
+    source: str
+    # The validated mapping (overrides applied), written to the run directory.
+    raw: Mapping[str, Any]
+
+    def resolved_data(self) -> dict[str, Any]:
+        from dataclasses import asdict
+
+        return asdict(self.task.data_class(**self.data))
+
+    def training_config(self, sampled: Mapping[str, Any]) -> dict[str, Any]:
+        """The complete training config of one trial: task defaults, fixed values, samples."""
+        return self.task.resolve({**self.space.fixed, **sampled})
+
+
+# --------------------------------------------------------------------------- loading
+
+
+def _line_marks(node: yaml.Node, path: KeyPath, marks: dict[KeyPath, int], budget: list[int]) -> None:
+    budget[0] -= 1
+    if budget[0] < 0:
+        return
+    marks.setdefault(path, node.start_mark.line + 1)
+    if isinstance(node, yaml.MappingNode):
+        for key_node, value_node in node.value:
+            key = key_node.value if isinstance(key_node, yaml.ScalarNode) else str(key_node.value)
+            marks[(*path, key)] = key_node.start_mark.line + 1
+            _line_marks(value_node, (*path, key), marks, budget)
+    elif isinstance(node, yaml.SequenceNode):
+        for index, item in enumerate(node.value):
+            _line_marks(item, (*path, index), marks, budget)
+
+
+def load_yaml(path: str | os.PathLike[str]) -> tuple[Any, dict[KeyPath, int]]:
+    """Safely load a YAML file and the line of every key path; raise SpecError on bad YAML."""
+    source = str(path)
+    try:
+        size = os.path.getsize(path)
+    except OSError as error:
+        raise SpecError(source, [Problem((), "a readable YAML file", f"{error.strerror}")]) from None
+    if size > MAX_SPEC_BYTES:
+        raise SpecError(source, [Problem((), f"a spec of at most {MAX_SPEC_BYTES} bytes",
+                                         f"{size} bytes", "a sweep spec is a short text file")])
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise SpecError(source, [Problem((), "UTF-8 text", "binary data")]) from None
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        marks: dict[KeyPath, int] = {}
+        budget = [MAX_SPEC_NODES]
+        if node is not None:
+            _line_marks(node, (), marks, budget)
+        if budget[0] < 0:
+            raise SpecError(source, [Problem((), f"at most {MAX_SPEC_NODES} YAML nodes",
+                                             "more (aliases expanding without bound?)",
+                                             "write the spec out without nested aliases")])
+        data = yaml.safe_load(text)
+    except yaml.MarkedYAMLError as error:
+        mark = error.problem_mark or error.context_mark
+        line = mark.line + 1 if mark else None
+        reason = " ".join(str(part) for part in (error.context, error.problem) if part)
+        if "could not determine a constructor" in reason:
+            reason += "; YAML tags that build Python objects are never loaded"
+        raise SpecError(source, [Problem((), "valid YAML", reason, line=line)]) from None
+    except yaml.YAMLError as error:
+        raise SpecError(source, [Problem((), "valid YAML", str(error))]) from None
+    return data, marks
+
+
+def parse_spec(path: str | os.PathLike[str], overrides: Mapping[KeyPath, Any] | None = None) -> SweepSpec:
+    """Load, override and validate a spec file; raise SpecError listing every problem."""
+    data, marks = load_yaml(path)
+    if not isinstance(data, dict):
+        raise SpecError(str(path), [Problem((), "a mapping of spec keys", _describe(data), line=1)])
+    for section in ("strategy", "scheduler"):
+        if isinstance(data.get(section), str):  # `strategy: global` is short for {name: global}
+            data[section] = {"name": data[section]}
+    for key_path, value in (overrides or {}).items():
+        target = data
+        for key in key_path[:-1]:
+            if not isinstance(target.get(key), dict):
+                target[key] = {}
+            target = target[key]
+        target[key_path[-1]] = value
+        marks[key_path] = 0  # Rendered without a line: the value came from the command line.
+    return SpecChecker(str(path), marks).spec(data)
+
+
+# --------------------------------------------------------------------------- validation
+
+
+def _describe(value: Any) -> str:
+    if isinstance(value, str):
+        return f"{value!r} (a string)"
+    if value is None:
+        return "nothing (null)"
+    if isinstance(value, bool):
+        return f"{value} (a boolean)"
+    if isinstance(value, (dict, list)):
+        return f"a {type(value).__name__} {str(value)[:60]}"
+    return repr(value)
+
+
+def _suggest(word: str, options: Sequence[str]) -> str:
+    close = difflib.get_close_matches(str(word), list(options), n=1, cutoff=0.6)
+    return f"did you mean `{close[0]}`?" if close else f"valid: {', '.join(map(str, options))}"
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+class SpecChecker:
+    def __init__(self, source: str, marks: Mapping[KeyPath, int]) -> None:
+        self.source = source
+        self.marks = marks
+        self.problems: list[Problem] = []
+
+    # ---- helpers
+
+    def problem(self, path: KeyPath, expected: str, found: str, hint: str = "") -> None:
+        line = None
+        for depth in range(len(path), -1, -1):
+            if path[:depth] in self.marks:
+                line = self.marks[path[:depth]] or None
+                break
+        self.problems.append(Problem(tuple(path), expected, found, hint, line))
+
+    def mapping(self, value: Any, path: KeyPath, allowed: Sequence[str]) -> dict[str, Any]:
+        if value is None:
+            return {}
+        if not isinstance(value, dict):
+            self.problem(path, "a mapping", _describe(value))
+            return {}
+        for key in value:
+            if key not in allowed:
+                self.problem((*path, key), f"one of the keys {', '.join(allowed)}",
+                             f"unknown key {key!r}", _suggest(key, allowed))
+        return {k: v for k, v in value.items() if k in allowed}
+
+    def number(self, value: Any, path: KeyPath, *, integer: bool = False, low: float | None = None,
+               high: float | None = None, low_open: bool = False) -> float | int | None:
+        kind = "an integer" if integer else "a number"
+        if isinstance(value, str) and _NUMBER_LIKE.match(value.strip()):
+            self.problem(path, kind, _describe(value),
+                         "YAML 1.1 reads exponents without a dot as strings: "
+                         f"write {float(value):.1e}".replace("e-0", "e-").replace("e+0", "e+"))
+            return None
+        if not _is_number(value) or (integer and not float(value).is_integer()):
+            self.problem(path, kind, _describe(value))
+            return None
+        if integer:
+            value = int(value)
+        if low is not None and (value <= low if low_open else value < low):
+            self.problem(path, f"{kind} {'>' if low_open else '>='} {low:g}", repr(value))
+            return None
+        if high is not None and value > high:
+            self.problem(path, f"{kind} <= {high:g}", repr(value))
+            return None
+        return value
+
+    def string(self, value: Any, path: KeyPath, choices: Sequence[str] | None = None) -> str | None:
+        if not isinstance(value, str) or not value:
+            expected = f"one of {', '.join(choices)}" if choices else "a non-empty string"
+            self.problem(path, expected, _describe(value))
+            return None
+        if choices is not None and value not in choices:
+            self.problem(path, f"one of {', '.join(choices)}", repr(value), _suggest(value, choices))
+            return None
+        return value
+
+    def boolean(self, value: Any, path: KeyPath) -> bool:
+        if not isinstance(value, bool):
+            self.problem(path, "true or false", _describe(value))
+            return False
+        return value
+
+    def field_value(self, value: Any, spec_field: Any, path: KeyPath) -> bool:
+        """Check one value against a task or data config field (type, choices, bounds)."""
+        meta, kind = spec_field.metadata, spec_field.type
+        if "choices" in meta:
+            return self.string(value, path, meta["choices"]) is not None
+        if kind in ("int", int):
+            return self.number(value, path, integer=True, low=meta.get("low"), high=meta.get("high")) is not None
+        if kind in ("float", float):
+            return self.number(value, path, low=meta.get("low"), high=meta.get("high")) is not None
+        if kind in ("bool", bool):
+            return isinstance(value, bool) or self.boolean(value, path)
+        if kind in ("str", str):
+            return self.string(value, path) is not None
+        return True
+
+    # ---- sections
+
+    def spec(self, data: dict[str, Any]) -> SweepSpec:
+        data = self.mapping(data, (), TOP_LEVEL_KEYS)
+        for required in ("name", "task", "metric", "space"):
+            if required not in data:
+                self.problem((required,), f"a `{required}:` entry", "none")
+        name = data.get("name")
+        if "name" in data and (not isinstance(name, str) or not NAME_PATTERN.match(name)):
+            self.problem(("name",), "a name of letters, digits, '_', '-', '.'", _describe(name),
+                         "it names the run directory runs/<name>")
+        task = None
+        if "task" in data and self.string(data["task"], ("task",), sorted(TASKS)):
+            task = TASKS[data["task"]]
+        data_settings = self.data(task, data.get("data"))
+        metric, mode = self.metric(task, data.get("metric"), data.get("mode"), "metric" in data)
+        space = self.space(task, data.get("space"))
+        strategy = self.strategy(data.get("strategy"), space)
+        scheduler = self.scheduler(data.get("scheduler"))
+        budget = self.budget(data.get("budget"))
+        resources = self.resources(data.get("resources"))
+        storage = self.storage(data.get("storage"))
+        max_failures = 0
+        if data.get("max_failures") is not None:
+            max_failures = self.number(data["max_failures"], ("max_failures",), integer=True, low=0) or 0
+        if self.problems:
+            raise SpecError(self.source, self.problems)
+        return SweepSpec(
+            name=name, task=task, data=data_settings, metric=metric, mode=mode, space=space,
+            strategy=strategy, scheduler=scheduler, budget=budget, resources=resources,
+            storage=storage, max_failures=int(max_failures), source=self.source, raw=data,
+        )
+
+    def data(self, task: TaskInfo | None, value: Any) -> dict[str, Any]:
+        if task is None:
+            return {}
+        fields = task.data_fields()
+        settings = self.mapping(value, ("data",), list(fields))
+        return {k: v for k, v in settings.items() if self.field_value(v, fields[k], ("data", k))}
+
+    def metric(self, task: TaskInfo | None, metric: Any, mode: Any, given: bool) -> tuple[str, str]:
+        if mode is not None:
+            mode = self.string(mode, ("mode",), ["min", "max"])
+        if not given or task is None:
+            return str(metric), mode or "max"
+        if self.string(metric, ("metric",), list(task.metrics)) is None:
+            self.problems[-1] = Problem(("metric",), f"a metric that task {task.name!r} reports: "
+                                        f"{', '.join(task.metrics)}", _describe(metric),
+                                        _suggest(metric, list(task.metrics)),
+                                        self.problems[-1].line)
+            return str(metric), mode or "max"
+        natural = task.metrics[metric]
+        if mode is not None and mode != natural:
+            self.problem(("mode",), f"{natural} ({metric} improves that way)", repr(mode))
+        return metric, natural
+
+    def space(self, task: TaskInfo | None, value: Any) -> SearchSpace:
+        if value is None:
+            return SearchSpace(params=())
+        if not isinstance(value, dict) or not value:
+            self.problem(("space",), "a non-empty mapping of parameter names", _describe(value))
+            return SearchSpace(params=())
+        fields = task.config_fields() if task else {}
+        params: list[Param] = []
+        fixed: dict[str, Any] = {}
+        for name, entry in value.items():
+            path = ("space", name)
+            if task is not None and name not in fields:
+                self.problem(path, f"a setting of task {task.name!r}", f"unknown parameter {name!r}",
+                             _suggest(name, list(fields)))
+                continue
+            spec_field = fields.get(name)
+            if isinstance(entry, dict) and "type" not in entry:
+                if set(entry) == {"value"}:
+                    entry = entry["value"]
+                    path = (*path, "value")
+                else:
+                    self.problem(path, "a fixed value or a mapping with `type:` (float, int, categorical)",
+                                 _describe(entry), "add `type: float` (or int / categorical)")
+                    continue
+            if isinstance(entry, dict):
+                param = self.param(name, entry, spec_field, path)
+                if param is not None:
+                    params.append(param)
+            elif spec_field is None or self.field_value(entry, spec_field, path):
+                fixed[name] = entry
+        return SearchSpace(params=tuple(self.order_by_conditions(params)), fixed=fixed)
+
+    def param(self, name: str, entry: dict[str, Any], spec_field: Any, path: KeyPath) -> Param | None:
+        kind = self.string(entry["type"], (*path, "type"), list(PARAM_KEYS))
+        if kind is None:
+            return None
+        entry = self.mapping(entry, path, PARAM_KEYS[kind])
+        field_kind = getattr(spec_field, "type", None)
+        meta = getattr(spec_field, "metadata", {})
+        when = self.conditions(entry.get("when"), (*path, "when"))
+        if kind == "categorical":
+            return self.categorical(name, entry, spec_field, path, when)
+        if "choices" in meta or field_kind in ("str", str):
+            self.problem((*path, "type"), "categorical (this setting takes names)", repr(kind))
+            return None
+        integer = kind == "int"
+        if integer and field_kind in ("float", float):
+            pass  # An int range for a float setting is fine (e.g. whole-number epochs of warm-up).
+        elif not integer and field_kind in ("int", int):
+            self.problem((*path, "type"), "int (this setting takes whole numbers)", repr(kind))
+            return None
+        bounds = {}
+        for key in ("low", "high"):
+            if key not in entry:
+                self.problem((*path, key), f"a `{key}:` bound", "none")
+            else:
+                bounds[key] = self.number(entry[key], (*path, key), integer=integer,
+                                          low=meta.get("low"), high=meta.get("high"))
+        log = self.boolean(entry["log"], (*path, "log")) if "log" in entry else False
+        step = None
+        if entry.get("step") is not None:
+            step = self.number(entry["step"], (*path, "step"), integer=integer, low=0, low_open=True)
+            if step is None:
+                return None
+            if log and not integer:
+                self.problem((*path, "step"), "no step on a log-scale float", repr(step),
+                             "Optuna samples log floats continuously; drop `step` or `log`")
+                return None
+            if log and integer and step != 1:
+                self.problem((*path, "step"), "step 1 on a log-scale int", repr(step))
+                return None
+        low, high = bounds.get("low"), bounds.get("high")
+        if low is None or high is None:
+            return None
+        if low > high:
+            self.problem(path, "low <= high", f"low={low!r}, high={high!r}", "swap the bounds")
+            return None
+        if log and low <= 0:
+            self.problem((*path, "low"), "low > 0 on a log scale", repr(low),
+                         "a log-scale range cannot include zero or negatives")
+            return None
+        if integer:
+            return IntParam(name, int(low), int(high), log=log, step=int(step or 1), when=when)
+        return FloatParam(name, float(low), float(high), log=log, step=step, when=when)
+
+    def categorical(self, name: str, entry: dict[str, Any], spec_field: Any, path: KeyPath,
+                    when: tuple[Condition, ...]) -> CategoricalParam | None:
+        choices = entry.get("choices")
+        if not isinstance(choices, list) or not choices:
+            self.problem((*path, "choices"), "a non-empty list of choices", _describe(choices))
+            return None
+        if len(choices) > MAX_CHOICES:
+            self.problem((*path, "choices"), f"at most {MAX_CHOICES} choices", f"{len(choices)}",
+                         "use an int or float range for a numeric setting")
+            return None
+        ok = True
+        for index, choice in enumerate(choices):
+            if isinstance(choice, (dict, list)):
+                self.problem((*path, "choices", index), "a plain value", _describe(choice))
+                ok = False
+            elif spec_field is not None and not self.field_value(choice, spec_field, (*path, "choices", index)):
+                ok = False
+        if ok and len({repr(c) for c in choices}) != len(choices):
+            self.problem((*path, "choices"), "distinct choices", repr(choices), "remove the repeated ones")
+            ok = False
+        return CategoricalParam(name, tuple(choices), when=when) if ok else None
+
+    def conditions(self, value: Any, path: KeyPath) -> tuple[Condition, ...]:
+        if value is None:
+            return ()
+        if not isinstance(value, dict) or not value:
+            self.problem(path, "a mapping {parameter: value or [values]}", _describe(value))
+            return ()
+        result = []
+        for parameter, expected in value.items():
+            values = tuple(expected) if isinstance(expected, list) else (expected,)
+            result.append(Condition(str(parameter), values))
+        return tuple(result)
+
+    def order_by_conditions(self, params: list[Param]) -> list[Param]:
+        """Sampling order: a condition's parameter before the parameters that depend on it."""
+        by_name = {p.name: p for p in params}
+        for param in params:
+            for index, condition in enumerate(param.when):
+                path = ("space", param.name, "when", condition.parameter)
+                other = by_name.get(condition.parameter)
+                if condition.parameter == param.name:
+                    self.problem(path, "another parameter", "a condition on itself")
+                elif other is None:
+                    self.problem(path, "a searched parameter of this space",
+                                 f"{condition.parameter!r}, which is not searched here",
+                                 _suggest(condition.parameter, list(by_name)))
+                else:
+                    possible = getattr(other, "choices", None)
+                    if possible is None and isinstance(other, IntParam):
+                        possible = other.grid_values()
+                    for expected in condition.values:
+                        if possible is not None and expected not in possible:
+                            self.problem(path, f"a value {other.name} can take: {list(possible)[:10]}",
+                                         repr(expected))
+        ordered: list[Param] = []
+        placed: set[str] = set()
+        pending = list(params)
+        while pending:
+            ready = [p for p in pending
+                     if all(c.parameter in placed or c.parameter not in by_name for c in p.when)]
+            if not ready:
+                names = ", ".join(p.name for p in pending)
+                self.problem(("space",), "conditions without cycles", f"a cycle among {names}")
+                return ordered + pending
+            for param in ready:
+                ordered.append(param)
+                placed.add(param.name)
+                pending.remove(param)
+        return ordered
+
+    def strategy(self, value: Any, space: SearchSpace) -> StrategySpec:
+        from search.strategies import STRATEGIES, check_options
+
+        if isinstance(value, str):
+            value = {"name": value}
+        entry = self.mapping(value, ("strategy",), ["name", "options", "seed"])
+        name = entry.get("name", "global")
+        if self.string(name, ("strategy", "name"), sorted(STRATEGIES)) is None:
+            return StrategySpec()
+        options = self.mapping(entry.get("options"), ("strategy", "options"),
+                               list(STRATEGIES[name].options))
+        for key, expected, found in check_options(name, options, space):
+            self.problem(("strategy", "options", key) if key else ("strategy", "name"), expected, found)
+        seed = entry.get("seed")
+        if seed is not None:
+            seed = self.number(seed, ("strategy", "seed"), integer=True, low=0)
+        return StrategySpec(name=name, options=options, seed=seed)
+
+    def scheduler(self, value: Any) -> SchedulerSpec:
+        from search.schedulers import SCHEDULERS
+
+        if isinstance(value, str):
+            value = {"name": value}
+        entry = self.mapping(value, ("scheduler",), ["name", "options"])
+        name = entry.get("name", "asha")
+        if self.string(name, ("scheduler", "name"), sorted(SCHEDULERS)) is None:
+            return SchedulerSpec()
+        known = SCHEDULERS[name]
+        options = self.mapping(entry.get("options"), ("scheduler", "options"), list(known))
+        for key, option_value in options.items():
+            default = known[key]
+            self.number(option_value, ("scheduler", "options", key),
+                        integer=isinstance(default, int), low=1 if isinstance(default, int) else 0)
+        return SchedulerSpec(name=name, options=options)
+
+    def budget(self, value: Any) -> BudgetSpec:
+        entry = self.mapping(value, ("budget",), ["trials", "max_epochs", "time_limit_s"])
+        defaults = BudgetSpec()
+        trials = self.number(entry.get("trials", defaults.trials), ("budget", "trials"), integer=True, low=1)
+        epochs = self.number(entry.get("max_epochs", defaults.max_epochs), ("budget", "max_epochs"),
+                             integer=True, low=1)
+        limit = entry.get("time_limit_s")
+        if limit is not None:
+            limit = self.number(limit, ("budget", "time_limit_s"), low=0, low_open=True)
+        return BudgetSpec(trials=trials or 1, max_epochs=epochs or 1, time_limit_s=limit)
+
+    def resources(self, value: Any) -> ResourcesSpec:
+        entry = self.mapping(value, ("resources",), ["cpus", "gpus", "concurrency"])
+        defaults = ResourcesSpec()
+        cpus = self.number(entry.get("cpus", defaults.cpus), ("resources", "cpus"), low=0, low_open=True)
+        gpus = self.number(entry.get("gpus", defaults.gpus), ("resources", "gpus"), low=0)
+        if gpus is not None and gpus > 1 and not float(gpus).is_integer():
+            self.problem(("resources", "gpus"), "a fraction below 1 or a whole number of GPUs",
+                         repr(gpus), "Ray shares a GPU only in fractions of one device")
+        concurrency = self.number(entry.get("concurrency", defaults.concurrency),
+                                  ("resources", "concurrency"), integer=True, low=1)
+        return ResourcesSpec(cpus=cpus or 1.0, gpus=gpus or 0.0, concurrency=concurrency or 1)
+
+    def storage(self, value: Any) -> str | None:
+        if value is None:
+            return None
+        if not isinstance(value, str) or "://" not in value:
+            self.problem(("storage",), "a database URL such as sqlite:///path/study.db or "
+                         "postgresql://user@host/db", _describe(value))
+            return None
+        scheme = value.split("://", 1)[0].split("+", 1)[0]
+        if scheme not in STORAGE_SCHEMES:
+            self.problem(("storage",), f"a SQLAlchemy URL scheme ({', '.join(STORAGE_SCHEMES)})",
+                         repr(scheme), _suggest(scheme, STORAGE_SCHEMES))
+            return None
+        return value

@@ -1,0 +1,16 @@
+"""`random`: independent uniform draws (log-uniform on log scales); the baseline to beat."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import optuna
+
+    from search.space import SearchSpace
+
+
+def make_random_sampler(space: SearchSpace, *, seed: int | None = None) -> optuna.samplers.BaseSampler:
+    import optuna
+
+    return optuna.samplers.RandomSampler(seed=seed)

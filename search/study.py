@@ -1,0 +1,135 @@
+"""The sweep's Optuna study: where it is stored, and how a finished trial is recorded.
+
+The study database is the sweep's record of truth: Ray Tune schedules, but every trial's
+parameters, per-epoch values, state and reason for failing are written here.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import warnings
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import optuna
+
+    from search.spec import SweepSpec
+
+STUDY_FILE = "study.db"
+
+
+def storage_url(spec_storage: str | None, run_dir: str | Path) -> str:
+    if spec_storage:
+        return spec_storage
+    return f"sqlite:///{(Path(run_dir) / STUDY_FILE).resolve()}"
+
+
+def redact(url: str) -> str:
+    """A storage URL fit for printing: the password, if any, replaced."""
+    if "@" not in url or "://" not in url:
+        return url
+    scheme, rest = url.split("://", 1)
+    credentials, host = rest.rsplit("@", 1)
+    user = credentials.split(":", 1)[0]
+    return f"{scheme}://{user}:***@{host}" if ":" in credentials else url
+
+
+def _storage(url: str) -> optuna.storages.BaseStorage:
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    kwargs: dict[str, Any] = {}
+    if url.startswith("sqlite"):
+        # The driver is the only writer, but `status` and `export` may read meanwhile.
+        kwargs = {"connect_args": {"timeout": 60}}
+    return optuna.storages.RDBStorage(url, engine_kwargs=kwargs)
+
+
+def open_study(spec: SweepSpec, url: str, sampler: optuna.samplers.BaseSampler | None = None) -> optuna.Study:
+    import optuna
+
+    direction = "maximize" if spec.mode == "max" else "minimize"
+    return optuna.create_study(study_name=spec.name, storage=_storage(url), sampler=sampler,
+                               direction=direction, load_if_exists=True)
+
+
+def load_study(name: str, url: str) -> optuna.Study:
+    import optuna
+
+    return optuna.load_study(study_name=name, storage=_storage(url))
+
+
+@dataclass(frozen=True)
+class Outcome:
+    state: str  # COMPLETE, PRUNED or FAIL
+    value: float | None
+    reason: str | None = None
+
+
+def trial_outcome(last_result: Mapping[str, Any] | None, errored: bool, max_epochs: int,
+                  reason: str | None = None) -> Outcome:
+    """How a trial that Ray has finished is recorded.
+
+    A trial that stopped before ``max_epochs`` without an error was stopped by the scheduler
+    (or the time limit): PRUNED, never COMPLETE with a partly trained value. A non-finite
+    objective is a failure, so it can never be chosen as best.
+    """
+    if errored:
+        return Outcome("FAIL", None, reason or "the trial raised an error")
+    if not last_result or "best_value" not in last_result:
+        return Outcome("FAIL", None, reason or "the trial ended without reporting a metric")
+    value = float(last_result["best_value"])
+    if not math.isfinite(value):
+        return Outcome("FAIL", None, f"non-finite metric {value}")
+    if int(last_result.get("epoch", 0)) < max_epochs:
+        return Outcome("PRUNED", value)
+    return Outcome("COMPLETE", value)
+
+
+def tell(study: optuna.Study, trial: optuna.Trial, outcome: Outcome) -> None:
+    import optuna
+
+    if outcome.reason:
+        trial.set_user_attr("fail_reason", outcome.reason)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        if outcome.state == "COMPLETE":
+            study.tell(trial, outcome.value)
+        elif outcome.state == "PRUNED":
+            study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+        else:
+            study.tell(trial, state=optuna.trial.TrialState.FAIL)
+
+
+def fail_unfinished(study: optuna.Study, reason: str) -> int:
+    """Record trials still RUNNING (the sweep ended around them) as FAIL; returns how many."""
+    import optuna
+
+    count = 0
+    for frozen in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
+        tell(study, optuna.trial.Trial(study, frozen._trial_id), Outcome("FAIL", None, reason))
+        count += 1
+    return count
+
+
+def state_counts(study: optuna.Study) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for frozen in study.get_trials(deepcopy=False):
+        counts[frozen.state.name] = counts.get(frozen.state.name, 0) + 1
+    return counts
+
+
+def ranked_trials(study: optuna.Study, mode: str) -> list[optuna.trial.FrozenTrial]:
+    """COMPLETE trials, best first."""
+    import optuna
+
+    done = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+    return sorted(done, key=lambda t: t.value, reverse=(mode == "max"))
+
+
+def describe_storage(url: str) -> str:
+    return redact(url) if "://" in url else os.fspath(url)

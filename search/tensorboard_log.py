@@ -1,0 +1,99 @@
+"""TensorBoard HParams records for a sweep, written by the driver.
+
+Workers write per-epoch scalars into ``tensorboard/trial_NNNN``; the driver adds, into the
+same run, the trial's parameters and state once the trial has ended (only the driver knows
+whether the scheduler pruned it), plus one experiment record at the root that fixes the
+columns, so every trial (pruned and failed ones included) lines up in the HParams table.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from tensorboard.compat.proto import event_pb2, summary_pb2
+from tensorboard.plugins.hparams import api_pb2, metadata, plugin_data_pb2
+from tensorboard.summary.writer.event_file_writer import EventFileWriter
+
+from search.space import INACTIVE, CategoricalParam, SearchSpace
+
+STATE_COLUMN = "trial_state"
+STATES = ("COMPLETE", "PRUNED", "FAIL")
+_STATUS = {"COMPLETE": api_pb2.STATUS_SUCCESS, "PRUNED": api_pb2.STATUS_SUCCESS,
+           "FAIL": api_pb2.STATUS_FAILURE}
+
+
+def final_metric_tag(metric: str) -> str:
+    return f"final/{metric}"
+
+
+def _summary(tag: str, data: plugin_data_pb2.HParamsPluginData) -> summary_pb2.Summary:
+    data.version = metadata.PLUGIN_DATA_VERSION
+    meta = metadata.create_summary_metadata(data)
+    return summary_pb2.Summary(value=[summary_pb2.Summary.Value(
+        tag=tag, metadata=meta, tensor=metadata.NULL_TENSOR)])
+
+
+def _write(directory: Path, suffix: str, *summaries: summary_pb2.Summary) -> None:
+    directory.mkdir(parents=True, exist_ok=True)
+    writer = EventFileWriter(str(directory), filename_suffix=suffix)
+    for summary in summaries:
+        writer.add_event(event_pb2.Event(wall_time=time.time(), summary=summary))
+    writer.close()
+
+
+def _value(value: Any) -> Any:
+    from google.protobuf import struct_pb2
+
+    if isinstance(value, bool):
+        return struct_pb2.Value(bool_value=value)
+    if isinstance(value, (int, float)):
+        return struct_pb2.Value(number_value=float(value))
+    return struct_pb2.Value(string_value=str(value))
+
+
+class HParamsLog:
+    def __init__(self, tensorboard_root: str | Path, space: SearchSpace, metric: str) -> None:
+        self.root = Path(tensorboard_root)
+        self.space = space
+        self.metric = metric
+
+    def write_experiment(self) -> None:
+        """Column definitions: every searched parameter, the state, the final metric."""
+        infos = []
+        for param in self.space.params:
+            info = api_pb2.HParamInfo(name=param.name)
+            if isinstance(param, CategoricalParam):
+                values = list(param.choices) + ([INACTIVE] if param.when else [])
+                info.domain_discrete.extend(values)
+                if all(isinstance(v, str) for v in values):
+                    info.type = api_pb2.DATA_TYPE_STRING
+            elif not param.when:
+                info.type = api_pb2.DATA_TYPE_FLOAT64
+            infos.append(info)
+        state = api_pb2.HParamInfo(name=STATE_COLUMN, type=api_pb2.DATA_TYPE_STRING)
+        state.domain_discrete.extend(list(STATES))
+        infos.append(state)
+        metric = api_pb2.MetricInfo(name=api_pb2.MetricName(tag=final_metric_tag(self.metric)))
+        experiment = api_pb2.Experiment(hparam_infos=infos, metric_infos=[metric],
+                                        time_created_secs=time.time())
+        _write(self.root, ".experiment",
+               _summary(metadata.EXPERIMENT_TAG, plugin_data_pb2.HParamsPluginData(experiment=experiment)))
+
+    def write_trial(self, run_name: str, params: Mapping[str, Any], state: str,
+                    value: float | None, step: int) -> None:
+        start = plugin_data_pb2.SessionStartInfo(start_time_secs=time.time())
+        for name, param_value in {**self.space.with_inactive(params), STATE_COLUMN: state}.items():
+            start.hparams[name].CopyFrom(_value(param_value))
+        end = plugin_data_pb2.SessionEndInfo(status=_STATUS[state], end_time_secs=time.time())
+        summaries = [
+            _summary(metadata.SESSION_START_INFO_TAG, plugin_data_pb2.HParamsPluginData(session_start_info=start)),
+            _summary(metadata.SESSION_END_INFO_TAG, plugin_data_pb2.HParamsPluginData(session_end_info=end)),
+        ]
+        if value is not None and math.isfinite(value):
+            summaries.append(summary_pb2.Summary(value=[summary_pb2.Summary.Value(
+                tag=final_metric_tag(self.metric), simple_value=float(value))]))
+        _write(self.root / run_name, ".hparams", *summaries)
