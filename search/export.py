@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 import yaml
 
 from models.tasks import TASKS, TaskInfo
-from search.spec import Problem, SpecError, SpecChecker, load_yaml
+from search.spec import Problem, SpecChecker, SpecError, load_yaml
 from search.trial import trial_dir
 
 if TYPE_CHECKING:

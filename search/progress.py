@@ -79,8 +79,8 @@ def summary_table(study: optuna.Study, spec: SweepSpec, top_k: int = 5) -> str:
                  *[_format_value(t.params.get(n, "-")) for n in names]]
                 for rank, t in enumerate(ranked, start=1)]
         widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
-        lines.append("  ".join(h.ljust(w) for h, w in zip(header, widths)))
-        lines += ["  ".join(c.ljust(w) for c, w in zip(row, widths)) for row in rows]
+        lines.append("  ".join(h.ljust(w) for h, w in zip(header, widths, strict=True)))
+        lines += ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)) for row in rows]
     reasons: dict[str, int] = {}
     for frozen in study.get_trials(deepcopy=False):
         reason = frozen.user_attrs.get("fail_reason")

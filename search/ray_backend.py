@@ -25,7 +25,7 @@ import ray  # noqa: E402
 from ray import tune  # noqa: E402
 from ray.tune.search import Searcher  # noqa: E402
 
-from search.study import Outcome, tell, trial_outcome  # noqa: E402
+from search.study import tell, trial_outcome  # noqa: E402
 from search.trial import SweepContext, TrialRequest, failure_reason, run_trial  # noqa: E402
 
 if TYPE_CHECKING:
@@ -133,7 +133,8 @@ class StudySearcher(Searcher):
         if trial is None:
             return
         # Ray hands the final result only here, not to on_trial_result.
-        if result and "epoch" in result and result is not self._last.get(trial_id):
+        seen = self._last.get(trial_id, {}).get("epoch")
+        if result and "epoch" in result and result["epoch"] != seen:
             self._record(trial_id, trial, result)
         last = self._last.pop(trial_id, None)
         reason = failure_reason(self.run_dir, trial.number) if error else None
@@ -146,8 +147,12 @@ class StudySearcher(Searcher):
         if self.monitor is not None:
             self.monitor.trial_ended(trial.number, trial.params, outcome, epochs)
 
-    # The study database holds the searcher's whole state; Ray's pickled snapshots of it
-    # would drag the database connection along and are never needed.
+    # The study database holds the searcher's whole state. Ray pickles the Tuner (and so
+    # this searcher) for its own restore, which finesweep never uses: leave out the live
+    # database session, the open trials and the console.
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "study": None, "monitor": None, "_live": {}, "_last": {}}
+
     def save(self, checkpoint_path: str) -> None:
         pass
 

@@ -13,7 +13,6 @@ import os
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import yaml
@@ -34,6 +33,10 @@ MAX_SPEC_BYTES = 1 << 20
 # Bounds the work of walking a spec whose aliases expand exponentially ("billion laughs").
 MAX_SPEC_NODES = 20_000
 MAX_CHOICES = 1_000
+MAX_INTEGER = 2**53
+# Trial seeds are the strategy seed plus the trial number, and numpy and Lightning take seeds
+# below 2**32: this leaves room for two billion trials.
+MAX_SEED = 2**31 - 1
 
 TOP_LEVEL_KEYS = (
     "name", "description", "task", "data", "metric", "mode", "space", "strategy",
@@ -141,45 +144,73 @@ class SweepSpec:
 # --------------------------------------------------------------------------- loading
 
 
-def _line_marks(node: yaml.Node, path: KeyPath, marks: dict[KeyPath, int], budget: list[int]) -> None:
-    budget[0] -= 1
-    if budget[0] < 0:
-        return
-    marks.setdefault(path, node.start_mark.line + 1)
-    if isinstance(node, yaml.MappingNode):
-        for key_node, value_node in node.value:
-            key = key_node.value if isinstance(key_node, yaml.ScalarNode) else str(key_node.value)
-            marks[(*path, key)] = key_node.start_mark.line + 1
-            _line_marks(value_node, (*path, key), marks, budget)
-    elif isinstance(node, yaml.SequenceNode):
-        for index, item in enumerate(node.value):
-            _line_marks(item, (*path, index), marks, budget)
+def _line_marks(root: yaml.Node) -> tuple[dict[KeyPath, int], list[Problem], bool]:
+    """The line of every key path, keys given twice, and whether the walk stayed within
+    MAX_SPEC_NODES. Iterative, so a deeply nested file cannot exhaust Python's stack; aliases
+    are walked at every place they are used, so an alias bomb runs out of budget quickly."""
+    marks: dict[KeyPath, int] = {}
+    duplicates: list[Problem] = []
+    budget = MAX_SPEC_NODES
+    stack: list[tuple[yaml.Node, KeyPath]] = [(root, ())]
+    while stack:
+        node, path = stack.pop()
+        budget -= 1
+        if budget < 0:
+            return marks, duplicates, False
+        marks.setdefault(path, node.start_mark.line + 1)
+        if isinstance(node, yaml.MappingNode):
+            seen: dict[Any, int] = {}
+            for key_node, value_node in node.value:
+                key = key_node.value if isinstance(key_node, yaml.ScalarNode) else str(key_node.value)
+                line = key_node.start_mark.line + 1
+                if key in seen and key != "<<":
+                    # safe_load would keep the last value silently; a half-edited spec often has two.
+                    duplicates.append(Problem((*path, key), "each key once", f"a second `{key}:` "
+                                              f"(the first is on line {seen[key]})",
+                                              "remove or merge one of them", line))
+                seen.setdefault(key, line)
+                marks.setdefault((*path, key), line)
+                stack.append((value_node, (*path, key)))
+        elif isinstance(node, yaml.SequenceNode):
+            stack.extend((item, (*path, index)) for index, item in enumerate(node.value))
+    return marks, duplicates, True
 
 
 def load_yaml(path: str | os.PathLike[str]) -> tuple[Any, dict[KeyPath, int]]:
     """Safely load a YAML file and the line of every key path; raise SpecError on bad YAML."""
+    data, marks, duplicates = _load(path)
+    if duplicates:
+        raise SpecError(str(path), duplicates)
+    return data, marks
+
+
+def _load(path: str | os.PathLike[str]) -> tuple[Any, dict[KeyPath, int], list[Problem]]:
+    """Like :func:`load_yaml`, but keys given twice come back as problems to report with the rest."""
     source = str(path)
     try:
-        size = os.path.getsize(path)
+        with open(path, "rb") as file:
+            # Read one byte past the limit rather than trusting the size: a FIFO or /dev/zero has none.
+            raw = file.read(MAX_SPEC_BYTES + 1)
     except OSError as error:
-        raise SpecError(source, [Problem((), "a readable YAML file", f"{error.strerror}")]) from None
-    if size > MAX_SPEC_BYTES:
+        raise SpecError(source, [Problem((), "a readable YAML file", error.strerror or str(error))]) from None
+    if len(raw) > MAX_SPEC_BYTES:
         raise SpecError(source, [Problem((), f"a spec of at most {MAX_SPEC_BYTES} bytes",
-                                         f"{size} bytes", "a sweep spec is a short text file")])
+                                         f"more than {MAX_SPEC_BYTES} bytes",
+                                         "a sweep spec is a short text file")])
     try:
-        text = Path(path).read_text(encoding="utf-8")
+        text = raw.decode("utf-8")
     except UnicodeDecodeError:
         raise SpecError(source, [Problem((), "UTF-8 text", "binary data")]) from None
     try:
         node = yaml.compose(text, Loader=yaml.SafeLoader)
         marks: dict[KeyPath, int] = {}
-        budget = [MAX_SPEC_NODES]
+        duplicates: list[Problem] = []
         if node is not None:
-            _line_marks(node, (), marks, budget)
-        if budget[0] < 0:
-            raise SpecError(source, [Problem((), f"at most {MAX_SPEC_NODES} YAML nodes",
-                                             "more (aliases expanding without bound?)",
-                                             "write the spec out without nested aliases")])
+            marks, duplicates, within_budget = _line_marks(node)
+            if not within_budget:
+                raise SpecError(source, [Problem((), f"at most {MAX_SPEC_NODES} YAML nodes",
+                                                 "more (aliases expanding without bound?)",
+                                                 "write the spec out without nested aliases")])
         data = yaml.safe_load(text)
     except yaml.MarkedYAMLError as error:
         mark = error.problem_mark or error.context_mark
@@ -190,12 +221,15 @@ def load_yaml(path: str | os.PathLike[str]) -> tuple[Any, dict[KeyPath, int]]:
         raise SpecError(source, [Problem((), "valid YAML", reason, line=line)]) from None
     except yaml.YAMLError as error:
         raise SpecError(source, [Problem((), "valid YAML", str(error))]) from None
-    return data, marks
+    except RecursionError:
+        raise SpecError(source, [Problem((), "YAML nested a few levels deep", "nesting too deep to read",
+                                         "a sweep spec needs only a handful of levels")]) from None
+    return data, marks, duplicates
 
 
 def parse_spec(path: str | os.PathLike[str], overrides: Mapping[KeyPath, Any] | None = None) -> SweepSpec:
     """Load, override and validate a spec file; raise SpecError listing every problem."""
-    data, marks = load_yaml(path)
+    data, marks, duplicates = _load(path)
     if not isinstance(data, dict):
         raise SpecError(str(path), [Problem((), "a mapping of spec keys", _describe(data), line=1)])
     for section in ("strategy", "scheduler"):
@@ -204,12 +238,17 @@ def parse_spec(path: str | os.PathLike[str], overrides: Mapping[KeyPath, Any] | 
     for key_path, value in (overrides or {}).items():
         target = data
         for key in key_path[:-1]:
-            if not isinstance(target.get(key), dict):
+            if target.get(key) is None:
                 target[key] = {}
             target = target[key]
-        target[key_path[-1]] = value
-        marks[key_path] = 0  # Rendered without a line: the value came from the command line.
-    return SpecChecker(str(path), marks).spec(data)
+            if not isinstance(target, dict):
+                break  # Keep the malformed section as written, so validation reports it.
+        else:
+            target[key_path[-1]] = value
+            marks[key_path] = 0  # Rendered without a line: the value came from the command line.
+    checker = SpecChecker(str(path), marks)
+    checker.problems.extend(duplicates)
+    return checker.spec(data)
 
 
 # --------------------------------------------------------------------------- validation
@@ -217,23 +256,66 @@ def parse_spec(path: str | os.PathLike[str], overrides: Mapping[KeyPath, Any] | 
 
 def _describe(value: Any) -> str:
     if isinstance(value, str):
-        return f"{value!r} (a string)"
+        return _clip(f"{value!r} (a string)")
     if value is None:
         return "nothing (null)"
     if isinstance(value, bool):
         return f"{value} (a boolean)"
     if isinstance(value, (dict, list)):
-        return f"a {type(value).__name__} {str(value)[:60]}"
-    return repr(value)
+        return f"a {type(value).__name__} {_clip(str(value))}"
+    return _clip(repr(value))
 
 
-def _suggest(word: str, options: Sequence[str]) -> str:
+def _clip(text: str, limit: int = 60) -> str:
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+def _suggest(word: Any, options: Sequence[str]) -> str:
+    if not options:
+        return ""
     close = difflib.get_close_matches(str(word), list(options), n=1, cutoff=0.6)
     return f"did you mean `{close[0]}`?" if close else f"valid: {', '.join(map(str, options))}"
 
 
 def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    if isinstance(value, bool):
+        return False
+    # An int is always finite; math.isfinite would overflow on one too large for a float.
+    return isinstance(value, int) or (isinstance(value, float) and math.isfinite(value))
+
+
+def _number_text_hint(text: str) -> str:
+    """Why a number-like string is a string, and how to write it as a number."""
+    text = text.strip()
+    if _is_number(yaml.safe_load(text)):
+        return "a quoted number is a string: remove the quotes"
+    mantissa, exponent = re.split("[eE]", text)
+    sign = mantissa[0] if mantissa[0] in "+-" else ""
+    mantissa = mantissa.lstrip("+-")
+    if mantissa.startswith("."):
+        mantissa = "0" + mantissa
+    if "." not in mantissa:
+        mantissa += ".0"
+    if exponent[0] not in "+-":
+        exponent = "+" + exponent
+    return (f"PyYAML reads `{text}` as a string (YAML 1.1 wants a dot in the mantissa and a sign "
+            f"in the exponent): write {sign}{mantissa}e{exponent}")
+
+
+def _can_take(param: IntParam | CategoricalParam, value: Any) -> bool:
+    if isinstance(param, CategoricalParam):
+        return value in param.choices
+    # Arithmetic, not a list of the grid: an int range can span billions of values.
+    whole = isinstance(value, int) or (isinstance(value, float) and value.is_integer())
+    return (_is_number(value) and whole and param.low <= value <= param.high
+            and (int(value) - param.low) % param.step == 0)
+
+
+def _describe_values(param: IntParam | CategoricalParam) -> str:
+    if isinstance(param, CategoricalParam):
+        return ", ".join(map(repr, param.choices[:10])) + (", ..." if len(param.choices) > 10 else "")
+    step = f" in steps of {param.step}" if param.step != 1 else ""
+    return f"an integer from {param.low} to {param.high}{step}"
 
 
 class SpecChecker:
@@ -249,6 +331,9 @@ class SpecChecker:
         for depth in range(len(path), -1, -1):
             if path[:depth] in self.marks:
                 line = self.marks[path[:depth]] or None
+                if line is None:  # Set by an override, so the file's line would point at the wrong value.
+                    hint = f"{hint}; " if hint else ""
+                    hint += "this value came from the command line"
                 break
         self.problems.append(Problem(tuple(path), expected, found, hint, line))
 
@@ -260,23 +345,25 @@ class SpecChecker:
             return {}
         for key in value:
             if key not in allowed:
-                self.problem((*path, key), f"one of the keys {', '.join(allowed)}",
-                             f"unknown key {key!r}", _suggest(key, allowed))
+                expected = f"one of the keys {', '.join(allowed)}" if allowed else "no keys here"
+                self.problem((*path, key), expected, f"unknown key {key!r}", _suggest(key, allowed))
         return {k: v for k, v in value.items() if k in allowed}
 
     def number(self, value: Any, path: KeyPath, *, integer: bool = False, low: float | None = None,
                high: float | None = None, low_open: bool = False) -> float | int | None:
         kind = "an integer" if integer else "a number"
         if isinstance(value, str) and _NUMBER_LIKE.match(value.strip()):
-            self.problem(path, kind, _describe(value),
-                         "YAML 1.1 reads exponents without a dot as strings: "
-                         f"write {float(value):.1e}".replace("e-0", "e-").replace("e+0", "e+"))
+            self.problem(path, kind, _describe(value), _number_text_hint(value))
             return None
-        if not _is_number(value) or (integer and not float(value).is_integer()):
+        if not _is_number(value) or (integer and isinstance(value, float) and not value.is_integer()):
             self.problem(path, kind, _describe(value))
             return None
         if integer:
             value = int(value)
+            if abs(value) > MAX_INTEGER:
+                self.problem(path, "an integer of at most 2**53 in size", _describe(value),
+                             "Optuna stores numbers as floats, which lose larger integers")
+                return None
         if low is not None and (value <= low if low_open else value < low):
             self.problem(path, f"{kind} {'>' if low_open else '>='} {low:g}", repr(value))
             return None
@@ -307,7 +394,8 @@ class SpecChecker:
         if "choices" in meta:
             return self.string(value, path, meta["choices"]) is not None
         if kind in ("int", int):
-            return self.number(value, path, integer=True, low=meta.get("low"), high=meta.get("high")) is not None
+            bounds = {"low": meta.get("low"), "high": meta.get("high")}
+            return self.number(value, path, integer=True, **bounds) is not None
         if kind in ("float", float):
             return self.number(value, path, low=meta.get("low"), high=meta.get("high")) is not None
         if kind in ("bool", bool):
@@ -324,15 +412,17 @@ class SpecChecker:
             if required not in data:
                 self.problem((required,), f"a `{required}:` entry", "none")
         name = data.get("name")
-        if "name" in data and (not isinstance(name, str) or not NAME_PATTERN.match(name)):
+        if "name" in data and (not isinstance(name, str) or not NAME_PATTERN.fullmatch(name)):
             self.problem(("name",), "a name of letters, digits, '_', '-', '.'", _describe(name),
                          "it names the run directory runs/<name>")
+        if data.get("description") is not None and not isinstance(data["description"], str):
+            self.problem(("description",), "a string", _describe(data["description"]))
         task = None
         if "task" in data and self.string(data["task"], ("task",), sorted(TASKS)):
             task = TASKS[data["task"]]
         data_settings = self.data(task, data.get("data"))
         metric, mode = self.metric(task, data.get("metric"), data.get("mode"), "metric" in data)
-        space = self.space(task, data.get("space"))
+        space = self.space(task, data.get("space"), "space" in data)
         strategy = self.strategy(data.get("strategy"), space)
         scheduler = self.scheduler(data.get("scheduler"))
         budget = self.budget(data.get("budget"))
@@ -350,7 +440,9 @@ class SpecChecker:
         )
 
     def data(self, task: TaskInfo | None, value: Any) -> dict[str, Any]:
-        if task is None:
+        if task is None:  # Without a task the settings cannot be checked, only their shape.
+            if value is not None and not isinstance(value, dict):
+                self.problem(("data",), "a mapping", _describe(value))
             return {}
         fields = task.data_fields()
         settings = self.mapping(value, ("data",), list(fields))
@@ -361,48 +453,61 @@ class SpecChecker:
             mode = self.string(mode, ("mode",), ["min", "max"])
         if not given or task is None:
             return str(metric), mode or "max"
-        if self.string(metric, ("metric",), list(task.metrics)) is None:
-            self.problems[-1] = Problem(("metric",), f"a metric that task {task.name!r} reports: "
-                                        f"{', '.join(task.metrics)}", _describe(metric),
-                                        _suggest(metric, list(task.metrics)),
-                                        self.problems[-1].line)
+        if not isinstance(metric, str) or metric not in task.metrics:
+            self.problem(("metric",), f"a metric that task {task.name!r} reports: "
+                         f"{', '.join(task.metrics)}", _describe(metric),
+                         _suggest(metric, list(task.metrics)))
             return str(metric), mode or "max"
         natural = task.metrics[metric]
         if mode is not None and mode != natural:
-            self.problem(("mode",), f"{natural} ({metric} improves that way)", repr(mode))
+            self.problem(("mode",), f"{natural} ({metric} improves that way)", repr(mode),
+                         "drop `mode:`; it follows from the metric")
         return metric, natural
 
-    def space(self, task: TaskInfo | None, value: Any) -> SearchSpace:
-        if value is None:
-            return SearchSpace(params=())
+    def space(self, task: TaskInfo | None, value: Any, given: bool) -> SearchSpace:
+        if value is None and not given:
+            return SearchSpace(params=())  # Reported as a missing `space:` entry.
         if not isinstance(value, dict) or not value:
             self.problem(("space",), "a non-empty mapping of parameter names", _describe(value))
             return SearchSpace(params=())
         fields = task.config_fields() if task else {}
         params: list[Param] = []
         fixed: dict[str, Any] = {}
+        # Parameters declared but rejected: conditions on them are not reported a second time.
+        rejected: set[str] = set()
         for name, entry in value.items():
             path = ("space", name)
             if task is not None and name not in fields:
                 self.problem(path, f"a setting of task {task.name!r}", f"unknown parameter {name!r}",
                              _suggest(name, list(fields)))
+                rejected.add(str(name))
                 continue
             spec_field = fields.get(name)
             if isinstance(entry, dict) and "type" not in entry:
                 if set(entry) == {"value"}:
                     entry = entry["value"]
                     path = (*path, "value")
+                    if isinstance(entry, (dict, list)):
+                        self.problem(path, "a plain value", _describe(entry))
+                        rejected.add(name)
+                        continue
                 else:
                     self.problem(path, "a fixed value or a mapping with `type:` (float, int, categorical)",
                                  _describe(entry), "add `type: float` (or int / categorical)")
+                    rejected.add(name)
                     continue
             if isinstance(entry, dict):
                 param = self.param(name, entry, spec_field, path)
                 if param is not None:
                     params.append(param)
+                else:
+                    rejected.add(name)
+            elif isinstance(entry, list):
+                self.problem(path, "a fixed value or a mapping with `type:`", _describe(entry),
+                             "to search a list, write {type: categorical, choices: [...]}")
             elif spec_field is None or self.field_value(entry, spec_field, path):
                 fixed[name] = entry
-        return SearchSpace(params=tuple(self.order_by_conditions(params)), fixed=fixed)
+        return SearchSpace(params=tuple(self.order_by_conditions(params, rejected)), fixed=fixed)
 
     def param(self, name: str, entry: dict[str, Any], spec_field: Any, path: KeyPath) -> Param | None:
         kind = self.string(entry["type"], (*path, "type"), list(PARAM_KEYS))
@@ -472,11 +577,19 @@ class SpecChecker:
             if isinstance(choice, (dict, list)):
                 self.problem((*path, "choices", index), "a plain value", _describe(choice))
                 ok = False
-            elif spec_field is not None and not self.field_value(choice, spec_field, (*path, "choices", index)):
+            elif spec_field is not None and not self.field_value(choice, spec_field,
+                                                                 (*path, "choices", index)):
                 ok = False
-        if ok and len({repr(c) for c in choices}) != len(choices):
-            self.problem((*path, "choices"), "distinct choices", repr(choices), "remove the repeated ones")
-            ok = False
+        if ok:
+            # Equal, not identical: Optuna finds a choice by ==, so 1 and 1.0 (or 1 and true) collide.
+            seen: list[Any] = []
+            repeated: list[Any] = []
+            for choice in choices:
+                (repeated if choice in seen else seen).append(choice)
+            if repeated:
+                self.problem((*path, "choices"), "distinct choices",
+                             f"{', '.join(map(repr, repeated))} again", "remove the repeated ones")
+                ok = False
         return CategoricalParam(name, tuple(choices), when=when) if ok else None
 
     def conditions(self, value: Any, path: KeyPath) -> tuple[Condition, ...]:
@@ -488,40 +601,57 @@ class SpecChecker:
         result = []
         for parameter, expected in value.items():
             values = tuple(expected) if isinstance(expected, list) else (expected,)
+            if not values:
+                self.problem((*path, parameter), "at least one value", "[]",
+                             "with no values the condition never holds and the parameter is never searched")
+                continue
             result.append(Condition(str(parameter), values))
         return tuple(result)
 
-    def order_by_conditions(self, params: list[Param]) -> list[Param]:
+    def order_by_conditions(self, params: list[Param], rejected: set[str]) -> list[Param]:
         """Sampling order: a condition's parameter before the parameters that depend on it."""
         by_name = {p.name: p for p in params}
         for param in params:
-            for index, condition in enumerate(param.when):
+            for condition in param.when:
                 path = ("space", param.name, "when", condition.parameter)
                 other = by_name.get(condition.parameter)
                 if condition.parameter == param.name:
                     self.problem(path, "another parameter", "a condition on itself")
+                elif condition.parameter in rejected:
+                    pass  # Its own definition is wrong and already reported.
                 elif other is None:
                     self.problem(path, "a searched parameter of this space",
                                  f"{condition.parameter!r}, which is not searched here",
                                  _suggest(condition.parameter, list(by_name)))
+                elif isinstance(other, FloatParam):
+                    self.problem(path, "a condition on a categorical or int parameter",
+                                 f"a condition on the float {other.name!r}",
+                                 "a sampled float almost never equals a given value")
                 else:
-                    possible = getattr(other, "choices", None)
-                    if possible is None and isinstance(other, IntParam):
-                        possible = other.grid_values()
                     for expected in condition.values:
-                        if possible is not None and expected not in possible:
-                            self.problem(path, f"a value {other.name} can take: {list(possible)[:10]}",
+                        if not _can_take(other, expected):
+                            self.problem(path, f"a value {other.name} can take: {_describe_values(other)}",
                                          repr(expected))
         ordered: list[Param] = []
         placed: set[str] = set()
         pending = list(params)
+
+        def waits_for(param: Param) -> list[str]:
+            return [c.parameter for c in param.when
+                    if c.parameter in by_name and c.parameter != param.name and c.parameter not in placed]
+
         while pending:
-            ready = [p for p in pending
-                     if all(c.parameter in placed or c.parameter not in by_name for c in p.when)]
+            ready = [p for p in pending if not waits_for(p)]
             if not ready:
-                names = ", ".join(p.name for p in pending)
-                self.problem(("space",), "conditions without cycles", f"a cycle among {names}")
-                return ordered + pending
+                # Every pending parameter waits for another pending one: following those links
+                # from any of them must come back round; report that loop, then carry on.
+                chain = [pending[0].name]
+                while (step := waits_for(by_name[chain[-1]])[0]) not in chain:
+                    chain.append(step)
+                cycle = [*chain[chain.index(step):], step]
+                self.problem(("space", cycle[0], "when", cycle[1]), "conditions without cycles",
+                             f"a cycle {' -> '.join(cycle)}", "one of them must not depend on the others")
+                ready = [by_name[name] for name in cycle[:-1]]
             for param in ready:
                 ordered.append(param)
                 placed.add(param.name)
@@ -543,7 +673,7 @@ class SpecChecker:
             self.problem(("strategy", "options", key) if key else ("strategy", "name"), expected, found)
         seed = entry.get("seed")
         if seed is not None:
-            seed = self.number(seed, ("strategy", "seed"), integer=True, low=0)
+            seed = self.number(seed, ("strategy", "seed"), integer=True, low=0, high=MAX_SEED)
         return StrategySpec(name=name, options=options, seed=seed)
 
     def scheduler(self, value: Any) -> SchedulerSpec:
@@ -559,8 +689,10 @@ class SpecChecker:
         options = self.mapping(entry.get("options"), ("scheduler", "options"), list(known))
         for key, option_value in options.items():
             default = known[key]
-            self.number(option_value, ("scheduler", "options", key),
-                        integer=isinstance(default, int), low=1 if isinstance(default, int) else 0)
+            # Ray asserts reduction_factor > 1 (HyperBand divides by its logarithm).
+            low = 2 if key == "reduction_factor" else 1 if isinstance(default, int) else 0
+            self.number(option_value, ("scheduler", "options", key), integer=isinstance(default, int),
+                        low=low)
         return SchedulerSpec(name=name, options=options)
 
     def budget(self, value: Any) -> BudgetSpec:
