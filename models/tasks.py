@@ -57,6 +57,30 @@ class DigitsDataConfig:
 
 
 @dataclass(frozen=True)
+class DebugConfig:
+    """A tiny classifier that trains in milliseconds and can fail on purpose: finesweep's
+    BoringModel, for smoke-testing a cluster and for the failure tests."""
+
+    learning_rate: float = number_field(0.05, "learning rate", low=0.0)
+    hidden_units: int = number_field(16, "hidden layer width", low=1)
+    batch_size: int = number_field(32, "examples per step", low=1)
+    fail_mode: str = choice_field("none", ("none", "raise", "nan", "hang", "oom"),
+                                  "what goes wrong at fail_at_epoch")
+    fail_at_epoch: int = number_field(1, "the epoch in which fail_mode strikes", low=1)
+    # Lets a test keep trials running long enough to kill the driver mid-trial.
+    epoch_seconds: float = number_field(0.0, "extra seconds each epoch sleeps", low=0.0)
+
+
+@dataclass(frozen=True)
+class DebugDataConfig:
+    """Two Gaussian blobs (synthetic)."""
+
+    samples: int = number_field(256, "examples in all splits together", low=30)
+    features: int = number_field(8, "input dimensions", low=1)
+    split_seed: int = number_field(0, "seed of the data and its split")
+
+
+@dataclass(frozen=True)
 class TaskInfo:
     name: str
     description: str
@@ -85,6 +109,14 @@ TASKS: dict[str, TaskInfo] = {
         data_class=DigitsDataConfig,
         metrics={"val_acc": "max", "val_loss": "min"},
         module="models.image_classification",
+    ),
+    "debug": TaskInfo(
+        name="debug",
+        description="tiny synthetic classifier that can fail on purpose (tests, cluster smoke tests)",
+        config_class=DebugConfig,
+        data_class=DebugDataConfig,
+        metrics={"val_acc": "max", "val_loss": "min"},
+        module="models.debug",
     ),
 }
 

@@ -26,7 +26,15 @@ def _parser() -> argparse.ArgumentParser:
     sweep.add_argument("--storage", help="study database URL (overrides storage)")
     sweep.add_argument("--out", type=Path, help="run directory (default runs/<spec name>)")
     sweep.add_argument("--address", help="join the Ray cluster at HOST:PORT instead of a local Ray")
+    sweep.add_argument("--resume", action="store_true",
+                       help="continue the sweep in the run directory (after a crash, or with more --trials)")
     sweep.add_argument("--verbose", action="store_true", help="show Ray's and Lightning's own logs")
+
+    resume = commands.add_parser("resume", help="continue the sweep of a run directory")
+    resume.add_argument("run_dir", type=Path)
+    resume.add_argument("--trials", type=int, help="new total number of trials (to extend a finished sweep)")
+    resume.add_argument("--address", help="join the Ray cluster at HOST:PORT instead of a local Ray")
+    resume.add_argument("--verbose", action="store_true", help="show Ray's and Lightning's own logs")
 
     export = commands.add_parser("export", help="(re)write best.yaml of a finished sweep")
     export.add_argument("run_dir", type=Path)
@@ -51,17 +59,30 @@ def _overrides(args: argparse.Namespace) -> dict[tuple[str, ...], object]:
     return {path: value for path, value in pairs.items() if value is not None}
 
 
-def cmd_sweep(args: argparse.Namespace) -> int:
+def _run(spec_path: Path | str, overrides: dict, run_dir: Path | None, args: argparse.Namespace,
+         resume: bool) -> int:
     from search.spec import parse_spec
     from search.sweep import SweepError, default_run_dir, run_sweep
 
-    spec = parse_spec(args.spec, _overrides(args))
+    spec = parse_spec(spec_path, overrides)
     try:
-        result = run_sweep(spec, args.out or default_run_dir(spec), address=args.address, verbose=args.verbose)
+        result = run_sweep(spec, run_dir or default_run_dir(spec), address=args.address,
+                           verbose=args.verbose, resume=resume)
     except SweepError as error:
         print(f"finesweep: {error}", file=sys.stderr)
         return EXIT_BAD_INPUT
     return 0 if result.best_trial is not None else 1
+
+
+def cmd_sweep(args: argparse.Namespace) -> int:
+    return _run(args.spec, _overrides(args), args.out, args, args.resume)
+
+
+def cmd_resume(args: argparse.Namespace) -> int:
+    from search.sweep import SPEC_COPY
+
+    overrides = {("budget", "trials"): args.trials} if args.trials is not None else {}
+    return _run(args.run_dir / SPEC_COPY, overrides, args.run_dir, args, True)
 
 
 def cmd_export(args: argparse.Namespace) -> int:
@@ -107,7 +128,8 @@ def cmd_tensorboard(args: argparse.Namespace) -> int:
     return subprocess.call(command, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
 
 
-COMMANDS = {"sweep": cmd_sweep, "export": cmd_export, "train": cmd_train, "tensorboard": cmd_tensorboard}
+COMMANDS = {"sweep": cmd_sweep, "resume": cmd_resume, "export": cmd_export, "train": cmd_train,
+            "tensorboard": cmd_tensorboard}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -26,7 +26,7 @@ class SweepMonitor:
     """Receives trial starts and ends from the backend; prints progress and records HParams."""
 
     def __init__(self, spec: SweepSpec, total: int, hparams: HParamsLog | None = None,
-                 out: TextIO | None = None) -> None:
+                 out: TextIO | None = None, already_done: int = 0) -> None:
         self.spec = spec
         self.total = total
         self.hparams = hparams
@@ -35,6 +35,7 @@ class SweepMonitor:
         self.running: set[int] = set()
         self.counts = {"COMPLETE": 0, "PRUNED": 0, "FAIL": 0}
         self.best: tuple[float, int] | None = None
+        self.already_done = already_done
 
     def trial_started(self, number: int, params: Mapping[str, Any]) -> None:
         self.running.add(number)
@@ -58,7 +59,7 @@ class SweepMonitor:
         return f"{seconds // 60}:{seconds % 60:02d}"
 
     def status_line(self) -> str:
-        done = sum(self.counts.values())
+        done = self.already_done + sum(self.counts.values())
         best = (f"best {self.spec.metric} {self.best[0]:.4f} (trial {self.best[1]})"
                 if self.best else "no complete trial yet")
         return (f"done {done}/{self.total}, running {len(self.running)}, "

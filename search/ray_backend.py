@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import os
 import warnings
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -47,6 +47,10 @@ def start_ray(address: str | None, *, verbose: bool = False) -> None:
     if ray.is_initialized():
         return
     level = logging.INFO if verbose else logging.ERROR
+    if not verbose:
+        # Tune logs every failed trial's traceback; finesweep records the reason in the study
+        # and the traceback in trials/trial_NNNN/error.txt, and prints one line instead.
+        logging.getLogger("ray.tune").setLevel(logging.CRITICAL)
     if address is None:
         # Ray resolves 127.0.0.1 to the machine's public address and then listens on every
         # interface; switching off multi-node mode keeps all of its servers on loopback.
@@ -89,7 +93,8 @@ class StudySearcher(Searcher):
     """Ray Tune searcher backed by an Optuna study in a real database."""
 
     def __init__(self, study: optuna.Study, spec: SweepSpec, seed_base: int, run_dir: Path,
-                 monitor: SweepMonitor | None = None) -> None:
+                 monitor: SweepMonitor | None = None,
+                 rerun: Sequence[optuna.trial.FrozenTrial] = ()) -> None:
         super().__init__(metric=spec.metric, mode=spec.mode)
         self.study = study
         self.spec = spec
@@ -98,8 +103,26 @@ class StudySearcher(Searcher):
         self.monitor = monitor
         self._live: dict[str, optuna.Trial] = {}
         self._last: dict[str, dict[str, Any]] = {}
+        self._rerun = list(rerun)
+
+    def _resumed(self, trial_id: str) -> dict[str, Any]:
+        """Hand out a trial that an earlier driver left RUNNING, exactly as it was."""
+        import optuna
+
+        frozen = self._rerun.pop(0)
+        # Same record, same parameters and seed: the trial is re-run, not duplicated.
+        trial = optuna.trial.Trial(self.study, frozen._trial_id)
+        trial.set_user_attr("ray_trial_id", trial_id)
+        trial.set_user_attr("attempts", int(frozen.user_attrs.get("attempts", 1)) + 1)
+        self._live[trial_id] = trial
+        if self.monitor is not None:
+            self.monitor.trial_started(frozen.number, frozen.params)
+        return {"number": frozen.number, "seed": frozen.user_attrs["seed"], "params": dict(frozen.params),
+                "config": dict(frozen.user_attrs["config"])}
 
     def suggest(self, trial_id: str) -> dict[str, Any] | None:
+        if self._rerun:
+            return self._resumed(trial_id)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             trial = self.study.ask()
@@ -120,7 +143,10 @@ class StudySearcher(Searcher):
         self._last[trial_id] = result
         value = result.get(self.spec.metric)
         if value is not None and "epoch" in result:
-            trial.report(float(value), step=int(result["epoch"]))
+            with warnings.catch_warnings():
+                # A re-run interrupted trial reports its first epochs again; the first value stays.
+                warnings.simplefilter("ignore", UserWarning)
+                trial.report(float(value), step=int(result["epoch"]))
 
     def on_trial_result(self, trial_id: str, result: dict[str, Any]) -> None:
         trial = self._live.get(trial_id)
@@ -137,7 +163,7 @@ class StudySearcher(Searcher):
         if result and "epoch" in result and result["epoch"] != seen:
             self._record(trial_id, trial, result)
         last = self._last.pop(trial_id, None)
-        reason = failure_reason(self.run_dir, trial.number) if error else None
+        reason = (failure_reason(self.run_dir, trial.number) or self._ray_error(trial_id)) if error else None
         outcome = trial_outcome(last, error, self.spec.budget.max_epochs, reason)
         epochs = int((last or {}).get("epoch", 0))
         trial.set_user_attr("epochs", epochs)
@@ -146,6 +172,15 @@ class StudySearcher(Searcher):
         tell(self.study, trial, outcome)
         if self.monitor is not None:
             self.monitor.trial_ended(trial.number, trial.params, outcome, epochs)
+
+    def _ray_error(self, trial_id: str) -> str | None:
+        """Ray's account of a failure the trial could not write itself (its worker or node died)."""
+        path = self.run_dir / "ray" / "tune" / f"ray_{trial_id}" / "error.txt"
+        if not path.exists():
+            return None
+        lines = [line.strip() for line in path.read_text(errors="replace").splitlines()
+                 if line.strip() and not line.startswith("Failure #")]
+        return lines[0][:300] if lines else None
 
     # The study database holds the searcher's whole state. Ray pickles the Tuner (and so
     # this searcher) for its own restore, which finesweep never uses: leave out the live
@@ -187,18 +222,20 @@ def _scheduler(spec: SweepSpec) -> Any:
 
 
 def run_trials(spec: SweepSpec, study: optuna.Study, run_dir: Path, *, trials: int, seed_base: int,
-               monitor: SweepMonitor | None, verbose: bool = False) -> None:
+               monitor: SweepMonitor | None, rerun: Sequence[optuna.trial.FrozenTrial] = (),
+               verbose: bool = False) -> None:
     """Run ``trials`` trials of ``spec`` through Ray Tune, recording each in ``study``."""
     context = SweepContext(
         task=spec.task.name, data=spec.resolved_data(), metric=spec.metric, mode=spec.mode,
         max_epochs=spec.budget.max_epochs, run_dir=str(run_dir.resolve()),
-        cpus_per_trial=spec.resources.cpus,
+        cpus_per_trial=spec.resources.cpus, trial_timeout_s=spec.budget.trial_timeout_s,
+        memory_mb=spec.resources.memory_mb,
     )
-    trainable = tune.with_resources(
-        tune.with_parameters(_trainable, context=context),
-        {"cpu": spec.resources.cpus, "gpu": spec.resources.gpus},
-    )
-    searcher = StudySearcher(study, spec, seed_base, run_dir, monitor)
+    resources = {"cpu": spec.resources.cpus, "gpu": spec.resources.gpus}
+    if spec.resources.memory_mb:
+        resources["memory"] = int(spec.resources.memory_mb * 2**20)
+    trainable = tune.with_resources(tune.with_parameters(_trainable, context=context), resources)
+    searcher = StudySearcher(study, spec, seed_base, run_dir, monitor, rerun)
     tuner = tune.Tuner(
         trainable,
         tune_config=tune.TuneConfig(

@@ -11,7 +11,7 @@ import difflib
 import math
 import os
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping, Sequence, Set
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -30,8 +30,12 @@ from search.space import (
 KeyPath = tuple[Any, ...]
 
 MAX_SPEC_BYTES = 1 << 20
-# Bounds the work of walking a spec whose aliases expand exponentially ("billion laughs").
+# Bounds the work of walking a spec whose aliases expand exponentially ("billion laughs"), and of
+# composing a huge one: PyYAML needs seconds for 1 MiB of keys. A real spec has a few hundred nodes.
 MAX_SPEC_NODES = 20_000
+# A spec nests about five levels (space -> param -> when -> values). PyYAML's scanner slows
+# quadratically with flow nesting and its composer recurses, so deeper input is refused early.
+MAX_SPEC_DEPTH = 32
 MAX_CHOICES = 1_000
 MAX_INTEGER = 2**53
 # Trial seeds are the strategy seed plus the trial number, and numpy and Lightning take seeds
@@ -104,6 +108,8 @@ class BudgetSpec:
     trials: int = 20
     max_epochs: int = 10
     time_limit_s: float | None = None
+    # A trial that reports no epoch for this long is killed and recorded FAIL.
+    trial_timeout_s: float | None = None
 
 
 @dataclass(frozen=True)
@@ -111,6 +117,8 @@ class ResourcesSpec:
     cpus: float = 1.0
     gpus: float = 0.0
     concurrency: int = 2
+    # Memory a trial may allocate beyond its loaded worker; over it, the trial fails.
+    memory_mb: float | None = None
 
 
 @dataclass(frozen=True)
@@ -176,6 +184,25 @@ def _line_marks(root: yaml.Node) -> tuple[dict[KeyPath, int], list[Problem], boo
     return marks, duplicates, True
 
 
+def _check_size(source: str, text: str) -> None:
+    """Refuse a spec too deep or with too many nodes from the event stream, before composing it."""
+    nodes = depth = 0
+    for event in yaml.parse(text, Loader=yaml.SafeLoader):
+        if isinstance(event, yaml.CollectionStartEvent):
+            depth += 1
+            if depth > MAX_SPEC_DEPTH:
+                raise SpecError(source, [Problem((), f"YAML nested at most {MAX_SPEC_DEPTH} levels deep",
+                                                 "deeper nesting", "a sweep spec needs only a handful of levels",
+                                                 event.start_mark.line + 1)])
+        elif isinstance(event, yaml.CollectionEndEvent):
+            depth -= 1
+        if isinstance(event, (yaml.ScalarEvent, yaml.CollectionStartEvent)):
+            nodes += 1
+            if nodes > MAX_SPEC_NODES:
+                raise SpecError(source, [Problem((), f"at most {MAX_SPEC_NODES} YAML nodes", "more",
+                                                 "a sweep spec has a few hundred")])
+
+
 def load_yaml(path: str | os.PathLike[str]) -> tuple[Any, dict[KeyPath, int]]:
     """Safely load a YAML file and the line of every key path; raise SpecError on bad YAML."""
     data, marks, duplicates = _load(path)
@@ -202,6 +229,7 @@ def _load(path: str | os.PathLike[str]) -> tuple[Any, dict[KeyPath, int], list[P
     except UnicodeDecodeError:
         raise SpecError(source, [Problem((), "UTF-8 text", "binary data")]) from None
     try:
+        _check_size(source, text)
         node = yaml.compose(text, Loader=yaml.SafeLoader)
         marks: dict[KeyPath, int] = {}
         duplicates: list[Problem] = []
@@ -221,9 +249,9 @@ def _load(path: str | os.PathLike[str]) -> tuple[Any, dict[KeyPath, int], list[P
         raise SpecError(source, [Problem((), "valid YAML", reason, line=line)]) from None
     except yaml.YAMLError as error:
         raise SpecError(source, [Problem((), "valid YAML", str(error))]) from None
-    except RecursionError:
-        raise SpecError(source, [Problem((), "YAML nested a few levels deep", "nesting too deep to read",
-                                         "a sweep spec needs only a handful of levels")]) from None
+    except RecursionError:  # Not expected past _check_size; kept so no input gives a traceback.
+        raise SpecError(source, [Problem((), f"YAML nested at most {MAX_SPEC_DEPTH} levels deep",
+                                         "deeper nesting", "a sweep spec needs only a handful of levels")]) from None
     return data, marks, duplicates
 
 
@@ -266,15 +294,26 @@ def _describe(value: Any) -> str:
     return _clip(repr(value))
 
 
+def _bound(value: float) -> str:
+    # `:g` keeps 6 digits: an integer bound such as 2**31 - 1 would read 2.14748e+09.
+    return str(value) if isinstance(value, int) else f"{value:g}"
+
+
 def _clip(text: str, limit: int = 60) -> str:
     return text if len(text) <= limit else text[:limit] + "..."
 
 
+def _close(word: Any, options: Sequence[str]) -> str:
+    """A "did you mean" hint, or nothing: for messages whose `expected` already lists the options."""
+    close = difflib.get_close_matches(str(word), list(options), n=1, cutoff=0.6)
+    return f"did you mean `{close[0]}`?" if close else ""
+
+
 def _suggest(word: Any, options: Sequence[str]) -> str:
+    """A "did you mean" hint, else the valid options."""
     if not options:
         return ""
-    close = difflib.get_close_matches(str(word), list(options), n=1, cutoff=0.6)
-    return f"did you mean `{close[0]}`?" if close else f"valid: {', '.join(map(str, options))}"
+    return _close(word, options) or f"valid: {', '.join(map(str, options))}"
 
 
 def _is_number(value: Any) -> bool:
@@ -346,7 +385,7 @@ class SpecChecker:
         for key in value:
             if key not in allowed:
                 expected = f"one of the keys {', '.join(allowed)}" if allowed else "no keys here"
-                self.problem((*path, key), expected, f"unknown key {key!r}", _suggest(key, allowed))
+                self.problem((*path, key), expected, f"unknown key {key!r}", _close(key, allowed))
         return {k: v for k, v in value.items() if k in allowed}
 
     def number(self, value: Any, path: KeyPath, *, integer: bool = False, low: float | None = None,
@@ -365,10 +404,10 @@ class SpecChecker:
                              "Optuna stores numbers as floats, which lose larger integers")
                 return None
         if low is not None and (value <= low if low_open else value < low):
-            self.problem(path, f"{kind} {'>' if low_open else '>='} {low:g}", repr(value))
+            self.problem(path, f"{kind} {'>' if low_open else '>='} {_bound(low)}", repr(value))
             return None
         if high is not None and value > high:
-            self.problem(path, f"{kind} <= {high:g}", repr(value))
+            self.problem(path, f"{kind} <= {_bound(high)}", repr(value))
             return None
         return value
 
@@ -378,7 +417,7 @@ class SpecChecker:
             self.problem(path, expected, _describe(value))
             return None
         if choices is not None and value not in choices:
-            self.problem(path, f"one of {', '.join(choices)}", repr(value), _suggest(value, choices))
+            self.problem(path, f"one of {', '.join(choices)}", repr(value), _close(value, choices))
             return None
         return value
 
@@ -456,7 +495,7 @@ class SpecChecker:
         if not isinstance(metric, str) or metric not in task.metrics:
             self.problem(("metric",), f"a metric that task {task.name!r} reports: "
                          f"{', '.join(task.metrics)}", _describe(metric),
-                         _suggest(metric, list(task.metrics)))
+                         _close(metric, list(task.metrics)))
             return str(metric), mode or "max"
         natural = task.metrics[metric]
         if mode is not None and mode != natural:
@@ -507,7 +546,8 @@ class SpecChecker:
                              "to search a list, write {type: categorical, choices: [...]}")
             elif spec_field is None or self.field_value(entry, spec_field, path):
                 fixed[name] = entry
-        return SearchSpace(params=tuple(self.order_by_conditions(params, rejected)), fixed=fixed)
+        ordered = self.order_by_conditions(params, rejected=rejected, fixed=fixed)
+        return SearchSpace(params=tuple(ordered), fixed=fixed)
 
     def param(self, name: str, entry: dict[str, Any], spec_field: Any, path: KeyPath) -> Param | None:
         kind = self.string(entry["type"], (*path, "type"), list(PARAM_KEYS))
@@ -608,8 +648,10 @@ class SpecChecker:
             result.append(Condition(str(parameter), values))
         return tuple(result)
 
-    def order_by_conditions(self, params: list[Param], rejected: set[str]) -> list[Param]:
-        """Sampling order: a condition's parameter before the parameters that depend on it."""
+    def order_by_conditions(self, params: list[Param], *, rejected: Set[str] = frozenset(),
+                            fixed: Mapping[str, Any] | None = None) -> list[Param]:
+        """Sampling order: a condition's parameter before the parameters that depend on it.
+        ``rejected`` names parameters whose own problems are already reported."""
         by_name = {p.name: p for p in params}
         for param in params:
             for condition in param.when:
@@ -619,6 +661,11 @@ class SpecChecker:
                     self.problem(path, "another parameter", "a condition on itself")
                 elif condition.parameter in rejected:
                     pass  # Its own definition is wrong and already reported.
+                elif other is None and condition.parameter in (fixed or {}):
+                    self.problem(path, "a searched parameter of this space",
+                                 f"{condition.parameter!r}, which is fixed to "
+                                 f"{_describe(fixed[condition.parameter])}",
+                                 "a condition on a fixed value always or never holds")
                 elif other is None:
                     self.problem(path, "a searched parameter of this space",
                                  f"{condition.parameter!r}, which is not searched here",
@@ -696,7 +743,7 @@ class SpecChecker:
         return SchedulerSpec(name=name, options=options)
 
     def budget(self, value: Any) -> BudgetSpec:
-        entry = self.mapping(value, ("budget",), ["trials", "max_epochs", "time_limit_s"])
+        entry = self.mapping(value, ("budget",), ["trials", "max_epochs", "time_limit_s", "trial_timeout_s"])
         defaults = BudgetSpec()
         trials = self.number(entry.get("trials", defaults.trials), ("budget", "trials"), integer=True, low=1)
         epochs = self.number(entry.get("max_epochs", defaults.max_epochs), ("budget", "max_epochs"),
@@ -704,10 +751,13 @@ class SpecChecker:
         limit = entry.get("time_limit_s")
         if limit is not None:
             limit = self.number(limit, ("budget", "time_limit_s"), low=0, low_open=True)
-        return BudgetSpec(trials=trials or 1, max_epochs=epochs or 1, time_limit_s=limit)
+        timeout = entry.get("trial_timeout_s")
+        if timeout is not None:
+            timeout = self.number(timeout, ("budget", "trial_timeout_s"), low=0, low_open=True)
+        return BudgetSpec(trials=trials or 1, max_epochs=epochs or 1, time_limit_s=limit, trial_timeout_s=timeout)
 
     def resources(self, value: Any) -> ResourcesSpec:
-        entry = self.mapping(value, ("resources",), ["cpus", "gpus", "concurrency"])
+        entry = self.mapping(value, ("resources",), ["cpus", "gpus", "concurrency", "memory_mb"])
         defaults = ResourcesSpec()
         cpus = self.number(entry.get("cpus", defaults.cpus), ("resources", "cpus"), low=0, low_open=True)
         gpus = self.number(entry.get("gpus", defaults.gpus), ("resources", "gpus"), low=0)
@@ -716,7 +766,10 @@ class SpecChecker:
                          repr(gpus), "Ray shares a GPU only in fractions of one device")
         concurrency = self.number(entry.get("concurrency", defaults.concurrency),
                                   ("resources", "concurrency"), integer=True, low=1)
-        return ResourcesSpec(cpus=cpus or 1.0, gpus=gpus or 0.0, concurrency=concurrency or 1)
+        memory = entry.get("memory_mb")
+        if memory is not None:
+            memory = self.number(memory, ("resources", "memory_mb"), low=0, low_open=True)
+        return ResourcesSpec(cpus=cpus or 1.0, gpus=gpus or 0.0, concurrency=concurrency or 1, memory_mb=memory)
 
     def storage(self, value: Any) -> str | None:
         if value is None:
@@ -728,6 +781,6 @@ class SpecChecker:
         scheme = value.split("://", 1)[0].split("+", 1)[0]
         if scheme not in STORAGE_SCHEMES:
             self.problem(("storage",), f"a SQLAlchemy URL scheme ({', '.join(STORAGE_SCHEMES)})",
-                         repr(scheme), _suggest(scheme, STORAGE_SCHEMES))
+                         repr(scheme), _close(scheme, STORAGE_SCHEMES))
             return None
         return value

@@ -7,6 +7,7 @@ never pays for (or starts) Ray.
 from __future__ import annotations
 
 import random
+import shutil
 import sys
 import time
 from dataclasses import dataclass
@@ -21,6 +22,7 @@ from search.spec import SweepSpec
 from search.strategies import make_sampler
 from search.study import describe_storage, fail_unfinished, open_study, ranked_trials, storage_url
 from search.tensorboard_log import HParamsLog
+from search.trial import clear_trial_outputs
 
 SPEC_COPY = "spec.yaml"
 
@@ -43,13 +45,68 @@ def default_run_dir(spec: SweepSpec) -> Path:
     return Path("runs") / spec.name
 
 
+def _write_atomically(path: Path, text: str) -> None:
+    # A driver killed mid-write must not leave a half spec behind: write, then rename.
+    partial = path.with_suffix(path.suffix + ".partial")
+    partial.write_text(text)
+    partial.replace(path)
+
+
+def _check_resume(spec: SweepSpec, run_dir: Path, resume: bool) -> str | None:
+    """Refuse a second sweep into the same run directory unless resuming, and a resume that
+    would mix incomparable trials; returns a note on the accepted changes."""
+    from search.resume import compare_specs
+    from search.spec import parse_spec
+
+    stored = run_dir / SPEC_COPY
+    if not resume:
+        if stored.exists():
+            raise SweepError(f"{run_dir} already holds a sweep; add --resume to continue it "
+                             "(or `launch.py resume` it), or choose another --out")
+        return None
+    if not stored.exists():
+        raise SweepError(f"nothing to resume: {run_dir} holds no sweep ({SPEC_COPY} is missing)")
+    changes = compare_specs(parse_spec(stored), spec)
+    if changes.incompatible:
+        raise SweepError("cannot resume with this spec, its trials would not be comparable: "
+                         + "; ".join(changes.incompatible))
+    return "; ".join(changes.compatible) or None
+
+
+def build_sampler(spec: SweepSpec) -> object:
+    """The spec's strategy; a seeded one draws per trial, so a resumed sweep goes on as
+    an uninterrupted one would instead of repeating its first suggestions."""
+    from search.seeding import PerTrialSeededSampler
+
+    strategy = spec.strategy
+    if strategy.seed is None:
+        return make_sampler(strategy.name, spec.space, strategy.options, None)
+    return PerTrialSeededSampler(
+        lambda seed: make_sampler(strategy.name, spec.space, strategy.options, seed), strategy.seed)
+
+
+def _open_fresh_or_resumed(spec: SweepSpec, url: str, sampler: object, resume: bool):
+    from sqlalchemy.exc import SQLAlchemyError
+
+    try:
+        study = open_study(spec, url, sampler)
+    except SQLAlchemyError as error:
+        reason = str(getattr(error, "orig", None) or error).strip().splitlines()[0]
+        raise SweepError(f"cannot open the study storage {describe_storage(url)}: {reason}") from None
+    if not resume and study.get_trials(deepcopy=False):
+        raise SweepError(f"storage {describe_storage(url)} already has a study named {spec.name!r} with "
+                         "trials; resume it from its run directory, or give the spec another name")
+    return study
+
+
 def run_sweep(spec: SweepSpec, run_dir: Path, *, address: str | None = None, verbose: bool = False,
-              out: TextIO | None = None) -> SweepResult:
+              resume: bool = False, out: TextIO | None = None) -> SweepResult:
+    from search.resume import finished_count, interrupted_trials
+
     out = out or sys.stdout
     started = time.monotonic()
     url = storage_url(spec.storage, run_dir)
-    if (run_dir / SPEC_COPY).exists():
-        raise SweepError(f"{run_dir} already holds a sweep; choose another --out or remove it")
+    accepted_changes = _check_resume(spec, run_dir, resume)
 
     from search import ray_backend  # Ray's import and start-up come after validation.
 
@@ -60,22 +117,44 @@ def run_sweep(spec: SweepSpec, run_dir: Path, *, address: str | None = None, ver
     except ray_backend.ResourceError as error:
         raise SweepError(str(error)) from None
 
+    sampler = build_sampler(spec)
+    created = not run_dir.exists()
     run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / SPEC_COPY).write_text(yaml.safe_dump(dict(spec.raw), sort_keys=False))
-    sampler = make_sampler(spec.strategy.name, spec.space, spec.strategy.options, spec.strategy.seed)
-    study = open_study(spec, url, sampler)
+    try:
+        study = _open_fresh_or_resumed(spec, url, sampler, resume)
+    except SweepError:
+        if created:
+            shutil.rmtree(run_dir, ignore_errors=True)
+        raise
+    _write_atomically(run_dir / SPEC_COPY, yaml.safe_dump(dict(spec.raw), sort_keys=False))
     # Trial seeds derive from the strategy seed, so a seeded sweep retrains identically.
-    seed_base = spec.strategy.seed if spec.strategy.seed is not None else random.randrange(1, 2**30)
-    study.set_user_attr("seed_base", seed_base)
+    seed_base = study.user_attrs.get("seed_base")
+    if seed_base is None:
+        seed_base = spec.strategy.seed if spec.strategy.seed is not None else random.randrange(1, 2**30)
+        study.set_user_attr("seed_base", seed_base)
+    done = finished_count(study)
+    rerun = interrupted_trials(study)
+    if resume:
+        out.write(f"finesweep: resuming {spec.name!r}: {done} trials finished, {len(rerun)} interrupted "
+                  f"(run again as they were), {max(spec.budget.trials - done, 0)} to go\n")
+        if accepted_changes:
+            out.write(f"finesweep: spec changes accepted: {accepted_changes}\n")
+        for frozen in rerun:
+            clear_trial_outputs(run_dir, frozen.number)
     hparams = HParamsLog(run_dir / "tensorboard", spec.space, spec.metric)
     hparams.write_experiment()
-    monitor = SweepMonitor(spec, spec.budget.trials, hparams, out)
-    out.write(f"finesweep: sweep {spec.name!r}: {spec.budget.trials} trials of {spec.task.name}, "
-              f"strategy {spec.strategy.name}, scheduler {spec.scheduler.name}, "
-              f"{spec.resources.concurrency} at a time; study in {describe_storage(url)}\n")
-    out.flush()
-    ray_backend.run_trials(spec, study, run_dir, trials=spec.budget.trials, seed_base=seed_base,
-                           monitor=monitor, verbose=verbose)
+    to_run = max(spec.budget.trials - done, 0)
+    monitor = SweepMonitor(spec, spec.budget.trials, hparams, out, already_done=done)
+    best_so_far = ranked_trials(study, spec.mode)
+    if best_so_far:
+        monitor.best = (best_so_far[0].value, best_so_far[0].number)
+    if to_run:
+        out.write(f"finesweep: sweep {spec.name!r}: {to_run} trials of {spec.task.name}, "
+                  f"strategy {spec.strategy.name}, scheduler {spec.scheduler.name}, "
+                  f"{spec.resources.concurrency} at a time; study in {describe_storage(url)}\n")
+        out.flush()
+        ray_backend.run_trials(spec, study, run_dir, trials=to_run, seed_base=seed_base,
+                               monitor=monitor, rerun=rerun, verbose=verbose)
     fail_unfinished(study, "the sweep ended while the trial was running")
     ranked = ranked_trials(study, spec.mode)
     exports = write_exports(spec, run_dir, ranked)

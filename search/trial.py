@@ -8,10 +8,14 @@ behind when training raises.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
+import threading
+import time
 import traceback
 import warnings
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,6 +34,8 @@ class SweepContext:
     max_epochs: int
     run_dir: str
     cpus_per_trial: float
+    trial_timeout_s: float | None = None
+    memory_mb: float | None = None
 
 
 @dataclass(frozen=True)
@@ -57,6 +63,71 @@ def quiet_training_logs() -> None:
     warnings.filterwarnings("ignore", message=".*LeafSpec.*")
 
 
+class _Watchdog:
+    """Ends the worker process when no epoch has finished for ``timeout`` seconds.
+
+    A hung trial (a deadlock, a stuck collective, an endless loop) cannot be interrupted
+    from inside Python, so the worker exits; Ray records the trial as failed and starts a
+    fresh worker for the next one.
+    """
+
+    def __init__(self, timeout: float, error_file: Path) -> None:
+        self.timeout = timeout
+        self.error_file = error_file
+        self.last_beat = time.monotonic()
+        self.stopped = threading.Event()
+        self.thread = threading.Thread(target=self._watch, name="finesweep-watchdog", daemon=True)
+        self.thread.start()
+
+    def beat(self) -> None:
+        self.last_beat = time.monotonic()
+
+    def stop(self) -> None:
+        self.stopped.set()
+
+    def _watch(self) -> None:
+        while not self.stopped.wait(min(1.0, self.timeout / 4)):
+            if time.monotonic() - self.last_beat > self.timeout:
+                self.error_file.write_text(
+                    f"TrialHung: no epoch finished within {self.timeout:g} s (budget.trial_timeout_s); "
+                    "the trial's worker was ended\n", encoding="utf-8")
+                os._exit(70)
+
+
+def _data_segment_bytes() -> int | None:
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmData:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
+
+
+@contextlib.contextmanager
+def memory_cap(extra_mb: float | None) -> Iterator[None]:
+    """Let the trial allocate at most ``extra_mb`` beyond what the worker holds already;
+    past it allocations fail (MemoryError) inside the trial instead of exhausting the node.
+    Linux only (RLIMIT_DATA); elsewhere the cap is not applied."""
+    current = _data_segment_bytes() if extra_mb else None
+    if current is None:
+        yield
+        return
+    import resource
+
+    previous = resource.getrlimit(resource.RLIMIT_DATA)
+    resource.setrlimit(resource.RLIMIT_DATA, (current + int(extra_mb * 2**20), previous[1]))
+    try:
+        yield
+    finally:
+        resource.setrlimit(resource.RLIMIT_DATA, previous)
+
+
+def _is_out_of_memory(error: BaseException) -> bool:
+    text = str(error).lower()
+    return isinstance(error, MemoryError) or "can't allocate memory" in text or "out of memory" in text
+
+
 def run_trial(context: SweepContext, request: TrialRequest, report: Report,
               accelerator: str = "cpu") -> None:
     """Train one trial, calling ``report`` after every epoch with that epoch's metrics plus
@@ -68,11 +139,15 @@ def run_trial(context: SweepContext, request: TrialRequest, report: Report,
     quiet_training_logs()
     artifacts = trial_dir(context.run_dir, request.number)
     artifacts.mkdir(parents=True, exist_ok=True)
+    error_file = artifacts / "error.txt"
     writer = SummaryWriter(str(tensorboard_dir(context.run_dir, request.number)),
                            filename_suffix=".scalars")
+    watchdog = _Watchdog(context.trial_timeout_s, error_file) if context.trial_timeout_s else None
     best: dict[str, Any] = {}
 
     def on_epoch_end(epoch: int, metrics: dict[str, float]) -> None:
+        if watchdog is not None:
+            watchdog.beat()
         for name, value in metrics.items():
             writer.add_scalar(name, value, epoch)
         writer.flush()
@@ -82,15 +157,30 @@ def run_trial(context: SweepContext, request: TrialRequest, report: Report,
         report({**metrics, "epoch": epoch, "best_value": best["value"], "best_epoch": best["epoch"]})
 
     try:
-        fit(context.task, request.config, context.data, max_epochs=context.max_epochs,
-            seed=request.seed, metric=context.metric, mode=context.mode,
-            on_epoch_end=on_epoch_end, checkpoint_path=artifacts / "model.pt",
-            accelerator=accelerator, threads=max(1, int(context.cpus_per_trial)))
-    except Exception:
-        (artifacts / "error.txt").write_text(traceback.format_exc(), encoding="utf-8")
+        with memory_cap(context.memory_mb):
+            fit(context.task, request.config, context.data, max_epochs=context.max_epochs,
+                seed=request.seed, metric=context.metric, mode=context.mode,
+                on_epoch_end=on_epoch_end, checkpoint_path=artifacts / "model.pt",
+                accelerator=accelerator, threads=max(1, int(context.cpus_per_trial)))
+    except Exception as error:
+        text = traceback.format_exc()
+        if _is_out_of_memory(error):
+            text += (f"TrialOutOfMemory: the trial ran out of memory "
+                     f"(resources.memory_mb={context.memory_mb}): {type(error).__name__}\n")
+        error_file.write_text(text, encoding="utf-8")
         raise
     finally:
+        if watchdog is not None:
+            watchdog.stop()
         writer.close()
+
+
+def clear_trial_outputs(run_dir: str | Path, number: int) -> None:
+    """Remove what an interrupted attempt of a trial wrote, before it runs again."""
+    import shutil
+
+    for directory in (trial_dir(run_dir, number), tensorboard_dir(run_dir, number)):
+        shutil.rmtree(directory, ignore_errors=True)
 
 
 def failure_reason(run_dir: str | Path, number: int) -> str | None:

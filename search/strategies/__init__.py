@@ -11,7 +11,12 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from search.strategies.annealing import check_annealing_options, make_annealing_sampler
+from search.strategies.auto import check_auto_options, make_auto_sampler
+from search.strategies.genetic import check_genetic_options, make_genetic_sampler
 from search.strategies.global_tpe import make_global_sampler
+from search.strategies.grid_search import check_grid_options, make_grid_sampler
+from search.strategies.local_search import check_local_options, make_local_sampler
 from search.strategies.random_search import make_random_sampler
 
 if TYPE_CHECKING:
@@ -20,12 +25,16 @@ if TYPE_CHECKING:
     from search.space import SearchSpace
 
 SamplerFactory = Callable[..., "optuna.samplers.BaseSampler"]
+# Strategy-specific checks of option values against the space, as (option, expected, found);
+# option "" means the problem is with choosing this strategy for this space at all.
+OptionCheck = Callable[["SearchSpace", Mapping[str, Any]], list[tuple[str, str, str]]]
 
 
 @dataclass(frozen=True)
 class Strategy:
     name: str
     factory: SamplerFactory
+    check: OptionCheck | None = None
 
     @property
     def options(self) -> dict[str, Any]:
@@ -40,7 +49,14 @@ class Strategy:
 STRATEGIES: dict[str, Strategy] = {
     "global": Strategy("global", make_global_sampler),
     "random": Strategy("random", make_random_sampler),
+    "local": Strategy("local", make_local_sampler, check_local_options),
+    "genetic": Strategy("genetic", make_genetic_sampler, check_genetic_options),
+    "annealing": Strategy("annealing", make_annealing_sampler, check_annealing_options),
+    "grid": Strategy("grid", make_grid_sampler, check_grid_options),
+    "auto": Strategy("auto", make_auto_sampler, check_auto_options),
 }
+# The better heuristic by measurement (benchmarks/results/strategies.md).
+STRATEGIES["heuristic"] = Strategy("heuristic", make_annealing_sampler, check_annealing_options)
 
 
 def get_strategy(name: str) -> Strategy:
@@ -52,9 +68,12 @@ def get_strategy(name: str) -> Strategy:
 
 def check_options(name: str, options: Mapping[str, Any], space: SearchSpace) -> list[tuple[str, str, str]]:
     """Problems with ``options`` as (option, expected, found); the option names are checked
-    by the caller, here the values are checked against the defaults' types."""
+    by the caller, here the values are checked against the defaults' types, then by the
+    strategy's own check (ranges, a `start_from` point, whether the space suits it). An option
+    of "" means the problem is with the strategy itself (e.g. `grid` on an infinite space)."""
     problems = []
-    defaults = get_strategy(name).options
+    strategy = get_strategy(name)
+    defaults = strategy.options
     for key, value in options.items():
         default = defaults.get(key)
         if isinstance(default, bool):
@@ -67,6 +86,9 @@ def check_options(name: str, options: Mapping[str, Any], space: SearchSpace) -> 
             ok, expected = True, ""
         if not ok:
             problems.append((key, expected, repr(value)))
+    if strategy.check is not None:
+        typed = {k: v for k, v in options.items() if k not in {p[0] for p in problems}}
+        problems.extend(strategy.check(space, typed))
     return problems
 
 

@@ -1,0 +1,67 @@
+"""Resuming and extending a sweep: what may change between runs, and what was left running.
+
+The study database is the only state a resume needs. Trials that were RUNNING when the
+driver died are handed out again as they are (same trial record, same parameters, same
+seed), so nothing finished is lost or repeated and the total stays at the requested number.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from search.space import CategoricalParam
+
+if TYPE_CHECKING:
+    import optuna
+
+    from search.spec import SweepSpec
+
+FINISHED = ("COMPLETE", "PRUNED", "FAIL")
+
+
+@dataclass(frozen=True)
+class SpecChanges:
+    incompatible: list[str] = field(default_factory=list)
+    compatible: list[str] = field(default_factory=list)
+
+
+def compare_specs(old: SweepSpec, new: SweepSpec) -> SpecChanges:
+    """Changes that would make old and new trials incomparable are incompatible: the task,
+    its data, the metric and its direction, and the kind of a searched parameter."""
+    changes = SpecChanges()
+    for label, before, after in (("task", old.task.name, new.task.name),
+                                 ("data", old.resolved_data(), new.resolved_data()),
+                                 ("metric", old.metric, new.metric), ("mode", old.mode, new.mode)):
+        if before != after:
+            changes.incompatible.append(f"{label} changed from {before!r} to {after!r}")
+    old_params = {p.name: p for p in old.space.params}
+    for param in new.space.params:
+        before = old_params.pop(param.name, None)
+        if before is None:
+            changes.compatible.append(f"new parameter {param.name!r} (earlier trials lack it)")
+        elif type(before) is not type(param):
+            changes.incompatible.append(
+                f"parameter {param.name!r} changed kind from {_kind(before)} to {_kind(param)}")
+        elif before != param:
+            changes.compatible.append(f"parameter {param.name!r} changed range or choices")
+    changes.compatible.extend(f"parameter {name!r} no longer searched" for name in old_params)
+    if dict(old.space.fixed) != dict(new.space.fixed):
+        changes.compatible.append("fixed values changed")
+    for label in ("budget", "strategy", "scheduler", "resources"):
+        if getattr(old, label) != getattr(new, label):
+            changes.compatible.append(f"{label} changed")
+    return changes
+
+
+def _kind(param: Any) -> str:
+    return "categorical" if isinstance(param, CategoricalParam) else type(param).__name__[:-5].lower()
+
+
+def finished_count(study: optuna.Study) -> int:
+    return sum(1 for t in study.get_trials(deepcopy=False) if t.state.name in FINISHED)
+
+
+def interrupted_trials(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
+    """Trials left RUNNING by a driver that died: they are run again, once, as they were."""
+    return [t for t in study.get_trials(deepcopy=False) if t.state.name == "RUNNING"]

@@ -1,0 +1,102 @@
+"""`annealing`: simulated annealing whose current point is replayed from the study's trials.
+
+Every COMPLETE trial, in trial-number order, is a move from the current point: an improvement is
+always accepted, a worse point with the Metropolis probability exp(-delta / T). The temperature
+follows the trial count, T_k = initial_temperature * cooling ** k, and delta is the loss
+difference divided by the spread of the losses seen (their median absolute deviation), so one
+temperature suits any metric's scale. The uniform draw that decides each acceptance is keyed by
+the seed and the trial number, so the replay gives the same current point in every process.
+Proposals step from the current point with a radius that shrinks with sqrt(T).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import optuna
+from optuna.trial import FrozenTrial
+
+from search.space import SearchSpace
+from search.strategies._planning import (
+    Config,
+    ConfigKey,
+    Observed,
+    PlannedSampler,
+    history,
+    perturb,
+    random_config,
+)
+
+ACCEPT_SALT = 1  # Keeps the acceptance draws apart from the proposal draws of the same trial.
+MIN_RADIUS = 0.01
+
+
+@dataclass(frozen=True)
+class Walk:
+    current: Observed | None
+    radius: float
+
+
+class AnnealingSampler(PlannedSampler):
+    tag = "annealing"
+
+    def __init__(self, space: SearchSpace, *, initial_temperature: float = 1.0, cooling: float = 0.95,
+                 radius: float = 0.1, mutation_prob: float = 0.2, n_startup_trials: int = 5,
+                 seed: int | None = None) -> None:
+        super().__init__(space, seed)
+        self._t0 = initial_temperature
+        self._cooling = cooling
+        self._radius = radius
+        self._mutation_prob = mutation_prob
+        self._n_startup_trials = n_startup_trials
+
+    def replay(self, observed: list[Observed]) -> Observed | None:
+        if not observed:
+            return None
+        losses = np.array([o.loss for o in observed])
+        spread = float(np.median(np.abs(losses - np.median(losses)))) or float(np.std(losses)) or 1.0
+        # The walk starts from the best of the random start-up trials.
+        current = min(observed[:self._n_startup_trials], key=lambda o: o.loss)
+        for k, obs in enumerate(observed[self._n_startup_trials:], start=1):
+            delta = (obs.loss - current.loss) / spread
+            temperature = self._t0 * self._cooling ** k
+            if delta <= 0 or self.uniform(obs.number, ACCEPT_SALT) < math.exp(-delta / temperature):
+                current = obs
+        return current
+
+    def prepare(self, study: optuna.Study, trial: FrozenTrial, taken: set[ConfigKey]) -> Walk:
+        observed = history(study)
+        if len(observed) < self._n_startup_trials:
+            return Walk(None, self._radius)
+        steps = len(observed) - self._n_startup_trials
+        radius = max(MIN_RADIUS, self._radius * math.sqrt(self._cooling ** steps))
+        return Walk(self.replay(observed), radius)
+
+    def propose(self, context: Walk, rng: np.random.Generator, fixed: Mapping[str, Any]) -> Config:
+        if context.current is None:
+            return random_config(self._space, rng, fixed)
+        return perturb(self._space, context.current.params, context.radius, self._mutation_prob, rng, fixed)
+
+
+def make_annealing_sampler(space: SearchSpace, *, initial_temperature: float = 1.0, cooling: float = 0.95,
+                           radius: float = 0.1, seed: int | None = None) -> optuna.samplers.BaseSampler:
+    """Simulated annealing: ``cooling`` per finished trial from ``initial_temperature``;
+    ``radius`` is the first step size as a fraction of each range (it shrinks as it cools)."""
+    return AnnealingSampler(space, initial_temperature=initial_temperature, cooling=cooling,
+                            radius=radius, seed=seed)
+
+
+def check_annealing_options(space: SearchSpace, options: Mapping[str, Any]) -> list[tuple[str, str, str]]:
+    problems = []
+    for key, low, high, low_open in (("initial_temperature", 0.0, math.inf, True),
+                                     ("cooling", 0.0, 1.0, True), ("radius", 0.0, 1.0, True)):
+        value = options.get(key)
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            if value > high or value < low or (low_open and value == low):
+                bounds = f"> {low:g}" if high == math.inf else f"in ({low:g}, {high:g}]"
+                problems.append((key, f"a number {bounds}", repr(value)))
+    return problems

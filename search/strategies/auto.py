@@ -1,0 +1,90 @@
+"""`auto`: explore the whole space with TPE, then refine around the best with `local`.
+
+The hand-off happens once ``switch_after`` trials have completed, or earlier when exploration
+stalls: the best value has not improved for ``stall_after`` completed trials (after at least
+``min_explore`` of them). Which phase a trial is in is decided from the study's trials when the
+trial starts, so a resumed sweep picks up in the same phase; once switched, it stays switched.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import optuna
+from optuna.distributions import BaseDistribution
+from optuna.trial import FrozenTrial, TrialState
+
+from search.space import SearchSpace
+from search.strategies._planning import Observed, history
+from search.strategies.global_tpe import make_global_sampler
+from search.strategies.local_search import LocalSampler
+
+
+class AutoSampler(optuna.samplers.BaseSampler):
+    def __init__(self, space: SearchSpace, *, switch_after: int = 30, stall_after: int = 0,
+                 min_explore: int = 10, seed: int | None = None) -> None:
+        self._global = make_global_sampler(space, seed=seed)
+        # Exploration's best is a good incumbent already: no random start-up.
+        self._local = LocalSampler(space, n_startup_trials=0, seed=seed)
+        self._switch_after = switch_after
+        self._stall_after = stall_after
+        self._min_explore = min_explore
+        self._phases: dict[int, optuna.samplers.BaseSampler] = {}
+
+    def switched(self, observed: list[Observed]) -> bool:
+        if len(observed) >= self._switch_after:
+            return True
+        if self._stall_after <= 0:
+            return False
+        best, since = float("inf"), 0
+        for count, obs in enumerate(observed, start=1):
+            best, since = (obs.loss, 0) if obs.loss < best else (best, since + 1)
+            if count >= self._min_explore and since >= self._stall_after:
+                return True
+        return False
+
+    def _phase(self, study: optuna.Study, trial: FrozenTrial) -> optuna.samplers.BaseSampler:
+        phase = self._phases.get(trial._trial_id)
+        if phase is None:
+            phase = self._local if self.switched(history(study)) else self._global
+            self._phases[trial._trial_id] = phase
+        return phase
+
+    def reseed_rng(self) -> None:
+        self._global.reseed_rng()
+        self._local.reseed_rng()
+
+    def before_trial(self, study: optuna.Study, trial: FrozenTrial) -> None:
+        self._phase(study, trial).before_trial(study, trial)
+
+    def infer_relative_search_space(self, study: optuna.Study, trial: FrozenTrial) -> dict[str, BaseDistribution]:
+        return self._phase(study, trial).infer_relative_search_space(study, trial)
+
+    def sample_relative(self, study: optuna.Study, trial: FrozenTrial,
+                        search_space: dict[str, BaseDistribution]) -> dict[str, Any]:
+        return self._phase(study, trial).sample_relative(study, trial, search_space)
+
+    def sample_independent(self, study: optuna.Study, trial: FrozenTrial, param_name: str,
+                           param_distribution: BaseDistribution) -> Any:
+        return self._phase(study, trial).sample_independent(study, trial, param_name, param_distribution)
+
+    def after_trial(self, study: optuna.Study, trial: FrozenTrial, state: TrialState, values: Any) -> None:
+        phase = self._phases.pop(trial._trial_id, None) or self._global
+        phase.after_trial(study, trial, state, values)
+
+
+def make_auto_sampler(space: SearchSpace, *, switch_after: int = 30, stall_after: int = 0,
+                      seed: int | None = None) -> optuna.samplers.BaseSampler:
+    """Multivariate TPE (as `global`) until ``switch_after`` trials have completed or the best
+    has not improved for ``stall_after`` of them (0: never), then `local` around the best."""
+    return AutoSampler(space, switch_after=switch_after, stall_after=stall_after, seed=seed)
+
+
+def check_auto_options(space: SearchSpace, options: Mapping[str, Any]) -> list[tuple[str, str, str]]:
+    problems = []
+    for key, low in (("switch_after", 1), ("stall_after", 0)):
+        value = options.get(key)
+        if isinstance(value, int) and not isinstance(value, bool) and value < low:
+            problems.append((key, f"an integer >= {low}", repr(value)))
+    return problems

@@ -1,0 +1,177 @@
+"""`local`: trust-region refinement around an incumbent (a start point or the best trial so far).
+
+Each proposal is a Gaussian step from the incumbent in the unit-scaled space (log scale for log
+parameters, rounded to int/step grids), categoricals kept except with a small probability, and a
+parameter inactive at the incumbent drawn afresh when it becomes active. The step size (the
+trust region's radius) is replayed from the study's trials, never kept in memory: it doubles
+after ``success_tolerance`` improving proposals in a row, halves after ``failure_tolerance``
+(at least the number of numeric parameters) failures in a row, and restarts at ``radius`` once it
+falls below ``min_radius``. Chosen over CMA-ES with a small sigma0 by measurement
+(benchmarks/results/strategies.md, refinement table).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import optuna
+from optuna.trial import FrozenTrial
+
+from search.space import CategoricalParam, FloatParam, IntParam, SearchSpace
+from search.strategies._planning import (
+    Config,
+    ConfigKey,
+    Observed,
+    PlannedSampler,
+    build,
+    history,
+    perturb,
+    random_config,
+    random_value,
+)
+
+START_FROM_EXPECTED = "a path to an exported best.yaml or a mapping of parameter values"
+
+
+def read_start_point(start_from: str | Mapping[str, Any] | None,
+                     space: SearchSpace) -> tuple[dict[str, Any], list[tuple[str, str, str]]]:
+    """The incumbent given by ``start_from`` and every problem with it as (option, expected,
+    found). A path is read as an export of an earlier sweep: its ``params:`` are the point."""
+    if start_from is None:
+        return {}, []
+    if isinstance(start_from, str):
+        from search.spec import SpecError, load_yaml
+
+        try:
+            data, _ = load_yaml(Path(start_from).expanduser())
+        except SpecError as error:
+            return {}, [("start_from", "a readable best.yaml", "; ".join(p.found for p in error.problems))]
+        values = data.get("params") if isinstance(data, dict) else None
+        if not isinstance(values, dict):
+            return {}, [("start_from", "a best.yaml with a `params:` mapping (launch.py export writes one)",
+                         f"{start_from!r} without one")]
+    elif isinstance(start_from, Mapping):
+        values = dict(start_from)
+    else:
+        return {}, [("start_from", START_FROM_EXPECTED, repr(start_from))]
+    problems = []
+    for name, value in values.items():
+        if name not in space.names:
+            problems.append((f"start_from.{name}", f"a searched parameter ({', '.join(space.names)})",
+                             f"unknown parameter {name!r}"))
+        elif not _fits(space[name], value):
+            problems.append((f"start_from.{name}", _describe_range(space[name]), repr(value)))
+    return space.active_subset({k: v for k, v in values.items() if k in space.names}), problems
+
+
+def _fits(param: FloatParam | IntParam | CategoricalParam, value: Any) -> bool:
+    if isinstance(param, CategoricalParam):
+        return value in param.choices
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return False
+    if isinstance(param, IntParam) and not float(value).is_integer():
+        return False
+    return param.low <= value <= param.high
+
+
+def _describe_range(param: FloatParam | IntParam | CategoricalParam) -> str:
+    if isinstance(param, CategoricalParam):
+        return f"one of {list(param.choices)}"
+    kind = "an integer" if isinstance(param, IntParam) else "a number"
+    return f"{kind} in [{param.low}, {param.high}]"
+
+
+@dataclass(frozen=True)
+class TrustRegion:
+    center: Mapping[str, Any] | None
+    radius: float
+    exact: bool  # Evaluate the start point itself before stepping away from it.
+
+
+class LocalSampler(PlannedSampler):
+    tag = "local"
+
+    def __init__(self, space: SearchSpace, *, start_from: Mapping[str, Any] | None = None,
+                 radius: float = 0.05, min_radius: float = 1e-3, success_tolerance: int = 2,
+                 failure_tolerance: int = 4, mutation_prob: float = 0.1, n_startup_trials: int = 10,
+                 seed: int | None = None) -> None:
+        super().__init__(space, seed)
+        self._start = dict(start_from or {})
+        self._radius = radius
+        self._min_radius = min_radius
+        self._success_tolerance = success_tolerance
+        numeric = sum(not isinstance(p, CategoricalParam) for p in space.params)
+        self._failure_tolerance = max(failure_tolerance, numeric)
+        self._mutation_prob = mutation_prob
+        self._n_startup_trials = n_startup_trials
+
+    def replay(self, observed: list[Observed]) -> tuple[Observed | None, float]:
+        """The incumbent and radius after the given trials, in trial-number order."""
+        incumbent: Observed | None = None
+        radius, successes, failures = self._radius, 0, 0
+        for obs in observed:
+            improved = incumbent is None or obs.loss < incumbent.loss
+            if obs.planned_by == self.tag and incumbent is not None:
+                successes, failures = (successes + 1, 0) if improved else (0, failures + 1)
+                if successes >= self._success_tolerance:
+                    radius, successes = min(2 * radius, 0.5), 0
+                if failures >= self._failure_tolerance:
+                    radius, failures = radius / 2, 0
+                if radius < self._min_radius:
+                    radius = self._radius
+            if improved:
+                incumbent = obs
+        return incumbent, radius
+
+    def prepare(self, study: optuna.Study, trial: FrozenTrial, taken: set[ConfigKey]) -> TrustRegion:
+        observed = history(study)
+        incumbent, radius = self.replay(observed)
+        if self._start:
+            started = any(all(t.params.get(k) == v for k, v in self._start.items())
+                          for t in study.get_trials(deepcopy=False) if t.number != trial.number)
+            if not started:
+                return TrustRegion(self._start, radius, exact=True)
+            if incumbent is None:
+                return TrustRegion(self._start, radius, exact=False)
+        elif len(observed) < self._n_startup_trials:
+            return TrustRegion(None, radius, exact=False)
+        return TrustRegion(incumbent.params, radius, exact=False)
+
+    def propose(self, context: TrustRegion, rng: np.random.Generator, fixed: Mapping[str, Any]) -> Config:
+        if context.center is None:
+            return random_config(self._space, rng, fixed)
+        if context.exact:
+            # Everything given is used as it is; missing active parameters are drawn.
+            center = context.center
+            return build(self._space, lambda p, _: center[p.name] if p.name in center else random_value(p, rng),
+                         fixed)
+        return perturb(self._space, context.center, context.radius, self._mutation_prob, rng, fixed)
+
+
+def make_local_sampler(space: SearchSpace, *, start_from: str | dict[str, Any] | None = None,
+                       radius: float = 0.05, mutation_prob: float = 0.1, n_startup_trials: int = 10,
+                       seed: int | None = None) -> optuna.samplers.BaseSampler:
+    """Refine around ``start_from`` (a best.yaml path or a mapping of values, evaluated first)
+    or, without it, around the best trial after ``n_startup_trials`` random ones. ``radius`` is
+    the first step size as a fraction of each range; ``mutation_prob`` the chance that a
+    categorical changes."""
+    start, problems = read_start_point(start_from, space)
+    if problems:
+        raise ValueError("invalid `start_from` for strategy local: "
+                         + "; ".join(f"{key}: expected {expected}, found {found}"
+                                     for key, expected, found in problems))
+    return LocalSampler(space, start_from=start, radius=radius, mutation_prob=mutation_prob,
+                        n_startup_trials=n_startup_trials, seed=seed)
+
+
+def check_local_options(space: SearchSpace, options: Mapping[str, Any]) -> list[tuple[str, str, str]]:
+    problems = list(read_start_point(options.get("start_from"), space)[1])
+    for key, low, high in (("radius", 0.0, 1.0), ("mutation_prob", 0.0, 1.0)):
+        value = options.get(key)
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and not low <= value <= high:
+            problems.append((key, f"a number in [{low:g}, {high:g}]", repr(value)))
+    return problems

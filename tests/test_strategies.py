@@ -1,0 +1,315 @@
+"""Every registered strategy passes one contract; then tests of what each strategy promises.
+
+The contract (after Optuna's own ``pytest_samplers.py``): bounds, steps, log scales and native
+Python types are respected, the same seed gives the same sequence and another seed a different
+one, a sampler survives pickling, conditional parameters appear exactly when active, trials that
+run at the same time get different configurations, and prior trials (enqueued or added) are used.
+No Ray and no training: the objectives are closed-form, and the whole file runs in seconds.
+"""
+
+from __future__ import annotations
+
+import math
+import pickle
+import warnings
+from typing import Any
+
+import optuna
+import pytest
+
+from search.space import CategoricalParam, Condition, FloatParam, IntParam, SearchSpace
+from search.strategies import STRATEGIES, check_options, get_strategy, make_sampler
+from search.strategies._planning import PLANNED_BY
+from search.strategies.grid_search import grid_points
+
+optuna.logging.set_verbosity(optuna.logging.ERROR)
+
+SGD = (Condition("optimizer", ("sgd",)),)
+SPACE = SearchSpace(params=(
+    FloatParam("dropout", 0.0, 0.5),
+    FloatParam("lr", 1e-5, 1e-1, log=True),
+    FloatParam("decay", 0.0, 0.9, step=0.3),
+    IntParam("layers", 1, 4),
+    IntParam("width", 8, 512, log=True),
+    IntParam("batch", 16, 128, step=16),
+    CategoricalParam("optimizer", ("adam", "sgd")),
+    FloatParam("momentum", 0.5, 0.99, when=SGD),
+    CategoricalParam("nesterov", (True, False), when=SGD),
+))
+SMALL = SearchSpace(params=(  # 2 + 2 * 3 = 8 points: duplicates are likely unless avoided.
+    CategoricalParam("optimizer", ("adam", "sgd")),
+    IntParam("layers", 1, 2),
+    FloatParam("momentum", 0.0, 1.0, step=0.5, when=SGD),
+))
+PLANNED = ("local", "genetic", "annealing", "grid", "heuristic")
+
+
+def finite(space: SearchSpace) -> SearchSpace:
+    """``space`` made finite and small enough for `grid`: a step for every float (a few log-spaced
+    choices for log floats) and a few choices for wide int ranges."""
+    params = []
+    for p in space.params:
+        if isinstance(p, FloatParam) and p.step is None:
+            if p.log:
+                choices = tuple(p.low * (p.high / p.low) ** (i / 3) for i in range(4))
+                p = CategoricalParam(p.name, choices, p.when)
+            else:
+                p = FloatParam(p.name, p.low, p.high, step=(p.high - p.low) / 2, when=p.when)
+        elif isinstance(p, IntParam) and len(p.grid_values()) > 8:
+            p = CategoricalParam(p.name, tuple(p.grid_values()[:: len(p.grid_values()) // 3]), p.when)
+        params.append(p)
+    return SearchSpace(params=tuple(params))
+
+
+def objective(params: dict[str, Any]) -> float:
+    """Deterministic and cheap; lower is better; best near dropout 0.1, lr 1e-3, sgd."""
+    value = (params["dropout"] - 0.1) ** 2 + (math.log10(params["lr"]) + 3) ** 2 / 10
+    value += 0.1 * params["layers"] + (0.0 if params["optimizer"] == "sgd" else 0.2)
+    return value + abs(params.get("momentum", 0.9) - 0.9)
+
+
+def small_objective(params: dict[str, Any]) -> float:
+    return params["layers"] + (params.get("momentum", 0.25) if params["optimizer"] == "sgd" else 0.5)
+
+
+def make_study(name: str, space: SearchSpace, seed: int | None = 0, **options: Any) -> optuna.Study:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return optuna.create_study(sampler=make_sampler(name, space, options, seed))
+
+
+def optimize(study: optuna.Study, space: SearchSpace, trials: int, fn=objective) -> list[dict[str, Any]]:
+    sampled = []
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for _ in range(trials):
+            trial = study.ask()
+            params = space.sample(trial)
+            study.tell(trial, fn(params))
+            sampled.append(params)
+    return sampled
+
+
+@pytest.fixture(params=sorted(STRATEGIES))
+def strategy(request) -> str:
+    return request.param
+
+
+@pytest.fixture
+def space(strategy) -> SearchSpace:
+    return finite(SPACE) if strategy == "grid" else SPACE
+
+
+class TestStrategyContract:
+    def test_bounds_steps_log_and_native_types(self, strategy, space):
+        for params in optimize(make_study(strategy, space), space, 30):
+            for name, value in params.items():
+                param = space[name]
+                if isinstance(param, CategoricalParam):
+                    assert value in param.choices
+                    continue
+                kind = int if isinstance(param, IntParam) else float
+                assert type(value) is kind, (name, value)
+                assert param.low <= value <= param.high, (name, value)
+                if param.step is not None:
+                    steps = (value - param.low) / param.step
+                    assert abs(steps - round(steps)) < 1e-8, (name, value)
+
+    def test_same_seed_same_sequence_other_seed_differs(self, strategy, space):
+        first = optimize(make_study(strategy, space, seed=3), space, 25)
+        again = optimize(make_study(strategy, space, seed=3), space, 25)
+        other = optimize(make_study(strategy, space, seed=4), space, 25)
+        assert first == again
+        assert first != other
+
+    def test_pickle_round_trip_keeps_working(self, strategy, space):
+        study = make_study(strategy, space, seed=1)
+        optimize(study, space, 12)
+        study.sampler = pickle.loads(pickle.dumps(study.sampler))
+        assert len(optimize(study, space, 5)) == 5
+
+    def test_conditional_parameters_exactly_when_active(self, strategy, space):
+        for params in optimize(make_study(strategy, space), space, 30):
+            assert ("momentum" in params) == (params["optimizer"] == "sgd")
+            assert ("nesterov" in params) == (params["optimizer"] == "sgd")
+
+    @pytest.mark.parametrize("finished", [0, 20])
+    def test_concurrent_trials_differ(self, strategy, space, finished):
+        study = make_study(strategy, space)
+        optimize(study, space, finished)
+        running = []
+        for _ in range(4):  # Asked, not told: all four are RUNNING together.
+            trial = study.ask()
+            running.append(space.sample(trial))
+        keys = {tuple(sorted(p.items())) for p in running}
+        assert len(keys) == len(running)
+
+    def test_enqueued_configs_run_first(self, strategy, space):
+        study = make_study(strategy, space)
+        known = {"dropout": 0.25, "lr": 1e-3, "decay": 0.3, "layers": 2, "width": 64, "batch": 32,
+                 "optimizer": "adam"}
+        if strategy == "grid":
+            known = {name: space[name].grid_values()[1] for name in known} | {"optimizer": "adam"}
+        study.enqueue_trial(known)
+        study.enqueue_trial({"optimizer": "sgd"})  # Partly known: the rest is sampled.
+        first, second, *_ = optimize(study, space, 4)
+        assert first == known
+        assert second["optimizer"] == "sgd" and "momentum" in second
+
+    def test_prior_trials_are_used(self, strategy, space):
+        earlier = make_study("random", space, seed=11)
+        optimize(earlier, space, 30)
+        study = make_study(strategy, space)
+        study.add_trials(earlier.trials)
+        optimize(study, space, 10)
+        assert len(study.trials) == 40
+        assert study.best_value <= earlier.best_value
+
+
+@pytest.mark.parametrize("strategy", PLANNED)
+def test_planned_strategies_avoid_duplicates_in_a_small_space(strategy):
+    study = make_study(strategy, SMALL)
+    optimize(study, SMALL, 5, small_objective)
+    running = [SMALL.sample(study.ask()) for _ in range(3)]
+    seen = [tuple(sorted(t.params.items())) for t in study.trials]
+    assert len(set(seen)) == len(seen) == 8, running
+
+
+@pytest.mark.parametrize("strategy", ("local", "genetic", "annealing", "grid"))
+def test_a_resumed_sweep_continues_as_an_uninterrupted_one(strategy):
+    space = finite(SPACE) if strategy == "grid" else SPACE
+    straight = optimize(make_study(strategy, space, seed=5), space, 30)
+    resumed_study = make_study(strategy, space, seed=5)
+    resumed = optimize(resumed_study, space, 20)
+    # A new process: a fresh sampler, nothing but the study's trials carried over.
+    resumed_study.sampler = make_sampler(strategy, space, {}, seed=5)
+    resumed += optimize(resumed_study, space, 10)
+    assert resumed == straight
+
+
+def test_unknown_strategy_names_the_known_ones():
+    with pytest.raises(KeyError, match="known strategies: .*auto.*global.*grid.*heuristic.*local"):
+        get_strategy("locall")
+
+
+def test_heuristic_is_one_of_its_variants():
+    assert STRATEGIES["heuristic"].factory in (STRATEGIES["genetic"].factory, STRATEGIES["annealing"].factory)
+
+
+def test_every_factory_ends_with_a_keyword_only_seed():
+    import inspect
+
+    for strategy in STRATEGIES.values():
+        parameters = list(inspect.signature(strategy.factory).parameters.values())
+        assert parameters[-1].name == "seed" and parameters[-1].default is None
+        assert all(p.kind is inspect.Parameter.KEYWORD_ONLY for p in parameters[1:])
+
+
+# --------------------------------------------------------------------------- local
+
+
+START = {"dropout": 0.4, "lr": 1e-2, "decay": 0.6, "layers": 3, "width": 100, "batch": 64,
+         "optimizer": "sgd", "momentum": 0.6, "nesterov": True}
+
+
+def test_local_starts_at_start_from_then_stays_near_it():
+    study = make_study("local", SPACE, start_from=START)
+    first, *rest = optimize(study, SPACE, 20, lambda p: 1.0)  # Flat: the start stays the incumbent.
+    assert first == START
+    for params in rest:
+        assert abs(params["dropout"] - START["dropout"]) < 0.5 * 0.5
+        assert abs(math.log10(params["lr"]) - math.log10(START["lr"])) < 2
+    kept = sum(p["optimizer"] == "sgd" for p in rest)
+    assert kept >= 0.7 * len(rest)  # Categoricals mostly kept, sometimes mutated.
+
+
+def test_local_start_from_best_yaml(tmp_path):
+    path = tmp_path / "best.yaml"
+    path.write_text("# exported\nfinesweep_export: 1\nvalue: 0.9\nparams:\n"
+                    + "".join(f"  {k}: {str(v).lower() if isinstance(v, bool) else v}\n" for k, v in START.items()))
+    study = make_study("local", SPACE, start_from=str(path))
+    assert optimize(study, SPACE, 1)[0] == START
+
+
+def test_local_refines_around_the_best_prior_trial():
+    earlier = make_study("random", SPACE, seed=2)
+    optimize(earlier, SPACE, 30)
+    study = make_study("local", SPACE)
+    study.add_trials(earlier.trials)
+    best = earlier.best_params
+    rest = optimize(study, SPACE, 15)
+    near = [abs(p["dropout"] - best["dropout"]) < 0.15 for p in rest]
+    assert sum(near) >= 0.7 * len(near)
+    assert study.best_value <= earlier.best_value
+
+
+def test_local_draws_a_parameter_inactive_at_the_incumbent_when_it_becomes_active():
+    start = {k: v for k, v in START.items() if k not in ("momentum", "nesterov")} | {"optimizer": "adam"}
+    study = make_study("local", SPACE, start_from=start, mutation_prob=1.0)
+    for params in optimize(study, SPACE, 10, lambda p: 1.0)[1:]:
+        assert params["optimizer"] == "sgd" and 0.5 <= params["momentum"] <= 0.99
+
+
+def test_local_checks_start_from(tmp_path):
+    problems = check_options("local", {"start_from": {"dropout": 0.9, "units": 3, "optimizer": "lion"}}, SPACE)
+    assert {key for key, _, _ in problems} == {"start_from.dropout", "start_from.units", "start_from.optimizer"}
+    (tmp_path / "empty.yaml").write_text("value: 1\n")
+    for start in (str(tmp_path / "missing.yaml"), str(tmp_path / "empty.yaml"), 3):
+        [(key, expected, found)] = check_options("local", {"start_from": start}, SPACE)
+        assert key == "start_from" and expected and found
+    with pytest.raises(ValueError, match="start_from.dropout"):
+        make_sampler("local", SPACE, {"start_from": {"dropout": 0.9}}, seed=0)
+
+
+def test_option_values_are_checked():
+    problems = check_options("local", {"radius": "big", "mutation_prob": 2.0}, SPACE)
+    assert [key for key, _, _ in problems] == ["radius", "mutation_prob"]
+    assert check_options("genetic", {"population_size": 1}, SPACE)[0][0] == "population_size"
+    assert check_options("annealing", {"cooling": 1.5}, SPACE)[0][0] == "cooling"
+    assert check_options("auto", {"switch_after": 0}, SPACE)[0][0] == "switch_after"
+
+
+# --------------------------------------------------------------------------- grid
+
+
+def test_grid_enumerates_exactly_the_finite_grid():
+    expected = {("adam", 1), ("adam", 2)} | {("sgd", n, m) for n in (1, 2) for m in (0.0, 0.5, 1.0)}
+    study = make_study("grid", SMALL)
+    got = {tuple(p.values()) for p in optimize(study, SMALL, 8, small_objective)}
+    assert got == expected
+    assert len(grid_points(SMALL)) == 8
+
+
+def test_grid_on_an_infinite_space_is_a_clear_problem():
+    [(key, expected, found)] = check_options("grid", {}, SPACE)
+    assert key == "" and "finite" in expected and "step" in expected
+    assert "dropout" in found and "lr" in found
+    assert check_options("grid", {}, finite(SPACE)) == []
+    with pytest.raises(ValueError, match="finite space.*dropout"):
+        make_sampler("grid", SPACE, {}, seed=0)
+
+
+def test_grid_problem_is_reported_by_spec_validation_at_the_strategy_name():
+    from search.spec import SpecChecker
+
+    checker = SpecChecker("spec.yaml", {})
+    checker.strategy({"name": "grid"}, SPACE)
+    [problem] = checker.problems
+    assert problem.path == ("strategy", "name") and "finite" in problem.expected
+
+
+# --------------------------------------------------------------------------- auto
+
+
+def test_auto_switches_to_local_after_switch_after_trials():
+    study = make_study("auto", SPACE, switch_after=8)
+    optimize(study, SPACE, 14)
+    planned = [t.system_attrs.get(PLANNED_BY) for t in study.trials]
+    assert planned == [None] * 8 + ["local"] * 6
+
+
+def test_auto_switches_early_when_improvement_stalls():
+    study = make_study("auto", SPACE, switch_after=100, stall_after=3)
+    optimize(study, SPACE, 14, lambda p: 1.0)  # Never improves after the first trial.
+    planned = [t.system_attrs.get(PLANNED_BY) for t in study.trials]
+    assert planned == [None] * 10 + ["local"] * 4
