@@ -1,0 +1,192 @@
+"""Reliability with real processes: failing trials of every kind, a driver SIGKILLed and
+resumed, refusals before any compute, and nothing listening beyond loopback."""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import random
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+
+from search.spec import parse_spec
+from search.study import load_study, state_counts
+from search.sweep import SweepError, run_sweep
+
+ROOT = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.slow
+
+FAULTS = """
+name: faults
+task: debug
+metric: val_acc
+space:
+  fail_mode: {type: categorical, choices: [none, raise, nan, hang, oom]}
+  fail_at_epoch: 2
+strategy: {name: grid, seed: 0}
+scheduler: none
+budget: {trials: 5, max_epochs: 2, trial_timeout_s: 6}
+resources: {cpus: 1, concurrency: 2, memory_mb: 300}
+"""
+
+EXPECTED_REASON = {
+    "raise": "InjectedFailure: injected failure in epoch 2",
+    "nan": "NonFiniteMetricError",
+    "hang": "TrialHung",
+    "oom": "TrialOutOfMemory",
+}
+
+
+def test_each_kind_of_failing_trial_is_recorded_and_the_sweep_finishes(tmp_path, local_ray):
+    path = tmp_path / "faults.yaml"
+    path.write_text(FAULTS)
+    spec = parse_spec(path)
+    result = run_sweep(spec, tmp_path / "run")
+    study = load_study(spec.name, result.storage)
+    by_mode = {t.params["fail_mode"]: t for t in study.trials}
+    assert sorted(by_mode) == sorted(["none", *EXPECTED_REASON]), "grid runs each mode once"
+    assert by_mode["none"].state == optuna.trial.TrialState.COMPLETE
+    for mode, reason in EXPECTED_REASON.items():
+        trial = by_mode[mode]
+        assert trial.state == optuna.trial.TrialState.FAIL, mode
+        assert reason in trial.user_attrs["fail_reason"], (mode, trial.user_attrs["fail_reason"])
+        # The failure struck in epoch 2: epoch 1 was reported and kept.
+        assert list(trial.intermediate_values) == [1], mode
+    assert result.best_trial == by_mode["none"].number
+    assert state_counts(study) == {"COMPLETE": 1, "FAIL": 4}
+
+
+def test_second_sweep_into_the_same_run_directory_refuses_without_resume(tmp_path, local_ray):
+    path = tmp_path / "quick.yaml"
+    path.write_text(FAULTS.replace("[none, raise, nan, hang, oom]", "[none]").replace("trials: 5", "trials: 1"))
+    spec = parse_spec(path)
+    run_sweep(spec, tmp_path / "run")
+    with pytest.raises(SweepError, match="already holds a sweep; add --resume"):
+        run_sweep(spec, tmp_path / "run")
+    # Extending a finished sweep runs only the extra trials.
+    more = parse_spec(path, {("budget", "trials"): 2})
+    run_sweep(more, tmp_path / "run", resume=True)
+    assert len(load_study(spec.name, f"sqlite:///{tmp_path / 'run' / 'study.db'}").trials) == 2
+
+
+def test_resume_refuses_an_incompatible_spec(tmp_path, local_ray):
+    path = tmp_path / "quick.yaml"
+    path.write_text(FAULTS.replace("[none, raise, nan, hang, oom]", "[none]").replace("trials: 5", "trials: 1"))
+    run_sweep(parse_spec(path), tmp_path / "run")
+    changed = parse_spec(path, {("metric",): "val_loss", ("mode",): "min"})
+    with pytest.raises(SweepError, match="metric changed"):
+        run_sweep(changed, tmp_path / "run", resume=True)
+
+
+def test_gpus_on_a_cpu_only_machine_is_refused_before_any_trial(tmp_path):
+    spec = tmp_path / "gpu.yaml"
+    spec.write_text(FAULTS.replace("resources: {cpus: 1,", "resources: {cpus: 1, gpus: 1,"))
+    run_dir = tmp_path / "run"
+    done = subprocess.run([sys.executable, "launch.py", "sweep", str(spec), "--out", str(run_dir)],
+                          cwd=ROOT, capture_output=True, text=True, timeout=180)
+    assert done.returncode == 2, done.stderr
+    assert "no node can run a trial needing 1 CPU and 1 GPU" in done.stderr
+    assert not run_dir.exists()
+
+
+def _ray_listeners() -> list[tuple[str, int, str]]:
+    import psutil
+
+    family = {proc.pid for proc in psutil.Process().children(recursive=True)}
+    found = []
+    for conn in psutil.net_connections(kind="inet"):
+        if conn.status == psutil.CONN_LISTEN and conn.pid in family:
+            found.append((conn.laddr.ip, conn.laddr.port, psutil.Process(conn.pid).name()))
+    return found
+
+
+def _is_loopback(ip: str) -> bool:
+    address = ipaddress.ip_address(ip)
+    return (getattr(address, "ipv4_mapped", None) or address).is_loopback
+
+
+def test_local_ray_listens_on_loopback_only(local_ray):
+    listeners = _ray_listeners()
+    assert listeners, "Ray's servers were found among this process's children"
+    exposed = [entry for entry in listeners if not _is_loopback(entry[0])]
+    assert not exposed, f"listening beyond loopback: {exposed}"
+
+
+KILLABLE = """
+name: killable
+task: debug
+metric: val_acc
+space:
+  learning_rate: {type: float, low: 0.01, high: 0.5, log: true}
+  hidden_units: {type: int, low: 4, high: 32}
+  epoch_seconds: 0.4
+strategy: {name: global, seed: 5, options: {n_startup_trials: 4}}
+scheduler: {name: asha, options: {grace_period: 1, reduction_factor: 2}}
+budget: {trials: 10, max_epochs: 3}
+resources: {cpus: 1, concurrency: 2}
+"""
+
+
+def _finished(db: Path) -> dict[int, tuple[str, float | None, str]]:
+    """number -> (state, value, completion time) of every finished trial, read with sqlite3
+    directly so the check does not depend on finesweep's own code."""
+    if not db.exists():
+        return {}
+    with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=30) as connection:
+        rows = connection.execute(
+            "SELECT t.number, t.state, v.value, t.datetime_complete FROM trials t "
+            "LEFT JOIN trial_values v ON v.trial_id = t.trial_id "
+            "WHERE t.state IN ('COMPLETE', 'PRUNED', 'FAIL')").fetchall()
+    return {number: (state, value, completed) for number, state, value, completed in rows}
+
+
+def _kill_tree(process: subprocess.Popen) -> None:
+    """SIGKILL the driver alone, as a crash would; then clear what it left of its own Ray."""
+    process.kill()
+    process.wait(timeout=30)
+    try:
+        os.killpg(process.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+
+
+def test_killed_sweep_resumes_without_losing_or_repeating_trials(tmp_path):
+    spec = tmp_path / "killable.yaml"
+    spec.write_text(KILLABLE)
+    run_dir = tmp_path / "run"
+    db = run_dir / "study.db"
+    rng = random.Random(0)
+    seen: dict[int, tuple] = {}
+    command = [sys.executable, "launch.py", "sweep", str(spec), "--out", str(run_dir)]
+    for attempt in range(3):
+        process = subprocess.Popen(command + (["--resume"] if attempt else []), cwd=ROOT,
+                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                   start_new_session=True)
+        target = len(seen) + 2  # Kill only after this attempt finished some trials of its own.
+        deadline = time.monotonic() + 240
+        while len(_finished(db)) < target and process.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.2)
+        time.sleep(rng.uniform(0.0, 1.5))
+        _kill_tree(process)
+        finished = _finished(db)
+        for number, record in seen.items():
+            assert finished[number] == record, f"finished trial {number} changed across a kill"
+        seen = finished
+    final = subprocess.run(command + ["--resume"], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert final.returncode == 0, final.stderr[-2000:]
+    study = optuna.load_study(study_name="killable", storage=f"sqlite:///{db}")
+    numbers = [t.number for t in study.trials]
+    assert len(numbers) == len(set(numbers)) == 10
+    counts = state_counts(study)
+    assert counts.get("RUNNING", 0) == 0 and counts.get("WAITING", 0) == 0
+    assert sum(counts.values()) == 10
+    for number, record in seen.items():
+        assert _finished(db)[number] == record, f"finished trial {number} was run again"
+    assert study.best_trial.state == optuna.trial.TrialState.COMPLETE
