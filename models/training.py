@@ -54,14 +54,25 @@ class _EpochEnd(pl.Callback):
     """Collects per-epoch metrics, keeps the best weights and hands each epoch to the caller."""
 
     def __init__(self, metric: str, mode: str, checkpoint_path: Path | None,
-                 on_epoch_end: EpochCallback | None) -> None:
+                 on_epoch_end: EpochCallback | None,
+                 on_first_step: Callable[[float], None] | None = None) -> None:
         self.metric, self.mode = metric, mode
+        self.on_first_step = on_first_step
+        self.first_step_at: float | None = None
         self.checkpoint_path = checkpoint_path
         self.on_epoch_end = on_epoch_end
         self.history: list[dict[str, float]] = []
         self.best: dict[str, float] = {}
         self.best_epoch = 0
         self.best_state: dict[str, torch.Tensor] | None = None
+
+    def on_train_batch_start(self, trainer: pl.Trainer, module: pl.LightningModule, batch: Any,
+                             batch_idx: int) -> None:
+        # Wall-clock time of the first optimizer step: where per-trial overhead ends.
+        if self.first_step_at is None:
+            self.first_step_at = time.time()
+            if self.on_first_step is not None:
+                self.on_first_step(self.first_step_at)
 
     def on_train_epoch_end(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
         # Lightning runs the epoch's validation before this hook, so val metrics are fresh.
@@ -90,7 +101,8 @@ def _loader(tensors: tuple[torch.Tensor, ...], batch_size: int, shuffle: bool,
 def fit(task: str, config: Mapping[str, Any], data: Mapping[str, Any], *, max_epochs: int,
         seed: int, metric: str, mode: str, on_epoch_end: EpochCallback | None = None,
         checkpoint_path: Path | None = None, accelerator: str = "cpu",
-        threads: int | None = None, evaluate_test: bool = False) -> FitResult:
+        threads: int | None = None, evaluate_test: bool = False,
+        on_first_step: Callable[[float], None] | None = None) -> FitResult:
     """Train ``task`` with the resolved ``config`` and return the best epoch's metrics.
 
     The best epoch by ``metric`` is the model's result (its weights are saved to
@@ -109,7 +121,7 @@ def fit(task: str, config: Mapping[str, Any], data: Mapping[str, Any], *, max_ep
     model = impl.build_model(config, bundle, max_epochs)
     if checkpoint_path is not None:
         checkpoint_path.parent.mkdir(parents=True, exist_ok=True)
-    tracker = _EpochEnd(metric, mode, checkpoint_path, on_epoch_end)
+    tracker = _EpochEnd(metric, mode, checkpoint_path, on_epoch_end, on_first_step)
     trainer = pl.Trainer(
         max_epochs=max_epochs, accelerator=accelerator, devices=1, logger=False,
         callbacks=[tracker], enable_checkpointing=False, enable_progress_bar=False,

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -25,6 +26,7 @@ import ray  # noqa: E402
 from ray import tune  # noqa: E402
 from ray.tune.search import Searcher  # noqa: E402
 
+from search.cluster import accelerator_for, is_loopback  # noqa: E402
 from search.study import tell, trial_outcome  # noqa: E402
 from search.trial import SweepContext, TrialRequest, failure_reason, run_trial  # noqa: E402
 
@@ -51,14 +53,18 @@ def start_ray(address: str | None, *, verbose: bool = False) -> None:
         # Tune logs every failed trial's traceback; finesweep records the reason in the study
         # and the traceback in trials/trial_NNNN/error.txt, and prints one line instead.
         logging.getLogger("ray.tune").setLevel(logging.CRITICAL)
-    if address is None:
+    if address is None or is_loopback(address):
         # Ray resolves 127.0.0.1 to the machine's public address and then listens on every
-        # interface; switching off multi-node mode keeps all of its servers on loopback.
+        # interface (or, joining a cluster, connects there); switching off multi-node mode
+        # keeps all of its servers and connections on loopback.
         os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
         from ray._private import ray_constants
 
         ray_constants.ENABLE_RAY_CLUSTER = False
-        ray.init(include_dashboard=False, log_to_driver=verbose, logging_level=level,
+    if address is None:
+        # address="local": a new Ray of our own, even where `ray start` left a cluster running
+        # (plain ray.init() would silently join that one).
+        ray.init(address="local", include_dashboard=False, log_to_driver=verbose, logging_level=level,
                  configure_logging=True, _node_ip_address="127.0.0.1")
     else:
         ray.init(address=address, log_to_driver=verbose, logging_level=level, configure_logging=True)
@@ -77,14 +83,23 @@ def check_resources(cpus: float, gpus: float) -> None:
             "lower `resources.cpus`/`resources.gpus` in the spec or add nodes")
 
 
+def _accelerator(gpu_ids: Sequence[Any]) -> str:
+    import torch
+
+    return accelerator_for(gpu_ids, torch.cuda.is_available())
+
+
 def _trainable(config: dict[str, Any], context: SweepContext) -> None:
     runtime = ray.get_runtime_context()
     node = runtime.get_node_id()
     request = TrialRequest(**config)
-    accelerator = "gpu" if ray.get_gpu_ids() else "cpu"
+    gpu_ids = [str(i) for i in ray.get_gpu_ids()]
+    accelerator = _accelerator(gpu_ids)
+    where = {"node_id": node, "node_ip": ray.util.get_node_ip_address(), "gpu_ids": gpu_ids,
+             "accelerator": accelerator}
 
     def report(metrics: dict[str, Any]) -> None:
-        tune.report({**metrics, "node_id": node})
+        tune.report({**metrics, **where})
 
     run_trial(context, request, report, accelerator=accelerator)
 
@@ -138,8 +153,16 @@ class StudySearcher(Searcher):
         return {"number": trial.number, "seed": seed, "params": sampled, "config": config}
 
     def _record(self, trial_id: str, trial: optuna.Trial, result: dict[str, Any]) -> None:
-        if trial_id not in self._last:
+        if trial_id not in self._last or self._last[trial_id].get("node_id") != result.get("node_id"):
+            # The node it (last) ran on: a trial retried after its node died moves elsewhere.
             trial.set_user_attr("node", result.get("node_id"))
+            trial.set_user_attr("node_ip", result.get("node_ip"))
+            trial.set_user_attr("gpu_ids", result.get("gpu_ids"))
+            trial.set_user_attr("accelerator", result.get("accelerator"))
+            # Where and when training began: benchmarks/overhead.py measures the gap
+            # between one trial's end and the next one's first step on the same worker.
+            trial.set_user_attr("worker_pid", result.get("pid"))
+            trial.set_user_attr("first_step_at", result.get("first_step_at"))
         self._last[trial_id] = result
         value = result.get(self.spec.metric)
         if value is not None and "epoch" in result:
@@ -167,6 +190,7 @@ class StudySearcher(Searcher):
         outcome = trial_outcome(last, error, self.spec.budget.max_epochs, reason)
         epochs = int((last or {}).get("epoch", 0))
         trial.set_user_attr("epochs", epochs)
+        trial.set_user_attr("ended_at", (last or {}).get("reported_at", time.time()))
         if last and "best_epoch" in last:
             trial.set_user_attr("best_epoch", int(last["best_epoch"]))
         tell(self.study, trial, outcome)
@@ -252,3 +276,62 @@ def run_trials(spec: SweepSpec, study: optuna.Study, run_dir: Path, *, trials: i
         ),
     )
     tuner.fit()
+
+
+def _retrain(run: Any, job: Any) -> Any:
+    return run(job, _accelerator(ray.get_gpu_ids()))
+
+
+def run_retrains(jobs: Sequence[Any], run: Any, *, cpus: float, gpus: float = 0.0,
+                 concurrency: int = 2) -> list[Any]:
+    """Run ``run(job, accelerator)`` for every job as a Ray task with a trial's resources,
+    at most ``concurrency`` at a time; returns each job's result, or the exception it
+    raised, in the order of ``jobs`` (one failing retraining does not stop the others)."""
+    remote = ray.remote(num_cpus=cpus, num_gpus=gpus, max_retries=0)(_retrain)
+    results: list[Any] = [None] * len(jobs)
+    pending: dict[Any, int] = {}
+    queue = list(enumerate(jobs))
+    while queue or pending:
+        while queue and len(pending) < max(1, concurrency):
+            index, job = queue.pop(0)
+            pending[remote.remote(run, job)] = index
+        done, _ = ray.wait(list(pending), num_returns=1)
+        for ref in done:
+            index = pending.pop(ref)
+            try:
+                results[index] = ray.get(ref)
+            except ray.exceptions.RayTaskError as error:
+                results[index] = error.as_instanceof_cause()
+            except ray.exceptions.RayError as error:
+                results[index] = error
+    return results
+
+
+def start_loopback_cluster(temp_dir: str, head: Mapping[str, Any],
+                           workers: Sequence[Mapping[str, Any]] = ()) -> Any:
+    """A multi-node Ray cluster on this machine, for tests and benchmarks: each node is its
+    own raylet and workers (Ray's own test cluster), every server on 127.0.0.1.
+
+    ``head`` and each of ``workers`` are node arguments (``num_cpus``, ``num_gpus``, ...; a
+    GPU declared here is a logical resource). Returns Ray's ``Cluster``: ``address`` to join,
+    ``add_node(**args)``, ``remove_node(node, allow_graceful=False)`` kills a node's processes,
+    ``shutdown()`` stops them all. ``temp_dir`` keeps its sessions apart from any other Ray
+    on the machine (keep it short: Ray puts unix sockets in it).
+    """
+    from ray._private import ray_constants
+    from ray.cluster_utils import Cluster
+
+    # As in start_ray: off, Ray keeps 127.0.0.1 as given instead of swapping in the
+    # machine's public address; the node processes inherit the setting.
+    os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
+    ray_constants.ENABLE_RAY_CLUSTER = False
+    loopback = {"node_ip_address": "127.0.0.1", "temp_dir": temp_dir}
+    cluster = Cluster(initialize_head=True, shutdown_at_exit=True,
+                      head_node_args={"include_dashboard": False, **loopback, **head})
+    try:
+        for worker in workers:
+            cluster.add_node(**loopback, **worker)
+    except BaseException:
+        cluster.shutdown()
+        raise
+    return cluster

@@ -144,6 +144,10 @@ def run_trial(context: SweepContext, request: TrialRequest, report: Report,
                            filename_suffix=".scalars")
     watchdog = _Watchdog(context.trial_timeout_s, error_file) if context.trial_timeout_s else None
     best: dict[str, Any] = {}
+    timing = {"pid": os.getpid()}
+
+    def on_first_step(at: float) -> None:
+        timing["first_step_at"] = at
 
     def on_epoch_end(epoch: int, metrics: dict[str, float]) -> None:
         if watchdog is not None:
@@ -154,14 +158,16 @@ def run_trial(context: SweepContext, request: TrialRequest, report: Report,
         value = metrics[context.metric]
         if not best or (value > best["value"] if context.mode == "max" else value < best["value"]):
             best.update(value=value, epoch=epoch)
-        report({**metrics, "epoch": epoch, "best_value": best["value"], "best_epoch": best["epoch"]})
+        report({**metrics, "epoch": epoch, "best_value": best["value"], "best_epoch": best["epoch"],
+                "reported_at": time.time(), **timing})
 
     try:
         with memory_cap(context.memory_mb):
             fit(context.task, request.config, context.data, max_epochs=context.max_epochs,
                 seed=request.seed, metric=context.metric, mode=context.mode,
                 on_epoch_end=on_epoch_end, checkpoint_path=artifacts / "model.pt",
-                accelerator=accelerator, threads=max(1, int(context.cpus_per_trial)))
+                accelerator=accelerator, threads=max(1, int(context.cpus_per_trial)),
+                on_first_step=on_first_step)
     except Exception as error:
         text = traceback.format_exc()
         if _is_out_of_memory(error):

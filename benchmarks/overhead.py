@@ -1,0 +1,425 @@
+"""What distribution costs: one sweep run three ways, in one run, on this machine.
+
+    python -m benchmarks.overhead            # full: 32 trials per arm, ASHA off and on (< 10 min)
+    python -m benchmarks.overhead --quick    # 8 trials per arm, for a smoke test
+
+Arms (identical work: the same 32 digits-CNN configs, the same epochs, 2 at a time):
+  (a) finesweep: `launch.py sweep` on benchmarks/overhead.yaml (grid over exactly those configs);
+  (b) plain Optuna in one process, `study.optimize(n_jobs=2)`, the configs enqueued;
+  (c) plain Ray Tune + OptunaSearch with Ray's default settings (a fresh worker per trial).
+Plus the limit (each config trained alone, summed, divided by the 2 cores), per-trial overhead
+(a trial's end to the next trial's first training step on the same worker), CPU utilisation
+while trials run, driver peak memory at 32 vs 128 trials, and a Lightning-vs-raw-PyTorch parity
+figure. Results go to benchmarks/results/overhead.md; figures are reported as ratios because
+this machine is noisy.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import importlib.metadata
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+SPEC = ROOT / "benchmarks" / "overhead.yaml"
+RESULTS = ROOT / "benchmarks" / "results" / "overhead.md"
+CONCURRENCY = 2
+
+
+# --------------------------------------------------------------------------- workload
+
+
+def workload(trials: int) -> tuple[list[dict[str, Any]], int]:
+    """The fixed configs every arm trains, in one order, and the epochs per trial."""
+    from search.spec import parse_spec
+    from search.strategies.grid_search import grid_points
+
+    spec = parse_spec(SPEC)
+    points = sorted(grid_points(spec.space), key=lambda p: json.dumps(p, sort_keys=True))
+    return [spec.training_config(p) for p in points[:trials]], spec.budget.max_epochs
+
+
+def _params_of(config: dict[str, Any]) -> dict[str, Any]:
+    from search.spec import parse_spec
+
+    names = parse_spec(SPEC).space.names
+    return {name: config[name] for name in names}
+
+
+def _overheads(records: list[dict[str, Any]]) -> list[float]:
+    """Gaps between a trial's end and the next trial's first step on the same worker,
+    skipping each worker's first trial (its start-up is counted in the wall time)."""
+    by_worker: dict[Any, list[dict[str, Any]]] = {}
+    for record in records:
+        if record.get("first_step_at") and record.get("ended_at"):
+            by_worker.setdefault(record["worker"], []).append(record)
+    gaps = []
+    for runs in by_worker.values():
+        runs.sort(key=lambda r: r["first_step_at"])
+        gaps += [b["first_step_at"] - a["ended_at"] for a, b in zip(runs, runs[1:], strict=False)]
+    return gaps
+
+
+# --------------------------------------------------------------------------- arms (each in its own process)
+
+
+def arm_finesweep(trials: int, asha: bool, out: Path, task_spec: Path | None = None) -> dict[str, Any]:
+    import yaml
+
+    spec_text = yaml.safe_load((task_spec or SPEC).read_text())
+    spec_text["budget"]["trials"] = trials
+    if asha:
+        spec_text["scheduler"] = {"name": "asha", "options": {"grace_period": 1, "reduction_factor": 3}}
+    spec_path = out / "spec.yaml"
+    spec_path.write_text(yaml.safe_dump(spec_text))
+    started = time.time()
+    from search.cli import main as finesweep
+
+    # In this process, so the sampler outside measures the sweep's own driver.
+    if finesweep(["sweep", str(spec_path), "--out", str(out / "run")]) != 0:
+        raise RuntimeError("the finesweep arm failed")
+    wall = time.time() - started
+    import optuna
+
+    study = optuna.load_study(study_name=spec_text["name"], storage=f"sqlite:///{out / 'run' / 'study.db'}")
+    records = [{"worker": t.user_attrs.get("worker_pid"), "first_step_at": t.user_attrs.get("first_step_at"),
+                "ended_at": t.user_attrs.get("ended_at")} for t in study.trials]
+    return {"wall": wall, "trials": len(study.trials), "records": records, "started": started}
+
+
+def arm_optuna(trials: int, asha: bool, out: Path) -> dict[str, Any]:
+    started = time.time()
+    import optuna
+
+    from models.training import fit
+    from search.trial import quiet_training_logs
+
+    quiet_training_logs()
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    configs, epochs = workload(trials)
+    pruner = (optuna.pruners.SuccessiveHalvingPruner(min_resource=1, reduction_factor=3) if asha
+              else optuna.pruners.NopPruner())
+    study = optuna.create_study(direction="maximize", pruner=pruner)
+    for config in configs:
+        study.enqueue_trial(_params_of(config))
+    records: list[dict[str, Any]] = []
+    lock = threading.Lock()
+    choices = {name: sorted({_params_of(c)[name] for c in configs}) for name in _params_of(configs[0])}
+
+    def objective(trial: optuna.Trial) -> float:
+        config = configs[trial.number]
+        for name, values in choices.items():
+            trial.suggest_categorical(name, values)  # returns the enqueued value
+        record: dict[str, Any] = {"worker": threading.get_ident()}
+        last = {}
+
+        def on_epoch_end(epoch: int, metrics: dict[str, float]) -> None:
+            last["t"] = time.time()
+            trial.report(metrics["val_acc"], epoch)
+            if trial.should_prune():
+                raise optuna.TrialPruned()
+
+        try:
+            result = fit("image_classification", config, {}, max_epochs=epochs, seed=trial.number,
+                         metric="val_acc", mode="max", on_epoch_end=on_epoch_end, threads=1,
+                         on_first_step=lambda at: record.update(first_step_at=at))
+            return result.best["val_acc"]
+        finally:
+            record["ended_at"] = last.get("t")
+            with lock:
+                records.append(record)
+
+    study.optimize(objective, n_trials=len(configs), n_jobs=CONCURRENCY)
+    return {"wall": time.time() - started, "trials": len(study.trials), "records": records, "started": started}
+
+
+def arm_raytune(trials: int, asha: bool, out: Path) -> dict[str, Any]:
+    started = time.time()
+    os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"  # keep Ray on loopback, as finesweep does
+    import ray
+    from ray import tune
+    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+    from ray.tune.search.optuna import OptunaSearch
+
+    configs, epochs = workload(trials)
+    space = {name: tune.choice(sorted({c[name] for c in configs}, key=str)) for name in _params_of(configs[0])}
+    fixed = {k: v for k, v in configs[0].items() if k not in space}
+
+    def trainable(config: dict[str, Any]) -> None:
+        from models.training import fit
+        from search.trial import quiet_training_logs
+
+        quiet_training_logs()
+        timing = {"worker": os.getpid()}
+
+        def on_epoch_end(epoch: int, metrics: dict[str, float]) -> None:
+            tune.report({**metrics, **timing, "reported_at": time.time()})
+
+        fit("image_classification", {**fixed, **config}, {}, max_epochs=epochs, seed=0, metric="val_acc",
+            mode="max", on_epoch_end=on_epoch_end, threads=1,
+            on_first_step=lambda at: timing.update(first_step_at=at))
+
+    ray.init(num_cpus=CONCURRENCY, runtime_env={"env_vars": {"PYTHONPATH": str(ROOT)}})
+    scheduler = (ASHAScheduler(time_attr="training_iteration", max_t=epochs, grace_period=1, reduction_factor=3)
+                 if asha else FIFOScheduler())
+    tuner = tune.Tuner(
+        tune.with_resources(trainable, {"cpu": 1}),
+        param_space=space,
+        tune_config=tune.TuneConfig(
+            metric="val_acc", mode="max", num_samples=len(configs), max_concurrent_trials=CONCURRENCY,
+            search_alg=OptunaSearch(points_to_evaluate=[_params_of(c) for c in configs]), scheduler=scheduler),
+        run_config=tune.RunConfig(storage_path=str(out / "ray"), verbose=0),
+    )
+    grid = tuner.fit()
+    records = []
+    for result in grid:
+        frame = result.metrics_dataframe
+        if frame is None or frame.empty:
+            continue
+        records.append({"worker": result.metrics.get("worker"), "first_step_at": result.metrics.get("first_step_at"),
+                        "ended_at": float(frame["reported_at"].iloc[-1])})
+    ray.shutdown()
+    return {"wall": time.time() - started, "trials": len(grid), "records": records, "started": started}
+
+
+ARMS = {"finesweep": arm_finesweep, "optuna": arm_optuna, "raytune": arm_raytune}
+
+
+# --------------------------------------------------------------------------- measurement from outside
+
+
+class CpuSampler:
+    """Samples machine-wide CPU busy time (/proc/stat) and one process tree's memory."""
+
+    def __init__(self, pid: int) -> None:
+        import psutil
+
+        self.process = psutil.Process(pid)
+        self.samples: list[tuple[float, float, float]] = []  # (time, busy jiffies, total jiffies)
+        self.peak_rss = 0
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    @staticmethod
+    def _cpu() -> tuple[float, float]:
+        fields = [float(x) for x in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+        idle = fields[3] + fields[4]
+        return sum(fields) - idle, sum(fields)
+
+    def _run(self) -> None:
+        while not self.stop.is_set():
+            busy, total = self._cpu()
+            self.samples.append((time.time(), busy, total))
+            try:
+                self.peak_rss = max(self.peak_rss, self.process.memory_info().rss)
+            except Exception:  # noqa: BLE001 - the process may have just ended
+                pass
+            self.stop.wait(0.2)
+
+    def utilisation(self, start: float, end: float) -> float | None:
+        inside = [s for s in self.samples if start <= s[0] <= end]
+        if len(inside) < 2:
+            return None
+        return (inside[-1][1] - inside[0][1]) / (inside[-1][2] - inside[0][2])
+
+
+def run_arm(name: str, trials: int, asha: bool, workdir: Path, extra: list[str] = ()) -> dict[str, Any]:
+    out = workdir / f"{name}-{trials}-{'asha' if asha else 'fifo'}{'-' + extra[-1] if extra else ''}"
+    out.mkdir(parents=True)
+    command = [sys.executable, "-m", "benchmarks.overhead", "--arm", name, "--trials", str(trials),
+               "--out", str(out), *(["--asha"] if asha else []), *extra]
+    process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    sampler = CpuSampler(process.pid)
+    if process.wait() != 0:
+        raise RuntimeError(f"arm {name} failed: {' '.join(command)}")
+    sampler.stop.set()
+    result = json.loads((out / "result.json").read_text())
+    steps = [r["first_step_at"] for r in result["records"] if r.get("first_step_at")]
+    ends = [r["ended_at"] for r in result["records"] if r.get("ended_at")]
+    result["cpu"] = sampler.utilisation(min(steps), max(ends)) if steps and ends else None
+    result["driver_peak_mb"] = sampler.peak_rss / 2**20
+    result["gaps"] = _overheads(result["records"])
+    return result
+
+
+def limit_seconds(trials: int) -> float:
+    """Each config trained alone from its first step to its last epoch, summed, over 2 cores."""
+    from models.training import fit
+    from search.trial import quiet_training_logs
+
+    quiet_training_logs()
+    configs, epochs = workload(trials)
+    total = 0.0
+    for number, config in enumerate(configs):
+        first: dict[str, float] = {}
+        fit("image_classification", config, {}, max_epochs=epochs, seed=number, metric="val_acc", mode="max",
+            threads=1, on_first_step=lambda at, first=first: first.update(at=at))
+        total += time.time() - first["at"]
+    return total / CONCURRENCY
+
+
+def parity(repeats: int = 3) -> tuple[float, float]:
+    """Seconds per epoch of the same model and batches: Lightning's loop vs a raw PyTorch loop."""
+    import torch
+    from torch.nn import functional as F
+
+    from models.image_classification import build_model, load_data
+    from models.training import _loader, fit
+    from search.trial import quiet_training_logs
+
+    quiet_training_logs()
+    configs, _ = workload(1)
+    config, epochs = {**configs[0], "lr_schedule": "constant"}, 5
+    bundle = load_data({})
+    lightning, raw = [], []
+    for _ in range(repeats):
+        started = {}
+        fit("image_classification", config, {}, max_epochs=epochs, seed=0, metric="val_acc", mode="max",
+            threads=1, on_first_step=lambda at, started=started: started.update(at=at))
+        lightning.append((time.time() - started["at"]) / epochs)
+        torch.manual_seed(0)
+        model = build_model(config, bundle, epochs)
+        optimizer = model.configure_optimizers()
+        optimizer = optimizer["optimizer"] if isinstance(optimizer, dict) else optimizer
+        began = time.time()
+        for _epoch in range(epochs):
+            model.train()
+            for images, labels in _loader(bundle.train, config["batch_size"], True, 0):
+                optimizer.zero_grad()
+                F.cross_entropy(model(images), labels).backward()
+                optimizer.step()
+            model.eval()
+            with torch.no_grad():
+                for images, labels in _loader(bundle.val, 512, False, 0):
+                    logits = model(images)  # the same validation work as the Lightning module's
+                    F.cross_entropy(logits, labels, reduction="sum")
+                    (logits.argmax(dim=1) == labels).sum()
+        raw.append((time.time() - began) / epochs)
+    return statistics.median(lightning), statistics.median(raw)
+
+
+# --------------------------------------------------------------------------- report
+
+
+def _versions() -> str:
+    names = ("optuna", "ray", "torch", "pytorch-lightning")
+    return ", ".join(f"{n} {importlib.metadata.version(n)}" for n in names) + f", python {platform.python_version()}"
+
+
+def _cpu_model() -> str:
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
+    return platform.processor() or "unknown"
+
+
+def _pct(values: list[float], q: float) -> float | None:
+    if not values:
+        return None
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
+
+
+def _fmt(value: float | None, spec: str = ".2f") -> str:
+    return "n/a" if value is None else format(value, spec)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="8 trials per arm instead of 32")
+    parser.add_argument("--arm", choices=sorted(ARMS), help=argparse.SUPPRESS)
+    parser.add_argument("--trials", type=int, default=32, help=argparse.SUPPRESS)
+    parser.add_argument("--asha", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--out", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--task-spec", type=Path, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.arm:
+        if args.arm == "finesweep":
+            result = arm_finesweep(args.trials, args.asha, args.out, args.task_spec)
+        else:
+            result = ARMS[args.arm](args.trials, args.asha, args.out)
+        (args.out / "result.json").write_text(json.dumps(result))
+        return 0
+
+    began = time.time()
+    trials = 8 if args.quick else 32
+    rows: dict[tuple[str, bool], dict[str, Any]] = {}
+    with tempfile.TemporaryDirectory(prefix="finesweep-bench-") as tmp:
+        workdir = Path(tmp)
+        for asha in (False, True):
+            for name in ("finesweep", "optuna", "raytune"):
+                print(f"running {name} ({'ASHA' if asha else 'no early stopping'}, {trials} trials)...", flush=True)
+                rows[(name, asha)] = run_arm(name, trials, asha, workdir)
+        print("measuring the limit and the Lightning parity...", flush=True)
+        limit = limit_seconds(trials)
+        lightning_epoch, raw_epoch = parity()
+        memory_trials = (8, 32) if args.quick else (32, 128)
+        memory = {}
+        for count in memory_trials:
+            print(f"driver memory at {count} debug trials...", flush=True)
+            memory[count] = run_arm("finesweep", count, False, workdir,
+                                    ["--task-spec", str(ROOT / "benchmarks" / "overhead_debug.yaml")])
+    elapsed = time.time() - began
+
+    a, b, c = (rows[(n, False)] for n in ("finesweep", "optuna", "raytune"))
+    lines = [
+        "# Overhead benchmark",
+        "",
+        f"Generated by `python -m benchmarks.overhead{' --quick' if args.quick else ''}` on "
+        f"{datetime.date.today().isoformat()} in {elapsed:.0f} s.",
+        "",
+        f"- Versions: {_versions()}",
+        f"- Machine: {os.cpu_count()} CPUs, {_cpu_model()}, {platform.platform()}",
+        f"- Workload: {trials} digits-CNN configs (benchmarks/overhead.yaml), identical in every arm, "
+        f"{CONCURRENCY} at a time, 1 CPU and 1 torch thread per trial. Wall time includes Ray's start-up.",
+        "",
+        "| arm | early stopping | wall s | trials/min | CPU busy while trials run | driver peak MB | "
+        "overhead median s | overhead p95 s |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    labels = {"finesweep": "(a) finesweep", "optuna": "(b) plain Optuna n_jobs=2", "raytune": "(c) plain Ray Tune"}
+    for (name, asha), row in rows.items():
+        lines.append(
+            f"| {labels[name]} | {'ASHA' if asha else 'none'} | {row['wall']:.1f} | "
+            f"{60 * row['trials'] / row['wall']:.1f} | {_fmt(row['cpu'], '.0%')} | {row['driver_peak_mb']:.0f} | "
+            f"{_fmt(statistics.median(row['gaps']) if row['gaps'] else None)} | {_fmt(_pct(row['gaps'], 0.95))} |")
+    lines += [
+        "",
+        f"- Limit (each config trained alone, summed, / {CONCURRENCY} cores): {limit:.1f} s",
+        f"- (a) / (b) wall: **{a['wall'] / b['wall']:.2f}** (target <= 1.0); (a) / (c) wall: "
+        f"**{a['wall'] / c['wall']:.2f}** (target <= 0.4); (a) / limit: **{a['wall'] / limit:.2f}** (target <= 1.3)",
+        f"- With ASHA: (a) / (b) {rows[('finesweep', True)]['wall'] / rows[('optuna', True)]['wall']:.2f}, "
+        f"(a) / (c) {rows[('finesweep', True)]['wall'] / rows[('raytune', True)]['wall']:.2f}",
+        f"- Lightning vs raw PyTorch, s per epoch (same model and batches, median of 3): {lightning_epoch:.3f} vs "
+        f"{raw_epoch:.3f}, ratio **{lightning_epoch / raw_epoch:.2f}** (target <= 1.10)",
+        f"- Driver peak memory of `launch.py sweep`, debug task: {memory_trials[0]} trials "
+        f"{memory[memory_trials[0]]['driver_peak_mb']:.0f} MB, {memory_trials[1]} trials "
+        f"{memory[memory_trials[1]]['driver_peak_mb']:.0f} MB",
+    ]
+    text = "\n".join(lines) + "\n"
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    # Hand-written analysis below the marker survives a re-run.
+    previous = RESULTS.read_text() if RESULTS.exists() else ""
+    marker = "<!-- notes -->"
+    RESULTS.write_text(text + ("\n" + marker + previous.split(marker, 1)[1] if marker in previous else ""))
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
