@@ -39,16 +39,44 @@ def _parser() -> argparse.ArgumentParser:
     export = commands.add_parser("export", help="(re)write best.yaml of a finished sweep")
     export.add_argument("run_dir", type=Path)
     export.add_argument("--top-k", type=int, default=1, help="also write top/rank_NN.yaml for the best K")
+    export.add_argument("--reseed", type=int, metavar="N",
+                        help="retrain each of the top K configs with N new seeds (through Ray) and export the "
+                             "best mean as best.yaml; numbers in robust.yaml and robust.md")
+    export.add_argument("--address", help="with --reseed: join the Ray cluster at HOST:PORT instead of a local Ray")
 
     train = commands.add_parser("train", help="retrain an exported config; prints val and test metrics")
     train.add_argument("config", type=Path, help="an exported config, e.g. runs/digits_cnn/best.yaml")
     train.add_argument("--out", type=Path, help="where the retrained weights go (default: <config dir>/retrain)")
 
+    status = commands.add_parser("status", help="where a sweep stands: counts, best so far, top-k, failures "
+                                                "(also while it runs)")
+    status.add_argument("target", help="a run directory, or a study storage URL (sqlite:///..., postgresql://...)")
+    status.add_argument("--study", help="study name (needed when the storage holds several)")
+    status.add_argument("--top-k", type=int, default=5, help="rows of the top table")
+
+    report = commands.add_parser("report", help="write report.html and PNG plots of a sweep")
+    report.add_argument("run_dir", type=Path)
+    report.add_argument("--top-k", type=int, default=5, help="trials in the top table and the learning curves")
+    report.add_argument("--out", type=Path, help="folder for report.html and report/ (default: the run directory)")
+
+    ensemble = commands.add_parser("ensemble", help="average the top-k trials' predictions; ensemble vs best "
+                                                    "single on validation and the held-out test split")
+    ensemble.add_argument("target", type=Path, help="a run directory, or an ensemble.yaml to re-evaluate")
+    ensemble.add_argument("--top-k", type=int, default=5, help="members: the best K trials")
+
     board = commands.add_parser("tensorboard", help="TensorBoard over every trial of one or more sweeps")
     board.add_argument("run_dirs", type=Path, nargs="+")
     board.add_argument("--port", type=int, default=6006)
+    board.add_argument("--reload-interval", type=float, default=5.0,
+                       help="seconds between TensorBoard's re-reads of the files (running trials show up then)")
     board.add_argument("--host", default="127.0.0.1",
                        help="address to listen on; anything but loopback exposes your runs")
+
+    dashboard = commands.add_parser("dashboard", help="optuna-dashboard over a sweep's study (live while it runs)")
+    dashboard.add_argument("target", help="a run directory, or a study storage URL (sqlite:///..., postgresql://...)")
+    dashboard.add_argument("--port", type=int, default=8080)
+    dashboard.add_argument("--host", default="127.0.0.1",
+                           help="address to listen on; anything but loopback exposes your studies")
     return parser
 
 
@@ -94,6 +122,8 @@ def cmd_export(args: argparse.Namespace) -> int:
     if args.top_k < 1:
         print("finesweep: --top-k must be at least 1", file=sys.stderr)
         return EXIT_BAD_INPUT
+    if args.reseed is not None:
+        return _robust_export(args)
     spec_path = args.run_dir / SPEC_COPY
     if not spec_path.exists():
         print(f"finesweep: {args.run_dir} is not a sweep run directory (no {SPEC_COPY})", file=sys.stderr)
@@ -106,6 +136,76 @@ def cmd_export(args: argparse.Namespace) -> int:
         return 1
     for path in paths:
         print(path)
+    return 0
+
+
+def _results_error(error: Exception) -> int:
+    print(f"finesweep: {error}", file=sys.stderr)
+    return EXIT_BAD_INPUT
+
+
+def _robust_export(args: argparse.Namespace) -> int:
+    from search.results import ResultsError, load_sweep
+    from search.robust import robust_export, run_job
+
+    try:
+        record = load_sweep(args.run_dir)
+        if args.reseed < 1:
+            raise ResultsError(f"--reseed must be at least 1, but got {args.reseed}")
+        from search import ray_backend
+
+        resources = record.spec.resources
+        print(f"finesweep: starting Ray ({'local, 127.0.0.1' if args.address is None else args.address}); "
+              f"retraining the top {args.top_k} configs with {args.reseed} new seeds each", flush=True)
+        ray_backend.start_ray(args.address)
+
+        def runner(jobs):
+            return ray_backend.run_retrains(jobs, run_job, cpus=resources.cpus, gpus=resources.gpus,
+                                            concurrency=resources.concurrency)
+
+        result = robust_export(record, runner, top_k=args.top_k, reseed=args.reseed)
+    except ResultsError as error:
+        return _results_error(error)
+    print(result.text())
+    for path in result.paths:
+        print(path)
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from search.results import ResultsError, load_sweep
+    from search.status import status_text
+
+    try:
+        print(status_text(load_sweep(args.target, args.study), args.top_k))
+    except ResultsError as error:
+        return _results_error(error)
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from search.report import write_report
+    from search.results import ResultsError, load_sweep
+
+    try:
+        print(write_report(load_sweep(args.run_dir), args.out, args.top_k))
+    except ResultsError as error:
+        return _results_error(error)
+    return 0
+
+
+def cmd_ensemble(args: argparse.Namespace) -> int:
+    from search.ensemble import build_ensemble, reevaluate
+    from search.results import ResultsError, load_sweep
+
+    try:
+        if args.target.is_file():
+            report = reevaluate(args.target)
+        else:
+            report = build_ensemble(load_sweep(args.target), args.top_k)
+    except ResultsError as error:
+        return _results_error(error)
+    print(report.text())
     return 0
 
 
@@ -124,12 +224,33 @@ def cmd_tensorboard(args: argparse.Namespace) -> int:
     spec = ",".join(f"{d.resolve().name}:{(d / 'tensorboard').resolve()}" for d in args.run_dirs)
     print(f"finesweep: TensorBoard on http://{args.host}:{args.port}/ (Ctrl-C stops it)")
     command = [sys.executable, "-m", "tensorboard.main", "--logdir_spec", spec,
-               "--host", args.host, "--port", str(args.port)]
+               "--host", args.host, "--port", str(args.port), "--reload_interval", str(args.reload_interval)]
     return subprocess.call(command, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
 
 
+def cmd_dashboard(args: argparse.Namespace) -> int:
+    from search.spec import parse_spec
+    from search.study import describe_storage, storage_url
+    from search.sweep import SPEC_COPY
+
+    url = args.target
+    if "://" not in url:
+        spec_path = Path(url) / SPEC_COPY
+        if not spec_path.exists():
+            print(f"finesweep: {url} is neither a storage URL nor a sweep run directory (no {SPEC_COPY})",
+                  file=sys.stderr)
+            return EXIT_BAD_INPUT
+        url = storage_url(parse_spec(spec_path).storage, url)
+    print(f"finesweep: optuna-dashboard of {describe_storage(url)} on http://{args.host}:{args.port}/ "
+          "(Ctrl-C stops it)", flush=True)
+    command = [sys.executable, "-c", "import sys; from optuna_dashboard._cli import main; sys.exit(main())",
+               url, "--host", args.host, "--port", str(args.port), "--quiet"]
+    return subprocess.call(command)
+
+
 COMMANDS = {"sweep": cmd_sweep, "resume": cmd_resume, "export": cmd_export, "train": cmd_train,
-            "tensorboard": cmd_tensorboard}
+            "tensorboard": cmd_tensorboard, "status": cmd_status, "report": cmd_report, "ensemble": cmd_ensemble,
+            "dashboard": cmd_dashboard}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -39,6 +39,22 @@ class SweepMonitor:
 
     def trial_started(self, number: int, params: Mapping[str, Any]) -> None:
         self.running.add(number)
+        if self.hparams is not None:
+            # TensorBoard lists the trial from now on, as RUNNING until it ends.
+            self.hparams.write_trial_start(f"trial_{number:04d}", params)
+
+    def close_unfinished(self, study: optuna.Study) -> None:
+        """Give trials that never reported an end (the sweep stopped around them) their final
+        HParams record from the study; call after ``fail_unfinished``."""
+        if self.hparams is None:
+            self.running.clear()
+            return
+        for frozen in study.get_trials(deepcopy=False):
+            if frozen.number in self.running and frozen.state.is_finished():
+                value = frozen.value if frozen.state.name == "COMPLETE" else None
+                self.hparams.write_trial(f"trial_{frozen.number:04d}", frozen.params, frozen.state.name,
+                                         value, int(frozen.user_attrs.get("epochs", 0)))
+                self.running.discard(frozen.number)
 
     def trial_ended(self, number: int, params: Mapping[str, Any], outcome: Outcome, epochs: int) -> None:
         self.running.discard(number)
@@ -68,20 +84,24 @@ class SweepMonitor:
 
 def summary_table(study: optuna.Study, spec: SweepSpec, top_k: int = 5) -> str:
     """State counts, the top-k COMPLETE trials with their parameters, and failure reasons."""
+    return trials_summary(study, spec.metric, spec.mode, list(spec.space.names), top_k)
+
+
+def trials_summary(study: optuna.Study, metric: str, mode: str, names: list[str], top_k: int = 5) -> str:
+    """:func:`summary_table` for a study read without its spec (``launch.py status URL``)."""
     counts = state_counts(study)
     lines = ["trials: " + ", ".join(f"{state} {counts.get(state, 0)}"
                                     for state in ("COMPLETE", "PRUNED", "FAIL", "RUNNING", "WAITING")
                                     if counts.get(state) or state in ("COMPLETE", "PRUNED", "FAIL"))]
-    ranked = ranked_trials(study, spec.mode)[:top_k]
+    ranked = ranked_trials(study, mode)[:top_k]
     if ranked:
-        names = list(spec.space.names)
-        header = ["rank", "trial", spec.metric, "epoch", *names]
+        header = ["rank", "trial", metric, "epoch", *names]
         rows = [[str(rank), str(t.number), f"{t.value:.4f}", str(t.user_attrs.get("best_epoch", "")),
                  *[_format_value(t.params.get(n, "-")) for n in names]]
                 for rank, t in enumerate(ranked, start=1)]
         widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
-        lines.append("  ".join(h.ljust(w) for h, w in zip(header, widths, strict=True)))
-        lines += ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)) for row in rows]
+        lines.append("  ".join(h.ljust(w) for h, w in zip(header, widths, strict=True)).rstrip())
+        lines += ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in rows]
     reasons: dict[str, int] = {}
     for frozen in study.get_trials(deepcopy=False):
         reason = frozen.user_attrs.get("fail_reason")

@@ -44,8 +44,10 @@ MAX_SEED = 2**31 - 1
 
 TOP_LEVEL_KEYS = (
     "name", "description", "task", "data", "metric", "mode", "space", "strategy",
-    "scheduler", "budget", "resources", "storage", "max_failures",
+    "scheduler", "budget", "resources", "storage", "max_failures", "checkpoints",
 )
+# Trials whose model.pt is kept after a sweep (for ensembles and retraining); null keeps all.
+DEFAULT_KEEP_BEST = 5
 PARAM_KEYS = {
     "float": ("type", "low", "high", "log", "step", "when"),
     "int": ("type", "low", "high", "log", "step", "when"),
@@ -138,6 +140,7 @@ class SweepSpec:
     source: str
     # The validated mapping (overrides applied), written to the run directory.
     raw: Mapping[str, Any]
+    keep_best_checkpoints: int | None = DEFAULT_KEEP_BEST
 
     def resolved_data(self) -> dict[str, Any]:
         from dataclasses import asdict
@@ -470,13 +473,23 @@ class SpecChecker:
         max_failures = 0
         if data.get("max_failures") is not None:
             max_failures = self.number(data["max_failures"], ("max_failures",), integer=True, low=0) or 0
+        keep_best = self.checkpoints(data.get("checkpoints"))
         if self.problems:
             raise SpecError(self.source, self.problems)
         return SweepSpec(
             name=name, task=task, data=data_settings, metric=metric, mode=mode, space=space,
             strategy=strategy, scheduler=scheduler, budget=budget, resources=resources,
             storage=storage, max_failures=int(max_failures), source=self.source, raw=data,
+            keep_best_checkpoints=keep_best,
         )
+
+    def checkpoints(self, value: Any) -> int | None:
+        entry = self.mapping(value, ("checkpoints",), ["keep_best"])
+        if "keep_best" not in entry:
+            return DEFAULT_KEEP_BEST
+        if entry["keep_best"] is None:
+            return None
+        return self.number(entry["keep_best"], ("checkpoints", "keep_best"), integer=True, low=1)
 
     def data(self, task: TaskInfo | None, value: Any) -> dict[str, Any]:
         if task is None:  # Without a task the settings cannot be checked, only their shape.

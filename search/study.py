@@ -125,9 +125,11 @@ def state_counts(study: optuna.Study) -> dict[str, int]:
 
 def ranked_trials(study: optuna.Study, mode: str) -> list[optuna.trial.FrozenTrial]:
     """COMPLETE trials, best first."""
-    import optuna
+    return ranked_trials_of(study.get_trials(deepcopy=False), mode)
 
-    done = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+
+def ranked_trials_of(trials: list[optuna.trial.FrozenTrial], mode: str) -> list[optuna.trial.FrozenTrial]:
+    done = [t for t in trials if t.state.name == "COMPLETE"]
     return sorted(done, key=lambda t: t.value, reverse=(mode == "max"))
 
 

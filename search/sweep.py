@@ -16,6 +16,8 @@ from typing import TextIO
 
 import yaml
 
+from search.checkpoints import apply_retention
+from search.cluster import nodes_line, trials_per_node
 from search.export import write_exports
 from search.progress import SweepMonitor, summary_table
 from search.spec import SweepSpec
@@ -132,6 +134,8 @@ def run_sweep(spec: SweepSpec, run_dir: Path, *, address: str | None = None, ver
     if seed_base is None:
         seed_base = spec.strategy.seed if spec.strategy.seed is not None else random.randrange(1, 2**30)
         study.set_user_attr("seed_base", seed_base)
+    # `launch.py status` on a bare storage URL names the metric from here.
+    study.set_user_attr("metric", spec.metric)
     done = finished_count(study)
     rerun = interrupted_trials(study)
     if resume:
@@ -156,11 +160,16 @@ def run_sweep(spec: SweepSpec, run_dir: Path, *, address: str | None = None, ver
         ray_backend.run_trials(spec, study, run_dir, trials=to_run, seed_base=seed_base,
                                monitor=monitor, rerun=rerun, verbose=verbose)
     fail_unfinished(study, "the sweep ended while the trial was running")
+    monitor.close_unfinished(study)
     ranked = ranked_trials(study, spec.mode)
     exports = write_exports(spec, run_dir, ranked)
+    apply_retention(run_dir, study, spec.mode, spec.keep_best_checkpoints)
     seconds = time.monotonic() - started
     out.write(f"\nfinesweep: sweep {spec.name!r} finished in {seconds:.0f} s\n")
     out.write(summary_table(study, spec) + "\n")
+    trials = study.get_trials(deepcopy=False)
+    if address is not None or len(trials_per_node(trials)) > 1:
+        out.write(nodes_line(trials) + "\n")
     if exports:
         out.write(f"best config: {exports[0]}\n")
     else:

@@ -4,11 +4,18 @@ Workers write per-epoch scalars into ``tensorboard/trial_NNNN``; the driver adds
 same run, the trial's parameters and state once the trial has ended (only the driver knows
 whether the scheduler pruned it), plus one experiment record at the root that fixes the
 columns, so every trial (pruned and failed ones included) lines up in the HParams table.
+
+A trial shows in the table as soon as it starts: its parameters with ``trial_state`` RUNNING
+go into a run of their own, ``trial_NNNN/running``, removed when the trial ends. TensorBoard
+keeps the first HParams record of a run for good (a second one in the same run is ignored
+by a running server), so the start record cannot be overwritten in place; a deleted run is
+dropped by the server on its next reload, and the final record then appears as ``trial_NNNN``.
 """
 
 from __future__ import annotations
 
 import math
+import shutil
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -21,9 +28,11 @@ from tensorboard.summary.writer.event_file_writer import EventFileWriter
 from search.space import INACTIVE, CategoricalParam, SearchSpace
 
 STATE_COLUMN = "trial_state"
-STATES = ("COMPLETE", "PRUNED", "FAIL")
+STATES = ("RUNNING", "COMPLETE", "PRUNED", "FAIL")
 _STATUS = {"COMPLETE": api_pb2.STATUS_SUCCESS, "PRUNED": api_pb2.STATUS_SUCCESS,
            "FAIL": api_pb2.STATUS_FAILURE}
+# The sub-run holding a running trial's start record; see the module docstring.
+LIVE_RUN = "running"
 
 
 def final_metric_tag(metric: str) -> str:
@@ -83,14 +92,24 @@ class HParamsLog:
         _write(self.root, ".experiment",
                _summary(metadata.EXPERIMENT_TAG, plugin_data_pb2.HParamsPluginData(experiment=experiment)))
 
-    def write_trial(self, run_name: str, params: Mapping[str, Any], state: str,
-                    value: float | None, step: int) -> None:
+    def _start_summary(self, params: Mapping[str, Any], state: str) -> summary_pb2.Summary:
         start = plugin_data_pb2.SessionStartInfo(start_time_secs=time.time())
+        # Every column for every trial: an inactive conditional parameter reads "inactive".
         for name, param_value in {**self.space.with_inactive(params), STATE_COLUMN: state}.items():
             start.hparams[name].CopyFrom(_value(param_value))
+        return _summary(metadata.SESSION_START_INFO_TAG, plugin_data_pb2.HParamsPluginData(session_start_info=start))
+
+    def write_trial_start(self, run_name: str, params: Mapping[str, Any]) -> None:
+        """Show a trial that has just started: its parameters, ``trial_state`` RUNNING."""
+        _write(self.root / run_name / LIVE_RUN, ".hparams", self._start_summary(params, "RUNNING"))
+
+    def write_trial(self, run_name: str, params: Mapping[str, Any], state: str,
+                    value: float | None, step: int) -> None:
+        """The trial's final record; replaces its start record."""
+        shutil.rmtree(self.root / run_name / LIVE_RUN, ignore_errors=True)
         end = plugin_data_pb2.SessionEndInfo(status=_STATUS[state], end_time_secs=time.time())
         summaries = [
-            _summary(metadata.SESSION_START_INFO_TAG, plugin_data_pb2.HParamsPluginData(session_start_info=start)),
+            self._start_summary(params, state),
             _summary(metadata.SESSION_END_INFO_TAG, plugin_data_pb2.HParamsPluginData(session_end_info=end)),
         ]
         if value is not None and math.isfinite(value):

@@ -1,0 +1,131 @@
+"""`launch.py ensemble`: average the class probabilities of the top-k trials' checkpoints.
+
+The members are chosen on validation alone (the sweep's ranking); the held-out test split
+is evaluated only here, after the choice, and reported apart from validation. The member
+list goes to ``ensemble.yaml``, which :func:`load_ensemble` (and `launch.py ensemble
+ensemble.yaml`) reads back to rebuild and re-evaluate the same ensemble.
+"""
+
+from __future__ import annotations
+
+import datetime
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from search.checkpoints import checkpoint_path
+from search.results import ResultsError, SweepRecord, text_table, top_candidates, trial_value
+
+ENSEMBLE_FILE = "ensemble.yaml"
+ENSEMBLE_FORMAT = 1
+
+
+@dataclass(frozen=True)
+class EnsembleReport:
+    path: Path
+    # split -> {"ensemble": scores, "best_single": scores, "members": {name: scores}}
+    splits: Mapping[str, Mapping[str, Any]]
+    members: Sequence[Mapping[str, Any]]
+
+    def text(self) -> str:
+        lines = [f"ensemble of {len(self.members)}: trials "
+                 + ", ".join(str(m["trial"]) for m in self.members)]
+        header = ["model", *[f"{split}_{score}" for split in self.splits for score in ("acc", "nll")]]
+        names = ["ensemble", "best_single"] + [f"trial_{m['trial']:04d}" for m in self.members]
+        rows = []
+        for name in names:
+            label = {"ensemble": "ensemble (mean probabilities)",
+                     "best_single": f"best single (trial {self.members[0]['trial']})"}.get(name, name)
+            cells = []
+            for split in self.splits.values():
+                scores = split.get(name) or split["members"][name]
+                cells += [f"{scores['acc']:.4f}", f"{scores['nll']:.4f}"]
+            rows.append([label, *cells])
+        lines.append(text_table(header, rows))
+        lines.append("test is the held-out split: never seen by the search or by the choice of members")
+        lines.append(f"members: {self.path}")
+        return "\n".join(lines)
+
+
+def _member_names(members: Sequence[Mapping[str, Any]]) -> list[str]:
+    return [f"trial_{m['trial']:04d}" for m in members]
+
+
+def _evaluate(task: str, data: Mapping[str, Any], members: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    from models.inference import CheckpointMismatchError, Member, evaluate_ensemble
+
+    models = [Member(name, m["config"], m["checkpoint"]) for name, m in zip(_member_names(members), members,
+                                                                            strict=True)]
+    splits = {}
+    try:
+        results = evaluate_ensemble(task, data, models, ("val", "test"))
+    except CheckpointMismatchError as error:
+        raise ResultsError(str(error)) from None
+    for result in results:
+        best = result.members[models[0].name]
+        splits[result.split] = {"ensemble": result.ensemble, "best_single": best, "members": result.members}
+    return splits
+
+
+def build_ensemble(record: SweepRecord, top_k: int = 5) -> EnsembleReport:
+    """Evaluate the ensemble of the best ``top_k`` trials and write ``ensemble.yaml``."""
+    if record.spec is None or record.run_dir is None:
+        raise ResultsError("an ensemble needs the sweep's run directory (its spec and checkpoints)")
+    chosen = top_candidates(record, top_k)
+    members, missing = [], []
+    for rank, trial in enumerate(chosen, start=1):
+        path = checkpoint_path(record.run_dir, trial.number)
+        if not path.exists():
+            missing.append(f"trial {trial.number} ({path})")
+            continue
+        members.append({"trial": trial.number, "rank": rank, "state": trial.state.name,
+                        "value": trial_value(trial, record.mode), "best_epoch": trial.user_attrs.get("best_epoch"),
+                        "checkpoint": str(path.resolve()), "config": dict(trial.user_attrs["config"])})
+    if missing:
+        raise ResultsError(f"no checkpoint for {len(missing)} of the top {top_k}: {'; '.join(missing)} "
+                           "(removed by the checkpoint retention policy? ensemble fewer with --top-k)")
+    spec = record.spec
+    data = spec.resolved_data()
+    splits = _evaluate(spec.task.name, data, members)
+    path = record.run_dir / ENSEMBLE_FILE
+    document = {
+        "finesweep_ensemble": ENSEMBLE_FORMAT, "sweep": spec.name, "task": spec.task.name, "data": data,
+        "metric": spec.metric, "mode": spec.mode, "combine": "mean of class probabilities",
+        "members": members,
+        "scores": {split: {"ensemble": s["ensemble"], "best_single": s["best_single"]} for split, s in splits.items()},
+        "created_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+    }
+    path.write_text(f"# Ensemble of the top {len(members)} trials of sweep {spec.name!r}, by finesweep.\n"
+                    f"# Re-evaluate: python launch.py ensemble {path}\n"
+                    + yaml.safe_dump(document, sort_keys=False))
+    return EnsembleReport(path, splits, members)
+
+
+def load_ensemble(path: str | Path) -> tuple[str, dict[str, Any], list[dict[str, Any]]]:
+    """The task, data settings and members of a saved ``ensemble.yaml``."""
+    document = yaml.safe_load(Path(path).read_text())
+    problems = []
+    if not isinstance(document, dict) or document.get("finesweep_ensemble") != ENSEMBLE_FORMAT:
+        raise ResultsError(f"{path}: expected an ensemble written by `launch.py ensemble` "
+                           f"(finesweep_ensemble: {ENSEMBLE_FORMAT})")
+    for key, kind in (("task", str), ("data", dict), ("members", list)):
+        if not isinstance(document.get(key), kind):
+            problems.append(f"{key}: expected a {kind.__name__}, found {document.get(key)!r}")
+    for index, member in enumerate(document.get("members") or []):
+        for key in ("trial", "checkpoint", "config"):
+            if not isinstance(member, dict) or key not in member:
+                problems.append(f"members[{index}].{key}: missing")
+            elif key == "checkpoint" and not Path(member[key]).exists():
+                problems.append(f"members[{index}].checkpoint: no file at {member[key]}")
+    if problems:
+        raise ResultsError(f"{path}: " + "; ".join(problems))
+    return document["task"], dict(document["data"]), list(document["members"])
+
+
+def reevaluate(path: str | Path) -> EnsembleReport:
+    """Rebuild a saved ensemble from its member list and score it again (nothing is written)."""
+    task, data, members = load_ensemble(path)
+    return EnsembleReport(Path(path), _evaluate(task, data, members), members)

@@ -1,0 +1,322 @@
+"""`launch.py report`: one offline HTML page on a sweep, with its plots as PNG files.
+
+``report.html`` embeds every plot (base64), so the page alone is complete: no script, no
+stylesheet or font from the network. The same plots are written beside it in ``report/``.
+Every trial is on the page, pruned and failed ones included; a trial's parameter that was
+inactive (its condition did not hold) shows as ``-`` in tables and on its own row
+("inactive") of the parallel-coordinates plot.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime
+import html
+import math
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from search.results import SweepRecord, format_value, param_cells, trial_value
+from search.study import describe_storage, state_counts
+
+if TYPE_CHECKING:
+    import optuna
+    from matplotlib.figure import Figure
+
+REPORT_FILE = "report.html"
+PLOT_DIR = "report"
+# Where an inactive parameter sits on the parallel-coordinates axes (active values span 0..1).
+_INACTIVE_Y = -0.15
+_COLORS = {"COMPLETE": "#1f77b4", "PRUNED": "#9a9a9a", "FAIL": "#d62728"}
+
+
+@dataclass(frozen=True)
+class Plot:
+    name: str
+    title: str
+    caption: str
+    png: bytes
+
+
+def _best_so_far(values: dict[int, float], mode: str, up_to: int | None = None) -> float | None:
+    kept = [v for step, v in values.items() if up_to is None or step <= up_to]
+    if not kept:
+        return None
+    return max(kept) if mode == "max" else min(kept)
+
+
+def _figure(width: float = 8.0, height: float = 4.5) -> Figure:
+    from matplotlib.figure import Figure
+
+    # A bare Figure needs no GUI backend and keeps no global pyplot state.
+    return Figure(figsize=(width, height), dpi=100, layout="constrained")
+
+
+def _png(figure: Figure) -> bytes:
+    import io
+
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png")
+    return buffer.getvalue()
+
+
+def plot_history(record: SweepRecord, trials: list[optuna.trial.FrozenTrial]) -> bytes:
+    figure = _figure()
+    axes = figure.add_subplot()
+    finite = [v for t in trials if (v := trial_value(t, record.mode)) is not None]
+    floor = min(finite) if finite else 0.0
+    for state, marker, label in (("PRUNED", "o", "PRUNED (best epoch before it was stopped)"),
+                                 ("COMPLETE", "o", "COMPLETE"), ("FAIL", "x", "FAIL (no value)")):
+        chosen = [t for t in trials if t.state.name == state]
+        if not chosen:
+            continue
+        xs = [t.number for t in chosen]
+        ys = [trial_value(t, record.mode) if state != "FAIL" else floor for t in chosen]
+        if state == "FAIL":
+            axes.scatter(xs, ys, marker="x", color=_COLORS[state], label=label, zorder=3)
+        else:
+            axes.scatter(xs, ys, marker=marker, facecolors="none" if state == "PRUNED" else _COLORS[state],
+                         edgecolors=_COLORS[state], label=label, zorder=3)
+    best: float | None = None
+    steps_x, steps_y = [], []
+    for trial in sorted(trials, key=lambda t: t.number):
+        if trial.state.name == "COMPLETE":
+            value = float(trial.value)
+            best = value if best is None else (max(best, value) if record.mode == "max" else min(best, value))
+        if best is not None:
+            steps_x.append(trial.number)
+            steps_y.append(best)
+    if steps_x:
+        axes.step(steps_x, steps_y, where="post", color="#ff7f0e", label="best COMPLETE so far")
+    axes.set_xlabel("trial")
+    axes.set_ylabel(record.metric)
+    axes.grid(alpha=0.3)
+    axes.legend(loc="best", fontsize="small")
+    return _png(figure)
+
+
+def importances(record: SweepRecord, trials: list[optuna.trial.FrozenTrial]) -> tuple[dict[str, float], str]:
+    """PED-ANOVA importances (Optuna's default evaluator, conditional parameters included).
+
+    Under ASHA few trials complete, so the target is every COMPLETE and PRUNED trial's best
+    value up to the last epoch that all of them reached; returns the importances and a note
+    saying what was measured (empty importances with the reason when it cannot be computed).
+    """
+    import optuna
+
+    scored = [t for t in trials if t.state.name in ("COMPLETE", "PRUNED") and t.intermediate_values]
+    if len(scored) < 3 or not record.param_names:
+        return {}, f"not computed: {len(scored)} trials with a value (at least 3 needed)"
+    epoch = min(max(t.intermediate_values) for t in scored)
+    direction = "maximize" if record.mode == "max" else "minimize"
+    proxy = optuna.create_study(direction=direction)
+    for trial in scored:
+        proxy.add_trial(optuna.trial.create_trial(
+            params=trial.params, distributions=trial.distributions,
+            value=_best_so_far(trial.intermediate_values, record.mode, epoch)))
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            result = optuna.importance.get_param_importances(proxy)
+    except (RuntimeError, ValueError) as error:
+        return {}, f"not computed: {error}"
+    return dict(result), (f"PED-ANOVA importance for the best {record.metric} up to epoch {epoch}, "
+                          f"the last epoch all {len(scored)} COMPLETE and PRUNED trials reached")
+
+
+def plot_importances(values: dict[str, float], metric: str) -> bytes:
+    figure = _figure(7.0, 0.45 * max(len(values), 2) + 1.2)
+    axes = figure.add_subplot()
+    names = list(values)[::-1]
+    axes.barh(names, [values[n] for n in names], color="#1f77b4")
+    axes.set_xlabel(f"importance for {metric} (sums to 1)")
+    axes.grid(axis="x", alpha=0.3)
+    return _png(figure)
+
+
+def _axis_position(trial: optuna.trial.FrozenTrial, name: str) -> float:
+    """Where the trial's value of ``name`` sits on its 0..1 axis; inactive below the axis."""
+    from optuna.distributions import CategoricalDistribution
+
+    if name not in trial.params:
+        return _INACTIVE_Y
+    distribution = trial.distributions[name]
+    value = trial.params[name]
+    if isinstance(distribution, CategoricalDistribution):
+        choices = distribution.choices
+        return choices.index(value) / max(len(choices) - 1, 1)
+    low, high = float(distribution.low), float(distribution.high)
+    if getattr(distribution, "log", False):
+        low, high, value = math.log(low), math.log(high), math.log(value)
+    return (float(value) - low) / (high - low) if high > low else 0.5
+
+
+def _axis_labels(trials: list[optuna.trial.FrozenTrial], name: str) -> list[tuple[float, str]]:
+    from optuna.distributions import CategoricalDistribution
+
+    distribution = next((t.distributions[name] for t in trials if name in t.distributions), None)
+    labels = []
+    if isinstance(distribution, CategoricalDistribution):
+        count = max(len(distribution.choices) - 1, 1)
+        labels = [(i / count, str(choice)) for i, choice in enumerate(distribution.choices)]
+    elif distribution is not None:
+        labels = [(0.0, format_value(distribution.low)), (1.0, format_value(distribution.high))]
+    if any(name not in t.params for t in trials):
+        labels.append((_INACTIVE_Y, "inactive"))
+    return labels
+
+
+def plot_parallel(record: SweepRecord, trials: list[optuna.trial.FrozenTrial]) -> bytes:
+    import matplotlib
+
+    names = list(record.param_names)
+    scored = [(t, v) for t in trials if (v := trial_value(t, record.mode)) is not None]
+    figure = _figure(max(8.0, 1.3 * (len(names) + 1)), 5.0)
+    axes = figure.add_subplot()
+    if not scored:
+        axes.text(0.5, 0.5, "no trial with a value yet", ha="center", transform=axes.transAxes)
+        return _png(figure)
+    low = min(v for _, v in scored)
+    high = max(v for _, v in scored)
+    span = (high - low) or 1.0
+    colormap = matplotlib.colormaps["viridis"]
+    # Colours spread over the COMPLETE trials only: pruned ones would squash them together.
+    complete = [v for t, v in scored if t.state.name == "COMPLETE"]
+    c_low, c_span = (min(complete), (max(complete) - min(complete)) or 1.0) if complete else (0.0, 1.0)
+    # Pruned trials first, in grey, then complete ones worst to best: the best is drawn on top.
+    sign = 1.0 if record.mode == "max" else -1.0
+    for trial, value in sorted(scored, key=lambda tv: (tv[0].state.name == "COMPLETE", sign * tv[1])):
+        ys = [_axis_position(trial, name) for name in names] + [(value - low) / span]
+        if trial.state.name == "COMPLETE":
+            shade = (value - c_low) / c_span
+            axes.plot(range(len(ys)), ys, color=colormap(shade if record.mode == "max" else 1 - shade),
+                      alpha=0.95, linewidth=1.8)
+        else:
+            axes.plot(range(len(ys)), ys, color=_COLORS["PRUNED"], alpha=0.35, linewidth=0.8)
+    labels = [*names, record.metric]
+    axes.set_xticks(range(len(labels)), labels, rotation=30, ha="right")
+    axes.set_yticks([])
+    axes.set_ylim(_INACTIVE_Y - 0.08, 1.05)
+    for index, name in enumerate(names):
+        axes.axvline(index, color="black", linewidth=0.6)
+        for y, text in _axis_labels([t for t, _ in scored], name):
+            axes.annotate(text, (index, y), xytext=(3, 0), textcoords="offset points", fontsize=7, va="center")
+    axes.axvline(len(names), color="black", linewidth=0.6)
+    for y, value in ((0.0, low), (1.0, high)):
+        axes.annotate(f"{value:.4g}", (len(names), y), xytext=(3, 0), textcoords="offset points", fontsize=7)
+    axes.set_title("colour: COMPLETE trials by value (yellow best); grey: PRUNED (best epoch before it was stopped)",
+                   fontsize=9)
+    return _png(figure)
+
+
+def plot_curves(record: SweepRecord, trials: list[optuna.trial.FrozenTrial], top_k: int) -> bytes:
+    figure = _figure()
+    axes = figure.add_subplot()
+    pruned = [t for t in trials if t.state.name == "PRUNED" and t.intermediate_values]
+    for index, trial in enumerate(pruned):
+        steps = sorted(trial.intermediate_values)
+        axes.plot(steps, [trial.intermediate_values[s] for s in steps], color=_COLORS["PRUNED"], alpha=0.45,
+                  linewidth=0.8, marker=".", markersize=3,
+                  label=f"PRUNED ({len(pruned)} trials)" if index == 0 else None)
+    for trial in record.ranked()[:top_k]:
+        steps = sorted(trial.intermediate_values)
+        axes.plot(steps, [trial.intermediate_values[s] for s in steps], linewidth=1.8,
+                  label=f"trial {trial.number} ({record.metric} {trial.value:.4f})")
+    from matplotlib.ticker import MaxNLocator
+
+    axes.xaxis.set_major_locator(MaxNLocator(integer=True))
+    axes.set_xlabel("epoch")
+    axes.set_ylabel(record.metric)
+    axes.grid(alpha=0.3)
+    if axes.get_legend_handles_labels()[0]:
+        axes.legend(loc="best", fontsize="small")
+    return _png(figure)
+
+
+def _table(header: list[str], rows: list[list[str]], row_class: Callable[[int], str] | None = None) -> str:
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
+    body = []
+    for index, row in enumerate(rows):
+        css = f' class="{row_class(index)}"' if row_class else ""
+        body.append(f"<tr{css}>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>")
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
+
+
+_STYLE = """
+body { font-family: sans-serif; margin: 2em auto; max-width: 1100px; color: #222; }
+table { border-collapse: collapse; font-size: 13px; margin: 0.5em 0 1.5em; }
+th, td { border: 1px solid #ccc; padding: 3px 7px; text-align: left; }
+th { background: #f2f2f2; }
+tr.PRUNED { color: #777; } tr.FAIL { color: #b22; } tr.RUNNING { color: #06c; }
+img { max-width: 100%; border: 1px solid #eee; }
+.note { color: #555; font-size: 13px; }
+"""
+
+
+def write_report(record: SweepRecord, out_dir: Path | None = None, top_k: int = 5) -> Path:
+    """Write ``report.html`` and ``report/*.png`` into ``out_dir`` (default: the run directory)."""
+    out_dir = Path(out_dir or record.run_dir or ".")
+    plot_dir = out_dir / PLOT_DIR
+    plot_dir.mkdir(parents=True, exist_ok=True)
+    trials = record.study.get_trials(deepcopy=False)
+    weights, importance_note = importances(record, trials)
+    plots = [
+        Plot("history", "Optimisation history", "Each trial's value by trial number; the line is the best "
+             "COMPLETE trial so far.", plot_history(record, trials)),
+        Plot("importances", "Parameter importances", importance_note,
+             plot_importances(weights, record.metric) if weights else b""),
+        Plot("parallel_coordinates", "Parallel coordinates", "One line per trial across every searched "
+             "parameter and the value; a parameter inactive for a trial sits on the 'inactive' row.",
+             plot_parallel(record, trials)),
+        Plot("learning_curves", f"Learning curves: top {top_k} vs pruned",
+             f"{record.metric} per epoch of the best {top_k} COMPLETE trials against every PRUNED one.",
+             plot_curves(record, trials, top_k)),
+    ]
+    sections = []
+    for plot in plots:
+        if plot.png:
+            (plot_dir / f"{plot.name}.png").write_bytes(plot.png)
+            image = (f'<img alt="{html.escape(plot.title)}" src="data:image/png;base64,'
+                     f'{base64.b64encode(plot.png).decode()}">')
+        else:
+            image = ""
+        sections.append(f"<h2>{html.escape(plot.title)}</h2><p class=\"note\">{html.escape(plot.caption)}</p>{image}")
+
+    names = list(record.param_names)
+    ranked = record.ranked()[:top_k]
+    top = _table(["rank", "trial", record.metric, "best epoch", *names],
+                 [[str(rank), str(t.number), f"{t.value:.4f}", str(t.user_attrs.get("best_epoch", "")),
+                   *param_cells(t.params, names)] for rank, t in enumerate(ranked, start=1)]
+                 ) if ranked else "<p>No COMPLETE trial yet.</p>"
+    ordered = sorted(trials, key=lambda t: t.number)
+    every = _table(
+        ["trial", "state", record.metric, "epochs", *names, "reason"],
+        [[str(t.number), t.state.name,
+          "" if (v := trial_value(t, record.mode)) is None else f"{v:.4f}",
+          str(max(t.intermediate_values) if t.intermediate_values else 0),
+          *param_cells(t.params, names), str(t.user_attrs.get("fail_reason", ""))] for t in ordered],
+        row_class=lambda index: ordered[index].state.name)
+    counts = state_counts(record.study)
+    name = record.study.study_name
+    created = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+    page = f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><title>finesweep report: {html.escape(name)}</title>
+<style>{_STYLE}</style></head><body>
+<h1>Sweep {html.escape(name)}</h1>
+<p>{html.escape(", ".join(f"{state} {count}" for state, count in sorted(counts.items())))};
+metric {html.escape(record.metric)} ({html.escape(record.mode)}); study in {html.escape(describe_storage(record.url))};
+written {created}.</p>
+<h2>Top {top_k}</h2>{top}
+{''.join(sections)}
+<h2>Every trial</h2>
+<p class="note">A PRUNED trial's value is its best epoch before the scheduler stopped it; "-" marks a
+parameter that was inactive for the trial.</p>
+{every}
+</body></html>
+"""
+    path = out_dir / REPORT_FILE
+    path.write_text(page, encoding="utf-8")
+    return path

@@ -1,0 +1,199 @@
+"""`launch.py export --top-k K --reseed N`: the robust best, chosen on several seeds.
+
+A sweep's best trial is one draw of the random initialisation and data order; a config
+that won by luck rarely wins again. Each of the best K configs (:func:`search.results.
+candidates`) is retrained for the full budget with N new seeds (through Ray, like a
+sweep), and the config with the best mean validation value becomes ``best.yaml``.
+Validation picks; the held-out test split is only reported beside it (mean +- sample std).
+"""
+
+from __future__ import annotations
+
+import datetime
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from search.export import export_record
+from search.results import ResultsError, SweepRecord, mean_std, top_candidates, trial_value
+from search.spec import MAX_SEED
+
+ROBUST_FILE = "robust.yaml"
+ROBUST_TABLE = "robust.md"
+
+
+@dataclass(frozen=True)
+class RetrainJob:
+    """One retraining of one config with one seed; runs in a Ray worker."""
+
+    trial: int
+    seed: int
+    task: str
+    config: Mapping[str, Any]
+    data: Mapping[str, Any]
+    max_epochs: int
+    metric: str
+    mode: str
+    threads: int = 1
+
+
+def run_job(job: RetrainJob, accelerator: str = "cpu") -> dict[str, float]:
+    """Train ``job`` and return its best epoch's validation metrics and its test metrics."""
+    from models.training import fit
+    from search.trial import quiet_training_logs
+
+    quiet_training_logs()
+    result = fit(job.task, job.config, job.data, max_epochs=job.max_epochs, seed=job.seed, metric=job.metric,
+                 mode=job.mode, accelerator=accelerator, threads=job.threads, evaluate_test=True)
+    return {**{k: float(v) for k, v in result.best.items()}, **(result.test or {}),
+            "best_epoch": float(result.best_epoch), "seconds": round(result.seconds, 2)}
+
+
+def new_seeds(seed_base: int, trial: int, trial_seed: int, count: int) -> list[int]:
+    """``count`` seeds for retraining ``trial``, derived from the sweep's seed base (so a rerun
+    retrains identically) and different from the seed the trial ran with."""
+    import numpy as np
+
+    seeds: list[int] = []
+    stream = np.random.SeedSequence([seed_base, trial]).generate_state(count + 1 + 4, dtype=np.uint64)
+    for value in stream:
+        seed = int(value % MAX_SEED)
+        if seed != trial_seed and seed not in seeds:
+            seeds.append(seed)
+        if len(seeds) == count:
+            break
+    return seeds
+
+
+@dataclass
+class ConfigResult:
+    trial: int
+    rank: int
+    state: str
+    sweep_value: float
+    seeds: list[int]
+    runs: list[dict[str, float]] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+
+    def summary(self, name: str) -> dict[str, Any] | None:
+        values = [run[name] for run in self.runs if name in run]
+        if not values:
+            return None
+        mean, std = mean_std(values)
+        return {"mean": mean, "std": std, "values": values}
+
+
+@dataclass(frozen=True)
+class RobustResult:
+    chosen: ConfigResult
+    configs: list[ConfigResult]
+    metric: str
+    mode: str
+    paths: list[Path]
+
+    def text(self) -> str:
+        return _markdown(self.configs, self.chosen, self.metric)
+
+
+def _pm(summary: Mapping[str, Any] | None) -> str:
+    return "-" if summary is None else f"{summary['mean']:.4f} +- {summary['std']:.4f}"
+
+
+def _test_metrics(configs: Sequence[ConfigResult]) -> list[str]:
+    return sorted({name for c in configs for run in c.runs for name in run if name.startswith("test_")})
+
+
+def _markdown(configs: Sequence[ConfigResult], chosen: ConfigResult, metric: str) -> str:
+    tests = _test_metrics(configs)
+    header = ["rank", "trial", "sweep state", f"sweep {metric}", "seeds", f"{metric} (mean +- std)",
+              *[f"{t} (mean +- std)" for t in tests], "chosen"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for c in configs:
+        row = [str(c.rank), str(c.trial), c.state, f"{c.sweep_value:.4f}", f"{len(c.runs)}/{len(c.seeds)}",
+               _pm(c.summary(metric)), *[_pm(c.summary(t)) for t in tests], "**yes**" if c is chosen else ""]
+        lines.append("| " + " | ".join(row) + " |")
+    lines.append("")
+    lines.append(f"Chosen by the best mean {metric} (validation); test is the held-out split, reported only. "
+                 "std is the sample standard deviation over seeds.")
+    return "\n".join(lines)
+
+
+Runner = Callable[[Sequence[RetrainJob]], list[Any]]
+
+
+def robust_export(record: SweepRecord, runner: Runner, *, top_k: int = 5, reseed: int = 3,
+                  out_dir: Path | None = None) -> RobustResult:
+    """Retrain the top-k configs ``reseed`` times each with ``runner`` (one result or one
+    exception per job, in order), choose the best mean validation value, and write
+    ``best.yaml``, ``robust.yaml`` and ``robust.md``."""
+    if record.spec is None or record.run_dir is None:
+        raise ResultsError("a robust export needs the sweep's run directory (its spec)")
+    if reseed < 1:
+        raise ResultsError(f"--reseed must be at least 1, but got {reseed}")
+    spec = record.spec
+    out_dir = Path(out_dir or record.run_dir)
+    seed_base = int(record.study.user_attrs.get("seed_base", spec.strategy.seed or 0))
+    threads = max(1, int(spec.resources.cpus))
+    chosen_trials = top_candidates(record, top_k)
+    configs, jobs = [], []
+    for rank, trial in enumerate(chosen_trials, start=1):
+        seeds = new_seeds(seed_base, trial.number, int(trial.user_attrs.get("seed", -1)), reseed)
+        configs.append(ConfigResult(trial.number, rank, trial.state.name, float(trial_value(trial, spec.mode)), seeds))
+        jobs += [RetrainJob(trial.number, seed, spec.task.name, dict(trial.user_attrs["config"]),
+                            spec.resolved_data(), spec.budget.max_epochs, spec.metric, spec.mode, threads)
+                 for seed in seeds]
+    by_trial = {c.trial: c for c in configs}
+    for job, outcome in zip(jobs, runner(jobs), strict=True):
+        if isinstance(outcome, BaseException):
+            by_trial[job.trial].errors.append(f"seed {job.seed}: {type(outcome).__name__}: {outcome}"[:300])
+        else:
+            by_trial[job.trial].runs.append({"seed": float(job.seed), **outcome})
+    scored = [c for c in configs if c.summary(spec.metric) is not None]
+    if not scored:
+        reasons = "; ".join(error for c in configs for error in c.errors[:1])
+        raise ResultsError(f"every retraining failed: {reasons}")
+    sign = -1.0 if spec.mode == "max" else 1.0
+    chosen = min(scored, key=lambda c: (sign * c.summary(spec.metric)["mean"], c.rank))
+    paths = _write(record, out_dir, configs, chosen, chosen_trials[chosen.rank - 1], reseed)
+    return RobustResult(chosen, configs, spec.metric, spec.mode, paths)
+
+
+def _config_record(c: ConfigResult, tests: Sequence[str], metric: str) -> dict[str, Any]:
+    return {"rank": c.rank, "trial": c.trial, "sweep_state": c.state, "sweep_value": c.sweep_value,
+            "seeds": c.seeds, metric: c.summary(metric), **{t: c.summary(t) for t in tests},
+            "runs": c.runs, "errors": c.errors}
+
+
+def _write(record: SweepRecord, out_dir: Path, configs: list[ConfigResult], chosen: ConfigResult,
+           frozen: Any, reseed: int) -> list[Path]:
+    import copy
+
+    spec = record.spec
+    tests = _test_metrics(configs)
+    robust = {"metric": spec.metric, "mode": spec.mode, "top_k": len(configs), "seeds_per_config": reseed,
+              "max_epochs": spec.budget.max_epochs, "chosen_trial": chosen.trial, "chosen_rank": chosen.rank,
+              "chosen_by": f"best mean {spec.metric} over the new seeds (validation)",
+              "configs": [_config_record(c, tests, spec.metric) for c in configs],
+              "created_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
+    robust_path = out_dir / ROBUST_FILE
+    robust_path.write_text(f"# Robust best of sweep {spec.name!r}: top {len(configs)} configs, "
+                           f"{reseed} new seeds each.\n" + yaml.safe_dump(robust, sort_keys=False))
+    table_path = out_dir / ROBUST_TABLE
+    table_path.write_text(f"# Robust best of sweep `{spec.name}`\n\n" + _markdown(configs, chosen, spec.metric) + "\n")
+    # best.yaml keeps the export format (`launch.py train` reads it); a PRUNED trial's value
+    # there is its best epoch before it was stopped.
+    proxy = copy.deepcopy(frozen)
+    proxy.value = chosen.sweep_value
+    exported = export_record(spec, record.run_dir, proxy, chosen.rank)
+    summary = [f"{name} {_pm(chosen.summary(name))}" for name in (spec.metric, *tests)]
+    header = (f"# Robust best of sweep {spec.name!r}, exported by finesweep: trial {chosen.trial} "
+              f"(rank {chosen.rank} of the top {len(configs)} in the sweep), chosen by the best mean "
+              f"{spec.metric} over {reseed} new seeds at {spec.budget.max_epochs} epochs.\n"
+              f"# mean +- std over seeds: {', '.join(summary)}; every config: {robust_path.name}, {table_path.name}\n"
+              f"# Retrain it alone: python launch.py train {out_dir / 'best.yaml'}\n")
+    best_path = out_dir / "best.yaml"
+    best_path.write_text(header + yaml.safe_dump(exported, sort_keys=False))
+    return [best_path, robust_path, table_path]

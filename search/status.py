@@ -1,0 +1,41 @@
+"""`launch.py status`: where a sweep stands, read from its study while it runs or after."""
+
+from __future__ import annotations
+
+from search.progress import trials_summary
+from search.results import SweepRecord
+from search.study import describe_storage
+
+
+def _running_lines(record: SweepRecord) -> list[str]:
+    import optuna
+
+    running = record.study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))
+    if not running:
+        return []
+    total = f"/{record.spec.budget.max_epochs}" if record.spec is not None else ""
+    lines = ["running:"]
+    for trial in running:
+        steps = trial.intermediate_values
+        last = (f"epoch {max(steps)}{total}, {record.metric} {steps[max(steps)]:.4f}" if steps
+                else "no epoch finished yet")
+        lines.append(f"  trial {trial.number}: {last}")
+    return lines
+
+
+def status_text(record: SweepRecord, top_k: int = 5) -> str:
+    """Counts by state, best so far, running trials, the top-k table and failure reasons."""
+    study = record.study
+    trials = study.get_trials(deepcopy=False)
+    planned = f" of {record.spec.budget.trials} planned" if record.spec is not None else ""
+    lines = [f"sweep {study.study_name!r}: {len(trials)} trials{planned}; study in {describe_storage(record.url)}"]
+    ranked = record.ranked()
+    if ranked:
+        best = ranked[0]
+        lines.append(f"best so far: {record.metric} {best.value:.4f} (trial {best.number}, "
+                     f"epoch {best.user_attrs.get('best_epoch', '?')})")
+    else:
+        lines.append("best so far: no COMPLETE trial yet")
+    summary = trials_summary(study, record.metric, record.mode, list(record.param_names), top_k).splitlines()
+    # The counts line first, then what is running now, then the table and failure reasons.
+    return "\n".join([lines[0], summary[0], lines[1], *_running_lines(record), *summary[1:]])
