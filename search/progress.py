@@ -36,6 +36,7 @@ class SweepMonitor:
         self.counts = {"COMPLETE": 0, "PRUNED": 0, "FAIL": 0}
         self.best: tuple[float, int] | None = None
         self.already_done = already_done
+        self.last_output = self.started_at
 
     def trial_started(self, number: int, params: Mapping[str, Any]) -> None:
         self.running.add(number)
@@ -69,10 +70,20 @@ class SweepMonitor:
         self.out.write(f"[{self.elapsed():>6}] trial {number:>3} {outcome.state:<8} after {epochs:>2} "
                        f"epochs ({detail}) | {self.status_line()}\n")
         self.out.flush()
+        self.last_output = time.monotonic()
 
     def elapsed(self) -> str:
         seconds = int(time.monotonic() - self.started_at)
         return f"{seconds // 60}:{seconds % 60:02d}"
+
+    def heartbeat(self, every_s: float = 30.0) -> None:
+        """Print the status when nothing else was printed for ``every_s`` seconds, so a sweep
+        of long trials still shows it is alive."""
+        now = time.monotonic()
+        if now - self.last_output >= every_s:
+            self.out.write(f"[{self.elapsed():>6}] {self.status_line()}\n")
+            self.out.flush()
+            self.last_output = now
 
     def status_line(self) -> str:
         done = self.already_done + sum(self.counts.values())

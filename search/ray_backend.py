@@ -273,9 +273,25 @@ def run_trials(spec: SweepSpec, study: optuna.Study, run_dir: Path, *, trials: i
             name="tune", storage_path=str((run_dir / "ray").resolve()), verbose=2 if verbose else 0,
             failure_config=tune.FailureConfig(max_failures=spec.max_failures),
             checkpoint_config=tune.CheckpointConfig(checkpoint_at_end=False),
+            callbacks=[_Heartbeat(monitor)] if monitor is not None else [],
         ),
     )
     tuner.fit()
+
+
+class _Heartbeat(tune.Callback):
+    """Tune's control loop turns several times a second; let the monitor print a status line
+    now and then between trial ends."""
+
+    def __init__(self, monitor: SweepMonitor) -> None:
+        self.monitor = monitor
+
+    def on_step_end(self, iteration: int, trials: list[Any], **info: Any) -> None:
+        if self.monitor is not None:
+            self.monitor.heartbeat()
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"monitor": None}  # Ray pickles the run config; the console stays here.
 
 
 def _retrain(run: Any, job: Any) -> Any:
