@@ -243,9 +243,12 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
         url = storage_url(parse_spec(spec_path).storage, url)
     print(f"finesweep: optuna-dashboard of {describe_storage(url)} on http://{args.host}:{args.port}/ "
           "(Ctrl-C stops it)", flush=True)
-    command = [sys.executable, "-c", "import sys; from optuna_dashboard._cli import main; sys.exit(main())",
-               url, "--host", args.host, "--port", str(args.port), "--quiet"]
-    return subprocess.call(command)
+    from optuna_dashboard import run_server
+
+    # In this process (no child left behind when it is stopped), and the URL, which may hold
+    # a password, never appears on a command line.
+    run_server(url, host=args.host, port=args.port)
+    return 0
 
 
 COMMANDS = {"sweep": cmd_sweep, "resume": cmd_resume, "export": cmd_export, "train": cmd_train,

@@ -1,0 +1,258 @@
+"""Sweeps on a real multi-node Ray cluster: trials spread over the nodes, share a GPU in
+fractions, survive a worker node that dies, and a GPU request the cluster cannot meet is
+refused up front.
+
+The cluster is Ray's own multi-node test cluster started by the fixture: a head and worker
+nodes, each its own raylet and worker processes, all on 127.0.0.1 of this machine. The
+sweeps are real ``launch.py sweep --address`` drivers joining it.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import shutil
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+import optuna
+import pytest
+
+from search.cluster import accelerator_for, is_loopback, nodes_line, trials_per_gpu, trials_per_node
+from search.study import state_counts
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+# ---- placement rules, no Ray -------------------------------------------------------------
+
+@pytest.mark.parametrize(("address", "expected"), [
+    ("127.0.0.1:6379", True), ("localhost:6379", True), ("[::1]:6379", True), ("127.0.0.1", True),
+    ("10.0.0.5:6379", False), ("head-node:6379", False), ("", False), (None, False)])
+def test_loopback_addresses_are_recognised(address, expected):
+    assert is_loopback(address) is expected
+
+
+def test_a_logical_gpu_without_cuda_trains_on_cpu():
+    assert accelerator_for(["0"], cuda_available=True) == "gpu"
+    assert accelerator_for(["0"], cuda_available=False) == "cpu"
+    assert accelerator_for([], cuda_available=True) == "cpu"
+
+
+def test_fractional_gpus_share_one_device():
+    assert [trials_per_gpu(g) for g in (0.5, 0.25, 0.3, 1, 2, 0)] == [2, 4, 3, 1, 1, 1]
+
+
+def test_trials_are_counted_per_node():
+    def trial(node, ip="127.0.0.1"):
+        return SimpleNamespace(user_attrs={"node": node, "node_ip": ip} if node else {})
+
+    trials = [trial("aaaaaaaaaa11"), trial("bbbbbbbbbb22"), trial("aaaaaaaaaa11"), trial(None)]
+    assert trials_per_node(trials) == {"127.0.0.1 (aaaaaaaa)": 2, "127.0.0.1 (bbbbbbbb)": 1, "unknown node": 1}
+    assert nodes_line(trials).startswith("trials per node: 127.0.0.1 (aaaaaaaa): 2, ")
+
+
+# ---- a real two-node cluster on loopback --------------------------------------------------
+
+@pytest.fixture(scope="module")
+def cluster():
+    """Head (1 CPU) + worker node `gpu_node` (1 CPU, 1 logical GPU); stopped afterwards."""
+    from search import ray_backend
+
+    temp_dir = tempfile.mkdtemp(prefix="fs-ray-", dir="/tmp")  # short: Ray puts sockets in it
+    ray_cluster = ray_backend.start_loopback_cluster(
+        temp_dir, {"num_cpus": 1}, [{"num_cpus": 1, "num_gpus": 1}])
+    try:
+        yield SimpleNamespace(ray=ray_cluster, address=ray_cluster.address, head=ray_cluster.head_node,
+                              gpu_node=next(iter(ray_cluster.worker_nodes)))
+    finally:
+        ray_cluster.shutdown()
+        shutil.rmtree(temp_dir, ignore_errors=True)
+
+
+def _spec(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "spec.yaml"
+    path.write_text(text)
+    return path
+
+
+def _sweep(spec: Path, run_dir: Path, address: str) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "launch.py", "sweep", str(spec), "--out", str(run_dir),
+                             "--address", address], cwd=ROOT, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+
+
+def _finish(process: subprocess.Popen, timeout: float = 240) -> str:
+    out, err = process.communicate(timeout=timeout)
+    assert process.returncode == 0, (out + err)[-3000:]
+    return out
+
+
+def _study(run_dir: Path, name: str) -> optuna.Study:
+    return optuna.load_study(study_name=name, storage=f"sqlite:///{run_dir / 'study.db'}")
+
+
+def _running_on(db: Path, node_id: str) -> set[int]:
+    """Numbers of RUNNING trials that reported from ``node_id`` (read-only, plain sqlite3)."""
+    if not db.exists():
+        return set()
+    try:
+        with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=30) as connection:
+            rows = connection.execute(
+                "SELECT t.number FROM trials t JOIN trial_user_attributes a ON a.trial_id = t.trial_id "
+                "WHERE t.state = 'RUNNING' AND a.key = 'node' AND a.value_json = ?",
+                (f'"{node_id}"',)).fetchall()
+    except sqlite3.OperationalError:  # the driver is still creating the tables
+        return set()
+    return {number for (number,) in rows}
+
+
+def _listeners(pids: set[int]) -> list[tuple[str, int, str]]:
+    import psutil
+
+    return [(c.laddr.ip, c.laddr.port, psutil.Process(c.pid).name())
+            for c in psutil.net_connections(kind="inet") if c.status == psutil.CONN_LISTEN and c.pid in pids]
+
+
+def _is_loopback_ip(ip: str) -> bool:
+    address = ipaddress.ip_address(ip)
+    return (getattr(address, "ipv4_mapped", None) or address).is_loopback
+
+
+def _check_invariants(study: optuna.Study, requested: int) -> None:
+    """The reliability issue's invariants: every requested trial once, each finished, best COMPLETE."""
+    numbers = [t.number for t in study.trials]
+    assert len(numbers) == len(set(numbers)) == requested
+    counts = state_counts(study)
+    assert counts.get("COMPLETE", 0) + counts.get("PRUNED", 0) + counts.get("FAIL", 0) == requested, counts
+    assert study.best_trial.state == optuna.trial.TrialState.COMPLETE
+
+
+SPREAD = """
+name: spread
+task: debug
+metric: val_acc
+space:
+  learning_rate: {type: float, low: 0.01, high: 0.5, log: true}
+  epoch_seconds: 0.5
+strategy: {name: random, seed: 0}
+scheduler: none
+budget: {trials: 6, max_epochs: 2}
+resources: {cpus: 1, concurrency: 2}
+"""
+
+
+@pytest.mark.slow
+def test_a_sweep_runs_trials_on_both_nodes_and_everything_listens_on_loopback(tmp_path, cluster):
+    import psutil
+
+    run_dir = tmp_path / "run"
+    process = _sweep(_spec(tmp_path, SPREAD), run_dir, cluster.address)
+    # Sample while the driver and both nodes are busy: the driver's own servers count too.
+    deadline = time.monotonic() + 120
+    while not (run_dir / "study.db").exists() and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.5)
+    time.sleep(3)
+    family = {p.pid for p in psutil.Process().children(recursive=True)}
+    listeners = _listeners(family)
+    out = _finish(process)
+    assert listeners, "the cluster's servers were found among this test's child processes"
+    exposed = [entry for entry in listeners if not _is_loopback_ip(entry[0])]
+    assert not exposed, f"listening beyond loopback: {exposed}"
+
+    study = _study(run_dir, "spread")
+    _check_invariants(study, 6)
+    nodes = {t.user_attrs["node"] for t in study.trials}
+    assert nodes == {cluster.head.node_id, cluster.gpu_node.node_id}, "trials ran on both nodes"
+    assert {t.user_attrs["node_ip"] for t in study.trials} == {"127.0.0.1"}
+    assert "trials per node: 127.0.0.1 (" in out
+
+
+GPU_SHARE = """
+name: gpu_share
+task: debug
+metric: val_acc
+space:
+  learning_rate: {type: float, low: 0.01, high: 0.5, log: true}
+  epoch_seconds: 1.0
+strategy: {name: random, seed: 0}
+scheduler: none
+budget: {trials: 2, max_epochs: 2}
+resources: {cpus: 0.5, gpus: 0.5, concurrency: 2}
+"""
+
+
+@pytest.mark.slow
+def test_half_a_gpu_each_puts_two_trials_on_one_gpu_at_once(tmp_path, cluster):
+    run_dir = tmp_path / "run"
+    _finish(_sweep(_spec(tmp_path, GPU_SHARE), run_dir, cluster.address))
+    study = _study(run_dir, "gpu_share")
+    first, second = study.trials
+    for trial in (first, second):
+        assert trial.state == optuna.trial.TrialState.COMPLETE, trial.user_attrs.get("fail_reason")
+        assert trial.user_attrs["node"] == cluster.gpu_node.node_id, "only that node has a GPU"
+        assert trial.user_attrs["gpu_ids"] == ["0"], "Ray handed both the same (only) GPU"
+        # The GPU is logical (no CUDA here): the trial falls back to CPU instead of crashing.
+        assert trial.user_attrs["accelerator"] == "cpu"
+    # Concurrently, not one after the other: each began before the other ended.
+    assert first.user_attrs["first_step_at"] < second.user_attrs["ended_at"]
+    assert second.user_attrs["first_step_at"] < first.user_attrs["ended_at"]
+
+
+@pytest.mark.slow
+def test_more_gpus_than_any_node_has_is_refused_before_any_trial(tmp_path, cluster):
+    run_dir = tmp_path / "run"
+    spec = _spec(tmp_path, GPU_SHARE.replace("cpus: 0.5, gpus: 0.5", "cpus: 1, gpus: 2"))
+    process = _sweep(spec, run_dir, cluster.address)
+    out, err = process.communicate(timeout=120)
+    assert process.returncode == 2, (out + err)[-2000:]
+    assert "no node can run a trial needing 1 CPU and 2 GPU" in err
+    assert not run_dir.exists()
+
+
+KILLED = """
+name: killed
+task: debug
+metric: val_acc
+space:
+  learning_rate: {type: float, low: 0.01, high: 0.5, log: true}
+  epoch_seconds: 0.6
+strategy: {name: random, seed: 1}
+scheduler: none
+budget: {trials: 8, max_epochs: 3}
+resources: {cpus: 1, concurrency: 3}
+max_failures: 1
+"""
+
+
+@pytest.mark.slow
+def test_a_worker_node_killed_mid_sweep_has_its_trials_retried_elsewhere(tmp_path, cluster):
+    from search import ray_backend  # noqa: F401  (Ray's settings for loopback are in place)
+
+    doomed = cluster.ray.add_node(num_cpus=1, node_ip_address="127.0.0.1")
+    run_dir = tmp_path / "run"
+    process = _sweep(_spec(tmp_path, KILLED), run_dir, cluster.address)
+    try:
+        deadline = time.monotonic() + 150
+        on_doomed: set[int] = set()
+        while not on_doomed and process.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.3)
+            on_doomed = _running_on(run_dir / "study.db", doomed.node_id)
+        assert on_doomed, "a trial ran on the node before it was killed"
+    finally:
+        cluster.ray.remove_node(doomed, allow_graceful=False)
+    _finish(process)
+
+    study = _study(run_dir, "killed")
+    _check_invariants(study, 8)
+    counts = state_counts(study)
+    assert counts.get("RUNNING", 0) == 0 and counts.get("WAITING", 0) == 0
+    for number in on_doomed:
+        trial = study.trials[number]
+        # max_failures: 1 ran it again on a surviving node, to the end.
+        assert trial.state == optuna.trial.TrialState.COMPLETE, trial.user_attrs.get("fail_reason")
+        assert trial.user_attrs["node"] != doomed.node_id

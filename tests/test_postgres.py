@@ -1,0 +1,155 @@
+"""Studies in a real PostgreSQL server: two sweeps share it, `export` and `dashboard` read it.
+
+The fixture starts its own server from Debian's `postgresql` package (scripts/install_services.sh
+installs it): a fresh cluster in a temporary folder, listening on 127.0.0.1 only at a free port,
+stopped afterwards. As root, the server runs as the `postgres` user (it refuses to run as root).
+"""
+
+from __future__ import annotations
+
+import glob
+import ipaddress
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+import optuna
+import pytest
+import yaml
+
+from search.spec import parse_spec
+from search.sweep import run_sweep
+
+ROOT = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.slow
+
+
+def _pg_tool(name: str) -> str:
+    found = shutil.which(name) or next(iter(sorted(glob.glob(f"/usr/lib/postgresql/*/bin/{name}"), reverse=True)),
+                                       None)
+    if found is None:
+        raise RuntimeError(f"PostgreSQL's `{name}` was not found: run scripts/install_services.sh "
+                           "(apt-get install postgresql)")
+    return found
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def _is_loopback(ip: str) -> bool:
+    address = ipaddress.ip_address(ip)
+    return (getattr(address, "ipv4_mapped", None) or address).is_loopback
+
+
+@pytest.fixture(scope="module")
+def postgres():
+    """URL of a database `finesweep` on a private PostgreSQL server on 127.0.0.1."""
+    import psycopg
+
+    folder = Path(tempfile.mkdtemp(prefix="fs-pg-"))
+    data = folder / "data"
+    as_owner: list[str] = []
+    if os.geteuid() == 0:
+        shutil.chown(folder, "postgres")
+        as_owner = ["runuser", "-u", "postgres", "--"]
+    port = _free_port()
+
+    def run(*command: str) -> None:
+        subprocess.run([*as_owner, *command], check=True, capture_output=True, timeout=120)
+
+    run(_pg_tool("initdb"), "-D", str(data), "-U", "postgres", "--auth=trust", "-E", "UTF8")
+    options = f"-c listen_addresses=127.0.0.1 -p {port} -k {folder}"
+    run(_pg_tool("pg_ctl"), "-D", str(data), "-l", str(folder / "server.log"), "-o", options, "-w", "start")
+    try:
+        with psycopg.connect(host="127.0.0.1", port=port, user="postgres", dbname="postgres",
+                             autocommit=True) as connection:
+            connection.execute("CREATE DATABASE finesweep")
+        pid = int((data / "postmaster.pid").read_text().split()[0])
+        yield {"url": f"postgresql://postgres@127.0.0.1:{port}/finesweep", "pid": pid}
+    finally:
+        run(_pg_tool("pg_ctl"), "-D", str(data), "-m", "fast", "-w", "stop")
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+SPEC = """
+name: {name}
+task: debug
+metric: val_acc
+space:
+  learning_rate: {{type: float, low: 0.01, high: 0.5, log: true}}
+  hidden_units: {{type: int, low: 4, high: 32}}
+strategy: {{name: random, seed: {seed}}}
+scheduler: none
+budget: {{trials: 2, max_epochs: 2}}
+resources: {{cpus: 1, concurrency: 2}}
+"""
+
+
+def test_two_sweeps_share_one_postgres_server_and_export_and_dashboard_read_it(tmp_path, postgres, local_ray):
+    import psutil
+
+    url = postgres["url"]
+    runs = {}
+    for seed, name in enumerate(("pg_first", "pg_second")):
+        path = tmp_path / f"{name}.yaml"
+        path.write_text(SPEC.format(name=name, seed=seed))
+        runs[name] = run_sweep(parse_spec(path, {("storage",): url}), tmp_path / name)
+        assert runs[name].storage == url
+        assert not (tmp_path / name / "study.db").exists(), "the study went to PostgreSQL, not SQLite"
+
+    summaries = {s.study_name: s for s in optuna.get_all_study_summaries(url)}
+    assert {"pg_first", "pg_second"} <= set(summaries)
+    for name in runs:
+        assert summaries[name].n_trials == 2
+
+    # `export` finds the study through the run directory's spec.yaml, which names the storage.
+    best = tmp_path / "pg_first" / "best.yaml"
+    best.unlink()
+    done = subprocess.run([sys.executable, "launch.py", "export", str(tmp_path / "pg_first")], cwd=ROOT,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    exported = yaml.safe_load(best.read_text())
+    study = optuna.load_study(study_name="pg_first", storage=url)
+    assert exported["value"] == pytest.approx(study.best_value)
+    assert exported["trial"] == study.best_trial.number
+
+    # The live dashboard: on loopback, showing both studies of the shared server.
+    port = _free_port()
+    dashboard = subprocess.Popen([sys.executable, "launch.py", "dashboard", url, "--port", str(port)], cwd=ROOT,
+                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        names = _dashboard_studies(port, dashboard)
+        family = {dashboard.pid} | {p.pid for p in psutil.Process(dashboard.pid).children(recursive=True)}
+        listening = [c.laddr.ip for c in psutil.net_connections(kind="inet")
+                     if c.status == psutil.CONN_LISTEN and c.pid in family]
+    finally:
+        dashboard.terminate()
+        dashboard.wait(timeout=30)
+    assert {"pg_first", "pg_second"} <= names
+    assert listening and all(_is_loopback(ip) for ip in listening), listening
+    server = [c.laddr.ip for c in psutil.net_connections(kind="inet")
+              if c.status == psutil.CONN_LISTEN and c.pid == postgres["pid"]]
+    assert server and all(_is_loopback(ip) for ip in server), server
+
+
+def _dashboard_studies(port: int, process: subprocess.Popen, timeout: float = 90) -> set[str]:
+    # No proxy from the environment: this request stays on loopback.
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and process.poll() is None:
+        try:
+            with opener.open(f"http://127.0.0.1:{port}/api/studies", timeout=5) as response:
+                return {s["study_name"] for s in json.load(response)["study_summaries"]}
+        except OSError:
+            time.sleep(0.5)
+    raise AssertionError(f"optuna-dashboard did not answer on 127.0.0.1:{port} (exit code {process.poll()})")
