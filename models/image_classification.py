@@ -4,15 +4,16 @@ from __future__ import annotations
 
 import functools
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
-import pytorch_lightning as pl
 import torch
 from torch import nn
 from torch.nn import functional as F
 
+from models.common import Classifier
+from models.data_sources import check_digits_data, parse_classes
 from models.tasks import DigitsDataConfig, ImageClassifierConfig
 from models.training import DataBundle
 
@@ -46,13 +47,15 @@ def build_backbone(cfg: ImageClassifierConfig, in_channels: int, image_size: int
     return nn.Sequential(*layers), channels * size * size
 
 
-class ImageClassifier(pl.LightningModule):
+class ImageClassifier(Classifier):
     def __init__(self, config: Mapping[str, Any], *, num_classes: int, in_channels: int,
-                 image_size: int, max_epochs: int) -> None:
-        super().__init__()
+                 image_size: int, max_epochs: int, labels: Sequence[int] = (),
+                 background: float = 0.0) -> None:
+        cfg = ImageClassifierConfig(**config)
+        super().__init__(cfg, labels=list(labels) or list(range(num_classes)), max_epochs=max_epochs)
         self.save_hyperparameters()
-        self.cfg = ImageClassifierConfig(**config)
-        self.max_epochs = max_epochs
+        # The value of an empty pixel after normalisation: what augmentation fills in.
+        self.background = background
         self.backbone, flat = build_backbone(self.cfg, in_channels, image_size)
         self.head = nn.Sequential(
             nn.Flatten(),
@@ -61,77 +64,67 @@ class ImageClassifier(pl.LightningModule):
             nn.Dropout(self.cfg.dropout),
             nn.Linear(self.cfg.hidden_units, num_classes),
         )
-        self.epoch_metrics: dict[str, float] = {}
-        self._train_loss_sum = torch.zeros(())
-        self._train_batches = 0
-        self._val_sums = torch.zeros(3)  # loss sum, correct, count
+        self.finish_init()
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.head(self.backbone(images))
 
-    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
-        images, labels = batch
-        loss = F.cross_entropy(self(images), labels, label_smoothing=self.cfg.label_smoothing)
-        # Summed here rather than with self.log: epoch means are needed before Lightning
-        # reduces its logged values, and avoiding the logger keeps trials cheap.
-        self._train_loss_sum += loss.detach().cpu()
-        self._train_batches += 1
-        return loss
+    def backbone_blocks(self) -> list[nn.Module]:
+        """One block per convolution (conv, normalisation, activation, pooling)."""
+        blocks: list[nn.Module] = []
+        for layer in self.backbone:
+            if isinstance(layer, nn.Conv2d):
+                blocks.append(nn.Sequential())
+            blocks[-1].append(layer)
+        return blocks
 
-    def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
-        images, labels = batch
-        logits = self(images)
-        loss = F.cross_entropy(logits, labels, reduction="sum")
-        correct = (logits.argmax(dim=1) == labels).sum()
-        self._val_sums += torch.stack([loss.detach().cpu(), correct.cpu().float(),
-                                       torch.tensor(float(len(labels)))])
-
-    def on_validation_epoch_end(self) -> None:
-        loss, correct, count = self._val_sums.tolist()
-        self._val_sums.zero_()
-        if count:
-            self.epoch_metrics = {"val_loss": loss / count, "val_acc": correct / count}
-
-    def take_train_loss(self) -> float:
-        mean = float(self._train_loss_sum) / max(self._train_batches, 1)
-        self._train_loss_sum.zero_()
-        self._train_batches = 0
-        return mean
-
-    def configure_optimizers(self) -> Any:
+    def augment(self, images: torch.Tensor) -> torch.Tensor:
+        """Random shift (whole pixels), rotation and Gaussian noise; identity at the defaults."""
         cfg = self.cfg
-        if cfg.optimizer == "sgd":
-            optimizer = torch.optim.SGD(self.parameters(), lr=cfg.learning_rate,
-                                        momentum=cfg.momentum, weight_decay=cfg.weight_decay)
-        elif cfg.optimizer == "adamw":
-            optimizer = torch.optim.AdamW(self.parameters(), lr=cfg.learning_rate,
-                                          weight_decay=cfg.weight_decay)
-        else:
-            optimizer = torch.optim.Adam(self.parameters(), lr=cfg.learning_rate,
-                                         weight_decay=cfg.weight_decay)
-        if cfg.lr_schedule == "constant":
-            return optimizer
-        schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=self.max_epochs)
-        return {"optimizer": optimizer, "lr_scheduler": schedule}
+        if cfg.aug_shift or cfg.aug_rotation:
+            n, _, height, width = images.shape
+            angle = (torch.rand(n, device=images.device) * 2 - 1) * math.radians(cfg.aug_rotation)
+            shift = torch.randint(-cfg.aug_shift, cfg.aug_shift + 1, (n, 2), device=images.device)
+            cos, sin = torch.cos(angle), torch.sin(angle)
+            theta = torch.stack([
+                torch.stack([cos, -sin, shift[:, 0] * 2.0 / width], dim=1),
+                torch.stack([sin, cos, shift[:, 1] * 2.0 / height], dim=1),
+            ], dim=1)
+            grid = F.affine_grid(theta, list(images.shape), align_corners=False)
+            # Sampled around the background so pixels moved in from outside are empty paper.
+            images = F.grid_sample(images - self.background, grid, align_corners=False) + self.background
+        if cfg.aug_noise:
+            images = images + cfg.aug_noise * torch.randn_like(images)
+        return images
 
 
 @functools.lru_cache(maxsize=4)
-def load_digits_split(val_fraction: float, test_fraction: float, split_seed: int) -> DataBundle:
+def load_digits_split(val_fraction: float, test_fraction: float, split_seed: int,
+                      classes: str = "0-9", train_per_class: int = 0) -> DataBundle:
     """Stratified train/val/test split of the digits, normalised with train statistics only.
 
-    Cached per process: a reused trial worker builds the tensors once for the whole sweep.
+    ``classes`` keeps a subset of the digits (labels become 0..k-1, the digits themselves are
+    in ``info['labels']``); ``train_per_class`` shrinks the training split only, so val and
+    test stay as reliable as before. Cached per process: a reused trial worker builds the
+    tensors once for the whole sweep.
     """
     from sklearn.datasets import load_digits
     from sklearn.model_selection import train_test_split
 
+    kept = parse_classes(classes)
     digits = load_digits()
     images = digits.images.astype(np.float32)[:, None, :, :]
     labels = digits.target.astype(np.int64)
+    mask = np.isin(labels, kept)
+    images, labels = images[mask], np.searchsorted(kept, labels[mask]).astype(np.int64)
     rest_x, test_x, rest_y, test_y = train_test_split(
         images, labels, test_size=test_fraction, random_state=split_seed, stratify=labels)
     train_x, val_x, train_y, val_y = train_test_split(
         rest_x, rest_y, test_size=val_fraction / (1.0 - test_fraction),
         random_state=split_seed, stratify=rest_y)
+    if train_per_class:
+        keep = np.concatenate([np.flatnonzero(train_y == c)[:train_per_class] for c in range(len(kept))])
+        train_x, train_y = train_x[np.sort(keep)], train_y[np.sort(keep)]
     mean, std = float(train_x.mean()), float(train_x.std())
 
     def tensors(x: np.ndarray, y: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
@@ -139,13 +132,20 @@ def load_digits_split(val_fraction: float, test_fraction: float, split_seed: int
 
     return DataBundle(
         train=tensors(train_x, train_y), val=tensors(val_x, val_y), test=tensors(test_x, test_y),
-        info={"num_classes": 10, "in_channels": 1, "image_size": 8},
+        info={"num_classes": len(kept), "in_channels": 1, "image_size": 8, "labels": tuple(kept),
+              "background": -mean / std},
     )
 
 
 def load_data(data: Mapping[str, Any]) -> DataBundle:
     cfg = DigitsDataConfig(**data)
-    return load_digits_split(cfg.val_fraction, cfg.test_fraction, cfg.split_seed)
+    return load_digits_split(cfg.val_fraction, cfg.test_fraction, cfg.split_seed, cfg.classes,
+                             cfg.train_per_class)
+
+
+def check_data(data: Mapping[str, Any]) -> str | None:
+    """Why this data cannot be loaded (a message for the user), or None."""
+    return check_digits_data(data)
 
 
 def build_model(config: Mapping[str, Any], bundle: DataBundle, max_epochs: int) -> ImageClassifier:

@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from models.data_sources import MissingDataSource
 from search.spec import SpecError
 
 EXIT_BAD_INPUT = 2
@@ -262,6 +263,9 @@ def main(argv: list[str] | None = None) -> int:
         return COMMANDS[args.command](args)
     except SpecError as error:
         print(error, file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except MissingDataSource as error:
+        print(f"finesweep: {error}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except KeyboardInterrupt:
         print("finesweep: interrupted", file=sys.stderr)

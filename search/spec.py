@@ -12,7 +12,7 @@ import math
 import os
 import re
 from collections.abc import Mapping, Sequence, Set
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import yaml
@@ -444,6 +444,8 @@ class SpecChecker:
             return isinstance(value, bool) or self.boolean(value, path)
         if kind in ("str", str):
             return self.string(value, path) is not None
+        if kind in ("str | None", "Optional[str]"):  # a path or name that may be left unset
+            return value is None or self.string(value, path) is not None
         return True
 
     # ---- sections
@@ -498,7 +500,14 @@ class SpecChecker:
             return {}
         fields = task.data_fields()
         settings = self.mapping(value, ("data",), list(fields))
-        return {k: v for k, v in settings.items() if self.field_value(v, fields[k], ("data", k))}
+        before = len(self.problems)
+        valid = {k: v for k, v in settings.items() if self.field_value(v, fields[k], ("data", k))}
+        if len(self.problems) == before:
+            # The data must exist on this machine before Ray or any trial starts.
+            missing = task.check_data(asdict(task.data_class(**valid)))
+            if missing:
+                self.problem(("data",), "data present on this machine", missing)
+        return valid
 
     def metric(self, task: TaskInfo | None, metric: Any, mode: Any, given: bool) -> tuple[str, str]:
         if mode is not None:

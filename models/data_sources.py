@@ -1,0 +1,62 @@
+"""Where task data comes from, and the error raised when a source is not on this machine.
+
+Light on purpose (no torch): a spec check can ask whether a task's data exists in
+milliseconds, before any worker starts.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+
+class MissingDataSource(RuntimeError):
+    """A task's data is not on this machine. The message says how to install or build it;
+    callers show it as is, without a traceback."""
+
+
+def cache_root() -> Path:
+    """Where built data sets live: ``$FINESWEEP_CACHE``, else ``~/.cache/finesweep``."""
+    configured = os.environ.get("FINESWEEP_CACHE")
+    return Path(configured).expanduser() if configured else Path.home() / ".cache" / "finesweep"
+
+
+def resolve_path(value: str) -> Path:
+    """A user-given path: absolute, or relative to the directory the sweep was started in.
+
+    A trial worker may run in another directory (Ray moves workers into their trial folder and
+    records the original one in TUNE_ORIG_WORKING_DIR), so a relative path is tried against both.
+    """
+    path = Path(value).expanduser()
+    if path.is_absolute() or path.exists():
+        return path
+    origin = os.environ.get("TUNE_ORIG_WORKING_DIR")
+    if origin and (Path(origin) / path).exists():
+        return Path(origin) / path
+    return path
+
+
+def parse_classes(value: str) -> list[int]:
+    """'0-4' -> [0, 1, 2, 3, 4]; '1,3,7' -> [1, 3, 7]; ranges and lists combine ('0-2,9')."""
+    digits: set[int] = set()
+    for part in value.replace(" ", "").split(","):
+        low, _, high = part.partition("-")
+        if not (low.isdigit() and (not high or high.isdigit())):
+            raise ValueError(f"data.classes: expected digits such as 0-4 or 1,3,7, found {value!r}")
+        digits.update(range(int(low), int(high or low) + 1))
+    if not digits or max(digits) > 9 or len(digits) < 2:
+        raise ValueError(f"data.classes: expected at least two digits from 0-9, found {value!r}")
+    return sorted(digits)
+
+
+def check_digits_data(data: Mapping[str, Any]) -> str | None:
+    """Why the digits task cannot load ``data``, or None (the images ship with scikit-learn)."""
+    from models.tasks import DigitsDataConfig
+
+    try:
+        parse_classes(DigitsDataConfig(**data).classes)
+    except ValueError as error:
+        return str(error)
+    return None
