@@ -7,6 +7,7 @@ its own problem (a cascade, a crash, a silent acceptance) fails.
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 import sys
@@ -444,3 +445,43 @@ def test_cli_rejects_an_invalid_override(tmp_path):
     assert "command line" in result.stderr
     assert not out.exists()
     assert seconds < 15
+
+
+CLI_LOOP = """
+import contextlib, io, json, sys
+from search.cli import main
+results = []
+for spec, out in zip(sys.argv[1::2], sys.argv[2::2]):
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err):
+        code = main(["sweep", spec, "--out", out])
+    results.append({"code": code, "stderr": err.getvalue()})
+print(json.dumps({"results": results, "ray_imported": "ray" in sys.modules}))
+"""
+
+
+def test_every_bad_spec_and_a_100_mb_file_are_refused_by_the_cli_before_any_compute(tmp_path):
+    """The whole table through the command line (one process, so it stays fast), plus a
+    100 MB file: exit code 2, a located message, no run directory, Ray never imported."""
+    huge = tmp_path / "huge.yaml"
+    with huge.open("wb") as handle:  # sparse: 100 MB without writing 100 MB
+        handle.truncate(100 * 2**20)
+    pairs = []
+    for case in BAD_SPECS:
+        spec = tmp_path / f"{case.id}.yaml"
+        spec.write_text(case.text)
+        pairs.append((spec, tmp_path / f"run_{case.id}"))
+    pairs.append((huge, tmp_path / "run_huge"))
+    argv = [str(p) for pair in pairs for p in pair]
+    started = time.perf_counter()
+    done = subprocess.run([sys.executable, "-c", CLI_LOOP, *argv], cwd=ROOT, capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    report = json.loads(done.stdout.strip().splitlines()[-1])
+    assert not report["ray_imported"]
+    for (spec, out), result in zip(pairs, report["results"], strict=True):
+        assert result["code"] == 2, (spec.name, result)
+        assert f"{spec}:" in result["stderr"] and "expected" in result["stderr"], (spec.name, result)
+        assert not out.exists(), spec.name
+    assert "at most 1048576 bytes" in report["results"][-1]["stderr"]
+    assert time.perf_counter() - started < 60

@@ -313,3 +313,29 @@ def test_auto_switches_early_when_improvement_stalls():
     optimize(study, SPACE, 14, lambda p: 1.0)  # Never improves after the first trial.
     planned = [t.system_attrs.get(PLANNED_BY) for t in study.trials]
     assert planned == [None] * 10 + ["local"] * 4
+
+
+def test_seeded_tpe_resumed_with_a_new_sampler_suggests_what_an_uninterrupted_run_would():
+    """`global` is wrapped per trial (search.seeding), so a resume does not restart its stream."""
+    from search.seeding import PerTrialSeededSampler
+    from search.strategies import make_sampler
+
+    space = SearchSpace(params=(FloatParam("x", -5.0, 5.0), IntParam("n", 1, 9),
+                                CategoricalParam("c", ("a", "b", "c"))))
+
+    def sampler():
+        return PerTrialSeededSampler(lambda seed: make_sampler("global", space, {"n_startup_trials": 3}, seed), 11)
+
+    def run(study, sampler_, count):
+        study.sampler = sampler_
+        for _ in range(count):
+            trial = study.ask()
+            values = space.sample(trial)
+            study.tell(trial, values["x"] ** 2 + values["n"])
+
+    straight = optuna.create_study()
+    run(straight, sampler(), 8)
+    resumed = optuna.create_study()
+    run(resumed, sampler(), 4)
+    run(resumed, sampler(), 4)  # a fresh sampler, as after a killed driver
+    assert [t.params for t in resumed.trials] == [t.params for t in straight.trials]
