@@ -339,3 +339,41 @@ def test_seeded_tpe_resumed_with_a_new_sampler_suggests_what_an_uninterrupted_ru
     run(resumed, sampler(), 4)
     run(resumed, sampler(), 4)  # a fresh sampler, as after a killed driver
     assert [t.params for t in resumed.trials] == [t.params for t in straight.trials]
+
+
+def _add_timed_trials(study: optuna.Study, seconds_per_trial: float, count: int) -> None:
+    """Finished trials that each took ``seconds_per_trial`` (add_trial keeps the timestamps)."""
+    import datetime
+
+    begin = datetime.datetime(2026, 1, 1)
+    for index in range(count):
+        x = (index % 7) - 3.0
+        study.add_trial(optuna.trial.FrozenTrial(
+            number=index, state=optuna.trial.TrialState.COMPLETE, value=x * x, datetime_start=begin,
+            datetime_complete=begin + datetime.timedelta(seconds=seconds_per_trial),
+            params={"x": x, "n": index % 5 + 1},
+            distributions={"x": optuna.distributions.FloatDistribution(-5.0, 5.0),
+                           "n": optuna.distributions.IntDistribution(1, 9)},
+            user_attrs={}, system_attrs={}, intermediate_values={}, trial_id=index))
+
+
+@pytest.mark.parametrize(("trial_seconds", "engine"), [(120.0, "gp"), (1.0, "tpe")])
+def test_global_uses_the_gp_only_where_its_cost_is_a_small_share_of_a_trial(trial_seconds, engine):
+    from search.strategies.global_tpe import ENGINE_ATTR, GlobalSampler, make_global_sampler
+
+    space = SearchSpace(params=(FloatParam("x", -5.0, 5.0), IntParam("n", 1, 9)))
+    sampler = make_global_sampler(space, n_startup_trials=4, seed=0)
+    assert isinstance(sampler, GlobalSampler)
+    study = optuna.create_study(sampler=sampler)
+    _add_timed_trials(study, trial_seconds, 6)
+    trial = study.ask()
+    sampled = space.sample(trial)
+    assert study._storage.get_trial(trial._trial_id).system_attrs[ENGINE_ATTR] == engine
+    assert -5.0 <= sampled["x"] <= 5.0 and 1 <= sampled["n"] <= 9
+
+
+def test_global_keeps_tpe_for_conditional_or_categorical_spaces():
+    from search.strategies.global_tpe import GlobalSampler, make_global_sampler
+
+    mixed = SearchSpace(params=(FloatParam("x", 0.0, 1.0), CategoricalParam("c", ("a", "b"))))
+    assert not isinstance(make_global_sampler(mixed, seed=0), GlobalSampler)
