@@ -21,7 +21,22 @@ def number_field(default: float | int, help: str, *, low: float | None = None,
 
 
 @dataclass(frozen=True)
-class ImageClassifierConfig:
+class FineTuning:
+    """Settings every trainable task shares for starting from an earlier run's weights
+    (models/common.py); the task configs below inherit them."""
+
+    # None, not "": an export holds every field and is validated like a spec on reading back.
+    init_from: str | None = field(default=None, metadata={
+        "help": "model.pt of an earlier run to start from (none: from scratch); the head is "
+                "re-initialised when that run had other labels"})
+    frozen_layers: int = number_field(0, "backbone blocks frozen, counted from the input", low=0)
+    backbone_lr_scale: float = number_field(1.0, "backbone learning rate / head learning rate", low=0.0)
+    warmup_epochs: int = number_field(0, "epochs of linear learning-rate warm-up", low=0)
+    grad_clip: float = number_field(0.0, "gradient norm clip (0: none)", low=0.0)
+
+
+@dataclass(frozen=True)
+class ImageClassifierConfig(FineTuning):
     """Every setting of the CNN image classifier; a spec searches or fixes any of them."""
 
     learning_rate: float = number_field(1e-3, "peak learning rate", low=0.0)
@@ -45,15 +60,6 @@ class ImageClassifierConfig:
     aug_rotation: float = number_field(0.0, "random rotation of up to this many degrees", low=0.0, high=45.0)
     aug_noise: float = number_field(0.0, "std of Gaussian noise added (normalised pixel units)",
                                     low=0.0, high=2.0)
-    # Fine-tuning (models/common.py): start from an earlier run's weights.
-    # None, not "": an export holds every field and is validated like a spec on reading back.
-    init_from: str | None = field(default=None, metadata={
-        "help": "model.pt of an earlier run to start from (none: from scratch); the head is "
-                "re-initialised when that run had other labels"})
-    frozen_layers: int = number_field(0, "backbone blocks frozen, counted from the input", low=0)
-    backbone_lr_scale: float = number_field(1.0, "backbone learning rate / head learning rate", low=0.0)
-    warmup_epochs: int = number_field(0, "epochs of linear learning-rate warm-up", low=0)
-    grad_clip: float = number_field(0.0, "gradient norm clip (0: none)", low=0.0)
 
 
 @dataclass(frozen=True)
@@ -75,7 +81,7 @@ class DigitsDataConfig:
 
 
 @dataclass(frozen=True)
-class TextClassifierConfig:
+class TextClassifierConfig(FineTuning):
     """Embedding + LSTM/GRU text classifier (models/text_classification.py)."""
 
     learning_rate: float = number_field(3e-3, "peak learning rate", low=0.0)
@@ -94,15 +100,6 @@ class TextClassifierConfig:
     dropout: float = number_field(0.3, "dropout on embeddings, between layers and before the head",
                                   low=0.0, high=0.95)
     label_smoothing: float = number_field(0.0, "cross-entropy label smoothing", low=0.0, high=0.5)
-    # Fine-tuning (models/common.py): start from an earlier run's weights.
-    # None, not "": an export holds every field and is validated like a spec on reading back.
-    init_from: str | None = field(default=None, metadata={
-        "help": "model.pt of an earlier run to start from (none: from scratch); the head is "
-                "re-initialised when that run had other labels"})
-    frozen_layers: int = number_field(0, "backbone blocks frozen, counted from the input", low=0)
-    backbone_lr_scale: float = number_field(1.0, "backbone learning rate / head learning rate", low=0.0)
-    warmup_epochs: int = number_field(0, "epochs of linear learning-rate warm-up", low=0)
-    grad_clip: float = number_field(0.0, "gradient norm clip (0: none)", low=0.0)
 
 
 @dataclass(frozen=True)
@@ -129,7 +126,7 @@ class TextDataConfig:
 
 
 @dataclass(frozen=True)
-class SpeechConfig:
+class SpeechConfig(FineTuning):
     """Log-mel features + GRU/LSTM spoken-word classifier (models/speech_recognition.py)."""
 
     learning_rate: float = number_field(3e-3, "peak learning rate", low=0.0)
@@ -155,15 +152,6 @@ class SpeechConfig:
                                     low=0.0, high=0.5)
     aug_freq_mask: int = number_field(0, "SpecAugment: widest masked band of mel channels", low=0)
     aug_time_mask: int = number_field(0, "SpecAugment: widest masked run of frames", low=0)
-    # Fine-tuning (models/common.py): start from an earlier run's weights.
-    # None, not "": an export holds every field and is validated like a spec on reading back.
-    init_from: str | None = field(default=None, metadata={
-        "help": "model.pt of an earlier run to start from (none: from scratch); the head is "
-                "re-initialised when that run had other labels"})
-    frozen_layers: int = number_field(0, "backbone blocks frozen, counted from the input", low=0)
-    backbone_lr_scale: float = number_field(1.0, "backbone learning rate / head learning rate", low=0.0)
-    warmup_epochs: int = number_field(0, "epochs of linear learning-rate warm-up", low=0)
-    grad_clip: float = number_field(0.0, "gradient norm clip (0: none)", low=0.0)
 
 
 @dataclass(frozen=True)
