@@ -121,10 +121,15 @@ class StudySearcher(Searcher):
         self._rerun = list(rerun)
 
     def _resumed(self, trial_id: str) -> dict[str, Any]:
-        """Hand out a trial that an earlier driver left RUNNING, exactly as it was."""
+        """Hand out a trial that an earlier driver left RUNNING, as it was."""
         import optuna
 
         frozen = self._rerun.pop(0)
+        if "seed" not in frozen.user_attrs or "config" not in frozen.user_attrs:
+            # The driver died between asking for the trial and handing it to Ray: finish
+            # drawing it (parameters already drawn keep their values) and hand it out now.
+            self.study.sampler.before_trial(self.study, frozen)
+            return self._hand_out(trial_id, optuna.trial.Trial(self.study, frozen._trial_id))
         # Same record, same parameters and seed: the trial is re-run, not duplicated.
         trial = optuna.trial.Trial(self.study, frozen._trial_id)
         trial.set_user_attr("ray_trial_id", trial_id)
@@ -141,6 +146,12 @@ class StudySearcher(Searcher):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             trial = self.study.ask()
+        return self._hand_out(trial_id, trial)
+
+    def _hand_out(self, trial_id: str, trial: optuna.Trial) -> dict[str, Any]:
+        """Draw the trial's parameters, record its config and seed, and give it to Ray."""
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
             sampled = self.spec.space.sample(trial)
         config = self.spec.training_config(sampled)
         seed = self.seed_base + trial.number

@@ -190,3 +190,21 @@ def test_killed_sweep_resumes_without_losing_or_repeating_trials(tmp_path):
     for number, record in seen.items():
         assert _finished(db)[number] == record, f"finished trial {number} was run again"
     assert study.best_trial.state == optuna.trial.TrialState.COMPLETE
+
+
+def test_a_trial_the_driver_left_half_drawn_is_finished_on_resume(tmp_path, local_ray):
+    """The driver can die between asking the study for a trial and recording its seed and
+    config (found by the kill test above); the resume completes that same trial record."""
+    path = tmp_path / "quick.yaml"
+    path.write_text(KILLABLE.replace("trials: 10", "trials: 2").replace("epoch_seconds: 0.4", "epoch_seconds: 0.0"))
+    run_sweep(parse_spec(path), tmp_path / "run")
+    storage = f"sqlite:///{tmp_path / 'run' / 'study.db'}"
+    study = optuna.load_study(study_name="killable", storage=storage)
+    half_drawn = study.ask()
+    half_drawn.suggest_float("learning_rate", 0.01, 0.5, log=True)
+    run_sweep(parse_spec(path, {("budget", "trials"): 3}), tmp_path / "run", resume=True)
+    trials = optuna.load_study(study_name="killable", storage=storage).trials
+    assert [t.state.name for t in trials] == ["COMPLETE"] * 3
+    resumed = trials[half_drawn.number]
+    assert resumed.params["learning_rate"] == half_drawn.params["learning_rate"]
+    assert {"seed", "config"} <= set(resumed.user_attrs)
