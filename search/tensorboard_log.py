@@ -5,17 +5,15 @@ same run, the trial's parameters and state once the trial has ended (only the dr
 whether the scheduler pruned it), plus one experiment record at the root that fixes the
 columns, so every trial (pruned and failed ones included) lines up in the HParams table.
 
-A trial shows in the table as soon as it starts: its parameters with ``trial_state`` RUNNING
-go into a run of their own, ``trial_NNNN/running``, removed when the trial ends. TensorBoard
-keeps the first HParams record of a run for good (a second one in the same run is ignored
-by a running server), so the start record cannot be overwritten in place; a deleted run is
-dropped by the server on its next reload, and the final record then appears as ``trial_NNNN``.
+A trial enters the table when it ends. TensorBoard keeps the first HParams record of a run for
+good, so a start record cannot be updated in place; a start record in a sub-run deleted at the
+trial's end was tried and made the server drop the trial's own run at times. Running trials are
+listed by `launch.py status`.
 """
 
 from __future__ import annotations
 
 import math
-import shutil
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -32,7 +30,6 @@ STATES = ("RUNNING", "COMPLETE", "PRUNED", "FAIL")
 _STATUS = {"COMPLETE": api_pb2.STATUS_SUCCESS, "PRUNED": api_pb2.STATUS_SUCCESS,
            "FAIL": api_pb2.STATUS_FAILURE}
 # The sub-run holding a running trial's start record; see the module docstring.
-LIVE_RUN = "running"
 
 
 def final_metric_tag(metric: str) -> str:
@@ -99,14 +96,9 @@ class HParamsLog:
             start.hparams[name].CopyFrom(_value(param_value))
         return _summary(metadata.SESSION_START_INFO_TAG, plugin_data_pb2.HParamsPluginData(session_start_info=start))
 
-    def write_trial_start(self, run_name: str, params: Mapping[str, Any]) -> None:
-        """Show a trial that has just started: its parameters, ``trial_state`` RUNNING."""
-        _write(self.root / run_name / LIVE_RUN, ".hparams", self._start_summary(params, "RUNNING"))
-
     def write_trial(self, run_name: str, params: Mapping[str, Any], state: str,
                     value: float | None, step: int) -> None:
-        """The trial's final record; replaces its start record."""
-        shutil.rmtree(self.root / run_name / LIVE_RUN, ignore_errors=True)
+        """The trial's final record."""
         end = plugin_data_pb2.SessionEndInfo(status=_STATUS[state], end_time_secs=time.time())
         summaries = [
             self._start_summary(params, state),
