@@ -196,7 +196,10 @@ def test_a_trial_the_driver_left_half_drawn_is_finished_on_resume(tmp_path, loca
     """The driver can die between asking the study for a trial and recording its seed and
     config (found by the kill test above); the resume completes that same trial record."""
     path = tmp_path / "quick.yaml"
-    path.write_text(KILLABLE.replace("trials: 10", "trials: 2").replace("epoch_seconds: 0.4", "epoch_seconds: 0.0"))
+    # No scheduler: every trial runs to the end, so each must finish COMPLETE.
+    path.write_text(KILLABLE.replace("trials: 10", "trials: 2").replace("epoch_seconds: 0.4", "epoch_seconds: 0.0")
+                    .replace("scheduler: {name: asha, options: {grace_period: 1, reduction_factor: 2}}",
+                             "scheduler: none"))
     run_sweep(parse_spec(path), tmp_path / "run")
     storage = f"sqlite:///{tmp_path / 'run' / 'study.db'}"
     study = optuna.load_study(study_name="killable", storage=storage)
