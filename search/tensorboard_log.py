@@ -14,6 +14,9 @@ listed by `launch.py status`.
 from __future__ import annotations
 
 import math
+import os
+import shutil
+import tempfile
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -43,12 +46,29 @@ def _summary(tag: str, data: plugin_data_pb2.HParamsPluginData) -> summary_pb2.S
         tag=tag, metadata=meta, tensor=metadata.NULL_TENSOR)])
 
 
-def _write(directory: Path, suffix: str, *summaries: summary_pb2.Summary) -> None:
+def _write(directory: Path, staging_root: Path, suffix: str, *summaries: summary_pb2.Summary) -> None:
+    """Write an event file that sorts after every event file already in ``directory``.
+
+    TensorBoard reads a run's event files in name order and does not go back to a name that
+    sorts before the one it has read; a worker's scalars file started in the same second by a
+    process with a higher pid would otherwise hide this record (seen in CI). So the file is
+    written aside and moved in under a name with a larger timestamp than any present.
+    """
     directory.mkdir(parents=True, exist_ok=True)
-    writer = EventFileWriter(str(directory), filename_suffix=suffix)
-    for summary in summaries:
-        writer.add_event(event_pb2.Event(wall_time=time.time(), summary=summary))
-    writer.close()
+    # Staged outside TensorBoard's log directory, so no half-written run is ever seen there.
+    staging = Path(tempfile.mkdtemp(prefix=".finesweep-", dir=staging_root))
+    try:
+        writer = EventFileWriter(str(staging), filename_suffix=suffix)
+        for summary in summaries:
+            writer.add_event(event_pb2.Event(wall_time=time.time(), summary=summary))
+        writer.close()
+        (written,) = staging.iterdir()
+        stamps = [int(p.name.split(".")[3]) for p in directory.glob("events.out.tfevents.*")
+                  if p.name.split(".")[3].isdigit()]
+        stamp = max([int(time.time()), *[s + 1 for s in stamps]])
+        written.replace(directory / f"events.out.tfevents.{stamp:010d}.finesweep.{os.getpid()}{suffix}")
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
 
 
 def _value(value: Any) -> Any:
@@ -86,7 +106,7 @@ class HParamsLog:
         metric = api_pb2.MetricInfo(name=api_pb2.MetricName(tag=final_metric_tag(self.metric)))
         experiment = api_pb2.Experiment(hparam_infos=infos, metric_infos=[metric],
                                         time_created_secs=time.time())
-        _write(self.root, ".experiment",
+        _write(self.root, self.root.parent, ".experiment",
                _summary(metadata.EXPERIMENT_TAG, plugin_data_pb2.HParamsPluginData(experiment=experiment)))
 
     def _start_summary(self, params: Mapping[str, Any], state: str) -> summary_pb2.Summary:
@@ -107,4 +127,4 @@ class HParamsLog:
         if value is not None and math.isfinite(value):
             summaries.append(summary_pb2.Summary(value=[summary_pb2.Summary.Value(
                 tag=final_metric_tag(self.metric), simple_value=float(value))]))
-        _write(self.root / run_name, ".hparams", *summaries)
+        _write(self.root / run_name, self.root.parent, ".hparams", *summaries)
