@@ -140,10 +140,17 @@ def _finished(db: Path) -> dict[int, tuple[str, float | None, str]]:
     if not db.exists():
         return {}
     with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=30) as connection:
-        rows = connection.execute(
-            "SELECT t.number, t.state, v.value, t.datetime_complete FROM trials t "
-            "LEFT JOIN trial_values v ON v.trial_id = t.trial_id "
-            "WHERE t.state IN ('COMPLETE', 'PRUNED', 'FAIL')").fetchall()
+        try:
+            rows = connection.execute(
+                "SELECT t.number, t.state, v.value, t.datetime_complete FROM trials t "
+                "LEFT JOIN trial_values v ON v.trial_id = t.trial_id "
+                "WHERE t.state IN ('COMPLETE', 'PRUNED', 'FAIL')").fetchall()
+        except sqlite3.OperationalError as error:
+            # Optuna creates its tables one by one after the file appears; polled in between,
+            # the study simply has no finished trials yet.
+            if "no such table" not in str(error):
+                raise
+            return {}
     return {number: (state, value, completed) for number, state, value, completed in rows}
 
 
