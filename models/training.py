@@ -44,6 +44,8 @@ class FitResult:
     seconds: float
     checkpoint: Path | None = None
     test: dict[str, float] | None = None
+    # Epochs a resumed run took from its training-state checkpoint instead of training.
+    resumed_from_epoch: int = 0
 
 
 def _is_better(value: float, best: float | None, mode: str) -> bool:
@@ -55,8 +57,11 @@ class _EpochEnd(pl.Callback):
 
     def __init__(self, metric: str, mode: str, checkpoint_path: Path | None,
                  on_epoch_end: EpochCallback | None,
-                 on_first_step: Callable[[float], None] | None = None) -> None:
+                 on_first_step: Callable[[float], None] | None = None,
+                 state_path: Path | None = None) -> None:
         self.metric, self.mode = metric, mode
+        self.state_path = state_path
+        self.resumed_from_epoch = 0
         self.on_first_step = on_first_step
         self.first_step_at: float | None = None
         self.checkpoint_path = checkpoint_path
@@ -87,8 +92,36 @@ class _EpochEnd(pl.Callback):
             self.best_state = {k: v.detach().clone() for k, v in module.state_dict().items()}
             if self.checkpoint_path is not None:
                 torch.save(self.best_state, self.checkpoint_path)
+        if self.state_path is not None:
+            # Everything needed to go on after this epoch (weights, optimizer and scheduler
+            # state, loop counters, this callback's history): written before the epoch is
+            # reported, so a report always comes with the state it describes.
+            trainer.save_checkpoint(self.state_path)
         if self.on_epoch_end is not None:
             self.on_epoch_end(epoch, metrics)
+
+
+    # Lightning keeps a callback's state in the training-state checkpoint: a resumed run
+    # knows its earlier epochs and best weights. Plain tensors and numbers only, so the
+    # checkpoint loads with weights_only=True.
+    def state_dict(self) -> dict[str, Any]:
+        return {"history": self.history, "best": self.best, "best_epoch": self.best_epoch,
+                "best_state": self.best_state}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.history = list(state_dict["history"])
+        self.best, self.best_epoch = dict(state_dict["best"]), int(state_dict["best_epoch"])
+        self.best_state = state_dict["best_state"]
+        self.resumed_from_epoch = len(self.history)
+        if self.checkpoint_path is not None and self.best_state is not None:
+            # The run that wrote the state may have died on another node with its files.
+            torch.save(self.best_state, self.checkpoint_path)
+
+
+def trained_epochs(state_path: Path) -> list[dict[str, float]]:
+    """The per-epoch metrics recorded in a training-state checkpoint written by :func:`fit`."""
+    state = torch.load(state_path, map_location="cpu", weights_only=True)
+    return list(state["callbacks"][_EpochEnd.__qualname__]["history"])
 
 
 def _loader(tensors: tuple[torch.Tensor, ...], batch_size: int, shuffle: bool,
@@ -102,12 +135,14 @@ def fit(task: str, config: Mapping[str, Any], data: Mapping[str, Any], *, max_ep
         seed: int, metric: str, mode: str, on_epoch_end: EpochCallback | None = None,
         checkpoint_path: Path | None = None, accelerator: str = "cpu",
         threads: int | None = None, evaluate_test: bool = False,
-        on_first_step: Callable[[float], None] | None = None) -> FitResult:
+        on_first_step: Callable[[float], None] | None = None,
+        state_path: Path | None = None, resume_from: Path | None = None) -> FitResult:
     """Train ``task`` with the resolved ``config`` and return the best epoch's metrics.
 
     The best epoch by ``metric`` is the model's result (its weights are saved to
     ``checkpoint_path``); the held-out test split is evaluated only when asked, on those
-    best weights.
+    best weights. With ``state_path`` the full training state is written there after every
+    epoch; ``resume_from`` (such a file) continues training after its last epoch.
     """
     started = time.perf_counter()
     info = get_task(task)
@@ -121,17 +156,20 @@ def fit(task: str, config: Mapping[str, Any], data: Mapping[str, Any], *, max_ep
     model = impl.build_model(config, bundle, max_epochs)
     if checkpoint_path is not None:
         checkpoint_path.parent.mkdir(parents=True, exist_ok=True)
-    tracker = _EpochEnd(metric, mode, checkpoint_path, on_epoch_end, on_first_step)
+    tracker = _EpochEnd(metric, mode, checkpoint_path, on_epoch_end, on_first_step, state_path)
     trainer = pl.Trainer(
         max_epochs=max_epochs, accelerator=accelerator, devices=1, logger=False,
         callbacks=[tracker], enable_checkpointing=False, enable_progress_bar=False,
         enable_model_summary=False, num_sanity_val_steps=0, deterministic=False,
     )
     batch_size = int(config["batch_size"])
+    # weights_only: a checkpoint is data; loading it never runs code from the file.
     trainer.fit(model, _loader(bundle.train, batch_size, True, seed),
-                _loader(bundle.val, 512, False, seed))
+                _loader(bundle.val, 512, False, seed),
+                ckpt_path=str(resume_from) if resume_from is not None else None, weights_only=True)
     result = FitResult(best_epoch=tracker.best_epoch, best=tracker.best, history=tracker.history,
-                       seconds=time.perf_counter() - started, checkpoint=checkpoint_path)
+                       seconds=time.perf_counter() - started, checkpoint=checkpoint_path,
+                       resumed_from_epoch=tracker.resumed_from_epoch)
     if evaluate_test and tracker.best_state is not None:
         model.load_state_dict(tracker.best_state)
         result.test = evaluate(model, bundle.test, accelerator)

@@ -98,10 +98,18 @@ def _trainable(config: dict[str, Any], context: SweepContext) -> None:
     where = {"node_id": node, "node_ip": ray.util.get_node_ip_address(), "gpu_ids": gpu_ids,
              "accelerator": accelerator}
 
-    def report(metrics: dict[str, Any]) -> None:
-        tune.report({**metrics, **where})
+    def report(metrics: dict[str, Any], state_dir: Path | None) -> None:
+        # Ray copies the state into the run's storage before the result reaches the driver;
+        # a retry of this trial, on any node, gets the latest copy from tune.get_checkpoint().
+        checkpoint = tune.Checkpoint.from_directory(str(state_dir)) if state_dir is not None else None
+        tune.report({**metrics, **where}, checkpoint=checkpoint)
 
-    run_trial(context, request, report, accelerator=accelerator)
+    previous = tune.get_checkpoint()
+    if previous is None:
+        run_trial(context, request, report, accelerator=accelerator)
+        return
+    with previous.as_directory() as resume_from:
+        run_trial(context, request, report, accelerator=accelerator, resume_from=Path(resume_from))
 
 
 class StudySearcher(Searcher):
@@ -204,6 +212,9 @@ class StudySearcher(Searcher):
         trial.set_user_attr("ended_at", (last or {}).get("reported_at", time.time()))
         if last and "best_epoch" in last:
             trial.set_user_attr("best_epoch", int(last["best_epoch"]))
+        if last and last.get("resumed_from_epoch"):
+            # Ray retried it after a failure and it went on from that epoch's training state.
+            trial.set_user_attr("resumed_from_epoch", int(last["resumed_from_epoch"]))
         tell(self.study, trial, outcome)
         if self.monitor is not None:
             self.monitor.trial_ended(trial.number, trial.params, outcome, epochs)
@@ -265,6 +276,8 @@ def run_trials(spec: SweepSpec, study: optuna.Study, run_dir: Path, *, trials: i
         max_epochs=spec.budget.max_epochs, run_dir=str(run_dir.resolve()),
         cpus_per_trial=spec.resources.cpus, trial_timeout_s=spec.budget.trial_timeout_s,
         memory_mb=spec.resources.memory_mb,
+        # Only a trial Ray may retry needs its state kept; otherwise the copies are pure cost.
+        keep_training_state=spec.max_failures > 0,
     )
     resources = {"cpu": spec.resources.cpus, "gpu": spec.resources.gpus}
     if spec.resources.memory_mb:
@@ -283,7 +296,7 @@ def run_trials(spec: SweepSpec, study: optuna.Study, run_dir: Path, *, trials: i
         run_config=tune.RunConfig(
             name="tune", storage_path=str((run_dir / "ray").resolve()), verbose=2 if verbose else 0,
             failure_config=tune.FailureConfig(max_failures=spec.max_failures),
-            checkpoint_config=tune.CheckpointConfig(checkpoint_at_end=False),
+            checkpoint_config=tune.CheckpointConfig(checkpoint_at_end=False, num_to_keep=1),
             callbacks=[_Heartbeat(monitor)] if monitor is not None else [],
         ),
     )

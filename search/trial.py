@@ -20,7 +20,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-Report = Callable[[dict[str, Any]], None]
+# Called after every epoch with its metrics and, when the sweep keeps training state for
+# retries, the directory holding the state after that epoch (None otherwise).
+Report = Callable[[dict[str, Any], "Path | None"], None]
+
+STATE_FILE = "training_state.ckpt"
 
 
 @dataclass(frozen=True)
@@ -36,6 +40,9 @@ class SweepContext:
     cpus_per_trial: float
     trial_timeout_s: float | None = None
     memory_mb: float | None = None
+    # Write the full training state after every epoch so a retried trial (its worker or
+    # node died, `max_failures` > 0) goes on from its last epoch instead of epoch 1.
+    keep_training_state: bool = False
 
 
 @dataclass(frozen=True)
@@ -129,12 +136,17 @@ def _is_out_of_memory(error: BaseException) -> bool:
 
 
 def run_trial(context: SweepContext, request: TrialRequest, report: Report,
-              accelerator: str = "cpu") -> None:
+              accelerator: str = "cpu", resume_from: Path | None = None) -> None:
     """Train one trial, calling ``report`` after every epoch with that epoch's metrics plus
-    ``best_value`` and ``best_epoch`` so far (the trial's objective is its best epoch)."""
+    ``best_value`` and ``best_epoch`` so far (the trial's objective is its best epoch).
+
+    ``resume_from`` is a directory an earlier attempt of this trial reported; training
+    goes on after the epoch it holds."""
+    import tempfile
+
     from torch.utils.tensorboard import SummaryWriter
 
-    from models.training import fit
+    from models.training import fit, trained_epochs
 
     quiet_training_logs()
     artifacts = trial_dir(context.run_dir, request.number)
@@ -144,7 +156,16 @@ def run_trial(context: SweepContext, request: TrialRequest, report: Report,
                            filename_suffix=".scalars")
     watchdog = _Watchdog(context.trial_timeout_s, error_file) if context.trial_timeout_s else None
     best: dict[str, Any] = {}
-    timing = {"pid": os.getpid()}
+    timing: dict[str, Any] = {"pid": os.getpid()}
+    resume_state = resume_from / STATE_FILE if resume_from is not None else None
+    if resume_state is not None and resume_state.exists():
+        history = trained_epochs(resume_state)
+        for past in history:
+            _keep_best(best, int(past["epoch"]), past[context.metric], context.mode)
+        timing["resumed_from_epoch"] = int(history[-1]["epoch"]) if history else 0
+    else:
+        resume_state = None
+    state_dir = Path(tempfile.mkdtemp(prefix="finesweep-state-")) if context.keep_training_state else None
 
     def on_first_step(at: float) -> None:
         timing["first_step_at"] = at
@@ -155,11 +176,9 @@ def run_trial(context: SweepContext, request: TrialRequest, report: Report,
         for name, value in metrics.items():
             writer.add_scalar(name, value, epoch)
         writer.flush()
-        value = metrics[context.metric]
-        if not best or (value > best["value"] if context.mode == "max" else value < best["value"]):
-            best.update(value=value, epoch=epoch)
+        _keep_best(best, epoch, metrics[context.metric], context.mode)
         report({**metrics, "epoch": epoch, "best_value": best["value"], "best_epoch": best["epoch"],
-                "reported_at": time.time(), **timing})
+                "reported_at": time.time(), **timing}, state_dir)
 
     try:
         with memory_cap(context.memory_mb):
@@ -167,7 +186,9 @@ def run_trial(context: SweepContext, request: TrialRequest, report: Report,
                 seed=request.seed, metric=context.metric, mode=context.mode,
                 on_epoch_end=on_epoch_end, checkpoint_path=artifacts / "model.pt",
                 accelerator=accelerator, threads=max(1, int(context.cpus_per_trial)),
-                on_first_step=on_first_step)
+                on_first_step=on_first_step,
+                state_path=state_dir / STATE_FILE if state_dir is not None else None,
+                resume_from=resume_state)
     except Exception as error:
         text = traceback.format_exc()
         if _is_out_of_memory(error):
@@ -179,6 +200,15 @@ def run_trial(context: SweepContext, request: TrialRequest, report: Report,
         if watchdog is not None:
             watchdog.stop()
         writer.close()
+        if state_dir is not None:
+            import shutil
+
+            shutil.rmtree(state_dir, ignore_errors=True)
+
+
+def _keep_best(best: dict[str, Any], epoch: int, value: float, mode: str) -> None:
+    if not best or (value > best["value"] if mode == "max" else value < best["value"]):
+        best.update(value=value, epoch=epoch)
 
 
 def clear_trial_outputs(run_dir: str | Path, number: int) -> None:

@@ -224,7 +224,7 @@ space:
   epoch_seconds: 0.6
 strategy: {name: random, seed: 1}
 scheduler: none
-budget: {trials: 8, max_epochs: 3}
+budget: {trials: 8, max_epochs: 5}
 resources: {cpus: 1, concurrency: 3}
 max_failures: 1
 """
@@ -244,6 +244,9 @@ def test_a_worker_node_killed_mid_sweep_has_its_trials_retried_elsewhere(tmp_pat
             time.sleep(0.3)
             on_doomed = _running_on(run_dir / "study.db", doomed.node_id)
         assert on_doomed, "a trial ran on the node before it was killed"
+        # It reported its first epoch, and with it the training state its retry starts from;
+        # a moment more lets the driver register that state before the node goes.
+        time.sleep(0.5)
     finally:
         cluster.ray.remove_node(doomed, allow_graceful=False)
     _finish(process)
@@ -254,6 +257,9 @@ def test_a_worker_node_killed_mid_sweep_has_its_trials_retried_elsewhere(tmp_pat
     assert counts.get("RUNNING", 0) == 0 and counts.get("WAITING", 0) == 0
     for number in on_doomed:
         trial = study.trials[number]
-        # max_failures: 1 ran it again on a surviving node, to the end.
+        # max_failures: 1 ran it again on a surviving node, to the end, from its last
+        # reported epoch rather than from the start.
         assert trial.state == optuna.trial.TrialState.COMPLETE, trial.user_attrs.get("fail_reason")
         assert trial.user_attrs["node"] != doomed.node_id
+        assert trial.user_attrs.get("resumed_from_epoch", 0) >= 1, trial.user_attrs
+        assert sorted(trial.intermediate_values) == [1, 2, 3, 4, 5]

@@ -117,6 +117,23 @@ def test_speech_task_trains_one_epoch_with_augmentation():
     assert math.isfinite(result.best["val_loss"])
 
 
+@needs_fortunes
+@needs_speech
+@pytest.mark.parametrize("task, config, data", [
+    ("text_classification", TINY_TEXT, TINY_TEXT_DATA),
+    ("speech_recognition", TINY_SPEECH, TINY_SPEECH_DATA),
+])
+def test_training_state_of_every_task_loads_as_data_and_resumes(tmp_path, task, config, data):
+    """A retried sweep trial goes on from this state; text and speech models keep their
+    vocabulary and labels as hyperparameters, which must load with weights_only=True."""
+    state = tmp_path / "state.ckpt"
+    _fit(task, config, data, state_path=state)
+    reported = []
+    result = _fit(task, config, data, epochs=2, resume_from=state,
+                  on_epoch_end=lambda epoch, metrics: reported.append(epoch))
+    assert result.resumed_from_epoch == 1 and reported == [2]
+
+
 def test_speech_folder_loader_reads_wavs_with_transcripts(tmp_path):
     rows = ["file,text,speaker"]
     for speaker in range(4):

@@ -7,7 +7,7 @@ import torch
 
 from models.image_classification import load_digits_split
 from models.tasks import TASKS
-from models.training import NonFiniteMetricError, fit
+from models.training import NonFiniteMetricError, fit, trained_epochs
 
 TASK = TASKS["image_classification"]
 TINY = {"conv_layers": 1, "channels": 8, "hidden_units": 16, "learning_rate": 0.01}
@@ -50,3 +50,23 @@ def test_diverging_training_raises_non_finite_error():
                            "normalization": "none", "lr_schedule": "constant"})
     with pytest.raises(NonFiniteMetricError, match="non-finite"):
         fit("image_classification", config, {}, max_epochs=1, seed=0, metric="val_acc", mode="max", threads=1)
+
+
+def test_a_run_resumed_from_its_training_state_goes_on_after_the_saved_epoch(tmp_path):
+    config = TASK.resolve({**TINY, "optimizer": "adam", "lr_schedule": "cosine"})
+    state = tmp_path / "state.ckpt"
+    first = fit("image_classification", config, {}, max_epochs=2, seed=3, metric="val_acc", mode="max",
+                threads=1, state_path=state, checkpoint_path=tmp_path / "first.pt")
+    saved = torch.load(state, map_location="cpu", weights_only=True)  # data only, no pickled code
+    assert saved["epoch"] == 1 and saved["optimizer_states"] and saved["lr_schedulers"]
+    assert trained_epochs(state) == first.history
+
+    reported = []
+    resumed = fit("image_classification", config, {}, max_epochs=4, seed=3, metric="val_acc", mode="max",
+                  threads=1, resume_from=state, checkpoint_path=tmp_path / "resumed.pt",
+                  on_epoch_end=lambda epoch, m: reported.append(epoch))
+    assert resumed.resumed_from_epoch == 2
+    assert reported == [3, 4], "only the epochs after the saved state are trained"
+    assert resumed.history[:2] == first.history and [h["epoch"] for h in resumed.history] == [1, 2, 3, 4]
+    assert resumed.best["val_acc"] == max(h["val_acc"] for h in resumed.history)
+    assert (tmp_path / "resumed.pt").exists(), "the best weights so far are saved even without a new best"
