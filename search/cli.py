@@ -217,12 +217,27 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def board_labels(run_dirs: list[Path]) -> dict[Path, str]:
+    """A name per sweep folder for TensorBoard: the folder's own name, or as many of its
+    parents as it takes to tell apart sweeps of the same name (runs/a/cnn vs runs/b/cnn)."""
+    folders = list(dict.fromkeys(d.resolve() for d in run_dirs))
+    labels = {}
+    for folder in folders:
+        others = [d for d in folders if d != folder]
+        depth = 1
+        while depth < len(folder.parts) and any(d.parts[-depth:] == folder.parts[-depth:] for d in others):
+            depth += 1
+        labels[folder] = "/".join(folder.parts[-depth:])
+    return labels
+
+
 def cmd_tensorboard(args: argparse.Namespace) -> int:
     missing = [str(d) for d in args.run_dirs if not (d / "tensorboard").is_dir()]
     if missing:
         print(f"finesweep: no tensorboard/ folder in {', '.join(missing)}", file=sys.stderr)
         return EXIT_BAD_INPUT
-    spec = ",".join(f"{d.resolve().name}:{(d / 'tensorboard').resolve()}" for d in args.run_dirs)
+    labels = board_labels(args.run_dirs)
+    spec = ",".join(f"{label}:{(d / 'tensorboard').resolve()}" for d, label in labels.items())
     print(f"finesweep: TensorBoard on http://{args.host}:{args.port}/ (Ctrl-C stops it)")
     command = [sys.executable, "-m", "tensorboard.main", "--logdir_spec", spec,
                "--host", args.host, "--port", str(args.port), "--reload_interval", str(args.reload_interval)]

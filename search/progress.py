@@ -39,10 +39,10 @@ class SweepMonitor:
         self.last_output = self.started_at
 
     def trial_started(self, number: int, params: Mapping[str, Any]) -> None:
-        # No HParams record yet: a start record in a sub-run that is deleted at the trial's end
-        # made TensorBoard's server drop the trial's own run at times (tests/test_results.py
-        # caught it), so a trial enters the HParams table when it ends.
         self.running.add(number)
+        if self.hparams is not None:
+            # TensorBoard lists the trial from now on, as RUNNING until it ends.
+            self.hparams.write_trial_start(f"trial_{number:04d}", params)
 
     def close_unfinished(self, study: optuna.Study) -> None:
         """Give trials that never reported an end (the sweep stopped around them) their final

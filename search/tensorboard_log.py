@@ -5,10 +5,11 @@ same run, the trial's parameters and state once the trial has ended (only the dr
 whether the scheduler pruned it), plus one experiment record at the root that fixes the
 columns, so every trial (pruned and failed ones included) lines up in the HParams table.
 
-A trial enters the table when it ends. TensorBoard keeps the first HParams record of a run for
-good, so a start record cannot be updated in place; a start record in a sub-run deleted at the
-trial's end was tried and made the server drop the trial's own run at times. Running trials are
-listed by `launch.py status`.
+A trial shows in the table as soon as it starts: its parameters with ``trial_state`` RUNNING go
+into a run of their own, ``trial_NNNN/running``, removed when the trial ends. TensorBoard keeps
+the first HParams record of a run for good (a later one in the same run is ignored by a running
+server), so a start record cannot be updated in place; the server drops a deleted run on its next
+reload, and the final record shows as ``trial_NNNN``.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ STATES = ("RUNNING", "COMPLETE", "PRUNED", "FAIL")
 _STATUS = {"COMPLETE": api_pb2.STATUS_SUCCESS, "PRUNED": api_pb2.STATUS_SUCCESS,
            "FAIL": api_pb2.STATUS_FAILURE}
 # The sub-run holding a running trial's start record; see the module docstring.
+LIVE_RUN = "running"
 
 
 def final_metric_tag(metric: str) -> str:
@@ -116,9 +118,13 @@ class HParamsLog:
             start.hparams[name].CopyFrom(_value(param_value))
         return _summary(metadata.SESSION_START_INFO_TAG, plugin_data_pb2.HParamsPluginData(session_start_info=start))
 
+    def write_trial_start(self, run_name: str, params: Mapping[str, Any]) -> None:
+        """Show a trial that has just started: its parameters, ``trial_state`` RUNNING."""
+        _write(self.root / run_name / LIVE_RUN, self.root.parent, ".hparams", self._start_summary(params, "RUNNING"))
+
     def write_trial(self, run_name: str, params: Mapping[str, Any], state: str,
                     value: float | None, step: int) -> None:
-        """The trial's final record."""
+        """The trial's final record; its start record goes once the final one is in place."""
         end = plugin_data_pb2.SessionEndInfo(status=_STATUS[state], end_time_secs=time.time())
         summaries = [
             self._start_summary(params, state),
@@ -128,3 +134,4 @@ class HParamsLog:
             summaries.append(summary_pb2.Summary(value=[summary_pb2.Summary.Value(
                 tag=final_metric_tag(self.metric), simple_value=float(value))]))
         _write(self.root / run_name, self.root.parent, ".hparams", *summaries)
+        shutil.rmtree(self.root / run_name / LIVE_RUN, ignore_errors=True)

@@ -42,7 +42,7 @@ from search.spec import parse_spec
 from search.status import status_text
 from search.study import state_counts
 from search.sweep import run_sweep
-from search.tensorboard_log import STATE_COLUMN
+from search.tensorboard_log import LIVE_RUN, STATE_COLUMN
 
 ROOT = Path(__file__).resolve().parents[1]
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -144,6 +144,7 @@ class Poller(threading.Thread):
         self.stop_event = threading.Event()
         self.statuses: list[str] = []
         self.cli_status: str | None = None
+        self.live_sessions: dict[str, dict] = {}
         self.errors: list[str] = []
 
     def run(self) -> None:
@@ -157,6 +158,9 @@ class Poller(threading.Thread):
                         self.cli_status = subprocess.run(
                             [sys.executable, str(ROOT / "launch.py"), "status", str(self.run_dir)],
                             capture_output=True, text=True, timeout=60, cwd=ROOT).stdout
+                for name, row in self.server.sessions().items():
+                    if row["hparams"].get(STATE_COLUMN) == "RUNNING":
+                        self.live_sessions[name] = row
             except Exception as error:  # noqa: BLE001 - recorded, a test asserts on it
                 self.errors.append(f"{type(error).__name__}: {error}")
 
@@ -322,6 +326,7 @@ def test_hparams_read_back_include_pruned_failed_and_inactive(sweep):
     spec, run_dir = sweep["spec"], sweep["run_dir"]
     study = _study(sweep)
     board = run_dir / "tensorboard"
+    assert not list(board.glob(f"trial_*/{LIVE_RUN}")), "start records are removed when trials end"
     seen_states = set()
     for trial in study.trials:
         run = _read_run(board / f"trial_{trial.number:04d}")
@@ -348,8 +353,13 @@ def _wait_for(predicate, timeout: float = 60.0):
 
 @pytest.mark.slow
 def test_tensorboard_server_shows_trials_live_then_final_side_by_side(sweep):
-    server = sweep["server"]
+    server, poller = sweep["server"], sweep["poller"]
     spec, study = sweep["spec"], _study(sweep)
+    # While the sweep ran, the server listed started trials as RUNNING, each with every column.
+    assert poller.live_sessions, "no RUNNING trial was served while the sweep ran"
+    for name, row in poller.live_sessions.items():
+        assert name.startswith("sweep_a/trial_") and name.endswith(f"/{LIVE_RUN}")
+        assert set(row["hparams"]) == {*spec.space.names, STATE_COLUMN}
 
     # A second sweep's files beside the first: both are served, told apart by folder name.
     shutil.copytree(sweep["run_dir"] / "tensorboard", sweep["other"] / "tensorboard", dirs_exist_ok=True)
@@ -476,14 +486,24 @@ def test_monitor_closes_trials_the_sweep_ended_around(tmp_path):
     params = [spec.space.sample(trial) for trial in trials]
     for trial, sampled in zip(trials, params, strict=True):
         monitor.trial_started(trial.number, sampled)
-    assert not (tmp_path / "tensorboard" / "trial_0001").exists(), "a trial's record is written when it ends"
+    assert (tmp_path / "tensorboard" / "trial_0001" / LIVE_RUN).is_dir()
     tell(study, trials[0], Outcome("COMPLETE", 0.75))
     monitor.trial_ended(0, params[0], Outcome("COMPLETE", 0.75), 4)
     assert fail_unfinished(study, "the sweep ended while the trial was running") == 1
     monitor.close_unfinished(study)
+    assert not list((tmp_path / "tensorboard").glob(f"trial_*/{LIVE_RUN}"))
     for number, state in ((0, "COMPLETE"), (1, "FAIL")):
         run = _read_run(tmp_path / "tensorboard" / f"trial_{number:04d}")
         content = run.PluginTagToContent(hparams_metadata.PLUGIN_NAME)
         start = hparams_metadata.parse_session_start_info_plugin_data(content[hparams_metadata.SESSION_START_INFO_TAG])
         assert start.hparams[STATE_COLUMN].string_value == state
         assert set(start.hparams) == {*spec.space.names, STATE_COLUMN}
+
+
+def test_tensorboard_tells_apart_sweeps_of_the_same_name():
+    from search.cli import board_labels
+
+    labels = board_labels([Path("/x/runs/a/cnn"), Path("/x/runs/b/cnn"), Path("/x/runs/text"),
+                           Path("/x/runs/text")])
+    assert labels == {Path("/x/runs/a/cnn"): "a/cnn", Path("/x/runs/b/cnn"): "b/cnn",
+                      Path("/x/runs/text"): "text"}
