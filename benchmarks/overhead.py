@@ -2,16 +2,19 @@
 
     python -m benchmarks.overhead            # full: 32 trials per arm, ASHA off and on (< 10 min)
     python -m benchmarks.overhead --quick    # 8 trials per arm, for a smoke test
+    python -m benchmarks.overhead --raytune-asha   # also plain Ray Tune with ASHA (+4 min)
 
 Arms (identical work: the same 32 digits-CNN configs, the same epochs, 2 at a time):
   (a) finesweep: `launch.py sweep` on benchmarks/overhead.yaml (grid over exactly those configs);
   (b) plain Optuna in one process, `study.optimize(n_jobs=2)`, the configs enqueued;
   (c) plain Ray Tune + OptunaSearch with Ray's default settings (a fresh worker per trial).
+With ASHA on, arms (a) and (b) run again; (c) with ASHA only on request, since Ray's fresh
+worker per trial makes it the longest arm by far and the run must stay under 10 minutes.
 Plus the limit (each config trained alone, summed, divided by the 2 cores), per-trial overhead
 (a trial's end to the next trial's first training step on the same worker), CPU utilisation
-while trials run, driver peak memory at 32 vs 128 trials, and a Lightning-vs-raw-PyTorch parity
-figure. Results go to benchmarks/results/overhead.md; figures are reported as ratios because
-this machine is noisy.
+while trials run, driver peak memory after 32 and after 128 trials of one sweep, and a
+Lightning-vs-raw-PyTorch parity figure. Results go to benchmarks/results/overhead.md; figures
+are reported as ratios because this machine is noisy.
 """
 
 from __future__ import annotations
@@ -210,6 +213,7 @@ class CpuSampler:
 
         self.process = psutil.Process(pid)
         self.samples: list[tuple[float, float, float]] = []  # (time, busy jiffies, total jiffies)
+        self.rss: list[tuple[float, int]] = []  # (time, resident bytes of the process)
         self.peak_rss = 0
         self.stop = threading.Event()
         self.thread = threading.Thread(target=self._run, daemon=True)
@@ -226,7 +230,9 @@ class CpuSampler:
             busy, total = self._cpu()
             self.samples.append((time.time(), busy, total))
             try:
-                self.peak_rss = max(self.peak_rss, self.process.memory_info().rss)
+                resident = self.process.memory_info().rss
+                self.rss.append((time.time(), resident))
+                self.peak_rss = max(self.peak_rss, resident)
             except Exception:  # noqa: BLE001 - the process may have just ended
                 pass
             self.stop.wait(0.2)
@@ -253,8 +259,16 @@ def run_arm(name: str, trials: int, asha: bool, workdir: Path, extra: list[str] 
     ends = [r["ended_at"] for r in result["records"] if r.get("ended_at")]
     result["cpu"] = sampler.utilisation(min(steps), max(ends)) if steps and ends else None
     result["driver_peak_mb"] = sampler.peak_rss / 2**20
+    result["rss_samples"] = sampler.rss
     result["gaps"] = _overheads(result["records"])
     return result
+
+
+def peak_mb_until(result: dict[str, Any], finished: int) -> float:
+    """The driver's peak memory until ``finished`` trials had ended (all of them if fewer)."""
+    ends = sorted(r["ended_at"] for r in result["records"] if r.get("ended_at"))
+    until = ends[min(finished, len(ends)) - 1]
+    return max(rss for at, rss in result["rss_samples"] if at <= until) / 2**20
 
 
 def limit_seconds(trials: int) -> float:
@@ -342,6 +356,8 @@ def _fmt(value: float | None, spec: str = ".2f") -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="8 trials per arm instead of 32")
+    parser.add_argument("--raytune-asha", action="store_true",
+                        help="also run plain Ray Tune with ASHA (about 4 more minutes)")
     parser.add_argument("--arm", choices=sorted(ARMS), help=argparse.SUPPRESS)
     parser.add_argument("--trials", type=int, default=32, help=argparse.SUPPRESS)
     parser.add_argument("--asha", action="store_true", help=argparse.SUPPRESS)
@@ -363,17 +379,18 @@ def main(argv: list[str] | None = None) -> int:
         workdir = Path(tmp)
         for asha in (False, True):
             for name in ("finesweep", "optuna", "raytune"):
+                if asha and name == "raytune" and not args.raytune_asha:
+                    continue
                 print(f"running {name} ({'ASHA' if asha else 'no early stopping'}, {trials} trials)...", flush=True)
                 rows[(name, asha)] = run_arm(name, trials, asha, workdir)
         print("measuring the limit and the Lightning parity...", flush=True)
         limit = limit_seconds(trials)
         lightning_epoch, raw_epoch = parity()
         memory_trials = (8, 32) if args.quick else (32, 128)
-        memory = {}
-        for count in memory_trials:
-            print(f"driver memory at {count} debug trials...", flush=True)
-            memory[count] = run_arm("finesweep", count, False, workdir,
-                                    ["--task-spec", str(ROOT / "benchmarks" / "overhead_debug.yaml")])
+        print(f"driver memory over {memory_trials[1]} debug trials...", flush=True)
+        long_sweep = run_arm("finesweep", memory_trials[1], False, workdir,
+                             ["--task-spec", str(ROOT / "benchmarks" / "overhead_debug.yaml")])
+        memory = {count: peak_mb_until(long_sweep, count) for count in memory_trials}
     elapsed = time.time() - began
 
     a, b, c = (rows[(n, False)] for n in ("finesweep", "optuna", "raytune"))
@@ -403,13 +420,14 @@ def main(argv: list[str] | None = None) -> int:
         f"- Limit (each config trained alone, summed, / {CONCURRENCY} cores): {limit:.1f} s",
         f"- (a) / (b) wall: **{a['wall'] / b['wall']:.2f}** (target <= 1.0); (a) / (c) wall: "
         f"**{a['wall'] / c['wall']:.2f}** (target <= 0.4); (a) / limit: **{a['wall'] / limit:.2f}** (target <= 1.3)",
-        f"- With ASHA: (a) / (b) {rows[('finesweep', True)]['wall'] / rows[('optuna', True)]['wall']:.2f}, "
-        f"(a) / (c) {rows[('finesweep', True)]['wall'] / rows[('raytune', True)]['wall']:.2f}",
+        f"- With ASHA: (a) / (b) {rows[('finesweep', True)]['wall'] / rows[('optuna', True)]['wall']:.2f}"
+        + (f", (a) / (c) {rows[('finesweep', True)]['wall'] / rows[('raytune', True)]['wall']:.2f}"
+           if ("raytune", True) in rows else " ((c) with ASHA not run: `--raytune-asha`)"),
         f"- Lightning vs raw PyTorch, s per epoch (same model and batches, median of 3): {lightning_epoch:.3f} vs "
         f"{raw_epoch:.3f}, ratio **{lightning_epoch / raw_epoch:.2f}** (target <= 1.10)",
-        f"- Driver peak memory of `launch.py sweep`, debug task: {memory_trials[0]} trials "
-        f"{memory[memory_trials[0]]['driver_peak_mb']:.0f} MB, {memory_trials[1]} trials "
-        f"{memory[memory_trials[1]]['driver_peak_mb']:.0f} MB",
+        f"- Driver peak memory of one `launch.py sweep` of {memory_trials[1]} debug-task trials: "
+        f"{memory[memory_trials[0]]:.0f} MB until trial {memory_trials[0]} ended, "
+        f"{memory[memory_trials[1]]:.0f} MB until the last",
     ]
     text = "\n".join(lines) + "\n"
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
