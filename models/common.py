@@ -87,7 +87,9 @@ class Classifier(pl.LightningModule):
         own = self.state_dict()
         same_labels = torch.equal(state.get("label_ids", torch.empty(0)), own["label_ids"])
         skipped = [k for k in state if k.startswith(self.classifier_prefix) and not same_labels]
-        mismatched = [k for k in state if k in own and k not in skipped and state[k].shape != own[k].shape]
+        # label_ids names the classes, it is not a weight: a new label set may have another size.
+        mismatched = [k for k in state if k in own and k not in skipped and k != "label_ids"
+                      and state[k].shape != own[k].shape]
         if mismatched:
             raise CheckpointMismatch(
                 f"init_from {value!r}: {len(mismatched)} weights differ in shape from this model, "

@@ -206,6 +206,12 @@ def check_data(data: Mapping[str, Any]) -> str | None:
     from models.tasks import SpeechDataConfig
 
     cfg = SpeechDataConfig(**data)
+    wanted = [w.strip() for w in (cfg.words or "").split(",") if w.strip()]
+    if cfg.source == "espeak_digits" and set(wanted) - set(WORDS):
+        return (f"data.words: {sorted(set(wanted) - set(WORDS))} not among the spoken digits "
+                f"({', '.join(WORDS)})")
+    if wanted and len(set(wanted)) < 2:
+        return f"data.words: name at least two words, found {cfg.words!r}"
     if cfg.source == "folder":
         if not cfg.path:
             return "data.source is folder but data.path is empty: give a folder of WAV files"

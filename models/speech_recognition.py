@@ -147,13 +147,18 @@ def fixed_length(clip: np.ndarray, samples: int) -> np.ndarray:
 @functools.lru_cache(maxsize=4)
 def _load(cfg: SpeechDataConfig) -> DataBundle:
     clips = read_clips(cfg)
+    wanted = [w.strip() for w in (cfg.words or "").split(",") if w.strip()]
+    absent = sorted(set(wanted) - set(clips.words))
+    if absent:
+        raise ValueError(f"speech data: data.words names {absent}, which the data does not have "
+                         f"(it has {sorted(set(clips.words))})")
     # Digit words in numeric order, any others alphabetically after them.
     order = {word: i for i, word in enumerate(speech_data.WORDS)}
-    labels = tuple(sorted(set(clips.words), key=lambda w: (order.get(w, len(order)), w)))
+    labels = tuple(sorted(set(wanted or clips.words), key=lambda w: (order.get(w, len(order)), w)))
     if len(labels) < 2:
         raise ValueError(f"speech data: expected at least two words, found {list(labels)}")
     index = {word: i for i, word in enumerate(labels)}
-    keep = list(range(len(clips.audio)))
+    keep = [i for i, word in enumerate(clips.words) if word in index]
     if cfg.max_per_class:
         seen: Counter[str] = Counter()
         kept = []
@@ -172,6 +177,17 @@ def _load(cfg: SpeechDataConfig) -> DataBundle:
     words = torch.tensor([index[clips.words[i]] for i in keep], dtype=torch.int64)
     parts = speech_data.split_by_speaker([clips.speakers[i] for i in keep], cfg.val_fraction,
                                          cfg.test_fraction, cfg.split_seed)
+    if cfg.train_per_class:
+        # Only the training split shrinks (a seeded draw per word): val and test stay as they are.
+        train = [parts[0][j] for j in rng.permutation(len(parts[0]))]
+        per_word: Counter[int] = Counter()
+        small = []
+        for position in train:
+            label = int(words[position])
+            per_word[label] += 1
+            if per_word[label] <= cfg.train_per_class:
+                small.append(position)
+        parts = (sorted(small), parts[1], parts[2])
     tensor = torch.from_numpy(audio)
 
     def take(indices: list[int]) -> tuple[torch.Tensor, torch.Tensor]:

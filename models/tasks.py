@@ -173,6 +173,10 @@ class SpeechDataConfig:
     split_seed: int = number_field(0, "seed of the speaker split and the noise")
     max_per_class: int = number_field(0, "clips kept per word (0: all)", low=0)
     clip_seconds: float = number_field(1.0, "clips are cut or padded to this length", low=0.1, high=10.0)
+    words: str | None = field(default=None, metadata={
+        "help": "words kept, comma-separated, e.g. zero,one,two (unset: every word)"})
+    train_per_class: int = number_field(0, "training clips kept per word (0: all): a small "
+                                           "target set for fine-tuning", low=0)
 
 
 @dataclass(frozen=True)

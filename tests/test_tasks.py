@@ -195,6 +195,19 @@ def test_digit_subset_and_small_training_set():
     assert set(bundle.val[1].tolist()) == set(range(5)) and len(bundle.val[1]) > 150
 
 
+@needs_speech
+def test_spoken_word_subset_and_small_training_set():
+    common = {"clip_seconds": 0.5, "split_seed": 0}
+    full = speech_recognition.load_data({**common, "words": "five,six,seven,eight,nine"})
+    small = speech_recognition.load_data({**common, "words": "nine,five,six,seven,eight", "train_per_class": 2})
+    assert full.info["labels"] == small.info["labels"] == ("five", "six", "seven", "eight", "nine")
+    assert torch.bincount(small.train[1]).tolist() == [2] * 5
+    for part in ("val", "test"):  # only the training split shrinks
+        assert torch.equal(getattr(full, part)[1], getattr(small, part)[1])
+    with pytest.raises(ValueError, match="does not have"):
+        speech_recognition.load_data({**common, "words": "five,eleven"})
+
+
 # ---- fine-tuning
 
 
@@ -257,8 +270,23 @@ def test_checkpoints_load_as_data_only_and_must_fit(tmp_path, digits_checkpoint)
         build(frozen_layers=3)
 
 
+@needs_speech
+def test_speech_fine_tuning_to_other_words_reinitialises_the_head_and_freezes(tmp_path):
+    source = tmp_path / "speech.pt"
+    _fit("speech_recognition", TINY_SPEECH, {**TINY_SPEECH_DATA, "words": "zero,one"}, checkpoint_path=source)
+    state = torch.load(source, weights_only=True)
+    bundle = speech_recognition.load_data({**TINY_SPEECH_DATA, "words": "two,three,four"})
+    config = TASKS["speech_recognition"].resolve({**TINY_SPEECH, "init_from": str(source), "frozen_layers": 1})
+    model = speech_recognition.build_model(config, bundle, 1)
+    assert model.init_report["head_reinitialised"]
+    frozen = {name for name, p in model.named_parameters() if not p.requires_grad}
+    assert frozen and all(name.startswith("rnn.") for name in frozen)
+    for name in frozen:
+        assert torch.equal(dict(model.named_parameters())[name], state[name]), name
+
+
 @needs_fortunes
-def test_text_fine_tuning_to_other_categories_freezes_embedding(tmp_path):
+def test_text_fine_tuning_keeps_the_embedding_of_the_same_vocabulary_and_freezes_it(tmp_path):
     source = tmp_path / "text.pt"
     _fit("text_classification", TINY_TEXT, TINY_TEXT_DATA, checkpoint_path=source)
     # The embedding rows are vocabulary ids, so a text checkpoint fits data with the same vocabulary.
@@ -349,7 +377,10 @@ def _sweep(tmp_path, name: str, task: str, data: dict, space: dict):
     result = run_sweep(spec, tmp_path / "run")
     counts = state_counts(load_study(spec.name, result.storage))
     assert counts.get("COMPLETE", 0) == 2, counts
-    assert (result.run_dir / "best.yaml").exists()
+    # The export is what `launch.py train` reads back: every task's must parse as written.
+    from search.export import read_export
+
+    assert read_export(result.run_dir / "best.yaml").task.name == task
     return result
 
 
