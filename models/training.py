@@ -100,7 +100,6 @@ class _EpochEnd(pl.Callback):
         if self.on_epoch_end is not None:
             self.on_epoch_end(epoch, metrics)
 
-
     # Lightning keeps a callback's state in the training-state checkpoint: a resumed run
     # knows its earlier epochs and best weights. Plain tensors and numbers only, so the
     # checkpoint loads with weights_only=True.
