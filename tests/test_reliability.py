@@ -63,6 +63,42 @@ def test_each_kind_of_failing_trial_is_recorded_and_the_sweep_finishes(tmp_path,
     assert state_counts(study) == {"COMPLETE": 1, "FAIL": 4}
 
 
+NAN_WITH_ASHA = """
+name: nan_asha
+task: debug
+metric: val_acc
+space:
+  learning_rate: {type: float, low: 1.0e-4, high: 0.5, log: true}
+  fail_mode: {type: categorical, choices: [none, nan]}
+  fail_at_epoch: 2
+strategy: {name: random, seed: 3}
+scheduler: {name: asha, options: {grace_period: 1, reduction_factor: 2}}
+budget: {trials: 12, max_epochs: 4}
+resources: {cpus: 1, concurrency: 2}
+"""
+
+
+def test_nan_trials_fail_while_asha_goes_on_stopping_the_others(tmp_path, local_ray):
+    path = tmp_path / "nan_asha.yaml"
+    path.write_text(NAN_WITH_ASHA)
+    spec = parse_spec(path)
+    result = run_sweep(spec, tmp_path / "run")
+    study = load_study(spec.name, result.storage)
+    poisoned = [t for t in study.trials if t.params["fail_mode"] == "nan"]
+    healthy = [t for t in study.trials if t.params["fail_mode"] == "none"]
+    assert poisoned and healthy
+    for trial in poisoned:
+        # Whatever ASHA did with its first epoch, it never completes and never becomes best.
+        assert trial.state in (optuna.trial.TrialState.FAIL, optuna.trial.TrialState.PRUNED), trial.number
+    assert any(t.state == optuna.trial.TrialState.FAIL for t in poisoned)
+    pruned = [t for t in healthy if t.state == optuna.trial.TrialState.PRUNED]
+    assert pruned, "the scheduler stopped none of the healthy trials"
+    assert all(len(t.intermediate_values) < spec.budget.max_epochs for t in pruned)
+    best = study.best_trial
+    assert best.params["fail_mode"] == "none" and best.state == optuna.trial.TrialState.COMPLETE
+    assert best.number == result.best_trial
+
+
 def test_second_sweep_into_the_same_run_directory_refuses_without_resume(tmp_path, local_ray):
     path = tmp_path / "quick.yaml"
     path.write_text(FAULTS.replace("[none, raise, nan, hang, oom]", "[none]").replace("trials: 5", "trials: 1"))
