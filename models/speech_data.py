@@ -200,13 +200,18 @@ def split_by_speaker(speakers: Sequence[str], val_fraction: float, test_fraction
     return split
 
 
+def chosen_words(value: str | None) -> list[str]:
+    """``data.words`` as a list: 'five, six' -> ['five', 'six']; unset -> [] (every word)."""
+    return [word.strip() for word in (value or "").split(",") if word.strip()]
+
+
 def check_data(data: Mapping[str, Any]) -> str | None:
     """Why the speech task cannot load ``data`` (a message saying how to fix it), or None.
     Light and fast: reads no audio."""
     from models.tasks import SpeechDataConfig
 
     cfg = SpeechDataConfig(**data)
-    wanted = [w.strip() for w in (cfg.words or "").split(",") if w.strip()]
+    wanted = chosen_words(cfg.words)
     if cfg.source == "espeak_digits" and set(wanted) - set(WORDS):
         return (f"data.words: {sorted(set(wanted) - set(WORDS))} not among the spoken digits "
                 f"({', '.join(WORDS)})")

@@ -147,7 +147,7 @@ def fixed_length(clip: np.ndarray, samples: int) -> np.ndarray:
 @functools.lru_cache(maxsize=4)
 def _load(cfg: SpeechDataConfig) -> DataBundle:
     clips = read_clips(cfg)
-    wanted = [w.strip() for w in (cfg.words or "").split(",") if w.strip()]
+    wanted = speech_data.chosen_words(cfg.words)
     absent = sorted(set(wanted) - set(clips.words))
     if absent:
         raise ValueError(f"speech data: data.words names {absent}, which the data does not have "

@@ -48,7 +48,7 @@ class FitResult:
     resumed_from_epoch: int = 0
 
 
-def _is_better(value: float, best: float | None, mode: str) -> bool:
+def is_better(value: float, best: float | None, mode: str) -> bool:
     return best is None or (value > best if mode == "max" else value < best)
 
 
@@ -87,7 +87,7 @@ class _EpochEnd(pl.Callback):
         if bad:
             raise NonFiniteMetricError(f"epoch {epoch}: non-finite {', '.join(bad)}: {metrics}")
         self.history.append({"epoch": epoch, **metrics})
-        if _is_better(metrics[self.metric], self.best.get(self.metric), self.mode):
+        if is_better(metrics[self.metric], self.best.get(self.metric), self.mode):
             self.best, self.best_epoch = dict(metrics), epoch
             self.best_state = {k: v.detach().clone() for k, v in module.state_dict().items()}
             if self.checkpoint_path is not None:

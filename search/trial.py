@@ -146,7 +146,7 @@ def run_trial(context: SweepContext, request: TrialRequest, report: Report,
 
     from torch.utils.tensorboard import SummaryWriter
 
-    from models.training import fit, trained_epochs
+    from models.training import fit, is_better, trained_epochs
 
     quiet_training_logs()
     artifacts = trial_dir(context.run_dir, request.number)
@@ -156,12 +156,17 @@ def run_trial(context: SweepContext, request: TrialRequest, report: Report,
                            filename_suffix=".scalars")
     watchdog = _Watchdog(context.trial_timeout_s, error_file) if context.trial_timeout_s else None
     best: dict[str, Any] = {}
+
+    def keep_best(epoch: int, value: float) -> None:
+        if is_better(value, best.get("value"), context.mode):
+            best.update(value=value, epoch=epoch)
+
     timing: dict[str, Any] = {"pid": os.getpid()}
     resume_state = resume_from / STATE_FILE if resume_from is not None else None
     if resume_state is not None and resume_state.exists():
         history = trained_epochs(resume_state)
         for past in history:
-            _keep_best(best, int(past["epoch"]), past[context.metric], context.mode)
+            keep_best(int(past["epoch"]), past[context.metric])
         timing["resumed_from_epoch"] = int(history[-1]["epoch"]) if history else 0
     else:
         resume_state = None
@@ -176,7 +181,7 @@ def run_trial(context: SweepContext, request: TrialRequest, report: Report,
         for name, value in metrics.items():
             writer.add_scalar(name, value, epoch)
         writer.flush()
-        _keep_best(best, epoch, metrics[context.metric], context.mode)
+        keep_best(epoch, metrics[context.metric])
         report({**metrics, "epoch": epoch, "best_value": best["value"], "best_epoch": best["epoch"],
                 "reported_at": time.time(), **timing}, state_dir)
 
@@ -204,11 +209,6 @@ def run_trial(context: SweepContext, request: TrialRequest, report: Report,
             import shutil
 
             shutil.rmtree(state_dir, ignore_errors=True)
-
-
-def _keep_best(best: dict[str, Any], epoch: int, value: float, mode: str) -> None:
-    if not best or (value > best["value"] if mode == "max" else value < best["value"]):
-        best.update(value=value, epoch=epoch)
 
 
 def clear_trial_outputs(run_dir: str | Path, number: int) -> None:
