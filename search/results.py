@@ -50,7 +50,24 @@ def read_only_url(url: str) -> str:
     path = Path(url[len(prefix):])
     if not path.exists():
         raise ResultsError(f"no study database at {path}")
+    if Path(f"{path}-journal").exists():
+        _roll_back_interrupted_write(path)
     return f"{prefix}file:{path}?mode=ro&uri=true"
+
+
+def _roll_back_interrupted_write(path: Path) -> None:
+    """A driver killed inside a transaction leaves a hot journal, which a read-only
+    connection cannot open ("attempt to write a readonly database"). Any connection that
+    may write rolls it back on its first read, as the resuming sweep would; only never
+    committed changes are undone. A journal of a live transaction is not hot: the read
+    then just sees the committed state."""
+    import sqlite3
+
+    connection = sqlite3.connect(path, timeout=60)
+    try:
+        connection.execute("SELECT count(*) FROM sqlite_master").fetchall()
+    finally:
+        connection.close()
 
 
 def _load(name: str | None, url: str) -> optuna.Study:

@@ -172,10 +172,12 @@ resources: {cpus: 1, concurrency: 2}
 
 def _finished(db: Path) -> dict[int, tuple[str, float | None, str]]:
     """number -> (state, value, completion time) of every finished trial, read with sqlite3
-    directly so the check does not depend on finesweep's own code."""
+    directly so the check does not depend on finesweep's own code. Not read-only: right
+    after a kill the database may hold a hot journal, which only a connection that may
+    write can roll back (it undoes nothing that was committed)."""
     if not db.exists():
         return {}
-    with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=30) as connection:
+    with sqlite3.connect(db, timeout=30) as connection:
         try:
             rows = connection.execute(
                 "SELECT t.number, t.state, v.value, t.datetime_complete FROM trials t "

@@ -507,3 +507,28 @@ def test_tensorboard_tells_apart_sweeps_of_the_same_name():
                            Path("/x/runs/text")])
     assert labels == {Path("/x/runs/a/cnn"): "a/cnn", Path("/x/runs/b/cnn"): "b/cnn",
                       Path("/x/runs/text"): "text"}
+
+
+def test_status_reads_a_database_a_killed_sweep_left_mid_write(tmp_path):
+    """A driver killed inside a transaction leaves a hot journal behind; `status` must still
+    read the committed trials (a read-only connection alone cannot)."""
+    db = tmp_path / "study.db"
+    storage = f"sqlite:///{db}"
+    study = optuna.create_study(study_name="killed", storage=storage)
+    trial = study.ask()
+    trial.suggest_float("x", 0.0, 1.0)
+    study.tell(trial, 0.5)
+    writer = (
+        "import os, sqlite3, sys\n"
+        "c = sqlite3.connect(sys.argv[1], isolation_level=None)\n"
+        "c.execute('PRAGMA cache_size=1')\n"  # spill pages to the file, as a long transaction does
+        "c.execute('BEGIN IMMEDIATE')\n"
+        "for i in range(2000):\n"
+        "    c.execute(\"INSERT INTO trial_user_attributes (trial_id, key, value_json) \"\n"
+        "              \"VALUES (1, ?, '1')\", (f'k{i}',))\n"
+        "os._exit(0)\n")  # killed before COMMIT
+    subprocess.run([sys.executable, "-c", writer, str(db)], check=True)
+    assert (tmp_path / "study.db-journal").exists()
+    record = load_sweep(storage)
+    assert [t.value for t in record.study.trials] == [0.5]
+    assert "k0" not in record.study.trials[0].user_attrs, "the uncommitted write is rolled back"
