@@ -39,8 +39,7 @@ resources: {{cpus: 1, concurrency: 2}}
 def measure(workers: int, trials: int, epoch_seconds: float) -> float:
     """Finished trials per minute of one sweep on a cluster of ``workers`` 1-CPU nodes."""
     import optuna
-
-    from search import ray_backend
+    from finesweep.search import ray_backend
 
     folder = Path(tempfile.mkdtemp(prefix="fs-tp-", dir="/tmp"))
     cluster = ray_backend.start_loopback_cluster(str(folder / "ray"), {"num_cpus": 0},

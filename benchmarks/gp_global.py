@@ -23,8 +23,9 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from finesweep.search.strategies.global_tpe import make_global_sampler  # noqa: E402
+
 from benchmarks.strategies import FUNCTIONS, machine, run, versions  # noqa: E402
-from search.strategies.global_tpe import make_global_sampler  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results" / "gp_global.md"
 VARIANTS = {

@@ -48,8 +48,8 @@ CONCURRENCY = 2
 
 def workload(trials: int) -> tuple[list[dict[str, Any]], int]:
     """The fixed configs every arm trains, in one order, and the epochs per trial."""
-    from search.spec import parse_spec
-    from search.strategies.grid_search import grid_points
+    from finesweep.search.spec import parse_spec
+    from finesweep.search.strategies.grid_search import grid_points
 
     spec = parse_spec(SPEC)
     points = sorted(grid_points(spec.space), key=lambda p: json.dumps(p, sort_keys=True))
@@ -57,7 +57,7 @@ def workload(trials: int) -> tuple[list[dict[str, Any]], int]:
 
 
 def _params_of(config: dict[str, Any]) -> dict[str, Any]:
-    from search.spec import parse_spec
+    from finesweep.search.spec import parse_spec
 
     names = parse_spec(SPEC).space.names
     return {name: config[name] for name in names}
@@ -90,7 +90,7 @@ def arm_finesweep(trials: int, asha: bool, out: Path, task_spec: Path | None = N
     spec_path = out / "spec.yaml"
     spec_path.write_text(yaml.safe_dump(spec_text))
     started = time.time()
-    from search.cli import main as finesweep
+    from finesweep.search.cli import main as finesweep
 
     # In this process, so the sampler outside measures the sweep's own driver.
     if finesweep(["sweep", str(spec_path), "--out", str(out / "run")]) != 0:
@@ -107,9 +107,8 @@ def arm_finesweep(trials: int, asha: bool, out: Path, task_spec: Path | None = N
 def arm_optuna(trials: int, asha: bool, out: Path) -> dict[str, Any]:
     started = time.time()
     import optuna
-
-    from models.training import fit
-    from search.trial import quiet_training_logs
+    from finesweep.models.training import fit
+    from finesweep.search.trial import quiet_training_logs
 
     quiet_training_logs()
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -163,8 +162,8 @@ def arm_raytune(trials: int, asha: bool, out: Path) -> dict[str, Any]:
     fixed = {k: v for k, v in configs[0].items() if k not in space}
 
     def trainable(config: dict[str, Any]) -> None:
-        from models.training import fit
-        from search.trial import quiet_training_logs
+        from finesweep.models.training import fit
+        from finesweep.search.trial import quiet_training_logs
 
         quiet_training_logs()
         timing = {"worker": os.getpid()}
@@ -273,8 +272,8 @@ def peak_mb_until(result: dict[str, Any], finished: int) -> float:
 
 def limit_seconds(trials: int) -> float:
     """Each config trained alone from its first step to its last epoch, summed, over 2 cores."""
-    from models.training import fit
-    from search.trial import quiet_training_logs
+    from finesweep.models.training import fit
+    from finesweep.search.trial import quiet_training_logs
 
     quiet_training_logs()
     configs, epochs = workload(trials)
@@ -290,11 +289,10 @@ def limit_seconds(trials: int) -> float:
 def parity(repeats: int = 3) -> tuple[float, float]:
     """Seconds per epoch of the same model and batches: Lightning's loop vs a raw PyTorch loop."""
     import torch
+    from finesweep.models.image_classification import build_model, load_data
+    from finesweep.models.training import _loader, fit
+    from finesweep.search.trial import quiet_training_logs
     from torch.nn import functional as F
-
-    from models.image_classification import build_model, load_data
-    from models.training import _loader, fit
-    from search.trial import quiet_training_logs
 
     quiet_training_logs()
     configs, _ = workload(1)

@@ -28,9 +28,8 @@ from typing import Any
 
 import numpy as np
 import optuna
-
-from search.space import CategoricalParam, Condition, FloatParam, IntParam, SearchSpace
-from search.strategies import STRATEGIES
+from finesweep.search.space import CategoricalParam, Condition, FloatParam, IntParam, SearchSpace
+from finesweep.search.strategies import STRATEGIES
 
 RESULTS = Path(__file__).resolve().parent / "results" / "strategies.md"
 # `heuristic` is an alias of `annealing` and `grid` needs a finite space: neither gets its own row.

@@ -29,10 +29,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     marks: dict[str, float] = {}
 
-    from search.spec import parse_spec
+    from finesweep.search.spec import parse_spec
 
     spec = parse_spec(args.spec)
-    from search import ray_backend, sweep
+    from finesweep.search import ray_backend, sweep
 
     marks["finesweep and Ray imported"] = time.time()
 

@@ -1,6 +1,6 @@
 """Training tasks as Lightning modules. Knows nothing of Optuna or Ray: it takes a resolved
 config, trains, and calls back once per epoch."""
 
-from models.tasks import TASKS, TaskInfo, get_task
+from finesweep.models.tasks import TASKS, TaskInfo, get_task
 
 __all__ = ["TASKS", "TaskInfo", "get_task"]

@@ -16,10 +16,9 @@ from typing import Any
 
 import pytorch_lightning as pl
 import torch
+from finesweep.models.data_sources import resolve_path
 from torch import nn
 from torch.nn import functional as F
-
-from models.data_sources import resolve_path
 
 
 class CheckpointMismatch(ValueError):

@@ -53,7 +53,7 @@ def parse_classes(value: str) -> list[int]:
 
 def check_digits_data(data: Mapping[str, Any]) -> str | None:
     """Why the digits task cannot load ``data``, or None (the images ship with scikit-learn)."""
-    from models.tasks import DigitsDataConfig
+    from finesweep.models.tasks import DigitsDataConfig
 
     try:
         parse_classes(DigitsDataConfig(**data).classes)

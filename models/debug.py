@@ -12,11 +12,10 @@ from typing import Any
 
 import pytorch_lightning as pl
 import torch
+from finesweep.models.tasks import DebugConfig, DebugDataConfig
+from finesweep.models.training import DataBundle
 from torch import nn
 from torch.nn import functional as F
-
-from models.tasks import DebugConfig, DebugDataConfig
-from models.training import DataBundle
 
 
 class InjectedFailure(RuntimeError):

@@ -9,13 +9,12 @@ from typing import Any
 
 import numpy as np
 import torch
+from finesweep.models.common import Classifier
+from finesweep.models.data_sources import check_digits_data, parse_classes
+from finesweep.models.tasks import DigitsDataConfig, ImageClassifierConfig
+from finesweep.models.training import DataBundle
 from torch import nn
 from torch.nn import functional as F
-
-from models.common import Classifier
-from models.data_sources import check_digits_data, parse_classes
-from models.tasks import DigitsDataConfig, ImageClassifierConfig
-from models.training import DataBundle
 
 ACTIVATIONS = {"relu": nn.ReLU, "gelu": nn.GELU, "silu": nn.SiLU, "tanh": nn.Tanh}
 

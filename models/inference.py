@@ -14,10 +14,9 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from finesweep.models.tasks import get_task
+from finesweep.models.training import DataBundle
 from torch.nn import functional as F
-
-from models.tasks import get_task
-from models.training import DataBundle
 
 SPLITS = ("train", "val", "test")
 

@@ -25,8 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-
-from models.data_sources import MissingDataSource, cache_root, resolve_path
+from finesweep.models.data_sources import MissingDataSource, cache_root, resolve_path
 
 SAMPLE_RATE = 11025
 WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
@@ -208,7 +207,7 @@ def chosen_words(value: str | None) -> list[str]:
 def check_data(data: Mapping[str, Any]) -> str | None:
     """Why the speech task cannot load ``data`` (a message saying how to fix it), or None.
     Light and fast: reads no audio."""
-    from models.tasks import SpeechDataConfig
+    from finesweep.models.tasks import SpeechDataConfig
 
     cfg = SpeechDataConfig(**data)
     wanted = chosen_words(cfg.words)

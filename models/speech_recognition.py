@@ -15,14 +15,13 @@ from typing import Any
 
 import numpy as np
 import torch
+from finesweep.models import speech_data
+from finesweep.models.common import Classifier
+from finesweep.models.data_sources import MissingDataSource
+from finesweep.models.rnn import RecurrentStack, pool
+from finesweep.models.tasks import SpeechConfig, SpeechDataConfig
+from finesweep.models.training import DataBundle
 from torch import nn
-
-from models import speech_data
-from models.common import Classifier
-from models.data_sources import MissingDataSource
-from models.rnn import RecurrentStack, pool
-from models.tasks import SpeechConfig, SpeechDataConfig
-from models.training import DataBundle
 
 N_FFT = 256  # 23 ms windows at 11,025 Hz
 HOP = 110  # 10 ms hops: 100 frames a second

@@ -244,8 +244,8 @@ TASKS: dict[str, TaskInfo] = {
         config_class=ImageClassifierConfig,
         data_class=DigitsDataConfig,
         metrics={"val_acc": "max", "val_loss": "min"},
-        module="models.image_classification",
-        data_check="models.data_sources:check_digits_data",
+        module="finesweep.models.image_classification",
+        data_check="finesweep.models.data_sources:check_digits_data",
     ),
     "text_classification": TaskInfo(
         name="text_classification",
@@ -253,8 +253,8 @@ TASKS: dict[str, TaskInfo] = {
         config_class=TextClassifierConfig,
         data_class=TextDataConfig,
         metrics={"val_acc": "max", "val_loss": "min"},
-        module="models.text_classification",
-        data_check="models.text_data:check_data",
+        module="finesweep.models.text_classification",
+        data_check="finesweep.models.text_data:check_data",
     ),
     "speech_recognition": TaskInfo(
         name="speech_recognition",
@@ -262,8 +262,8 @@ TASKS: dict[str, TaskInfo] = {
         config_class=SpeechConfig,
         data_class=SpeechDataConfig,
         metrics={"val_acc": "max", "val_loss": "min"},
-        module="models.speech_recognition",
-        data_check="models.speech_data:check_data",
+        module="finesweep.models.speech_recognition",
+        data_check="finesweep.models.speech_data:check_data",
     ),
     "debug": TaskInfo(
         name="debug",
@@ -271,7 +271,7 @@ TASKS: dict[str, TaskInfo] = {
         config_class=DebugConfig,
         data_class=DebugDataConfig,
         metrics={"val_acc": "max", "val_loss": "min"},
-        module="models.debug",
+        module="finesweep.models.debug",
     ),
 }
 

@@ -11,14 +11,13 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
+from finesweep.models import text_data
+from finesweep.models.common import Classifier
+from finesweep.models.data_sources import MissingDataSource
+from finesweep.models.rnn import RecurrentStack, pool
+from finesweep.models.tasks import TextClassifierConfig, TextDataConfig
+from finesweep.models.training import DataBundle
 from torch import nn
-
-from models import text_data
-from models.common import Classifier
-from models.data_sources import MissingDataSource
-from models.rnn import RecurrentStack, pool
-from models.tasks import TextClassifierConfig, TextDataConfig
-from models.training import DataBundle
 
 
 class TextClassifier(Classifier):

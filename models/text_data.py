@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from models.data_sources import MissingDataSource, resolve_path
+from finesweep.models.data_sources import MissingDataSource, resolve_path
 
 FORTUNES_DIR = Path("/usr/share/games/fortunes")
 FORTUNES_HINT = ("install Debian's fortunes package: `sudo apt-get install fortunes` "
@@ -197,7 +197,7 @@ def encode(text: str, vocabulary: dict[str, int], max_tokens: int) -> list[int]:
 def check_data(data: Mapping[str, Any]) -> str | None:
     """Why the text task cannot load ``data`` (a message saying how to fix it), or None.
     Light and fast: looks for the files, reads none of them."""
-    from models.tasks import TextDataConfig
+    from finesweep.models.tasks import TextDataConfig
 
     cfg = TextDataConfig(**data)
     if cfg.source == "files":

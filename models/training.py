@@ -16,9 +16,8 @@ from typing import Any
 
 import pytorch_lightning as pl
 import torch
+from finesweep.models.tasks import get_task
 from torch.utils.data import DataLoader, TensorDataset
-
-from models.tasks import get_task
 
 EpochCallback = Callable[[int, dict[str, float]], None]
 

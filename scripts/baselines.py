@@ -35,10 +35,9 @@ def _majority(train_y, val_y, test_y) -> tuple[float, float]:
 
 
 def text_baselines(data: dict) -> dict[str, tuple[float, float]]:
+    from finesweep.models.tasks import TextDataConfig
+    from finesweep.models.text_classification import load_splits
     from sklearn.feature_extraction.text import TfidfVectorizer
-
-    from models.tasks import TextDataConfig
-    from models.text_classification import load_splits
 
     splits = load_splits(TextDataConfig(**data))
     texts = {name: [t for t, _ in getattr(splits, name)] for name in ("train", "val", "test")}
@@ -55,8 +54,7 @@ def text_baselines(data: dict) -> dict[str, tuple[float, float]]:
 
 def speech_baselines(data: dict) -> dict[str, tuple[float, float]]:
     import torch
-
-    from models.speech_recognition import Features, load_data
+    from finesweep.models.speech_recognition import Features, load_data
 
     bundle = load_data(data)
     features = Features("logmel", 40)
@@ -73,7 +71,7 @@ def speech_baselines(data: dict) -> dict[str, tuple[float, float]]:
 
 
 def main(paths: list[str]) -> None:
-    from search.spec import parse_spec
+    from finesweep.search.spec import parse_spec
 
     for path in paths:
         spec = parse_spec(Path(path))

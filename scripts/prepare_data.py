@@ -17,9 +17,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from models import speech_data, text_data  # noqa: E402
-from models.data_sources import MissingDataSource  # noqa: E402
-from models.tasks import TextDataConfig  # noqa: E402
+from finesweep.models import speech_data, text_data  # noqa: E402
+from finesweep.models.data_sources import MissingDataSource  # noqa: E402
+from finesweep.models.tasks import TextDataConfig  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:

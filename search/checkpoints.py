@@ -11,10 +11,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from search.results import rank_candidates
-from search.spec import DEFAULT_KEEP_BEST
-from search.study import ranked_trials_of
-from search.trial import trial_dir
+from finesweep.search.results import rank_candidates
+from finesweep.search.spec import DEFAULT_KEEP_BEST
+from finesweep.search.study import ranked_trials_of
+from finesweep.search.trial import trial_dir
 
 if TYPE_CHECKING:
     import optuna

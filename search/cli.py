@@ -8,8 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from models.data_sources import MissingDataSource
-from search.spec import SpecError
+from finesweep.models.data_sources import MissingDataSource
+from finesweep.search.spec import SpecError
 
 EXIT_BAD_INPUT = 2
 
@@ -90,8 +90,8 @@ def _overrides(args: argparse.Namespace) -> dict[tuple[str, ...], object]:
 
 def _run(spec_path: Path | str, overrides: dict, run_dir: Path | None, args: argparse.Namespace,
          resume: bool) -> int:
-    from search.spec import parse_spec
-    from search.sweep import SweepError, default_run_dir, run_sweep
+    from finesweep.search.spec import parse_spec
+    from finesweep.search.sweep import SweepError, default_run_dir, run_sweep
 
     spec = parse_spec(spec_path, overrides)
     try:
@@ -108,17 +108,17 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
 
 def cmd_resume(args: argparse.Namespace) -> int:
-    from search.sweep import SPEC_COPY
+    from finesweep.search.sweep import SPEC_COPY
 
     overrides = {("budget", "trials"): args.trials} if args.trials is not None else {}
     return _run(args.run_dir / SPEC_COPY, overrides, args.run_dir, args, True)
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from search.export import write_exports
-    from search.spec import parse_spec
-    from search.study import load_study, ranked_trials, storage_url
-    from search.sweep import SPEC_COPY
+    from finesweep.search.export import write_exports
+    from finesweep.search.spec import parse_spec
+    from finesweep.search.study import load_study, ranked_trials, storage_url
+    from finesweep.search.sweep import SPEC_COPY
 
     if args.top_k < 1:
         print("finesweep: --top-k must be at least 1", file=sys.stderr)
@@ -146,14 +146,14 @@ def _results_error(error: Exception) -> int:
 
 
 def _robust_export(args: argparse.Namespace) -> int:
-    from search.results import ResultsError, load_sweep
-    from search.robust import robust_export, run_job
+    from finesweep.search.results import ResultsError, load_sweep
+    from finesweep.search.robust import robust_export, run_job
 
     try:
         record = load_sweep(args.run_dir)
         if args.reseed < 1:
             raise ResultsError(f"--reseed must be at least 1, but got {args.reseed}")
-        from search import ray_backend
+        from finesweep.search import ray_backend
 
         resources = record.spec.resources
         print(f"finesweep: starting Ray ({'local, 127.0.0.1' if args.address is None else args.address}); "
@@ -174,8 +174,8 @@ def _robust_export(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from search.results import ResultsError, load_sweep
-    from search.status import status_text
+    from finesweep.search.results import ResultsError, load_sweep
+    from finesweep.search.status import status_text
 
     try:
         print(status_text(load_sweep(args.target, args.study), args.top_k))
@@ -185,8 +185,8 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from search.report import write_report
-    from search.results import ResultsError, load_sweep
+    from finesweep.search.report import write_report
+    from finesweep.search.results import ResultsError, load_sweep
 
     try:
         print(write_report(load_sweep(args.run_dir), args.out, args.top_k))
@@ -196,8 +196,8 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_ensemble(args: argparse.Namespace) -> int:
-    from search.ensemble import build_ensemble, reevaluate
-    from search.results import ResultsError, load_sweep
+    from finesweep.search.ensemble import build_ensemble, reevaluate
+    from finesweep.search.results import ResultsError, load_sweep
 
     try:
         if args.target.is_file():
@@ -211,7 +211,7 @@ def cmd_ensemble(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from search.retrain import retrain
+    from finesweep.search.retrain import retrain
 
     retrain(args.config, args.out)
     return 0
@@ -245,9 +245,9 @@ def cmd_tensorboard(args: argparse.Namespace) -> int:
 
 
 def cmd_dashboard(args: argparse.Namespace) -> int:
-    from search.spec import parse_spec
-    from search.study import describe_storage, storage_url
-    from search.sweep import SPEC_COPY
+    from finesweep.search.spec import parse_spec
+    from finesweep.search.study import describe_storage, storage_url
+    from finesweep.search.sweep import SPEC_COPY
 
     url = args.target
     if "://" not in url:

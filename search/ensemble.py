@@ -15,9 +15,8 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-
-from search.checkpoints import checkpoint_path
-from search.results import ResultsError, SweepRecord, text_table, top_candidates, trial_value
+from finesweep.search.checkpoints import checkpoint_path
+from finesweep.search.results import ResultsError, SweepRecord, text_table, top_candidates, trial_value
 
 ENSEMBLE_FILE = "ensemble.yaml"
 ENSEMBLE_FORMAT = 1
@@ -55,7 +54,7 @@ def _member_names(members: Sequence[Mapping[str, Any]]) -> list[str]:
 
 
 def _evaluate(task: str, data: Mapping[str, Any], members: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
-    from models.inference import CheckpointMismatchError, Member, evaluate_ensemble
+    from finesweep.models.inference import CheckpointMismatchError, Member, evaluate_ensemble
 
     models = [Member(name, m["config"], m["checkpoint"]) for name, m in zip(_member_names(members), members,
                                                                             strict=True)]

@@ -17,15 +17,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import yaml
-
-from models.tasks import TASKS, TaskInfo
-from search.spec import Problem, SpecChecker, SpecError, load_yaml
-from search.trial import trial_dir
+from finesweep.models.tasks import TASKS, TaskInfo
+from finesweep.search.spec import Problem, SpecChecker, SpecError, load_yaml
+from finesweep.search.trial import trial_dir
 
 if TYPE_CHECKING:
     import optuna
-
-    from search.spec import SweepSpec
+    from finesweep.search.spec import SweepSpec
 
 EXPORT_FORMAT = 1
 EXPORT_KEYS = ("finesweep_export", "sweep", "task", "data", "config", "max_epochs", "seed",

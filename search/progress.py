@@ -7,13 +7,12 @@ import time
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, TextIO
 
-from search.study import Outcome, ranked_trials, state_counts
+from finesweep.search.study import Outcome, ranked_trials, state_counts
 
 if TYPE_CHECKING:
     import optuna
-
-    from search.spec import SweepSpec
-    from search.tensorboard_log import HParamsLog
+    from finesweep.search.spec import SweepSpec
+    from finesweep.search.tensorboard_log import HParamsLog
 
 
 def _format_value(value: Any) -> str:

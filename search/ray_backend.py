@@ -23,18 +23,16 @@ os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
 os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "1000")
 
 import ray  # noqa: E402
+from finesweep.search.cluster import accelerator_for, is_loopback  # noqa: E402
+from finesweep.search.study import tell, trial_outcome  # noqa: E402
+from finesweep.search.trial import SweepContext, TrialRequest, failure_reason, run_trial  # noqa: E402
 from ray import tune  # noqa: E402
 from ray.tune.search import Searcher  # noqa: E402
 
-from search.cluster import accelerator_for, is_loopback  # noqa: E402
-from search.study import tell, trial_outcome  # noqa: E402
-from search.trial import SweepContext, TrialRequest, failure_reason, run_trial  # noqa: E402
-
 if TYPE_CHECKING:
     import optuna
-
-    from search.progress import SweepMonitor
-    from search.spec import SweepSpec
+    from finesweep.search.progress import SweepMonitor
+    from finesweep.search.spec import SweepSpec
 
 
 class ResourceError(RuntimeError):

@@ -19,8 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from search.results import SweepRecord, format_value, param_cells, trial_value
-from search.study import describe_storage, state_counts
+from finesweep.search.results import SweepRecord, format_value, param_cells, trial_value
+from finesweep.search.study import describe_storage, state_counts
 
 if TYPE_CHECKING:
     import optuna

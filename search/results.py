@@ -13,12 +13,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from search.study import STUDY_FILE, describe_storage, ranked_trials, storage_url
+from finesweep.search.study import STUDY_FILE, describe_storage, ranked_trials, storage_url
 
 if TYPE_CHECKING:
     import optuna
-
-    from search.spec import SweepSpec
+    from finesweep.search.spec import SweepSpec
 
 
 class ResultsError(RuntimeError):
@@ -95,8 +94,8 @@ def _load(name: str | None, url: str) -> optuna.Study:
 
 def load_sweep(target: str | Path, study_name: str | None = None) -> SweepRecord:
     """A run directory (with its ``spec.yaml``) or a storage URL, for reading only."""
-    from search.spec import parse_spec
-    from search.sweep import SPEC_COPY
+    from finesweep.search.spec import parse_spec
+    from finesweep.search.sweep import SPEC_COPY
 
     text = str(target)
     if "://" in text:

@@ -10,12 +10,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from search.space import CategoricalParam
+from finesweep.search.space import CategoricalParam
 
 if TYPE_CHECKING:
     import optuna
-
-    from search.spec import SweepSpec
+    from finesweep.search.spec import SweepSpec
 
 FINISHED = ("COMPLETE", "PRUNED", "FAIL")
 

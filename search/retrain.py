@@ -7,13 +7,12 @@ from pathlib import Path
 from typing import TextIO
 
 import yaml
-
-from search.export import read_export
+from finesweep.search.export import read_export
 
 
 def retrain(config_path: Path, out_dir: Path | None = None, out: TextIO | None = None) -> dict[str, float]:
-    from models.training import fit
-    from search.trial import quiet_training_logs
+    from finesweep.models.training import fit
+    from finesweep.search.trial import quiet_training_logs
 
     out = out or sys.stdout
     exported = read_export(config_path)

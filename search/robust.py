@@ -16,10 +16,9 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-
-from search.export import export_record
-from search.results import ResultsError, SweepRecord, mean_std, top_candidates, trial_value
-from search.spec import MAX_SEED
+from finesweep.search.export import export_record
+from finesweep.search.results import ResultsError, SweepRecord, mean_std, top_candidates, trial_value
+from finesweep.search.spec import MAX_SEED
 
 ROBUST_FILE = "robust.yaml"
 ROBUST_TABLE = "robust.md"
@@ -42,8 +41,8 @@ class RetrainJob:
 
 def run_job(job: RetrainJob, accelerator: str = "cpu") -> dict[str, float]:
     """Train ``job`` and return its best epoch's validation metrics and its test metrics."""
-    from models.training import fit
-    from search.trial import quiet_training_logs
+    from finesweep.models.training import fit
+    from finesweep.search.trial import quiet_training_logs
 
     quiet_training_logs()
     result = fit(job.task, job.config, job.data, max_epochs=job.max_epochs, seed=job.seed, metric=job.metric,

@@ -16,9 +16,8 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import yaml
-
-from models.tasks import TASKS, TaskInfo
-from search.space import (
+from finesweep.models.tasks import TASKS, TaskInfo
+from finesweep.search.space import (
     CategoricalParam,
     Condition,
     FloatParam,
@@ -728,7 +727,7 @@ class SpecChecker:
         return ordered
 
     def strategy(self, value: Any, space: SearchSpace) -> StrategySpec:
-        from search.strategies import STRATEGIES, check_options
+        from finesweep.search.strategies import STRATEGIES, check_options
 
         if isinstance(value, str):
             value = {"name": value}
@@ -746,7 +745,7 @@ class SpecChecker:
         return StrategySpec(name=name, options=options, seed=seed)
 
     def scheduler(self, value: Any) -> SchedulerSpec:
-        from search.schedulers import SCHEDULERS
+        from finesweep.search.schedulers import SCHEDULERS
 
         if isinstance(value, str):
             value = {"name": value}

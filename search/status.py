@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from search.progress import trials_summary
-from search.results import SweepRecord
-from search.study import describe_storage
+from finesweep.search.progress import trials_summary
+from finesweep.search.results import SweepRecord
+from finesweep.search.study import describe_storage
 
 
 def _running_lines(record: SweepRecord) -> list[str]:

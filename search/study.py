@@ -16,8 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     import optuna
-
-    from search.spec import SweepSpec
+    from finesweep.search.spec import SweepSpec
 
 STUDY_FILE = "study.db"
 

@@ -15,16 +15,15 @@ from pathlib import Path
 from typing import TextIO
 
 import yaml
-
-from search.checkpoints import apply_retention
-from search.cluster import nodes_line, trials_per_node
-from search.export import write_exports
-from search.progress import SweepMonitor, summary_table
-from search.spec import SweepSpec
-from search.strategies import make_sampler
-from search.study import describe_storage, fail_unfinished, open_study, ranked_trials, storage_url
-from search.tensorboard_log import HParamsLog
-from search.trial import clear_trial_outputs
+from finesweep.search.checkpoints import apply_retention
+from finesweep.search.cluster import nodes_line, trials_per_node
+from finesweep.search.export import write_exports
+from finesweep.search.progress import SweepMonitor, summary_table
+from finesweep.search.spec import SweepSpec
+from finesweep.search.strategies import make_sampler
+from finesweep.search.study import describe_storage, fail_unfinished, open_study, ranked_trials, storage_url
+from finesweep.search.tensorboard_log import HParamsLog
+from finesweep.search.trial import clear_trial_outputs
 
 SPEC_COPY = "spec.yaml"
 
@@ -57,8 +56,8 @@ def _write_atomically(path: Path, text: str) -> None:
 def _check_resume(spec: SweepSpec, run_dir: Path, resume: bool) -> str | None:
     """Refuse a second sweep into the same run directory unless resuming, and a resume that
     would mix incomparable trials; returns a note on the accepted changes."""
-    from search.resume import compare_specs
-    from search.spec import parse_spec
+    from finesweep.search.resume import compare_specs
+    from finesweep.search.spec import parse_spec
 
     stored = run_dir / SPEC_COPY
     if not resume:
@@ -78,7 +77,7 @@ def _check_resume(spec: SweepSpec, run_dir: Path, resume: bool) -> str | None:
 def build_sampler(spec: SweepSpec) -> object:
     """The spec's strategy; a seeded one draws per trial, so a resumed sweep goes on as
     an uninterrupted one would instead of repeating its first suggestions."""
-    from search.seeding import PerTrialSeededSampler
+    from finesweep.search.seeding import PerTrialSeededSampler
 
     strategy = spec.strategy
     if strategy.seed is None:
@@ -103,14 +102,14 @@ def _open_fresh_or_resumed(spec: SweepSpec, url: str, sampler: object, resume: b
 
 def run_sweep(spec: SweepSpec, run_dir: Path, *, address: str | None = None, verbose: bool = False,
               resume: bool = False, out: TextIO | None = None) -> SweepResult:
-    from search.resume import finished_count, interrupted_trials
+    from finesweep.search.resume import finished_count, interrupted_trials
 
     out = out or sys.stdout
     started = time.monotonic()
     url = storage_url(spec.storage, run_dir)
     accepted_changes = _check_resume(spec, run_dir, resume)
 
-    from search import ray_backend  # Ray's import and start-up come after validation.
+    from finesweep.search import ray_backend  # Ray's import and start-up come after validation.
 
     out.write(f"finesweep: starting Ray ({'local, 127.0.0.1' if address is None else address})\n")
     ray_backend.start_ray(address, verbose=verbose)

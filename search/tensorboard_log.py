@@ -23,11 +23,10 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from finesweep.search.space import INACTIVE, CategoricalParam, SearchSpace
 from tensorboard.compat.proto import event_pb2, summary_pb2
 from tensorboard.plugins.hparams import api_pb2, metadata, plugin_data_pb2
 from tensorboard.summary.writer.event_file_writer import EventFileWriter
-
-from search.space import INACTIVE, CategoricalParam, SearchSpace
 
 STATE_COLUMN = "trial_state"
 STATES = ("RUNNING", "COMPLETE", "PRUNED", "FAIL")

@@ -144,9 +144,8 @@ def run_trial(context: SweepContext, request: TrialRequest, report: Report,
     goes on after the epoch it holds."""
     import tempfile
 
+    from finesweep.models.training import fit, is_better, trained_epochs
     from torch.utils.tensorboard import SummaryWriter
-
-    from models.training import fit, is_better, trained_epochs
 
     quiet_training_logs()
     artifacts = trial_dir(context.run_dir, request.number)

@@ -15,7 +15,7 @@ if str(ROOT) not in sys.path:
 
 @pytest.fixture(scope="session")
 def local_ray():
-    from search import ray_backend
+    from finesweep.search import ray_backend
 
     ray_backend.start_ray(None)
     yield

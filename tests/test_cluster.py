@@ -21,9 +21,8 @@ from types import SimpleNamespace
 
 import optuna
 import pytest
-
-from search.cluster import accelerator_for, is_loopback, nodes_line, trials_per_gpu, trials_per_node
-from search.study import state_counts
+from finesweep.search.cluster import accelerator_for, is_loopback, nodes_line, trials_per_gpu, trials_per_node
+from finesweep.search.study import state_counts
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -61,7 +60,7 @@ def test_trials_are_counted_per_node():
 @pytest.fixture(scope="module")
 def cluster():
     """Head (1 CPU) + worker node `gpu_node` (1 CPU, 1 logical GPU); stopped afterwards."""
-    from search import ray_backend
+    from finesweep.search import ray_backend
 
     temp_dir = tempfile.mkdtemp(prefix="fs-ray-", dir="/tmp")  # short: Ray puts sockets in it
     ray_cluster = ray_backend.start_loopback_cluster(
@@ -232,7 +231,7 @@ max_failures: 1
 
 @pytest.mark.slow
 def test_a_worker_node_killed_mid_sweep_has_its_trials_retried_elsewhere(tmp_path, cluster):
-    from search import ray_backend  # noqa: F401  (Ray's settings for loopback are in place)
+    from finesweep.search import ray_backend  # noqa: F401  (Ray's settings for loopback are in place)
 
     doomed = cluster.ray.add_node(num_cpus=1, node_ip_address="127.0.0.1")
     run_dir = tmp_path / "run"

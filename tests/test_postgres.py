@@ -23,9 +23,8 @@ from pathlib import Path
 import optuna
 import pytest
 import yaml
-
-from search.spec import parse_spec
-from search.sweep import run_sweep
+from finesweep.search.spec import parse_spec
+from finesweep.search.sweep import run_sweep
 
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.slow

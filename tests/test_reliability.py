@@ -15,10 +15,9 @@ from pathlib import Path
 
 import optuna
 import pytest
-
-from search.spec import parse_spec
-from search.study import load_study, state_counts
-from search.sweep import SweepError, run_sweep
+from finesweep.search.spec import parse_spec
+from finesweep.search.study import load_study, state_counts
+from finesweep.search.sweep import SweepError, run_sweep
 
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.slow

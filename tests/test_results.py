@@ -30,19 +30,18 @@ import optuna
 import pytest
 import torch
 import yaml
+from finesweep.search.checkpoints import apply_retention, checkpoint_path
+from finesweep.search.cli import main as cli_main
+from finesweep.search.ensemble import ENSEMBLE_FILE, reevaluate
+from finesweep.search.export import read_export
+from finesweep.search.results import ResultsError, candidates, load_sweep, mean_std
+from finesweep.search.spec import parse_spec
+from finesweep.search.status import status_text
+from finesweep.search.study import state_counts
+from finesweep.search.sweep import run_sweep
+from finesweep.search.tensorboard_log import LIVE_RUN, STATE_COLUMN
 from tensorboard.backend.event_processing import event_accumulator
 from tensorboard.plugins.hparams import metadata as hparams_metadata
-
-from search.checkpoints import apply_retention, checkpoint_path
-from search.cli import main as cli_main
-from search.ensemble import ENSEMBLE_FILE, reevaluate
-from search.export import read_export
-from search.results import ResultsError, candidates, load_sweep, mean_std
-from search.spec import parse_spec
-from search.status import status_text
-from search.study import state_counts
-from search.sweep import run_sweep
-from search.tensorboard_log import LIVE_RUN, STATE_COLUMN
 
 ROOT = Path(__file__).resolve().parents[1]
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -425,8 +424,8 @@ def test_export_reseed_retrains_top_configs_and_exports_the_best_mean(sweep, cap
 
 @pytest.mark.slow
 def test_ensemble_of_top_checkpoints_and_reload(sweep, capsys):
-    from models.inference import load_bundle, load_model, predict_proba, scores
-    from models.training import evaluate
+    from finesweep.models.inference import load_bundle, load_model, predict_proba, scores
+    from finesweep.models.training import evaluate
 
     run_dir, spec = sweep["run_dir"], sweep["spec"]
     pool = candidates(load_sweep(run_dir))
@@ -464,7 +463,7 @@ def test_checkpoint_retention_keeps_the_best_k(sweep, tmp_path):
     assert kept == {t.number for t in pool[:2]}
     assert removed and all(not p.exists() for p in removed)
     with pytest.raises(ResultsError, match="no checkpoint for 1 of the top 3"):
-        from search.ensemble import build_ensemble
+        from finesweep.search.ensemble import build_ensemble
 
         build_ensemble(record, 3)
     with pytest.raises(ValueError, match="keep_best must be at least 1"):
@@ -473,9 +472,9 @@ def test_checkpoint_retention_keeps_the_best_k(sweep, tmp_path):
 
 def test_monitor_closes_trials_the_sweep_ended_around(tmp_path):
     """A trial still RUNNING when the sweep stops gets its final HParams record from the study."""
-    from search.progress import SweepMonitor
-    from search.study import Outcome, fail_unfinished, open_study, tell
-    from search.tensorboard_log import HParamsLog
+    from finesweep.search.progress import SweepMonitor
+    from finesweep.search.study import Outcome, fail_unfinished, open_study, tell
+    from finesweep.search.tensorboard_log import HParamsLog
 
     (tmp_path / "results.yaml").write_text(SPEC)
     spec = parse_spec(tmp_path / "results.yaml")
@@ -501,7 +500,7 @@ def test_monitor_closes_trials_the_sweep_ended_around(tmp_path):
 
 
 def test_tensorboard_tells_apart_sweeps_of_the_same_name():
-    from search.cli import board_labels
+    from finesweep.search.cli import board_labels
 
     labels = board_labels([Path("/x/runs/a/cnn"), Path("/x/runs/b/cnn"), Path("/x/runs/text"),
                            Path("/x/runs/text")])

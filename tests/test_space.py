@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import optuna
 import pytest
-
-from search.space import INACTIVE, CategoricalParam, Condition, FloatParam, IntParam, SearchSpace
+from finesweep.search.space import INACTIVE, CategoricalParam, Condition, FloatParam, IntParam, SearchSpace
 
 SPACE = SearchSpace(
     params=(

@@ -17,10 +17,9 @@ from pathlib import Path
 
 import pytest
 import yaml
-
-from models.tasks import TASKS
-from search.schedulers import SCHEDULERS
-from search.spec import (
+from finesweep.models.tasks import TASKS
+from finesweep.search.schedulers import SCHEDULERS
+from finesweep.search.spec import (
     MAX_CHOICES,
     MAX_SPEC_BYTES,
     MAX_SPEC_DEPTH,
@@ -28,7 +27,7 @@ from search.spec import (
     SpecError,
     parse_spec,
 )
-from search.strategies import STRATEGIES
+from finesweep.search.strategies import STRATEGIES
 
 ROOT = Path(__file__).resolve().parents[1]
 SPEC_FILES = sorted({*ROOT.glob("spaces/**/*.yaml"), *ROOT.glob("spaces/**/*.yml")})
@@ -449,7 +448,7 @@ def test_cli_rejects_an_invalid_override(tmp_path):
 
 CLI_LOOP = """
 import contextlib, io, json, sys
-from search.cli import main
+from finesweep.search.cli import main
 results = []
 for spec, out in zip(sys.argv[1::2], sys.argv[2::2]):
     err = io.StringIO()

@@ -16,11 +16,10 @@ from typing import Any
 
 import optuna
 import pytest
-
-from search.space import CategoricalParam, Condition, FloatParam, IntParam, SearchSpace
-from search.strategies import STRATEGIES, check_options, get_strategy, make_sampler
-from search.strategies._planning import PLANNED_BY
-from search.strategies.grid_search import grid_points
+from finesweep.search.space import CategoricalParam, Condition, FloatParam, IntParam, SearchSpace
+from finesweep.search.strategies import STRATEGIES, check_options, get_strategy, make_sampler
+from finesweep.search.strategies._planning import PLANNED_BY
+from finesweep.search.strategies.grid_search import grid_points
 
 optuna.logging.set_verbosity(optuna.logging.ERROR)
 
@@ -290,7 +289,7 @@ def test_grid_on_an_infinite_space_is_a_clear_problem():
 
 
 def test_grid_problem_is_reported_by_spec_validation_at_the_strategy_name():
-    from search.spec import SpecChecker
+    from finesweep.search.spec import SpecChecker
 
     checker = SpecChecker("spec.yaml", {})
     checker.strategy({"name": "grid"}, SPACE)
@@ -317,8 +316,8 @@ def test_auto_switches_early_when_improvement_stalls():
 
 def test_seeded_tpe_resumed_with_a_new_sampler_suggests_what_an_uninterrupted_run_would():
     """`global` is wrapped per trial (search.seeding), so a resume does not restart its stream."""
-    from search.seeding import PerTrialSeededSampler
-    from search.strategies import make_sampler
+    from finesweep.search.seeding import PerTrialSeededSampler
+    from finesweep.search.strategies import make_sampler
 
     space = SearchSpace(params=(FloatParam("x", -5.0, 5.0), IntParam("n", 1, 9),
                                 CategoricalParam("c", ("a", "b", "c"))))
@@ -359,7 +358,7 @@ def _add_timed_trials(study: optuna.Study, seconds_per_trial: float, count: int)
 
 @pytest.mark.parametrize(("trial_seconds", "engine"), [(120.0, "gp"), (1.0, "tpe")])
 def test_global_uses_the_gp_only_where_its_cost_is_a_small_share_of_a_trial(trial_seconds, engine):
-    from search.strategies.global_tpe import ENGINE_ATTR, GlobalSampler, make_global_sampler
+    from finesweep.search.strategies.global_tpe import ENGINE_ATTR, GlobalSampler, make_global_sampler
 
     space = SearchSpace(params=(FloatParam("x", -5.0, 5.0), IntParam("n", 1, 9)))
     sampler = make_global_sampler(space, n_startup_trials=4, seed=0)
@@ -373,7 +372,7 @@ def test_global_uses_the_gp_only_where_its_cost_is_a_small_share_of_a_trial(tria
 
 
 def test_global_keeps_tpe_for_conditional_or_categorical_spaces():
-    from search.strategies.global_tpe import GlobalSampler, make_global_sampler
+    from finesweep.search.strategies.global_tpe import GlobalSampler, make_global_sampler
 
     mixed = SearchSpace(params=(FloatParam("x", 0.0, 1.0), CategoricalParam("c", ("a", "b"))))
     assert not isinstance(make_global_sampler(mixed, seed=0), GlobalSampler)

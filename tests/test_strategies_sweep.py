@@ -6,10 +6,9 @@ from __future__ import annotations
 import optuna
 import pytest
 import yaml
-
-from search.cli import main as launch
-from search.strategies import STRATEGIES
-from search.study import load_study, state_counts
+from finesweep.search.cli import main as launch
+from finesweep.search.strategies import STRATEGIES
+from finesweep.search.study import load_study, state_counts
 
 pytestmark = pytest.mark.slow
 

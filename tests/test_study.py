@@ -5,8 +5,7 @@ from __future__ import annotations
 import math
 
 import optuna
-
-from search.study import Outcome, fail_unfinished, redact, state_counts, tell, trial_outcome
+from finesweep.search.study import Outcome, fail_unfinished, redact, state_counts, tell, trial_outcome
 
 
 def test_full_length_trial_is_complete_with_its_best_epoch():

@@ -13,14 +13,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-
-from models import speech_data, speech_recognition, text_classification, text_data
-from models.common import CheckpointMismatch
-from models.data_sources import MissingDataSource
-from models.image_classification import build_model as build_image_model
-from models.image_classification import load_data as load_digits
-from models.tasks import TASKS
-from models.training import fit
+from finesweep.models import speech_data, speech_recognition, text_classification, text_data
+from finesweep.models.common import CheckpointMismatch
+from finesweep.models.data_sources import MissingDataSource
+from finesweep.models.image_classification import build_model as build_image_model
+from finesweep.models.image_classification import load_data as load_digits
+from finesweep.models.tasks import TASKS
+from finesweep.models.training import fit
 
 HAS_FORTUNES = text_data.check_data({}) is None
 HAS_SPEECH = speech_data.cache_ready()
@@ -366,9 +365,9 @@ resources: {{cpus: 1, concurrency: 2}}
 
 
 def _sweep(tmp_path, name: str, task: str, data: dict, space: dict):
-    from search.spec import parse_spec
-    from search.study import load_study, state_counts
-    from search.sweep import run_sweep
+    from finesweep.search.spec import parse_spec
+    from finesweep.search.study import load_study, state_counts
+    from finesweep.search.sweep import run_sweep
 
     lines = "\n".join(f"  {k}: {json.dumps(v)}" for k, v in space.items())
     path = tmp_path / f"{name}.yaml"
@@ -378,7 +377,7 @@ def _sweep(tmp_path, name: str, task: str, data: dict, space: dict):
     counts = state_counts(load_study(spec.name, result.storage))
     assert counts.get("COMPLETE", 0) == 2, counts
     # The export is what `launch.py train` reads back: every task's must parse as written.
-    from search.export import read_export
+    from finesweep.search.export import read_export
 
     assert read_export(result.run_dir / "best.yaml").task.name == task
     return result

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import pytest
 import torch
-
-from models.image_classification import load_digits_split
-from models.tasks import TASKS
-from models.training import NonFiniteMetricError, fit, trained_epochs
+from finesweep.models.image_classification import load_digits_split
+from finesweep.models.tasks import TASKS
+from finesweep.models.training import NonFiniteMetricError, fit, trained_epochs
 
 TASK = TASKS["image_classification"]
 TINY = {"conv_layers": 1, "channels": 8, "hidden_units": 16, "learning_rate": 0.01}

@@ -21,10 +21,9 @@ from typing import Any
 
 import numpy as np
 import optuna
+from finesweep.search.space import CategoricalParam, FloatParam, IntParam, Param, SearchSpace, is_active
 from optuna.distributions import BaseDistribution, CategoricalDistribution, FloatDistribution
 from optuna.trial import FrozenTrial, TrialState
-
-from search.space import CategoricalParam, FloatParam, IntParam, Param, SearchSpace, is_active
 
 # System attribute naming the strategy that planned a trial; local search counts only its
 # own proposals as successes or failures when it resizes its trust region.

@@ -18,10 +18,8 @@ from typing import Any
 
 import numpy as np
 import optuna
-from optuna.trial import FrozenTrial
-
-from search.space import SearchSpace
-from search.strategies._planning import (
+from finesweep.search.space import SearchSpace
+from finesweep.search.strategies._planning import (
     Config,
     ConfigKey,
     Observed,
@@ -30,6 +28,7 @@ from search.strategies._planning import (
     perturb,
     random_config,
 )
+from optuna.trial import FrozenTrial
 
 ACCEPT_SALT = 1  # Keeps the acceptance draws apart from the proposal draws of the same trial.
 MIN_RADIUS = 0.01

@@ -12,13 +12,12 @@ from collections.abc import Mapping
 from typing import Any
 
 import optuna
+from finesweep.search.space import SearchSpace
+from finesweep.search.strategies._planning import Observed, history
+from finesweep.search.strategies.global_tpe import make_global_sampler
+from finesweep.search.strategies.local_search import LocalSampler
 from optuna.distributions import BaseDistribution
 from optuna.trial import FrozenTrial, TrialState
-
-from search.space import SearchSpace
-from search.strategies._planning import Observed, history
-from search.strategies.global_tpe import make_global_sampler
-from search.strategies.local_search import LocalSampler
 
 
 class AutoSampler(optuna.samplers.BaseSampler):

@@ -15,10 +15,8 @@ from typing import Any
 
 import numpy as np
 import optuna
-from optuna.trial import FrozenTrial
-
-from search.space import CategoricalParam, Param, SearchSpace
-from search.strategies._planning import (
+from finesweep.search.space import CategoricalParam, Param, SearchSpace
+from finesweep.search.strategies._planning import (
     Config,
     ConfigKey,
     Observed,
@@ -30,6 +28,7 @@ from search.strategies._planning import (
     random_value,
     to_unit,
 )
+from optuna.trial import FrozenTrial
 
 # Blend crossover reaches this fraction of the parents' distance beyond each parent (BLX-alpha).
 BLEND_ALPHA = 0.25

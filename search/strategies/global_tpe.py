@@ -16,13 +16,12 @@ import warnings
 from typing import TYPE_CHECKING, Any
 
 import optuna
+from finesweep.search.space import FloatParam, IntParam
 from optuna.distributions import BaseDistribution
 from optuna.trial import FrozenTrial, TrialState
 
-from search.space import FloatParam, IntParam
-
 if TYPE_CHECKING:
-    from search.space import SearchSpace
+    from finesweep.search.space import SearchSpace
 
 GP_MAX_PARAMS = 10
 # Seconds one GP suggestion is assumed to take until the study has measured one.

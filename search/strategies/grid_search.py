@@ -13,10 +13,9 @@ from typing import Any
 
 import numpy as np
 import optuna
+from finesweep.search.space import FloatParam, SearchSpace, is_active
+from finesweep.search.strategies._planning import Config, ConfigKey, PlannedSampler, config_key, random_config
 from optuna.trial import FrozenTrial
-
-from search.space import FloatParam, SearchSpace, is_active
-from search.strategies._planning import Config, ConfigKey, PlannedSampler, config_key, random_config
 
 # Enumerating more points than this takes long and no sweep runs them all.
 MAX_GRID_POINTS = 100_000

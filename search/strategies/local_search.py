@@ -19,10 +19,8 @@ from typing import Any
 
 import numpy as np
 import optuna
-from optuna.trial import FrozenTrial
-
-from search.space import CategoricalParam, FloatParam, IntParam, SearchSpace
-from search.strategies._planning import (
+from finesweep.search.space import CategoricalParam, FloatParam, IntParam, SearchSpace
+from finesweep.search.strategies._planning import (
     Config,
     ConfigKey,
     Observed,
@@ -33,6 +31,7 @@ from search.strategies._planning import (
     random_config,
     random_value,
 )
+from optuna.trial import FrozenTrial
 
 START_FROM_EXPECTED = "a path to an exported best.yaml or a mapping of parameter values"
 
@@ -44,7 +43,7 @@ def read_start_point(start_from: str | Mapping[str, Any] | None,
     if start_from is None:
         return {}, []
     if isinstance(start_from, str):
-        from search.spec import SpecError, load_yaml
+        from finesweep.search.spec import SpecError, load_yaml
 
         try:
             data, _ = load_yaml(Path(start_from).expanduser())

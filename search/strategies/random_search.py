@@ -6,8 +6,7 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     import optuna
-
-    from search.space import SearchSpace
+    from finesweep.search.space import SearchSpace
 
 
 def make_random_sampler(space: SearchSpace, *, seed: int | None = None) -> optuna.samplers.BaseSampler:
