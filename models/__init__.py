@@ -1,6 +1,6 @@
-"""Training tasks as Lightning modules. Knows nothing of Optuna or Ray: it takes a resolved
-config, trains, and calls back once per epoch."""
+"""Training tasks as plain Lightning classes. Knows nothing of Optuna or Ray: a run is a model
+and a DataModule named by class path, trained with the Trainer, calling back once per epoch."""
 
-from finesweep.models.tasks import TASKS, TaskInfo, get_task
+from finesweep.models.tasks import TASKS, TaskAlias, get_task
 
-__all__ = ["TASKS", "TaskInfo", "get_task"]
+__all__ = ["TASKS", "TaskAlias", "get_task"]

@@ -1,10 +1,16 @@
-"""What every classifier task shares: per-epoch metrics for ``fit``, the optimizer with
-warm-up and a separate backbone learning rate, and fine-tuning from an earlier checkpoint.
+"""What every built-in classifier task shares, as plain Lightning classes.
 
-A task subclasses :class:`Classifier`, builds its layers, then calls :meth:`Classifier.finish_init`;
-it lists its backbone blocks from the input side in :meth:`backbone_blocks` (what
-``frozen_layers`` counts) and names its final layer in ``classifier_prefix`` (what is
-re-initialised when a checkpoint was trained on other labels).
+:class:`Classifier` is an ordinary ``LightningModule``: it logs ``train_loss``, ``val_loss``,
+``val_acc``, ``test_loss`` and ``test_acc`` with ``self.log``, builds the optimizer with warm-up
+and a separate backbone learning rate, and fine-tunes from an earlier checkpoint. Its layers
+depend on the data (classes, vocabulary, image size), which the matching
+:class:`TensorDataModule` describes in ``info`` once set up; the module reads it in ``setup``,
+so both are built from their own ``init_args`` alone, as LightningCLI builds them.
+
+A task subclasses :class:`Classifier`, builds its layers in :meth:`Classifier.build`, lists its
+backbone blocks from the input side in :meth:`backbone_blocks` (what ``frozen_layers`` counts)
+and names its final layer in ``classifier_prefix`` (what is re-initialised when a checkpoint
+was trained on other labels).
 """
 
 from __future__ import annotations
@@ -12,13 +18,20 @@ from __future__ import annotations
 import math
 import zlib
 from collections.abc import Mapping, Sequence
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Annotated, Any, Literal
 
 import pytorch_lightning as pl
 import torch
+from finesweep.models.components import Range
 from finesweep.models.data_sources import resolve_path
 from torch import nn
 from torch.nn import functional as F
+from torch.utils.data import DataLoader, TensorDataset
+
+NonNegative = Annotated[float, Range(0.0)]
+Optimizer = Literal["adam", "adamw", "sgd"]
+Schedule = Literal["constant", "cosine"]
 
 
 class CheckpointMismatch(ValueError):
@@ -32,25 +45,111 @@ def label_ids(labels: Sequence[str | int]) -> torch.Tensor:
                          for label in labels], dtype=torch.int64)
 
 
+@dataclass(frozen=True)
+class Splits:
+    """A task's data as in-memory tensors (inputs..., labels) per split."""
+
+    train: tuple[torch.Tensor, ...]
+    val: tuple[torch.Tensor, ...]
+    test: tuple[torch.Tensor, ...]
+    # What the model needs to know of the data (classes, shapes, vocabulary).
+    info: Mapping[str, Any] = field(default_factory=dict)
+    # One line for the user: where the data came from and the split sizes.
+    summary: str = ""
+
+
+class TensorDataModule(pl.LightningDataModule):
+    """A DataModule over tensors a subclass builds in :meth:`load_splits` (cached per process
+    there, so a reused trial worker builds them once for the whole sweep)."""
+
+    def __init__(self, batch_size: int = 64, eval_batch_size: int = 512) -> None:
+        super().__init__()
+        self.batch_size = batch_size
+        self.eval_batch_size = eval_batch_size
+        self.splits: Splits | None = None
+
+    def load_splits(self) -> Splits:
+        raise NotImplementedError
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.splits is None:
+            self.splits = self.load_splits()
+
+    @property
+    def info(self) -> Mapping[str, Any]:
+        self.setup()
+        return self.splits.info
+
+    def summary(self) -> str:
+        self.setup()
+        sizes = ", ".join(f"{name} {len(getattr(self.splits, name)[-1])}" for name in ("train", "val", "test"))
+        return f"{self.splits.summary}; {sizes}" if self.splits.summary else sizes
+
+    def train_dataloader(self) -> DataLoader:
+        # Seeded from the run's seed (set by seed_everything just before), not from whatever
+        # the global generator has drawn since: the order is the same in a trial and its retraining.
+        generator = torch.Generator().manual_seed(torch.initial_seed())
+        return DataLoader(TensorDataset(*self.splits.train), batch_size=self.batch_size, shuffle=True,
+                          generator=generator)
+
+    def val_dataloader(self) -> DataLoader:
+        return DataLoader(TensorDataset(*self.splits.val), batch_size=self.eval_batch_size)
+
+    def test_dataloader(self) -> DataLoader:
+        return DataLoader(TensorDataset(*self.splits.test), batch_size=self.eval_batch_size)
+
+    def predict_dataloader(self) -> DataLoader:
+        return self.test_dataloader()
+
+
 class Classifier(pl.LightningModule):
-    """A cross-entropy classifier. ``cfg`` must have learning_rate, optimizer, momentum,
-    weight_decay, lr_schedule, label_smoothing, init_from, frozen_layers, backbone_lr_scale,
-    warmup_epochs, grad_clip (a config dataclass of models/tasks.py)."""
+    """A cross-entropy classifier with the optimizer, schedule and fine-tuning settings every
+    built-in task shares; a task adds its architecture's arguments and :meth:`build`."""
 
     classifier_prefix = "head."
 
-    def __init__(self, cfg: Any, *, labels: Sequence[str | int], max_epochs: int) -> None:
+    def __init__(
+        self,
+        learning_rate: Annotated[float, Range(0.0)] = 1e-3,
+        optimizer: Optimizer = "adam",
+        momentum: Annotated[float, Range(0.0, 1.0)] = 0.9,
+        weight_decay: NonNegative = 0.0,
+        lr_schedule: Schedule = "cosine",
+        label_smoothing: Annotated[float, Range(0.0, 0.5)] = 0.0,
+        init_from: str | None = None,
+        frozen_layers: Annotated[int, Range(0)] = 0,
+        backbone_lr_scale: NonNegative = 1.0,
+        warmup_epochs: Annotated[int, Range(0)] = 0,
+        grad_clip: NonNegative = 0.0,
+    ) -> None:
+        """
+        Args:
+            learning_rate: peak learning rate (of the head; the backbone's is scaled)
+            optimizer: adam, adamw or sgd
+            momentum: SGD momentum (sgd only)
+            weight_decay: L2 / decoupled weight decay
+            lr_schedule: cosine decays to 0 over the epochs
+            label_smoothing: cross-entropy label smoothing
+            init_from: model.pt of an earlier run to start from (none: from scratch); the head is
+                re-initialised when that run had other labels
+            frozen_layers: backbone blocks frozen, counted from the input
+            backbone_lr_scale: backbone learning rate / head learning rate
+            warmup_epochs: epochs of linear learning-rate warm-up
+            grad_clip: gradient norm clip (0: none)
+        """
         super().__init__()
-        self.cfg = cfg
-        self.max_epochs = max_epochs
-        self.register_buffer("label_ids", label_ids(labels))
-        self.epoch_metrics: dict[str, float] = {}
-        self._train_loss_sum = torch.zeros(())
-        self._train_batches = 0
-        self._val_sums = torch.zeros(3)  # loss sum, correct, count
+        self.learning_rate, self.optimizer_name, self.momentum = learning_rate, optimizer, momentum
+        self.weight_decay, self.lr_schedule, self.label_smoothing = weight_decay, lr_schedule, label_smoothing
+        self.init_from, self.frozen_layers = init_from, frozen_layers
+        self.backbone_lr_scale, self.warmup_epochs, self.grad_clip = backbone_lr_scale, warmup_epochs, grad_clip
         self.init_report: dict[str, Any] = {}
+        self.built = False
 
     # ---- what a task provides
+
+    def build(self, info: Mapping[str, Any]) -> None:
+        """Create the layers for data described by ``info`` (the DataModule's)."""
+        raise NotImplementedError
 
     def backbone_blocks(self) -> list[nn.Module]:
         raise NotImplementedError
@@ -59,17 +158,37 @@ class Classifier(pl.LightningModule):
         """Training-time augmentation of a batch; identity unless the task overrides it."""
         return inputs
 
+    # ---- building from the data
+
+    def setup(self, stage: str) -> None:
+        if self.built:
+            return
+        data = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
+        info = getattr(data, "info", None)
+        if info is None:
+            raise TypeError(f"{type(self).__name__} learns its input and label sizes from its DataModule's "
+                            "`info`: train it with the task's DataModule (trainer.fit(model, datamodule=...))")
+        self.build_for(info)
+
+    def build_for(self, info: Mapping[str, Any]) -> None:
+        """Build the layers for ``info``, then load ``init_from`` and freeze blocks."""
+        labels = list(info["labels"])
+        self.register_buffer("label_ids", label_ids(labels))
+        self.build(info)
+        self.built = True
+        self.finish_init()
+
     # ---- fine-tuning
 
     def finish_init(self) -> None:
         """Load ``init_from`` and freeze the first ``frozen_layers`` backbone blocks."""
-        if self.cfg.init_from:
-            self.init_report = self.load_initial_weights(self.cfg.init_from)
+        if self.init_from:
+            self.init_report = self.load_initial_weights(self.init_from)
         blocks = self.backbone_blocks()
-        if self.cfg.frozen_layers > len(blocks):
-            raise CheckpointMismatch(f"frozen_layers={self.cfg.frozen_layers} but the model has "
+        if self.frozen_layers > len(blocks):
+            raise CheckpointMismatch(f"frozen_layers={self.frozen_layers} but the model has "
                                      f"only {len(blocks)} backbone layers")
-        for block in blocks[:self.cfg.frozen_layers]:
+        for block in blocks[:self.frozen_layers]:
             for parameter in block.parameters():
                 parameter.requires_grad_(False)
 
@@ -105,44 +224,40 @@ class Classifier(pl.LightningModule):
 
     def on_train_epoch_start(self) -> None:
         # Frozen blocks keep their normalisation statistics too, not only their weights.
-        for block in self.backbone_blocks()[:self.cfg.frozen_layers]:
+        for block in self.backbone_blocks()[:self.frozen_layers]:
             block.eval()
 
     # ---- training loop
 
-    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
-        inputs, labels = batch
-        loss = F.cross_entropy(self(self.augment(inputs)), labels,
-                               label_smoothing=self.cfg.label_smoothing)
-        # Summed here rather than with self.log: epoch means are needed before Lightning
-        # reduces its logged values, and avoiding the logger keeps trials cheap.
-        self._train_loss_sum += loss.detach().cpu()
-        self._train_batches += 1
+    def training_step(self, batch: Sequence[torch.Tensor], batch_idx: int) -> torch.Tensor:
+        *inputs, labels = batch
+        loss = F.cross_entropy(self(*(self.augment(x) for x in inputs)), labels,
+                               label_smoothing=self.label_smoothing)
+        self.log("train_loss", loss, on_step=False, on_epoch=True, batch_size=len(labels))
         return loss
 
     def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
-        if self.cfg.grad_clip:
-            torch.nn.utils.clip_grad_norm_(self.parameters(), self.cfg.grad_clip)
+        if self.grad_clip:
+            torch.nn.utils.clip_grad_norm_(self.parameters(), self.grad_clip)
 
-    def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
-        inputs, labels = batch
-        logits = self(inputs)
-        loss = F.cross_entropy(logits, labels, reduction="sum")
-        correct = (logits.argmax(dim=1) == labels).sum()
-        self._val_sums += torch.stack([loss.detach().cpu(), correct.cpu().float(),
-                                       torch.tensor(float(len(labels)))])
+    def _evaluate(self, batch: Sequence[torch.Tensor], prefix: str) -> None:
+        *inputs, labels = batch
+        logits = self(*inputs)
+        # Batch-size weighted means over the epoch: the same numbers as one pass over the split.
+        self.log(f"{prefix}_loss", F.cross_entropy(logits, labels), on_epoch=True, batch_size=len(labels))
+        self.log(f"{prefix}_acc", (logits.argmax(dim=1) == labels).float().mean(), on_epoch=True,
+                 batch_size=len(labels))
 
-    def on_validation_epoch_end(self) -> None:
-        loss, correct, count = self._val_sums.tolist()
-        self._val_sums.zero_()
-        if count:
-            self.epoch_metrics = {"val_loss": loss / count, "val_acc": correct / count}
+    def validation_step(self, batch: Sequence[torch.Tensor], batch_idx: int) -> None:
+        self._evaluate(batch, "val")
 
-    def take_train_loss(self) -> float:
-        mean = float(self._train_loss_sum) / max(self._train_batches, 1)
-        self._train_loss_sum.zero_()
-        self._train_batches = 0
-        return mean
+    def test_step(self, batch: Sequence[torch.Tensor], batch_idx: int) -> None:
+        self._evaluate(batch, "test")
+
+    def predict_step(self, batch: Sequence[torch.Tensor], batch_idx: int = 0) -> torch.Tensor:
+        """Class scores (logits) of a batch; its last tensor, the labels, is not used."""
+        *inputs, _ = batch
+        return self(*inputs)
 
     def parameter_groups(self) -> list[dict[str, Any]]:
         """The head at ``learning_rate``, the backbone at ``learning_rate * backbone_lr_scale``."""
@@ -150,25 +265,23 @@ class Classifier(pl.LightningModule):
         for name, parameter in self.named_parameters():
             if parameter.requires_grad:
                 (head if name.startswith(self.classifier_prefix) else backbone).append(parameter)
-        lr = self.cfg.learning_rate
-        groups = [{"params": head, "lr": lr}]
+        groups = [{"params": head, "lr": self.learning_rate}]
         if backbone:
-            groups.append({"params": backbone, "lr": lr * self.cfg.backbone_lr_scale})
+            groups.append({"params": backbone, "lr": self.learning_rate * self.backbone_lr_scale})
         return groups
 
     def configure_optimizers(self) -> Any:
-        cfg = self.cfg
-        groups = self.parameter_groups()
-        if cfg.optimizer == "sgd":
-            optimizer = torch.optim.SGD(groups, lr=cfg.learning_rate, momentum=cfg.momentum,
-                                        weight_decay=cfg.weight_decay)
-        elif cfg.optimizer == "adamw":
-            optimizer = torch.optim.AdamW(groups, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
+        groups, lr = self.parameter_groups(), self.learning_rate
+        if self.optimizer_name == "sgd":
+            optimizer = torch.optim.SGD(groups, lr=lr, momentum=self.momentum, weight_decay=self.weight_decay)
+        elif self.optimizer_name == "adamw":
+            optimizer = torch.optim.AdamW(groups, lr=lr, weight_decay=self.weight_decay)
         else:
-            optimizer = torch.optim.Adam(groups, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
-        if cfg.lr_schedule == "constant" and not cfg.warmup_epochs:
+            optimizer = torch.optim.Adam(groups, lr=lr, weight_decay=self.weight_decay)
+        if self.lr_schedule == "constant" and not self.warmup_epochs:
             return optimizer
-        warmup, total, cosine = cfg.warmup_epochs, self.max_epochs, cfg.lr_schedule == "cosine"
+        warmup, cosine = self.warmup_epochs, self.lr_schedule == "cosine"
+        total = max(1, int(self.trainer.max_epochs or 1))
 
         def factor(epoch: int) -> float:
             # Linear warm-up over `warmup` epochs, then constant or a cosine decay to 0.

@@ -1,19 +1,20 @@
 """The `debug` task: a two-layer classifier on synthetic blobs that fails on request.
 
-Each failure is real, not simulated bookkeeping: `raise` raises, `nan` poisons the loss,
-`hang` stops reporting, `oom` keeps allocating until the allocator refuses.
+finesweep's BoringModel: it trains in milliseconds, for smoke-testing a cluster and for the
+failure tests. Each failure is real, not simulated bookkeeping: `raise` raises, `nan` poisons
+the loss, `hang` stops reporting, `oom` keeps allocating until the allocator refuses.
 """
 
 from __future__ import annotations
 
+import functools
 import time
-from collections.abc import Mapping
-from typing import Any
+from typing import Annotated, Literal
 
 import pytorch_lightning as pl
 import torch
-from finesweep.models.tasks import DebugConfig, DebugDataConfig
-from finesweep.models.training import DataBundle
+from finesweep.models.common import Splits, TensorDataModule
+from finesweep.models.components import Range
 from torch import nn
 from torch.nn import functional as F
 
@@ -23,26 +24,39 @@ class InjectedFailure(RuntimeError):
 
 
 class DebugClassifier(pl.LightningModule):
-    def __init__(self, config: Mapping[str, Any], *, features: int, max_epochs: int) -> None:
+    def __init__(
+        self,
+        learning_rate: Annotated[float, Range(0.0)] = 0.05,
+        hidden_units: Annotated[int, Range(1)] = 16,
+        features: Annotated[int, Range(1)] = 8,
+        fail_mode: Literal["none", "raise", "nan", "hang", "oom"] = "none",
+        fail_at_epoch: Annotated[int, Range(1)] = 1,
+        epoch_seconds: Annotated[float, Range(0.0)] = 0.0,
+    ) -> None:
+        """
+        Args:
+            learning_rate: learning rate
+            hidden_units: hidden layer width
+            features: input dimensions (the data's `features`)
+            fail_mode: what goes wrong at fail_at_epoch
+            fail_at_epoch: the epoch in which fail_mode strikes
+            epoch_seconds: extra seconds each epoch sleeps (keeps trials running for the kill tests)
+        """
         super().__init__()
-        self.cfg = DebugConfig(**config)
-        self.net = nn.Sequential(nn.Linear(features, self.cfg.hidden_units), nn.ReLU(),
-                                 nn.Linear(self.cfg.hidden_units, 2))
-        self.epoch_metrics: dict[str, float] = {}
-        self._losses: list[float] = []
-        self._val: list[torch.Tensor] = []
+        self.save_hyperparameters()
+        self.net = nn.Sequential(nn.Linear(features, hidden_units), nn.ReLU(), nn.Linear(hidden_units, 2))
 
     def forward(self, inputs: torch.Tensor) -> torch.Tensor:
         return self.net(inputs)
 
     def _failing_now(self, mode: str) -> bool:
-        return self.cfg.fail_mode == mode and self.current_epoch + 1 == self.cfg.fail_at_epoch
+        return self.hparams.fail_mode == mode and self.current_epoch + 1 == self.hparams.fail_at_epoch
 
     def on_train_epoch_start(self) -> None:
-        if self.cfg.epoch_seconds:
-            time.sleep(self.cfg.epoch_seconds)
+        if self.hparams.epoch_seconds:
+            time.sleep(self.hparams.epoch_seconds)
         if self._failing_now("raise"):
-            raise InjectedFailure(f"injected failure in epoch {self.cfg.fail_at_epoch}")
+            raise InjectedFailure(f"injected failure in epoch {self.hparams.fail_at_epoch}")
         if self._failing_now("hang"):
             while True:  # Never reports again: only the trial watchdog ends this.
                 time.sleep(1.0)
@@ -56,42 +70,54 @@ class DebugClassifier(pl.LightningModule):
         loss = F.cross_entropy(self(inputs), labels)
         if self._failing_now("nan"):
             loss = loss * float("nan")
-        self._losses.append(float(loss.detach()))
+        self.log("train_loss", loss, on_step=False, on_epoch=True)
         return loss
 
-    def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
+    def _evaluate(self, batch: tuple[torch.Tensor, torch.Tensor], prefix: str) -> None:
         inputs, labels = batch
         logits = self(inputs)
-        self._val.append(torch.stack([F.cross_entropy(logits, labels, reduction="sum"),
-                                      (logits.argmax(1) == labels).sum().float(),
-                                      torch.tensor(float(len(labels)))]))
+        self.log(f"{prefix}_loss", F.cross_entropy(logits, labels), batch_size=len(labels))
+        self.log(f"{prefix}_acc", (logits.argmax(1) == labels).float().mean(), batch_size=len(labels))
 
-    def on_validation_epoch_end(self) -> None:
-        loss, correct, count = torch.stack(self._val).sum(0).tolist()
-        self._val.clear()
-        self.epoch_metrics = {"val_loss": loss / count, "val_acc": correct / count}
+    def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
+        self._evaluate(batch, "val")
 
-    def take_train_loss(self) -> float:
-        mean = sum(self._losses) / max(len(self._losses), 1)
-        self._losses.clear()
-        return mean
+    def test_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
+        self._evaluate(batch, "test")
+
+    def predict_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int = 0) -> torch.Tensor:
+        return self(batch[0])
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
-        return torch.optim.SGD(self.parameters(), lr=self.cfg.learning_rate)
+        return torch.optim.SGD(self.parameters(), lr=self.hparams.learning_rate)
 
 
-def load_data(data: Mapping[str, Any]) -> DataBundle:
-    cfg = DebugDataConfig(**data)
-    generator = torch.Generator().manual_seed(cfg.split_seed)
-    labels = torch.randint(0, 2, (cfg.samples,), generator=generator)
-    centers = torch.randn(2, cfg.features, generator=generator)
-    inputs = centers[labels] + 1.5 * torch.randn(cfg.samples, cfg.features, generator=generator)
-    cut_val, cut_test = int(cfg.samples * 0.6), int(cfg.samples * 0.8)
-    return DataBundle(
-        train=(inputs[:cut_val], labels[:cut_val]), val=(inputs[cut_val:cut_test], labels[cut_val:cut_test]),
-        test=(inputs[cut_test:], labels[cut_test:]), info={"features": cfg.features},
-    )
+@functools.lru_cache(maxsize=4)
+def _blobs(samples: int, features: int, split_seed: int) -> Splits:
+    generator = torch.Generator().manual_seed(split_seed)
+    labels = torch.randint(0, 2, (samples,), generator=generator)
+    centers = torch.randn(2, features, generator=generator)
+    inputs = centers[labels] + 1.5 * torch.randn(samples, features, generator=generator)
+    cut_val, cut_test = int(samples * 0.6), int(samples * 0.8)
+    return Splits(train=(inputs[:cut_val], labels[:cut_val]), val=(inputs[cut_val:cut_test], labels[cut_val:cut_test]),
+                  test=(inputs[cut_test:], labels[cut_test:]), info={"labels": (0, 1), "features": features},
+                  summary=f"two Gaussian blobs (synthetic), {features} features")
 
 
-def build_model(config: Mapping[str, Any], bundle: DataBundle, max_epochs: int) -> DebugClassifier:
-    return DebugClassifier(dict(config), max_epochs=max_epochs, **bundle.info)
+class DebugData(TensorDataModule):
+    """Two Gaussian blobs (synthetic)."""
+
+    def __init__(self, samples: Annotated[int, Range(30)] = 256, features: Annotated[int, Range(1)] = 8,
+                 split_seed: int = 0, batch_size: Annotated[int, Range(1)] = 32) -> None:
+        """
+        Args:
+            samples: examples in all splits together
+            features: input dimensions
+            split_seed: seed of the data and its split
+            batch_size: examples per training step
+        """
+        super().__init__(batch_size=batch_size)
+        self.samples, self.features, self.split_seed = samples, features, split_seed
+
+    def load_splits(self) -> Splits:
+        return _blobs(self.samples, self.features, self.split_seed)

@@ -4,15 +4,14 @@ from __future__ import annotations
 
 import functools
 import math
-from collections.abc import Mapping, Sequence
-from typing import Any
+from collections.abc import Mapping
+from typing import Annotated, Any, Literal
 
 import numpy as np
 import torch
-from finesweep.models.common import Classifier
-from finesweep.models.data_sources import check_digits_data, parse_classes
-from finesweep.models.tasks import DigitsDataConfig, ImageClassifierConfig
-from finesweep.models.training import DataBundle
+from finesweep.models.common import Classifier, Splits, TensorDataModule
+from finesweep.models.components import Range
+from finesweep.models.data_sources import parse_classes
 from torch import nn
 from torch.nn import functional as F
 
@@ -27,7 +26,7 @@ def _normalization(kind: str, channels: int) -> nn.Module:
     return nn.Identity()
 
 
-def build_backbone(cfg: ImageClassifierConfig, in_channels: int, image_size: int) -> tuple[nn.Sequential, int]:
+def build_backbone(cfg: ImageClassifier, in_channels: int, image_size: int) -> tuple[nn.Sequential, int]:
     """Convolution blocks; returns the module and the size of its flattened output."""
     layers: list[nn.Module] = []
     channels, size = in_channels, image_size
@@ -47,23 +46,54 @@ def build_backbone(cfg: ImageClassifierConfig, in_channels: int, image_size: int
 
 
 class ImageClassifier(Classifier):
-    def __init__(self, config: Mapping[str, Any], *, num_classes: int, in_channels: int,
-                 image_size: int, max_epochs: int, labels: Sequence[int] = (),
-                 background: float = 0.0) -> None:
-        cfg = ImageClassifierConfig(**config)
-        super().__init__(cfg, labels=list(labels) or list(range(num_classes)), max_epochs=max_epochs)
+    """A small CNN (convolution blocks, a dense layer, a linear head) for images of any size."""
+
+    def __init__(
+        self,
+        conv_layers: Annotated[int, Range(1, 6)] = 2,
+        channels: Annotated[int, Range(1)] = 32,
+        kernel_size: Annotated[int, Range(1, 7)] = 3,
+        normalization: Literal["none", "batch", "group"] = "batch",
+        activation: Literal["relu", "gelu", "silu", "tanh"] = "relu",
+        hidden_units: Annotated[int, Range(1)] = 128,
+        dropout: Annotated[float, Range(0.0, 0.95)] = 0.1,
+        aug_shift: Annotated[int, Range(0, 3)] = 0,
+        aug_rotation: Annotated[float, Range(0.0, 45.0)] = 0.0,
+        aug_noise: Annotated[float, Range(0.0, 2.0)] = 0.0,
+        **kwargs: Any,
+    ) -> None:
+        """
+        Args:
+            conv_layers: convolution blocks
+            channels: width of the first block; doubles per block
+            kernel_size: odd convolution kernel size
+            normalization: normalization after each convolution
+            activation: non-linearity
+            hidden_units: width of the dense layer before the head
+            dropout: dropout before the head
+            aug_shift: random shift of up to this many pixels (training batches only)
+            aug_rotation: random rotation of up to this many degrees (training batches only)
+            aug_noise: std of Gaussian noise added, in normalised pixel units (training batches only)
+            **kwargs: the optimizer and fine-tuning settings of :class:`Classifier`
+        """
+        super().__init__(**kwargs)
         self.save_hyperparameters()
+        self.conv_layers, self.channels, self.kernel_size = conv_layers, channels, kernel_size
+        self.normalization, self.activation, self.hidden_units = normalization, activation, hidden_units
+        self.dropout, self.aug_shift, self.aug_rotation, self.aug_noise = dropout, aug_shift, aug_rotation, aug_noise
         # The value of an empty pixel after normalisation: what augmentation fills in.
-        self.background = background
-        self.backbone, flat = build_backbone(self.cfg, in_channels, image_size)
+        self.background = 0.0
+
+    def build(self, info: Mapping[str, Any]) -> None:
+        self.background = float(info.get("background", 0.0))
+        self.backbone, flat = build_backbone(self, int(info["in_channels"]), int(info["image_size"]))
         self.head = nn.Sequential(
             nn.Flatten(),
-            nn.Linear(flat, self.cfg.hidden_units),
-            ACTIVATIONS[self.cfg.activation](),
-            nn.Dropout(self.cfg.dropout),
-            nn.Linear(self.cfg.hidden_units, num_classes),
+            nn.Linear(flat, self.hidden_units),
+            ACTIVATIONS[self.activation](),
+            nn.Dropout(self.dropout),
+            nn.Linear(self.hidden_units, len(info["labels"])),
         )
-        self.finish_init()
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.head(self.backbone(images))
@@ -79,7 +109,7 @@ class ImageClassifier(Classifier):
 
     def augment(self, images: torch.Tensor) -> torch.Tensor:
         """Random shift (whole pixels), rotation and Gaussian noise; identity at the defaults."""
-        cfg = self.cfg
+        cfg = self
         if cfg.aug_shift or cfg.aug_rotation:
             n, _, height, width = images.shape
             angle = (torch.rand(n, device=images.device) * 2 - 1) * math.radians(cfg.aug_rotation)
@@ -99,7 +129,7 @@ class ImageClassifier(Classifier):
 
 @functools.lru_cache(maxsize=4)
 def load_digits_split(val_fraction: float, test_fraction: float, split_seed: int,
-                      classes: str = "0-9", train_per_class: int = 0) -> DataBundle:
+                      classes: str = "0-9", train_per_class: int = 0) -> Splits:
     """Stratified train/val/test split of the digits, normalised with train statistics only.
 
     ``classes`` keeps a subset of the digits (labels become 0..k-1, the digits themselves are
@@ -129,23 +159,42 @@ def load_digits_split(val_fraction: float, test_fraction: float, split_seed: int
     def tensors(x: np.ndarray, y: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
         return torch.from_numpy((x - mean) / std), torch.from_numpy(y)
 
-    return DataBundle(
+    return Splits(
         train=tensors(train_x, train_y), val=tensors(val_x, val_y), test=tensors(test_x, test_y),
-        info={"num_classes": len(kept), "in_channels": 1, "image_size": 8, "labels": tuple(kept),
-              "background": -mean / std},
+        info={"in_channels": 1, "image_size": 8, "labels": tuple(kept), "background": -mean / std},
+        summary=f"scikit-learn digits (real 8x8 images), digits {classes}",
     )
 
 
-def load_data(data: Mapping[str, Any]) -> DataBundle:
-    cfg = DigitsDataConfig(**data)
-    return load_digits_split(cfg.val_fraction, cfg.test_fraction, cfg.split_seed, cfg.classes,
-                             cfg.train_per_class)
+class DigitsData(TensorDataModule):
+    """scikit-learn's 8x8 handwritten digits (1,797 real images; ships with the package)."""
 
+    def __init__(
+        self,
+        val_fraction: Annotated[float, Range(0.05, 0.5)] = 0.2,
+        test_fraction: Annotated[float, Range(0.05, 0.5)] = 0.2,
+        split_seed: int = 0,
+        classes: str = "0-9",
+        train_per_class: Annotated[int, Range(0)] = 0,
+        batch_size: Annotated[int, Range(1)] = 64,
+        dataset: Literal["digits"] = "digits",
+    ) -> None:
+        """
+        Args:
+            val_fraction: share of images held out for validation
+            test_fraction: share held out for the final test only
+            split_seed: seed of the train/val/test split; fixed, so val/test are the same in every
+                trial and retraining and the test split never leaks into the search
+            classes: digits kept, e.g. 0-4, 5-9 or 1,3,7 (labels stay the digits themselves)
+            train_per_class: training images kept per digit (0: all): a small target set for fine-tuning
+            batch_size: examples per optimizer step
+            dataset: bundled dataset name
+        """
+        super().__init__(batch_size=batch_size)
+        parse_classes(classes)  # A wrong `classes` is an error now, not in every trial.
+        self.val_fraction, self.test_fraction, self.split_seed = val_fraction, test_fraction, split_seed
+        self.classes, self.train_per_class = classes, train_per_class
 
-def check_data(data: Mapping[str, Any]) -> str | None:
-    """Why this data cannot be loaded (a message for the user), or None."""
-    return check_digits_data(data)
-
-
-def build_model(config: Mapping[str, Any], bundle: DataBundle, max_epochs: int) -> ImageClassifier:
-    return ImageClassifier(dict(config), max_epochs=max_epochs, **bundle.info)
+    def load_splits(self) -> Splits:
+        return load_digits_split(self.val_fraction, self.test_fraction, self.split_seed, self.classes,
+                                 self.train_per_class)

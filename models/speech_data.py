@@ -18,11 +18,10 @@ import random
 import shutil
 import subprocess
 import wave
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 from finesweep.models.data_sources import MissingDataSource, cache_root, resolve_path
@@ -124,11 +123,13 @@ def build_cache(directory: Path | None = None, *, force: bool = False, workers: 
     return True
 
 
-def load_cache(directory: Path | None = None) -> Clips:
+def check_cache(directory: Path | None = None) -> Path:
+    """The built cache's folder; :class:`MissingDataSource` saying how to build it when there is
+    none. Reads the manifest only, no audio."""
     directory = directory or cache_dir()
     try:
         built = json.loads((directory / "manifest.json").read_text()).get("version") == CACHE_VERSION
-    except (OSError, ValueError):
+    except (OSError, ValueError, AttributeError):
         built = False
     if not built or not (directory / "clips.npz").is_file():
         if shutil.which("espeak-ng") is None:
@@ -136,6 +137,11 @@ def load_cache(directory: Path | None = None) -> Clips:
                                     f"is not installed; {ESPEAK_HINT}")
         raise MissingDataSource(f"the spoken-digit clips are not built yet ({directory}); build them "
                                 "with `python scripts/prepare_data.py` (scripts/setup.sh runs it)")
+    return directory
+
+
+def load_cache(directory: Path | None = None) -> Clips:
+    directory = check_cache(directory)
     with np.load(directory / "clips.npz") as stored:
         flat = stored["audio"].astype(np.float32) / 32767
         ends = np.cumsum(stored["lengths"])
@@ -164,13 +170,33 @@ def read_wav(path: Path) -> np.ndarray:
     return to_rate(audio.reshape(-1, channels).mean(1), rate)
 
 
-def load_folder(value: str) -> Clips:
-    """The user's clips: ``transcripts.csv`` (columns ``file,text``; optional ``speaker``) next
-    to the WAV files, or else one sub-folder per word holding its WAV files."""
+_FOLDER_HINT = "give a folder of WAV files with transcripts.csv (file,text) or one sub-folder per word"
+
+
+def check_folder(value: str, argument: str = "path") -> Path:
+    """The folder of the user's clips that ``value`` names, after a look at its listing and the
+    header of its transcripts.csv only: :class:`MissingDataSource` when there are no clips,
+    ``ValueError`` when transcripts.csv lacks the ``file`` and ``text`` columns."""
     root = resolve_path(value)
     if not root.is_dir():
-        raise MissingDataSource(f"data.path {value!r}: no such folder; give a folder of WAV files "
-                                "with transcripts.csv (file,text) or one sub-folder per word")
+        raise MissingDataSource(f"{argument} {value!r}: no such folder; {_FOLDER_HINT}")
+    table = root / "transcripts.csv"
+    if table.is_file():
+        with table.open(encoding="utf-8", newline="") as handle:
+            header = next(csv.reader(handle), [])
+        if not {"file", "text"} <= set(header):
+            raise ValueError(f"{argument} {value!r}: expected columns `file` and `text` (optional "
+                             f"`speaker`) in {table}, found {header}")
+    elif next(root.glob("*/*.wav"), None) is None:
+        raise MissingDataSource(f"{argument} {value!r}: found no transcripts.csv and no <word>/*.wav files; "
+                                f"{_FOLDER_HINT}")
+    return root
+
+
+def load_folder(value: str, argument: str = "path") -> Clips:
+    """The user's clips: ``transcripts.csv`` (columns ``file,text``; optional ``speaker``) next
+    to the WAV files, or else one sub-folder per word holding its WAV files."""
+    root = check_folder(value, argument)
     table = root / "transcripts.csv"
     if table.is_file():
         with table.open(encoding="utf-8", newline="") as handle:
@@ -179,7 +205,7 @@ def load_folder(value: str) -> Clips:
     else:
         rows = [(wav, wav.parent.name.lower(), wav.stem) for wav in sorted(root.glob("*/*.wav"))]
     if not rows:
-        raise MissingDataSource(f"data.path {value!r}: found no transcripts.csv and no <word>/*.wav files")
+        raise MissingDataSource(f"{argument} {value!r}: {table} lists no clips; {_FOLDER_HINT}")
     return Clips([normalise(trim(read_wav(path))) for path, _, _ in rows],
                  [word for _, word, _ in rows], [str(speaker) for _, _, speaker in rows])
 
@@ -200,30 +226,5 @@ def split_by_speaker(speakers: Sequence[str], val_fraction: float, test_fraction
 
 
 def chosen_words(value: str | None) -> list[str]:
-    """``data.words`` as a list: 'five, six' -> ['five', 'six']; unset -> [] (every word)."""
+    """The ``words`` argument as a list: 'five, six' -> ['five', 'six']; unset -> [] (every word)."""
     return [word.strip() for word in (value or "").split(",") if word.strip()]
-
-
-def check_data(data: Mapping[str, Any]) -> str | None:
-    """Why the speech task cannot load ``data`` (a message saying how to fix it), or None.
-    Light and fast: reads no audio."""
-    from finesweep.models.tasks import SpeechDataConfig
-
-    cfg = SpeechDataConfig(**data)
-    wanted = chosen_words(cfg.words)
-    if cfg.source == "espeak_digits" and set(wanted) - set(WORDS):
-        return (f"data.words: {sorted(set(wanted) - set(WORDS))} not among the spoken digits "
-                f"({', '.join(WORDS)})")
-    if wanted and len(set(wanted)) < 2:
-        return f"data.words: name at least two words, found {cfg.words!r}"
-    if cfg.source == "folder":
-        if not cfg.path:
-            return "data.source is folder but data.path is empty: give a folder of WAV files"
-        return None if resolve_path(cfg.path).is_dir() else f"data.path {cfg.path!r}: no such folder"
-    if cache_ready():
-        return None
-    try:
-        load_cache()
-    except MissingDataSource as error:
-        return str(error)
-    return None

@@ -1,6 +1,7 @@
 """Text data for the text classifier: the corpora, cleaning, de-duplication, splits, vocabulary.
 
-No torch here: the same code feeds the RNN, the bag-of-words baseline and the up-front check.
+No torch here: the same code feeds the RNN, the bag-of-words baseline and the cheap checks
+TextData makes when it is built (files looked for, none read).
 
 Two sources:
 - ``fortunes``: the categorised quotations that Debian's ``fortunes`` package installs under
@@ -18,14 +19,14 @@ import random
 import re
 import unicodedata
 from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from finesweep.models.data_sources import MissingDataSource, resolve_path
 
 FORTUNES_DIR = Path("/usr/share/games/fortunes")
+DEFAULT_CATEGORIES = "computers,definitions,politics,songs-poems,startrek,zippy"
 FORTUNES_HINT = ("install Debian's fortunes package: `sudo apt-get install fortunes` "
                  "(scripts/setup.sh does it when run as root)")
 PAD, UNK = 0, 1
@@ -43,24 +44,51 @@ class TextSplits:
     labels: tuple[str, ...]
     # What preprocessing removed, by reason (reported by the baselines script and tests).
     dropped: dict[str, int]
+    # Rows read from the source, and usable texts left out by ``max_per_class``.
+    read: int = 0
+    capped: int = 0
+
+    def report(self) -> str:
+        """What happened to the rows read, for the user: read, dropped (and why), labels."""
+        cleaning = {k: v for k, v in self.dropped.items() if k not in ("duplicate", "conflicting_labels")}
+        parts = [f"{self.read} rows read"]
+        if cleaning:
+            reasons = ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in sorted(cleaning.items()))
+            parts.append(f"{sum(cleaning.values())} dropped by cleaning ({reasons})")
+        else:
+            parts.append("0 dropped by cleaning")
+        parts.append(f"{self.dropped.get('duplicate', 0)} dropped as duplicates")
+        if self.dropped.get("conflicting_labels"):
+            parts.append(f"{self.dropped['conflicting_labels']} texts dropped for having two labels")
+        if self.capped:
+            parts.append(f"{self.capped} left out by max_per_class")
+        return ", ".join(parts) + f"; {len(self.labels)} labels: {', '.join(self.labels)}"
 
 
 def parse_categories(value: str) -> list[str]:
     return [name.strip() for name in value.split(",") if name.strip()]
 
 
-def read_fortunes(categories: Sequence[str], directory: Path | None = None) -> list[tuple[str, str]]:
-    """Every entry of the given fortune categories as (text, category)."""
+def check_fortunes(categories: Sequence[str], directory: Path | None = None, where: str = "") -> None:
+    """Raise :class:`MissingDataSource` (saying what to install) unless every category's file
+    is there; ``where`` opens the message (the setting that named them). Looks for the files,
+    reads none of them."""
     directory = directory or FORTUNES_DIR
     if not directory.is_dir():
-        raise MissingDataSource(f"the text corpus is missing: {directory} does not exist; {FORTUNES_HINT}")
+        raise MissingDataSource(f"{where}the text corpus is missing: {directory} does not exist; {FORTUNES_HINT}")
     missing = [name for name in categories if not (directory / name).is_file()]
     if missing:
         available = sorted(p.name for p in directory.iterdir()
                            if p.is_file() and "." not in p.name)
         raise MissingDataSource(
-            f"fortune categories {', '.join(missing)} are missing from {directory} "
+            f"{where}fortune categories {', '.join(missing)} are missing from {directory} "
             f"(available: {', '.join(available) or 'none'}); {FORTUNES_HINT}")
+
+
+def read_fortunes(categories: Sequence[str], directory: Path | None = None) -> list[tuple[str, str]]:
+    """Every entry of the given fortune categories as (text, category)."""
+    directory = directory or FORTUNES_DIR
+    check_fortunes(categories, directory)
     entries = []
     for name in categories:
         raw = (directory / name).read_bytes().decode("utf-8", errors="replace")
@@ -69,31 +97,52 @@ def read_fortunes(categories: Sequence[str], directory: Path | None = None) -> l
     return entries
 
 
-def read_labelled_file(value: str) -> list[tuple[str, str]]:
-    """(text, label) rows of a user's CSV or JSONL file."""
+_JSONL_SUFFIXES = (".jsonl", ".ndjson", ".json")
+_FILE_HINT = ("give a CSV with `text` and `label` columns or a JSONL file of "
+              "{\"text\": ..., \"label\": ...} objects")
+
+
+def check_labelled_file(value: str, argument: str = "path") -> Path:
+    """The readable file ``value`` names (relative to the start directory, see
+    :func:`resolve_path`), after a look at its first line only: :class:`MissingDataSource`
+    when it is not there or not readable, ``ValueError`` when its header is not ``text,label``."""
     path = resolve_path(value)
     if not path.is_file():
-        raise MissingDataSource(f"data.path {value!r}: no such file; give a CSV with `text` and "
-                                "`label` columns or a JSONL file of {\"text\": ..., \"label\": ...}")
-    rows: list[tuple[str, str]] = []
+        where = f" ({path.resolve()})" if str(path) != str(path.resolve()) else ""
+        raise MissingDataSource(f"{argument} {value!r}: no such file{where}; {_FILE_HINT}")
+    try:
+        with path.open(encoding="utf-8", errors="replace", newline="") as handle:
+            if path.suffix.lower() in _JSONL_SUFFIXES:
+                first = next((line for line in handle if line.strip()), "")
+                if first:
+                    _json_row(first, f"{argument} {value!r}: the first record")
+            else:
+                header = next(csv.reader(handle), [])
+                if not {"text", "label"} <= set(header):
+                    raise ValueError(f"{argument} {value!r}: expected CSV columns `text` and `label` "
+                                     f"in the header, found {header}; {_FILE_HINT}")
+    except OSError as error:
+        raise MissingDataSource(f"{argument} {value!r}: cannot read {path}: {error.strerror or error}") from None
+    return path
+
+
+def _json_row(line: str, where: str) -> tuple[str, str]:
+    try:
+        record = json.loads(line)
+        return str(record["text"]), str(record["label"])
+    except (ValueError, KeyError, TypeError) as error:
+        raise ValueError(f"{where}: expected a JSON object with `text` and `label`, found "
+                         f"{line.strip()[:60]!r} ({error})") from None
+
+
+def read_labelled_file(value: str, argument: str = "path") -> list[tuple[str, str]]:
+    """(text, label) rows of a user's CSV or JSONL file."""
+    path = check_labelled_file(value, argument)
     with path.open(encoding="utf-8", errors="replace", newline="") as handle:
-        if path.suffix.lower() in (".jsonl", ".ndjson", ".json"):
-            for number, line in enumerate(handle, 1):
-                if not line.strip():
-                    continue
-                try:
-                    record = json.loads(line)
-                    rows.append((str(record["text"]), str(record["label"])))
-                except (ValueError, KeyError, TypeError) as error:
-                    raise ValueError(f"{path}:{number}: expected a JSON object with `text` and "
-                                     f"`label`, found {line.strip()[:60]!r} ({error})") from None
-        else:
-            reader = csv.DictReader(handle)
-            if not {"text", "label"} <= set(reader.fieldnames or ()):
-                raise ValueError(f"{path}: expected CSV columns `text` and `label`, "
-                                 f"found {reader.fieldnames}")
-            rows = [(row["text"] or "", row["label"] or "") for row in reader]
-    return rows
+        if path.suffix.lower() in _JSONL_SUFFIXES:
+            return [_json_row(line, f"{path}:{number}") for number, line in enumerate(handle, 1)
+                    if line.strip()]
+        return [(row["text"] or "", row["label"] or "") for row in csv.DictReader(handle)]
 
 
 def clean(text: str) -> str:
@@ -138,7 +187,9 @@ def prepare(rows: Iterable[tuple[str, str]], *, min_chars: int = 10, max_chars: 
     dropped: Counter[str] = Counter()
     seen: dict[str, tuple[str, str]] = {}
     conflicting: set[str] = set()
+    read = 0
     for raw, label in rows:
+        read += 1
         text = clean(raw)
         reason = garbled(text, min_chars)
         if reason is None and max_chars and len(text) > max_chars:
@@ -164,9 +215,11 @@ def prepare(rows: Iterable[tuple[str, str]], *, min_chars: int = 10, max_chars: 
             by_label[index[label]].append(text)
     rng = random.Random(split_seed)
     train, val, test = [], [], []
+    capped = 0
     for label_id, texts in by_label.items():
         rng.shuffle(texts)
         if max_per_class:
+            capped += max(0, len(texts) - max_per_class)
             texts = texts[:max_per_class]
         n_test = round(len(texts) * test_fraction)
         n_val = round(len(texts) * val_fraction)
@@ -175,7 +228,7 @@ def prepare(rows: Iterable[tuple[str, str]], *, min_chars: int = 10, max_chars: 
         train += [(t, label_id) for t in texts[n_test + n_val:]]
     for part in (train, val, test):
         rng.shuffle(part)
-    return TextSplits(train, val, test, labels, {k: v for k, v in dropped.items() if v})
+    return TextSplits(train, val, test, labels, {k: v for k, v in dropped.items() if v}, read, capped)
 
 
 def tokenize(text: str) -> list[str]:
@@ -192,25 +245,3 @@ def build_vocabulary(texts: Iterable[str], *, min_freq: int = 2, max_size: int =
 
 def encode(text: str, vocabulary: dict[str, int], max_tokens: int) -> list[int]:
     return [vocabulary.get(token, UNK) for token in tokenize(text)[:max_tokens]] or [UNK]
-
-
-def check_data(data: Mapping[str, Any]) -> str | None:
-    """Why the text task cannot load ``data`` (a message saying how to fix it), or None.
-    Light and fast: looks for the files, reads none of them."""
-    from finesweep.models.tasks import TextDataConfig
-
-    cfg = TextDataConfig(**data)
-    if cfg.source == "files":
-        if not cfg.path:
-            return "data.source is files but data.path is empty: give a CSV or JSONL file"
-        return None if resolve_path(cfg.path).is_file() else f"data.path {cfg.path!r}: no such file"
-    categories = parse_categories(cfg.categories)
-    if len(categories) < 2:
-        return f"data.categories: expected at least two fortune categories, found {cfg.categories!r}"
-    if not FORTUNES_DIR.is_dir():
-        return f"the text corpus is missing: {FORTUNES_DIR} does not exist; {FORTUNES_HINT}"
-    missing = [c for c in categories if not (FORTUNES_DIR / c).is_file()]
-    if missing:
-        return (f"fortune categories {', '.join(missing)} are not in {FORTUNES_DIR}; "
-                f"{FORTUNES_HINT}")
-    return None

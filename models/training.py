@@ -1,38 +1,52 @@
-"""One training run of a task: the loop shared by sweep trials and ``launch.py train``.
+"""One training run: the loop shared by sweep trials, ``launch.py train`` and reseeding.
 
-It knows nothing of the search: callers pass a resolved config and an ``on_epoch_end``
+A run is a :class:`TrainingRun`: the model and data as ``{class_path, init_args}``, Trainer
+options, epochs, seed, and the metric that picks the best epoch. The model and DataModule are
+used as they are (their loaders, ``setup``, ``test_step``); the metrics are what the module
+logs with ``self.log``. It knows nothing of the search: callers pass an ``on_epoch_end``
 callback (a sweep trial reports to its scheduler there; raising from it ends training).
 """
 
 from __future__ import annotations
 
-import importlib
 import math
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
 import torch
-from finesweep.models.tasks import get_task
-from torch.utils.data import DataLoader, TensorDataset
+from finesweep.models.components import instantiate
+from finesweep.models.run import TrainingRun, is_better
+
+__all__ = ["TrainingRun", "fit", "is_better"]
 
 EpochCallback = Callable[[int, dict[str, float]], None]
+
+# Trainer options finesweep sets itself: the budget gives the epochs, Ray the device, and
+# the trial records metrics, checkpoints and progress its own way.
+RESERVED_TRAINER_OPTIONS = {
+    "max_epochs": "the budget sets it: use budget.max_epochs",
+    "accelerator": "Ray places the trial: use resources.gpus",
+    "devices": "Ray places the trial: use resources.gpus",
+    "num_nodes": "one trial runs on one node",
+    "strategy": "one trial runs in one process",
+    "logger": "finesweep writes TensorBoard itself",
+    "enable_checkpointing": "finesweep keeps the best weights itself",
+    "enable_progress_bar": "finesweep prints the sweep's progress",
+    "default_root_dir": "the run directory holds every trial's files",
+}
 
 
 class NonFiniteMetricError(RuntimeError):
     """Training produced NaN or infinity: the run is broken, not merely bad."""
 
 
-@dataclass(frozen=True)
-class DataBundle:
-    train: tuple[torch.Tensor, ...]
-    val: tuple[torch.Tensor, ...]
-    test: tuple[torch.Tensor, ...]
-    # Keyword arguments the task's model needs from the data (classes, shapes, vocabulary).
-    info: Mapping[str, Any] = field(default_factory=dict)
+class MetricNotLoggedError(RuntimeError):
+    """The metric that ranks trials is not among what the module logs; every trial would fail
+    the same way, so a sweep stops on it."""
 
 
 @dataclass
@@ -45,30 +59,43 @@ class FitResult:
     test: dict[str, float] | None = None
     # Epochs a resumed run took from its training-state checkpoint instead of training.
     resumed_from_epoch: int = 0
+    # What the DataModule said about its data (sizes, classes), when it says anything.
+    data_summary: str | None = None
 
 
-def is_better(value: float, best: float | None, mode: str) -> bool:
-    return best is None or (value > best if mode == "max" else value < best)
+def _floats(metrics: Mapping[str, Any]) -> dict[str, float]:
+    values = {}
+    for name, value in metrics.items():
+        if isinstance(value, torch.Tensor) and value.numel() == 1:
+            values[name] = float(value.detach().cpu())
+        elif isinstance(value, (int, float)) and not isinstance(value, bool):
+            values[name] = float(value)
+    return values
 
 
-class _EpochEnd(pl.Callback):
-    """Collects per-epoch metrics, keeps the best weights and hands each epoch to the caller."""
+class _EpochEnd(pl.callbacks.Checkpoint):
+    """Collects what the module logged each validated epoch, keeps the best weights and hands
+    each epoch to the caller.
+
+    A :class:`~pytorch_lightning.callbacks.Checkpoint` subclass on purpose: Lightning runs
+    those after the module's own ``on_train_epoch_end``, so values logged there are seen too.
+    """
 
     def __init__(self, metric: str, mode: str, checkpoint_path: Path | None,
-                 on_epoch_end: EpochCallback | None,
-                 on_first_step: Callable[[float], None] | None = None,
-                 state_path: Path | None = None) -> None:
+                 on_epoch_end: EpochCallback | None, state_path: Path | None = None,
+                 on_first_step: Callable[[float], None] | None = None) -> None:
         self.metric, self.mode = metric, mode
-        self.state_path = state_path
-        self.resumed_from_epoch = 0
         self.on_first_step = on_first_step
         self.first_step_at: float | None = None
+        self.state_path = state_path
+        self.resumed_from_epoch = 0
         self.checkpoint_path = checkpoint_path
         self.on_epoch_end = on_epoch_end
         self.history: list[dict[str, float]] = []
         self.best: dict[str, float] = {}
         self.best_epoch = 0
         self.best_state: dict[str, torch.Tensor] | None = None
+        self._validated = False
 
     def on_train_batch_start(self, trainer: pl.Trainer, module: pl.LightningModule, batch: Any,
                              batch_idx: int) -> None:
@@ -78,17 +105,30 @@ class _EpochEnd(pl.Callback):
             if self.on_first_step is not None:
                 self.on_first_step(self.first_step_at)
 
+    def on_validation_end(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
+        if not trainer.sanity_checking:
+            self._validated = True
+
     def on_train_epoch_end(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
-        # Lightning runs the epoch's validation before this hook, so val metrics are fresh.
-        metrics = {"train_loss": module.take_train_loss(), **module.epoch_metrics}
+        # An epoch without validation (check_val_every_n_epoch > 1) has no new value to rank.
+        if not self._validated:
+            return
+        self._validated = False
+        metrics = _floats(trainer.callback_metrics)
         epoch = trainer.current_epoch + 1
-        bad = sorted(k for k, v in metrics.items() if not math.isfinite(v))
+        if self.metric not in metrics:
+            logged = ", ".join(sorted(metrics)) or "nothing"
+            raise MetricNotLoggedError(
+                f"metric {self.metric!r} was never logged; the module logged: {logged} (name one of "
+                "these as `metric:`, or log it with self.log in validation_step)")
+        watched = {k: v for k, v in metrics.items() if k == self.metric or "loss" in k}
+        bad = sorted(k for k, v in watched.items() if not math.isfinite(v))
         if bad:
             raise NonFiniteMetricError(f"epoch {epoch}: non-finite {', '.join(bad)}: {metrics}")
         self.history.append({"epoch": epoch, **metrics})
         if is_better(metrics[self.metric], self.best.get(self.metric), self.mode):
             self.best, self.best_epoch = dict(metrics), epoch
-            self.best_state = {k: v.detach().clone() for k, v in module.state_dict().items()}
+            self.best_state = {k: v.detach().cpu().clone() for k, v in module.state_dict().items()}
             if self.checkpoint_path is not None:
                 torch.save(self.best_state, self.checkpoint_path)
         if self.state_path is not None:
@@ -122,69 +162,91 @@ def trained_epochs(state_path: Path) -> list[dict[str, float]]:
     return list(state["callbacks"][_EpochEnd.__qualname__]["history"])
 
 
-def _loader(tensors: tuple[torch.Tensor, ...], batch_size: int, shuffle: bool,
-            seed: int) -> DataLoader:
-    generator = torch.Generator().manual_seed(seed) if shuffle else None
-    return DataLoader(TensorDataset(*tensors), batch_size=batch_size, shuffle=shuffle,
-                      generator=generator)
+def build(run: TrainingRun) -> tuple[pl.LightningModule, pl.LightningDataModule]:
+    """The run's model and DataModule, seeded as LightningCLI seeds them (before building)."""
+    pl.seed_everything(run.seed, workers=True, verbose=False)
+    data = instantiate(run.data["class_path"], run.data.get("init_args") or {})
+    model = instantiate(run.model["class_path"], run.model.get("init_args") or {})
+    if not isinstance(model, pl.LightningModule):
+        raise TypeError(f"model {run.model['class_path']} is not a LightningModule")
+    if not isinstance(data, pl.LightningDataModule):
+        raise TypeError(f"data {run.data['class_path']} is not a LightningDataModule")
+    return model, data
 
 
-def fit(task: str, config: Mapping[str, Any], data: Mapping[str, Any], *, max_epochs: int,
-        seed: int, metric: str, mode: str, on_epoch_end: EpochCallback | None = None,
-        checkpoint_path: Path | None = None, accelerator: str = "cpu",
-        threads: int | None = None, evaluate_test: bool = False,
-        on_first_step: Callable[[float], None] | None = None,
-        state_path: Path | None = None, resume_from: Path | None = None) -> FitResult:
-    """Train ``task`` with the resolved ``config`` and return the best epoch's metrics.
+def make_trainer(run: TrainingRun, callbacks: list[pl.Callback], accelerator: str = "cpu",
+                 max_epochs: int | None = None) -> pl.Trainer:
+    """A Trainer with the run's options, and finesweep's own settings for the reserved ones."""
+    options = dict(run.trainer)
+    # Lightning's sanity check repeats part of validation before training; a trial pays for
+    # it on every start, so it is off unless the spec asks for it.
+    options.setdefault("num_sanity_val_steps", 0)
+    options.setdefault("enable_model_summary", False)
+    extra = options.pop("callbacks", None) or []
+    if isinstance(extra, Mapping) or not isinstance(extra, list):
+        extra = [extra]
+    built_extra = [instantiate(c["class_path"], c.get("init_args") or {}) if isinstance(c, Mapping) else c
+                   for c in extra]
+    # enable_checkpointing stays on: Lightning then counts finesweep's own Checkpoint callback
+    # and adds no ModelCheckpoint of its own.
+    return pl.Trainer(max_epochs=max_epochs or run.max_epochs, accelerator=accelerator, devices=1,
+                      logger=False, enable_checkpointing=True, enable_progress_bar=False,
+                      callbacks=[*built_extra, *callbacks], **options)
 
-    The best epoch by ``metric`` is the model's result (its weights are saved to
-    ``checkpoint_path``); the held-out test split is evaluated only when asked, on those
-    best weights. With ``state_path`` the full training state is written there after every
-    epoch; ``resume_from`` (such a file) continues training after its last epoch.
+
+def data_summary(data: pl.LightningDataModule) -> str | None:
+    """The DataModule's own one-line account of its data, if it gives one (``summary()``)."""
+    summary = getattr(data, "summary", None)
+    return str(summary()) if callable(summary) else None
+
+
+def fit(run: TrainingRun, *, on_epoch_end: EpochCallback | None = None,
+        checkpoint_path: Path | None = None, accelerator: str = "cpu", threads: int | None = None,
+        evaluate_test: bool = False, state_path: Path | None = None,
+        resume_from: Path | None = None, on_first_step: Callable[[float], None] | None = None) -> FitResult:
+    """Train ``run`` and return its best epoch's metrics.
+
+    The best epoch by ``run.metric`` is the model's result (its weights are saved to
+    ``checkpoint_path``); the DataModule's test split is evaluated (its ``test_step``) only
+    when asked, on those best weights. With ``state_path`` the full training state is written
+    there after every epoch; ``resume_from`` (such a file) continues after its last epoch.
     """
     started = time.perf_counter()
-    info = get_task(task)
-    impl = importlib.import_module(info.module)
     if threads is not None:
         # One trial per `threads` cores: more intra-op threads would oversubscribe the
         # cores that concurrent trials are using.
         torch.set_num_threads(max(1, int(threads)))
-    pl.seed_everything(seed, workers=False, verbose=False)
-    bundle = impl.load_data(data)
-    model = impl.build_model(config, bundle, max_epochs)
+    model, data = build(run)
     if checkpoint_path is not None:
         checkpoint_path.parent.mkdir(parents=True, exist_ok=True)
-    tracker = _EpochEnd(metric, mode, checkpoint_path, on_epoch_end, on_first_step, state_path)
-    trainer = pl.Trainer(
-        max_epochs=max_epochs, accelerator=accelerator, devices=1, logger=False,
-        callbacks=[tracker], enable_checkpointing=False, enable_progress_bar=False,
-        enable_model_summary=False, num_sanity_val_steps=0, deterministic=False,
-    )
-    batch_size = int(config["batch_size"])
+    tracker = _EpochEnd(run.metric, run.mode, checkpoint_path, on_epoch_end, state_path, on_first_step)
+    trainer = make_trainer(run, [tracker], accelerator)
     # weights_only: a checkpoint is data; loading it never runs code from the file.
-    trainer.fit(model, _loader(bundle.train, batch_size, True, seed),
-                _loader(bundle.val, 512, False, seed),
+    trainer.fit(model, datamodule=data,
                 ckpt_path=str(resume_from) if resume_from is not None else None, weights_only=True)
+    if not tracker.history and trainer.current_epoch >= 0 and not trainer.interrupted:
+        raise MetricNotLoggedError(
+            "training ended without a validated epoch: the DataModule needs a val_dataloader and the "
+            "module a validation_step that logs the metric")
     result = FitResult(best_epoch=tracker.best_epoch, best=tracker.best, history=tracker.history,
                        seconds=time.perf_counter() - started, checkpoint=checkpoint_path,
-                       resumed_from_epoch=tracker.resumed_from_epoch)
+                       resumed_from_epoch=tracker.resumed_from_epoch, data_summary=data_summary(data))
     if evaluate_test and tracker.best_state is not None:
         model.load_state_dict(tracker.best_state)
-        result.test = evaluate(model, bundle.test, accelerator)
+        result.test = test(trainer, model, data)
     return result
 
 
-def evaluate(model: pl.LightningModule, tensors: tuple[torch.Tensor, ...],
-             accelerator: str = "cpu") -> dict[str, float]:
-    """Loss and accuracy of ``model`` on a held-out split, named ``test_*``."""
-    device = torch.device("cuda" if accelerator == "gpu" else "cpu")
-    model = model.to(device).eval()
-    loss_sum, correct, count = 0.0, 0, 0
-    with torch.no_grad():
-        for batch in _loader(tensors, 512, False, 0):
-            inputs, labels = (t.to(device) for t in batch)
-            logits = model(inputs)
-            loss_sum += float(torch.nn.functional.cross_entropy(logits, labels, reduction="sum"))
-            correct += int((logits.argmax(dim=1) == labels).sum())
-            count += len(labels)
-    return {"test_loss": loss_sum / count, "test_acc": correct / count}
+def test(trainer: pl.Trainer, model: pl.LightningModule, data: pl.LightningDataModule) -> dict[str, float]:
+    """What the module's ``test_step`` logs on the DataModule's test split."""
+    if not callable(getattr(data, "test_dataloader", None)) or not _overridden(model, "test_step"):
+        return {}
+    results = trainer.test(model, datamodule=data, verbose=False)
+    merged: dict[str, float] = {}
+    for metrics in results:
+        merged.update(_floats(metrics))
+    return merged
+
+
+def _overridden(model: pl.LightningModule, hook: str) -> bool:
+    return getattr(type(model), hook, None) is not getattr(pl.LightningModule, hook, None)

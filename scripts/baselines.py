@@ -5,7 +5,8 @@ Usage:  python scripts/baselines.py spaces/text_rnn.yaml [more specs...]
 - majority: always the most frequent training label.
 - bag-of-words (text): logistic regression on tf-idf word unigrams+bigrams.
 - bag-of-frames (speech): logistic regression on each clip's mean and std of log-mel features.
-The regularisation C is chosen on val; val and test accuracy are printed.
+The regularisation C is chosen on val alone (test is scored once, for the chosen C); val and
+test accuracy are printed, after the data's summary.
 """
 
 from __future__ import annotations
@@ -13,20 +14,28 @@ from __future__ import annotations
 import sys
 from collections import Counter
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+if TYPE_CHECKING:
+    from finesweep.models.speech_recognition import SpeechData
+    from finesweep.models.text_classification import TextData
+
 
 def _fit_logistic(train_x, train_y, val_x, val_y, test_x, test_y) -> tuple[float, float]:
+    """Val and test accuracy of the C with the best val accuracy. Test is scored once, after the
+    choice: on a tie in val the smallest C (the strongest regularisation) wins, never the best test."""
     from sklearn.linear_model import LogisticRegression
 
-    best = (-1.0, 0.0)
+    best_val, best_model = -1.0, None
     for c in (0.1, 1.0, 10.0, 100.0):
         model = LogisticRegression(C=c, max_iter=3000).fit(train_x, train_y)
-        score = (model.score(val_x, val_y), model.score(test_x, test_y))
-        best = max(best, score)
-    return best
+        score = model.score(val_x, val_y)
+        if score > best_val:
+            best_val, best_model = score, model
+    return best_val, best_model.score(test_x, test_y)
 
 
 def _majority(train_y, val_y, test_y) -> tuple[float, float]:
@@ -34,12 +43,10 @@ def _majority(train_y, val_y, test_y) -> tuple[float, float]:
     return (sum(y == top for y in val_y) / len(val_y), sum(y == top for y in test_y) / len(test_y))
 
 
-def text_baselines(data: dict) -> dict[str, tuple[float, float]]:
-    from finesweep.models.tasks import TextDataConfig
-    from finesweep.models.text_classification import load_splits
+def text_baselines(data: TextData) -> dict[str, tuple[float, float]]:
     from sklearn.feature_extraction.text import TfidfVectorizer
 
-    splits = load_splits(TextDataConfig(**data))
+    splits = data.texts()
     texts = {name: [t for t, _ in getattr(splits, name)] for name in ("train", "val", "test")}
     labels = {name: [y for _, y in getattr(splits, name)] for name in ("train", "val", "test")}
     vectorizer = TfidfVectorizer(sublinear_tf=True, ngram_range=(1, 2), min_df=1)
@@ -52,15 +59,15 @@ def text_baselines(data: dict) -> dict[str, tuple[float, float]]:
     }
 
 
-def speech_baselines(data: dict) -> dict[str, tuple[float, float]]:
+def speech_baselines(data: SpeechData) -> dict[str, tuple[float, float]]:
     import torch
-    from finesweep.models.speech_recognition import Features, load_data
+    from finesweep.models.speech_recognition import Features
 
-    bundle = load_data(data)
+    data.setup()
     features = Features("logmel", 40)
     parts = {}
     for name in ("train", "val", "test"):
-        audio, labels = getattr(bundle, name)
+        audio, labels = getattr(data.splits, name)
         with torch.no_grad():
             frames = features(audio)
         parts[name] = (torch.cat([frames.mean(1), frames.std(1)], 1).numpy(), labels.tolist())
@@ -71,18 +78,23 @@ def speech_baselines(data: dict) -> dict[str, tuple[float, float]]:
 
 
 def main(paths: list[str]) -> None:
+    from finesweep.models.components import instantiate
+    from finesweep.models.speech_recognition import SpeechData
+    from finesweep.models.text_classification import TextData
     from finesweep.search.spec import parse_spec
 
     for path in paths:
         spec = parse_spec(Path(path))
-        data = spec.resolved_data()
-        if spec.task.name == "text_classification":
+        # The spec's own DataModule, so the baselines see exactly the splits its trials train on.
+        data = instantiate(spec.data.class_path, spec.data.init_args)
+        if isinstance(data, TextData):
             results = text_baselines(data)
-        elif spec.task.name == "speech_recognition":
+        elif isinstance(data, SpeechData):
             results = speech_baselines(data)
         else:
-            print(f"{path}: no baselines for task {spec.task.name}")
+            print(f"{path}: no baselines for data {spec.data.class_path}")
             continue
+        print(f"{path}: {data.summary()}")
         for name, (val, test) in results.items():
             print(f"{path}: {name}: val_acc {val:.4f}, test_acc {test:.4f}")
 

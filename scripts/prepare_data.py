@@ -19,7 +19,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from finesweep.models import speech_data, text_data  # noqa: E402
 from finesweep.models.data_sources import MissingDataSource  # noqa: E402
-from finesweep.models.tasks import TextDataConfig  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -27,9 +26,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--force", action="store_true", help="rebuild the speech cache")
     args = parser.parse_args(argv)
     problems = []
-    message = text_data.check_data({})
-    if message:
-        problems.append(f"text_classification: {message}")
+    categories = text_data.parse_categories(text_data.DEFAULT_CATEGORIES)
+    try:
+        text_data.check_fortunes(categories)
+    except MissingDataSource as error:
+        problems.append(f"text_classification: {error}")
     try:
         if speech_data.build_cache(force=args.force):
             print(f"finesweep: built the spoken digits in {speech_data.cache_dir()}")
@@ -38,8 +39,8 @@ def main(argv: list[str] | None = None) -> int:
     for problem in problems:
         print(f"finesweep: {problem}", file=sys.stderr)
     if not problems:
-        print(f"finesweep: task data ready (fortunes: {len(TextDataConfig().categories.split(','))} "
-              f"categories; spoken digits: {speech_data.cache_dir()})")
+        print(f"finesweep: task data ready (fortunes: {len(categories)} categories; "
+              f"spoken digits: {speech_data.cache_dir()})")
     return 1 if problems else 0
 
 

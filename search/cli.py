@@ -48,6 +48,8 @@ def _parser() -> argparse.ArgumentParser:
     train = commands.add_parser("train", help="retrain an exported config; prints val and test metrics")
     train.add_argument("config", type=Path, help="an exported config, e.g. runs/digits_cnn/best.yaml")
     train.add_argument("--out", type=Path, help="where the retrained weights go (default: <config dir>/retrain)")
+    train.add_argument("--max-epochs", type=int, help="train this many epochs instead of the export's")
+    train.add_argument("--seed", type=int, help="another seed than the export's (seed_everything)")
 
     status = commands.add_parser("status", help="where a sweep stands: counts, best so far, top-k, failures "
                                                 "(also while it runs)")
@@ -99,6 +101,8 @@ def _run(spec_path: Path | str, overrides: dict, run_dir: Path | None, args: arg
                            verbose=args.verbose, resume=resume)
     except SweepError as error:
         print(f"finesweep: {error}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    if result.stopped_because:
         return EXIT_BAD_INPUT
     return 0 if result.best_trial is not None else 1
 
@@ -213,7 +217,12 @@ def cmd_ensemble(args: argparse.Namespace) -> int:
 def cmd_train(args: argparse.Namespace) -> int:
     from finesweep.search.retrain import retrain
 
-    retrain(args.config, args.out)
+    for flag, value in (("--max-epochs", args.max_epochs), ("--seed", args.seed)):
+        if value is not None and value < (1 if flag == "--max-epochs" else 0):
+            print(f"finesweep: {flag} must be at least {1 if flag == '--max-epochs' else 0}, but got {value}",
+                  file=sys.stderr)
+            return EXIT_BAD_INPUT
+    retrain(args.config, args.out, max_epochs=args.max_epochs, seed=args.seed)
     return 0
 
 

@@ -1,9 +1,10 @@
-"""`best.yaml`: the full, reproducible training config of a sweep's best trial(s).
+"""`best.yaml`: the best trial's config, as a LightningCLI config that reproduces it.
 
-The export holds everything `launch.py train` needs (task, resolved data settings, the
-complete training config with defaults and fixed values, epochs, seed) plus provenance:
-metric and value, trial number, checkpoint path and library versions. It is read back
-with the same validation as a spec, so a hand-edited export gets the same clear errors.
+The export is what LightningCLI reads (``seed_everything``, ``trainer``, ``model``, ``data``
+with the values the trial used, paths absolute), so ``python main.py fit --config best.yaml``
+runs it with a plain ``LightningCLI()``, and ``launch.py train best.yaml`` retrains it here.
+finesweep's own record (metric and value, trial, checkpoint, library versions) rides along in
+``#%`` comment lines, which LightningCLI ignores and :func:`read_export` reads back.
 """
 
 from __future__ import annotations
@@ -17,19 +18,18 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import yaml
-from finesweep.models.tasks import TASKS, TaskInfo
-from finesweep.search.spec import Problem, SpecChecker, SpecError, load_yaml
+from finesweep.models.run import TrainingRun
+from finesweep.search.spec import Problem, SpecChecker, SpecError, parse_yaml_text, read_text
 from finesweep.search.trial import trial_dir
 
 if TYPE_CHECKING:
     import optuna
     from finesweep.search.spec import SweepSpec
 
-EXPORT_FORMAT = 1
-EXPORT_KEYS = ("finesweep_export", "sweep", "task", "data", "config", "max_epochs", "seed",
-               "metric", "mode", "value", "best_epoch", "trial", "rank", "params", "checkpoint",
-               "versions", "exported_at")
-VERSIONED = ("finesweep", "optuna", "ray", "torch", "pytorch-lightning", "tensorboard")
+EXPORT_FORMAT = 2
+RECORD_PREFIX = "#% "
+CONFIG_KEYS = ("seed_everything", "trainer", "model", "data")
+VERSIONED = ("finesweep", "optuna", "ray", "torch", "pytorch-lightning", "tensorboard", "jsonargparse")
 
 
 def library_versions() -> dict[str, str]:
@@ -42,16 +42,21 @@ def library_versions() -> dict[str, str]:
     return versions
 
 
+def lightning_config(config: Mapping[str, Any], seed: int, max_epochs: int) -> dict[str, Any]:
+    """A trial's config as LightningCLI reads it: the seed, the Trainer options with the
+    epochs, then the model and the data."""
+    return {"seed_everything": int(seed),
+            "trainer": {**dict(config.get("trainer") or {}), "max_epochs": int(max_epochs)},
+            "model": dict(config["model"]), "data": dict(config["data"])}
+
+
 def export_record(spec: SweepSpec, run_dir: Path, frozen: optuna.trial.FrozenTrial, rank: int) -> dict[str, Any]:
+    """finesweep's record of an exported trial (the ``#%`` lines)."""
     checkpoint = trial_dir(run_dir, frozen.number) / "model.pt"
     return {
         "finesweep_export": EXPORT_FORMAT,
         "sweep": spec.name,
-        "task": spec.task.name,
-        "data": spec.resolved_data(),
-        "config": dict(frozen.user_attrs["config"]),
-        "max_epochs": spec.budget.max_epochs,
-        "seed": int(frozen.user_attrs["seed"]),
+        "task": spec.task_label,
         "metric": spec.metric,
         "mode": spec.mode,
         "value": float(frozen.value),
@@ -59,10 +64,26 @@ def export_record(spec: SweepSpec, run_dir: Path, frozen: optuna.trial.FrozenTri
         "trial": frozen.number,
         "rank": rank,
         "params": dict(frozen.params),
+        "threads": max(1, int(spec.resources.cpus)),
+        # Where the spec's own modules are imported from, wherever the export is read.
+        "spec_dir": spec.base_dir,
         "checkpoint": str(checkpoint.resolve()) if checkpoint.exists() else None,
         "versions": library_versions(),
         "exported_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
     }
+
+
+def export_text(spec: SweepSpec, run_dir: Path, frozen: optuna.trial.FrozenTrial, rank: int,
+                title: str) -> str:
+    record = export_record(spec, run_dir, frozen, rank)
+    config = lightning_config(frozen.user_attrs["config"], int(frozen.user_attrs["seed"]), spec.budget.max_epochs)
+    path = (run_dir / "best.yaml").resolve()
+    header = [f"# {title}, exported by finesweep as a LightningCLI config.",
+              f"# Retrain it here:   python launch.py train {path} [--max-epochs N] [--seed S]",
+              "# Or with Lightning: python main.py fit --config best.yaml   (main.py: LightningCLI())",
+              "# finesweep's record of the trial (comments to LightningCLI):"]
+    record_lines = [RECORD_PREFIX + line for line in yaml.safe_dump(record, sort_keys=False).splitlines()]
+    return "\n".join(header + record_lines) + "\n" + yaml.safe_dump(config, sort_keys=False)
 
 
 def write_exports(spec: SweepSpec, run_dir: Path, ranked: list[optuna.trial.FrozenTrial],
@@ -71,61 +92,84 @@ def write_exports(spec: SweepSpec, run_dir: Path, ranked: list[optuna.trial.Froz
     if not ranked:
         return []
     written = []
-    header = (f"# Best trial of sweep {spec.name!r}, exported by finesweep.\n"
-              f"# Retrain it alone: python launch.py train {run_dir / 'best.yaml'}\n")
     path = run_dir / "best.yaml"
-    path.write_text(header + yaml.safe_dump(export_record(spec, run_dir, ranked[0], 1), sort_keys=False))
+    _write_atomically(path, export_text(spec, run_dir, ranked[0], 1, f"Best trial of sweep {spec.name!r}"))
     written.append(path)
     if top_k > 1:
         (run_dir / "top").mkdir(exist_ok=True)
         for rank, frozen in enumerate(ranked[:top_k], start=1):
             path = run_dir / "top" / f"rank_{rank:02d}.yaml"
-            path.write_text(f"# Rank {rank} of sweep {spec.name!r}.\n"
-                            + yaml.safe_dump(export_record(spec, run_dir, frozen, rank), sort_keys=False))
+            _write_atomically(path, export_text(spec, run_dir, frozen, rank, f"Rank {rank} of sweep {spec.name!r}"))
             written.append(path)
     return written
 
 
+def _write_atomically(path: Path, text: str) -> None:
+    # A reader (or a killed export) never sees half a file: write aside, then rename.
+    partial = path.with_name(path.name + ".partial")
+    partial.write_text(text, encoding="utf-8")
+    partial.replace(path)
+
+
 @dataclass(frozen=True)
-class ExportedConfig:
-    task: TaskInfo
-    data: Mapping[str, Any]
-    config: Mapping[str, Any]
-    max_epochs: int
-    seed: int
-    metric: str
-    mode: str
-    value: float | None
+class ExportedRun:
+    """An export read back: the training run it describes and finesweep's record of it."""
+
+    run: TrainingRun
+    record: Mapping[str, Any]
     source: str
 
+    @property
+    def value(self) -> float | None:
+        value = self.record.get("value")
+        return float(value) if isinstance(value, (int, float)) else None
 
-def read_export(path: str | Path) -> ExportedConfig:
+    @property
+    def label(self) -> str:
+        return str(self.record.get("task") or self.run.model["class_path"].rsplit(".", 1)[-1])
+
+
+def _record(source: str, text: str) -> dict[str, Any]:
+    lines = [line[len(RECORD_PREFIX):] for line in text.splitlines() if line.startswith(RECORD_PREFIX)]
+    if not lines:
+        return {}
+    record, _, _ = parse_yaml_text(source, "\n".join(lines))
+    return record if isinstance(record, dict) else {}
+
+
+def read_export(path: str | Path) -> ExportedRun:
     """Load and check an exported config; raise SpecError listing every problem."""
-    data, marks = load_yaml(path)
-    checker = SpecChecker(str(path), marks)
+    source = str(path)
+    text = read_text(path)
+    data, marks, duplicates = parse_yaml_text(source, text)
+    if isinstance(data, dict) and ("space" in data or "task" in data) and "seed_everything" not in data:
+        raise SpecError(source, [Problem((), "an exported config (best.yaml)", "a sweep spec",
+                                         "run `launch.py export RUN_DIR` first, or pass RUN_DIR/best.yaml")])
     if not isinstance(data, dict):
-        raise SpecError(str(path), [Problem((), "an exported config (best.yaml)", type(data).__name__)])
-    data = checker.mapping(data, (), EXPORT_KEYS)
-    for key in ("task", "data", "config", "max_epochs", "seed", "metric"):
+        raise SpecError(source, [Problem((), "an exported config (best.yaml)", type(data).__name__)])
+    from finesweep.search.user_code import add_import_paths
+
+    record = _record(source, text)
+    spec_dir = Path(str(record.get("spec_dir") or Path(source).resolve().parent))
+    add_import_paths(spec_dir)
+    checker = SpecChecker(source, marks, Path(source).resolve().parent)
+    checker.problems.extend(duplicates)
+    data = checker.mapping(data, (), CONFIG_KEYS)
+    for key in ("model", "data"):
         if key not in data:
             checker.problem((key,), f"a `{key}:` entry", "none", "export it with `launch.py export RUN_DIR`")
-    task = TASKS.get(data.get("task")) if checker.string(data.get("task"), ("task",), sorted(TASKS)) else None
-    config: dict[str, Any] = {}
-    if task is not None:
-        fields = task.config_fields()
-        config = checker.mapping(data.get("config"), ("config",), list(fields))
-        for key, value in config.items():
-            checker.field_value(value, fields[key], ("config", key))
-        data_fields = task.data_fields()
-        for key, value in checker.mapping(data.get("data"), ("data",), list(data_fields)).items():
-            checker.field_value(value, data_fields[key], ("data", key))
-        if data.get("metric") not in task.metrics:
-            checker.problem(("metric",), f"one of {', '.join(task.metrics)}", repr(data.get("metric")))
-    epochs = checker.number(data.get("max_epochs"), ("max_epochs",), integer=True, low=1)
-    seed = checker.number(data.get("seed"), ("seed",), integer=True, low=0)
+    if not record.get("metric"):
+        checker.problem(("#% metric",), "finesweep's record of the trial (#% lines with metric and mode)",
+                        "none", "export it with `launch.py export RUN_DIR`")
+    model, _ = checker.component("model", None, data.get("model"))
+    data_section, _ = checker.component("data", None, data.get("data"))
+    trainer = dict(data.get("trainer") or {})
+    epochs = checker.number(trainer.pop("max_epochs", None), ("trainer", "max_epochs"), integer=True, low=1)
+    trainer = checker.trainer(trainer)
+    seed = checker.number(data.get("seed_everything"), ("seed_everything",), integer=True, low=0)
+    mode = record.get("mode") if record.get("mode") in ("min", "max") else "max"
     if checker.problems:
-        raise SpecError(str(path), checker.problems)
-    return ExportedConfig(task=task, data=dict(data.get("data") or {}), config=config,
-                          max_epochs=int(epochs), seed=int(seed), metric=data["metric"],
-                          mode=data.get("mode") or task.metrics[data["metric"]],
-                          value=data.get("value"), source=str(path))
+        raise SpecError(source, checker.problems)
+    run = TrainingRun(model=model.as_config(), data=data_section.as_config(), trainer=trainer,
+                      max_epochs=int(epochs), seed=int(seed), metric=str(record["metric"]), mode=mode)
+    return ExportedRun(run=run, record=record, source=source)

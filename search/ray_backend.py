@@ -26,6 +26,7 @@ import ray  # noqa: E402
 from finesweep.search.cluster import accelerator_for, is_loopback  # noqa: E402
 from finesweep.search.study import tell, trial_outcome  # noqa: E402
 from finesweep.search.trial import SweepContext, TrialRequest, failure_reason, run_trial  # noqa: E402
+from finesweep.search.user_code import import_roots  # noqa: E402
 from ray import tune  # noqa: E402
 from ray.tune.search import Searcher  # noqa: E402
 
@@ -39,11 +40,17 @@ class ResourceError(RuntimeError):
     """The cluster cannot ever run one trial with the resources the spec asks for."""
 
 
-def start_ray(address: str | None, *, verbose: bool = False) -> None:
+def start_ray(address: str | None, *, verbose: bool = False, spec_dir: str | None = None,
+              class_paths: Sequence[str] = ()) -> None:
     """Start a local Ray on loopback only, or join the cluster at ``address``.
 
+    On a cluster, the user's modules behind ``class_paths`` (found from ``spec_dir``) are
+    shipped to every node by Ray's runtime environment; local workers import them from the
+    spec's folder (see :class:`~finesweep.search.trial.SweepContext`).
     Reuses a Ray already started in this process (tests share one per session).
     """
+    from finesweep.search.user_code import module_files
+
     if ray.is_initialized():
         return
     level = logging.INFO if verbose else logging.ERROR
@@ -65,7 +72,9 @@ def start_ray(address: str | None, *, verbose: bool = False) -> None:
         ray.init(address="local", include_dashboard=False, log_to_driver=verbose, logging_level=level,
                  configure_logging=True, _node_ip_address="127.0.0.1")
     else:
-        ray.init(address=address, log_to_driver=verbose, logging_level=level, configure_logging=True)
+        shipped = module_files(class_paths, spec_dir) if spec_dir is not None else []
+        ray.init(address=address, log_to_driver=verbose, logging_level=level, configure_logging=True,
+                 runtime_env={"py_modules": shipped} if shipped else None)
 
 
 def check_resources(cpus: float, gpus: float) -> None:
@@ -110,6 +119,26 @@ def _trainable(config: dict[str, Any], context: SweepContext) -> None:
         run_trial(context, request, report, accelerator=accelerator, resume_from=Path(resume_from))
 
 
+# Failures that every trial of the sweep would repeat: the first one stops the sweep.
+SWEEP_ENDING_ERRORS = ("finesweep.models.training.MetricNotLoggedError", "MetricNotLoggedError")
+
+
+class _StopWhenAborted(tune.Stopper):
+    """Ends the running trials once the searcher has seen a sweep-ending failure."""
+
+    def __init__(self, searcher: StudySearcher) -> None:
+        self.searcher = searcher
+
+    def __call__(self, trial_id: str, result: dict[str, Any]) -> bool:
+        return self.searcher.abort_reason is not None
+
+    def stop_all(self) -> bool:
+        return self.searcher.abort_reason is not None
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"searcher": None}  # Ray pickles the run config; the searcher stays here.
+
+
 class StudySearcher(Searcher):
     """Ray Tune searcher backed by an Optuna study in a real database."""
 
@@ -123,6 +152,9 @@ class StudySearcher(Searcher):
         self.run_dir = run_dir
         self.monitor = monitor
         self._live: dict[str, optuna.Trial] = {}
+        # Set when a trial shows that every trial would fail the same way (the metric is never
+        # logged): no new trials are handed out and the sweep stops.
+        self.abort_reason: str | None = None
         self._last: dict[str, dict[str, Any]] = {}
         self._rerun = list(rerun)
 
@@ -143,10 +175,12 @@ class StudySearcher(Searcher):
         self._live[trial_id] = trial
         if self.monitor is not None:
             self.monitor.trial_started(frozen.number, frozen.params)
-        return {"number": frozen.number, "seed": frozen.user_attrs["seed"], "params": dict(frozen.params),
+        return {"number": frozen.number, "seed": frozen.user_attrs["seed"],
                 "config": dict(frozen.user_attrs["config"])}
 
     def suggest(self, trial_id: str) -> dict[str, Any] | None:
+        if self.abort_reason is not None:
+            return Searcher.FINISHED
         if self._rerun:
             return self._resumed(trial_id)
         with warnings.catch_warnings():
@@ -167,7 +201,7 @@ class StudySearcher(Searcher):
         self._live[trial_id] = trial
         if self.monitor is not None:
             self.monitor.trial_started(trial.number, sampled)
-        return {"number": trial.number, "seed": seed, "params": sampled, "config": config}
+        return {"number": trial.number, "seed": seed, "config": config}
 
     def _record(self, trial_id: str, trial: optuna.Trial, result: dict[str, Any]) -> None:
         if trial_id not in self._last or self._last[trial_id].get("node_id") != result.get("node_id"):
@@ -204,6 +238,8 @@ class StudySearcher(Searcher):
             self._record(trial_id, trial, result)
         last = self._last.pop(trial_id, None)
         reason = (failure_reason(self.run_dir, trial.number) or self._ray_error(trial_id)) if error else None
+        if reason and reason.startswith(SWEEP_ENDING_ERRORS):
+            self.abort_reason = reason
         outcome = trial_outcome(last, error, self.spec.budget.max_epochs, reason)
         epochs = int((last or {}).get("epoch", 0))
         trial.set_user_attr("epochs", epochs)
@@ -267,10 +303,11 @@ def _scheduler(spec: SweepSpec) -> Any:
 
 def run_trials(spec: SweepSpec, study: optuna.Study, run_dir: Path, *, trials: int, seed_base: int,
                monitor: SweepMonitor | None, rerun: Sequence[optuna.trial.FrozenTrial] = (),
-               verbose: bool = False) -> None:
-    """Run ``trials`` trials of ``spec`` through Ray Tune, recording each in ``study``."""
+               verbose: bool = False) -> str | None:
+    """Run ``trials`` trials of ``spec`` through Ray Tune, recording each in ``study``; returns
+    why the sweep stopped early when a trial showed that every trial would fail, else None."""
     context = SweepContext(
-        task=spec.task.name, data=spec.resolved_data(), metric=spec.metric, mode=spec.mode,
+        metric=spec.metric, mode=spec.mode, import_roots=tuple(import_roots(spec.base_dir)),
         max_epochs=spec.budget.max_epochs, run_dir=str(run_dir.resolve()),
         cpus_per_trial=spec.resources.cpus, trial_timeout_s=spec.budget.trial_timeout_s,
         memory_mb=spec.resources.memory_mb,
@@ -296,9 +333,11 @@ def run_trials(spec: SweepSpec, study: optuna.Study, run_dir: Path, *, trials: i
             failure_config=tune.FailureConfig(max_failures=spec.max_failures),
             checkpoint_config=tune.CheckpointConfig(checkpoint_at_end=False, num_to_keep=1),
             callbacks=[_Heartbeat(monitor)] if monitor is not None else [],
+            stop=_StopWhenAborted(searcher),
         ),
     )
     tuner.fit()
+    return searcher.abort_reason
 
 
 class _Heartbeat(tune.Callback):

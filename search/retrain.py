@@ -1,4 +1,4 @@
-"""`launch.py train`: retrain one exported config alone and report val and held-out test metrics."""
+"""`launch.py train`: retrain one exported config alone; fit, then test on the best weights."""
 
 from __future__ import annotations
 
@@ -10,28 +10,41 @@ import yaml
 from finesweep.search.export import read_export
 
 
-def retrain(config_path: Path, out_dir: Path | None = None, out: TextIO | None = None) -> dict[str, float]:
+def retrain(config_path: Path, out_dir: Path | None = None, out: TextIO | None = None, *,
+            max_epochs: int | None = None, seed: int | None = None) -> dict[str, float]:
+    """Train the export at ``config_path`` (optionally longer, or with another seed) and print
+    its validation metrics and the test metrics its ``test_step`` logs on the best weights."""
     from finesweep.models.training import fit
     from finesweep.search.trial import quiet_training_logs
 
     out = out or sys.stdout
     exported = read_export(config_path)
+    run = exported.run.with_changes(**{k: v for k, v in (("max_epochs", max_epochs), ("seed", seed))
+                                       if v is not None})
     out_dir = out_dir or config_path.parent / "retrain"
     out_dir.mkdir(parents=True, exist_ok=True)
     quiet_training_logs()
-    out.write(f"finesweep: retraining {exported.task.name} from {config_path} "
-              f"({exported.max_epochs} epochs, seed {exported.seed})\n")
+    out.write(f"finesweep: retraining {exported.label} from {config_path} "
+              f"({run.max_epochs} epochs, seed {run.seed})\n")
     out.flush()
-    result = fit(exported.task.name, exported.config, exported.data, max_epochs=exported.max_epochs,
-                 seed=exported.seed, metric=exported.metric, mode=exported.mode,
-                 checkpoint_path=out_dir / "model.pt", evaluate_test=True)
+    # The trial's thread count: the same number of intra-op threads gives the same sums.
+    threads = exported.record.get("threads")
+    result = fit(run, checkpoint_path=out_dir / "model.pt", evaluate_test=True,
+                 threads=int(threads) if isinstance(threads, int) else None)
+    if result.data_summary:
+        out.write(f"data: {result.data_summary}\n")
     metrics = {**{k: float(v) for k, v in result.best.items()}, **(result.test or {}),
                "best_epoch": result.best_epoch, "seconds": round(result.seconds, 2)}
     (out_dir / "result.yaml").write_text(yaml.safe_dump(
-        {"config": str(config_path), "sweep_value": exported.value, **metrics}, sort_keys=False))
-    sweep = f" (sweep: {exported.value:.4f})" if isinstance(exported.value, (int, float)) else ""
-    out.write(f"best epoch {result.best_epoch}: {exported.metric} {result.best[exported.metric]:.4f}{sweep}\n")
-    out.write("validation: " + ", ".join(f"{k} {v:.4f}" for k, v in result.best.items() if k.startswith("val")) + "\n")
-    out.write("test (held out): " + ", ".join(f"{k} {v:.4f}" for k, v in (result.test or {}).items()) + "\n")
+        {"config": str(config_path), "sweep_value": exported.value, "max_epochs": run.max_epochs,
+         "seed": run.seed, "data": result.data_summary, **metrics}, sort_keys=False))
+    same = run == exported.run
+    sweep = f" (sweep: {exported.value:.4f})" if exported.value is not None and same else ""
+    out.write(f"best epoch {result.best_epoch}: {run.metric} {result.best[run.metric]:.4f}{sweep}\n")
+    out.write("validation: " + ", ".join(f"{k} {v:.4f}" for k, v in result.best.items() if k.startswith("val"))
+              + "\n")
+    test = result.test or {}
+    out.write("test (held out): " + (", ".join(f"{k} {v:.4f}" for k, v in test.items())
+                                     or "none (the module has no test_step)") + "\n")
     out.write(f"weights: {out_dir / 'model.pt'}\n")
     return metrics

@@ -16,9 +16,11 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from finesweep.search.export import export_record
+from finesweep.models.run import TrainingRun
+from finesweep.search.export import export_text
 from finesweep.search.results import ResultsError, SweepRecord, mean_std, top_candidates, trial_value
 from finesweep.search.spec import MAX_SEED
+from finesweep.search.user_code import import_roots
 
 ROBUST_FILE = "robust.yaml"
 ROBUST_TABLE = "robust.md"
@@ -29,24 +31,26 @@ class RetrainJob:
     """One retraining of one config with one seed; runs in a Ray worker."""
 
     trial: int
-    seed: int
-    task: str
-    config: Mapping[str, Any]
-    data: Mapping[str, Any]
-    max_epochs: int
-    metric: str
-    mode: str
+    run: TrainingRun
     threads: int = 1
+    # Where the spec's own modules are imported from (see finesweep.search.user_code).
+    import_roots: tuple[str, ...] = ()
+
+    @property
+    def seed(self) -> int:
+        return self.run.seed
 
 
 def run_job(job: RetrainJob, accelerator: str = "cpu") -> dict[str, float]:
     """Train ``job`` and return its best epoch's validation metrics and its test metrics."""
+    import sys
+
     from finesweep.models.training import fit
     from finesweep.search.trial import quiet_training_logs
 
     quiet_training_logs()
-    result = fit(job.task, job.config, job.data, max_epochs=job.max_epochs, seed=job.seed, metric=job.metric,
-                 mode=job.mode, accelerator=accelerator, threads=job.threads, evaluate_test=True)
+    sys.path.extend(root for root in job.import_roots if root not in sys.path)
+    result = fit(job.run, accelerator=accelerator, threads=job.threads, evaluate_test=True)
     return {**{k: float(v) for k, v in result.best.items()}, **(result.test or {}),
             "best_epoch": float(result.best_epoch), "seconds": round(result.seconds, 2)}
 
@@ -141,8 +145,10 @@ def robust_export(record: SweepRecord, runner: Runner, *, top_k: int = 5, reseed
     for rank, trial in enumerate(chosen_trials, start=1):
         seeds = new_seeds(seed_base, trial.number, int(trial.user_attrs.get("seed", -1)), reseed)
         configs.append(ConfigResult(trial.number, rank, trial.state.name, float(trial_value(trial, spec.mode)), seeds))
-        jobs += [RetrainJob(trial.number, seed, spec.task.name, dict(trial.user_attrs["config"]),
-                            spec.resolved_data(), spec.budget.max_epochs, spec.metric, spec.mode, threads)
+        config = trial.user_attrs["config"]
+        jobs += [RetrainJob(trial.number, TrainingRun.from_config(config, max_epochs=spec.budget.max_epochs,
+                                                                  seed=seed, metric=spec.metric, mode=spec.mode),
+                            threads, tuple(import_roots(spec.base_dir)))
                  for seed in seeds]
     by_trial = {c.trial: c for c in configs}
     for job, outcome in zip(jobs, runner(jobs), strict=True):
@@ -186,13 +192,12 @@ def _write(record: SweepRecord, out_dir: Path, configs: list[ConfigResult], chos
     # there is its best epoch before it was stopped.
     proxy = copy.deepcopy(frozen)
     proxy.value = chosen.sweep_value
-    exported = export_record(spec, record.run_dir, proxy, chosen.rank)
     summary = [f"{name} {_pm(chosen.summary(name))}" for name in (spec.metric, *tests)]
-    header = (f"# Robust best of sweep {spec.name!r}, exported by finesweep: trial {chosen.trial} "
+    header = (f"# Robust best of sweep {spec.name!r}: trial {chosen.trial} "
               f"(rank {chosen.rank} of the top {len(configs)} in the sweep), chosen by the best mean "
               f"{spec.metric} over {reseed} new seeds at {spec.budget.max_epochs} epochs.\n"
-              f"# mean +- std over seeds: {', '.join(summary)}; every config: {robust_path.name}, {table_path.name}\n"
-              f"# Retrain it alone: python launch.py train {out_dir / 'best.yaml'}\n")
+              f"# mean +- std over seeds: {', '.join(summary)}; every config: {robust_path.name}, {table_path.name}\n")
     best_path = out_dir / "best.yaml"
-    best_path.write_text(header + yaml.safe_dump(exported, sort_keys=False))
+    best_path.write_text(header + export_text(spec, record.run_dir, proxy, chosen.rank,
+                                              f"Robust best of sweep {spec.name!r}"))
     return [best_path, robust_path, table_path]

@@ -12,11 +12,14 @@ import math
 import os
 import re
 from collections.abc import Mapping, Sequence, Set
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import yaml
-from finesweep.models.tasks import TASKS, TaskInfo
+from finesweep.models import components
+from finesweep.models.tasks import TASKS, TaskAlias
+from finesweep.search import spec_components as sc
 from finesweep.search.space import (
     CategoricalParam,
     Condition,
@@ -25,6 +28,7 @@ from finesweep.search.space import (
     Param,
     SearchSpace,
 )
+from finesweep.search.spec_components import Component
 
 KeyPath = tuple[Any, ...]
 
@@ -42,7 +46,7 @@ MAX_INTEGER = 2**53
 MAX_SEED = 2**31 - 1
 
 TOP_LEVEL_KEYS = (
-    "name", "description", "task", "data", "metric", "mode", "space", "strategy",
+    "name", "description", "task", "model", "data", "trainer", "metric", "mode", "space", "strategy",
     "scheduler", "budget", "resources", "storage", "max_failures", "checkpoints",
 )
 # Trials whose model.pt is kept after a sweep (for ensembles and retraining); null keeps all.
@@ -125,8 +129,12 @@ class ResourcesSpec:
 @dataclass(frozen=True)
 class SweepSpec:
     name: str
-    task: TaskInfo
-    data: Mapping[str, Any]
+    # The built-in task the spec named by its short name, or None for a model named by class path.
+    task: TaskAlias | None
+    model: Component
+    data: Component
+    # Fixed Trainer options (LightningCLI's `trainer:` section).
+    trainer: Mapping[str, Any]
     metric: str
     mode: str
     space: SearchSpace
@@ -140,15 +148,33 @@ class SweepSpec:
     # The validated mapping (overrides applied), written to the run directory.
     raw: Mapping[str, Any]
     keep_best_checkpoints: int | None = DEFAULT_KEEP_BEST
+    # Space entry name -> where its value goes: ("model", "lr"), ("trainer", "gradient_clip_val"),
+    # ("model", "encoder", "init_args", "width").
+    targets: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    # The spec's folder: relative paths and the user's modules are found from there.
+    base_dir: str = "."
 
-    def resolved_data(self) -> dict[str, Any]:
-        from dataclasses import asdict
-
-        return asdict(self.task.data_class(**self.data))
+    @property
+    def task_label(self) -> str:
+        """The task's short name, or the model's class name."""
+        return self.task.name if self.task is not None else self.model.class_path.rsplit(".", 1)[-1]
 
     def training_config(self, sampled: Mapping[str, Any]) -> dict[str, Any]:
-        """The complete training config of one trial: task defaults, fixed values, samples."""
-        return self.task.resolve({**self.space.fixed, **sampled})
+        """One trial's complete config in LightningCLI's terms (``model``, ``data``, ``trainer``):
+        the spec's fixed arguments with the space's fixed values and ``sampled`` put in place."""
+        config: dict[str, Any] = {"model": self.model.as_config(), "data": self.data.as_config(),
+                                  "trainer": dict(self.trainer)}
+        for name, value in {**self.space.fixed, **sampled}.items():
+            section, *rest = self.targets[name]
+            if section == "trainer":
+                config["trainer"] = components.nested_set(config["trainer"], rest, value)
+            else:
+                config[section]["init_args"] = components.nested_set(config[section]["init_args"], rest, value)
+        if self.task is not None:
+            for data_argument, model_argument in self.task.links.items():
+                if data_argument in config["data"]["init_args"]:
+                    config["model"]["init_args"][model_argument] = config["data"]["init_args"][data_argument]
+        return config
 
 
 # --------------------------------------------------------------------------- loading
@@ -213,8 +239,8 @@ def load_yaml(path: str | os.PathLike[str]) -> tuple[Any, dict[KeyPath, int]]:
     return data, marks
 
 
-def _load(path: str | os.PathLike[str]) -> tuple[Any, dict[KeyPath, int], list[Problem]]:
-    """Like :func:`load_yaml`, but keys given twice come back as problems to report with the rest."""
+def _read(path: str | os.PathLike[str]) -> str:
+    """The text of a YAML file, within the size limit and as UTF-8; SpecError otherwise."""
     source = str(path)
     try:
         with open(path, "rb") as file:
@@ -227,9 +253,19 @@ def _load(path: str | os.PathLike[str]) -> tuple[Any, dict[KeyPath, int], list[P
                                          f"more than {MAX_SPEC_BYTES} bytes",
                                          "a sweep spec is a short text file")])
     try:
-        text = raw.decode("utf-8")
+        return raw.decode("utf-8")
     except UnicodeDecodeError:
         raise SpecError(source, [Problem((), "UTF-8 text", "binary data")]) from None
+
+
+def _load(path: str | os.PathLike[str]) -> tuple[Any, dict[KeyPath, int], list[Problem]]:
+    """Like :func:`load_yaml`, but keys given twice come back as problems to report with the rest."""
+    return parse_yaml_text(str(path), _read(path))
+
+
+def parse_yaml_text(source: str, text: str) -> tuple[Any, dict[KeyPath, int], list[Problem]]:
+    """YAML text parsed with the spec loader's limits (size, depth, aliases, safe tags only);
+    the line of every key path and the keys given twice come back beside the data."""
     try:
         _check_size(source, text)
         node = yaml.compose(text, Loader=yaml.SafeLoader)
@@ -257,9 +293,31 @@ def _load(path: str | os.PathLike[str]) -> tuple[Any, dict[KeyPath, int], list[P
     return data, marks, duplicates
 
 
+def read_text(path: str | os.PathLike[str]) -> str:
+    """A YAML file's text, read within the spec loader's limits."""
+    return _read(path)
+
+
+SPEC_DIR_RECORD = "#% spec_dir: "
+
+
+def spec_dir_of(path: str | os.PathLike[str], text: str) -> Path:
+    """The folder a spec's relative paths and modules are relative to: its own, or, for the copy
+    a run directory keeps, the original spec's (recorded in a ``#% spec_dir:`` line)."""
+    for line in text.splitlines():
+        if line.startswith(SPEC_DIR_RECORD):
+            return Path(line[len(SPEC_DIR_RECORD):].strip())
+    return Path(path).resolve().parent
+
+
 def parse_spec(path: str | os.PathLike[str], overrides: Mapping[KeyPath, Any] | None = None) -> SweepSpec:
     """Load, override and validate a spec file; raise SpecError listing every problem."""
-    data, marks, duplicates = _load(path)
+    from finesweep.search.user_code import add_import_paths
+
+    text = _read(path)
+    base_dir = spec_dir_of(path, text)
+    add_import_paths(base_dir)
+    data, marks, duplicates = parse_yaml_text(str(path), text)
     if not isinstance(data, dict):
         raise SpecError(str(path), [Problem((), "a mapping of spec keys", _describe(data), line=1)])
     for section in ("strategy", "scheduler"):
@@ -276,7 +334,7 @@ def parse_spec(path: str | os.PathLike[str], overrides: Mapping[KeyPath, Any] | 
         else:
             target[key_path[-1]] = value
             marks[key_path] = 0  # Rendered without a line: the value came from the command line.
-    checker = SpecChecker(str(path), marks)
+    checker = SpecChecker(str(path), marks, base_dir)
     checker.problems.extend(duplicates)
     return checker.spec(data)
 
@@ -359,11 +417,63 @@ def _describe_values(param: IntParam | CategoricalParam) -> str:
     return f"an integer from {param.low} to {param.high}{step}"
 
 
+@dataclass(frozen=True)
+class Target:
+    """Where a spec value goes: argument ``argument`` of ``cls`` (in ``section``), or inside it at
+    ``nested`` (``init_args``, name, ...) when that argument is itself a class."""
+
+    cls: type
+    argument: str
+    nested: tuple[str, ...] = ()
+    section: str = "model"
+    # The argument's fixed value, into which a nested value is put for checking.
+    fixed_whole: Any = None
+
+    @classmethod
+    def of(cls, owner: type, argument: str, nested: tuple[str, ...] = (), section: str = "model",
+           fixed_whole: Any = None) -> Target:
+        return cls(owner, argument, nested, section, fixed_whole)
+
+    @property
+    def annotation(self) -> Any:
+        return components.class_arguments(self.cls)[self.argument].annotation
+
+    @property
+    def kind(self) -> str | None:
+        return None if self.nested else sc.base_kind(self.annotation)
+
+    @property
+    def limits(self) -> components.Range | None:
+        return None if self.nested else components.bounds(self.annotation)
+
+    @property
+    def choices(self) -> tuple[str, ...]:
+        import typing
+
+        hint = self.annotation
+        if typing.get_origin(hint) is typing.Annotated:
+            hint = typing.get_args(hint)[0]
+        return tuple(typing.get_args(hint)) if typing.get_origin(hint) is typing.Literal else ()
+
+
+def argument_names(cls: type | None) -> list[str]:
+    return sc.argument_names(cls)
+
+
+def _set_in(tree: dict[str, Any], path: KeyPath, value: Any) -> None:
+    for key in path[:-1]:
+        tree = tree[key]
+    tree[path[-1]] = value
+
+
 class SpecChecker:
-    def __init__(self, source: str, marks: Mapping[KeyPath, int]) -> None:
+    def __init__(self, source: str, marks: Mapping[KeyPath, int], base_dir: Path | None = None) -> None:
         self.source = source
         self.marks = marks
         self.problems: list[Problem] = []
+        # Relative paths are relative to the spec's own folder, wherever the command runs.
+        self.base_dir = base_dir or Path(source).resolve().parent
+        self.resolved_paths: dict[KeyPath, Any] = {}
 
     # ---- helpers
 
@@ -429,31 +539,40 @@ class SpecChecker:
             return False
         return value
 
-    def field_value(self, value: Any, spec_field: Any, path: KeyPath) -> bool:
-        """Check one value against a task or data config field (type, choices, bounds)."""
-        meta, kind = spec_field.metadata, spec_field.type
-        if "choices" in meta:
-            return self.string(value, path, meta["choices"]) is not None
-        if kind in ("int", int):
-            bounds = {"low": meta.get("low"), "high": meta.get("high")}
-            return self.number(value, path, integer=True, **bounds) is not None
-        if kind in ("float", float):
-            return self.number(value, path, low=meta.get("low"), high=meta.get("high")) is not None
-        if kind in ("bool", bool):
-            return isinstance(value, bool) or self.boolean(value, path)
-        if kind in ("str", str):
-            return self.string(value, path) is not None
-        if kind in ("str | None", "Optional[str]"):  # a path or name that may be left unset
-            return value is None or self.string(value, path) is not None
+    def argument_value(self, target: Target, value: Any, path: KeyPath) -> bool:
+        """Check one value for ``target`` against its class's signature: the type hint through
+        jsonargparse, the bounds of a :class:`~finesweep.models.components.Range`; one problem."""
+        kind, limits = target.kind, target.limits
+        if kind in ("int", "float") and not isinstance(value, bool) and (
+                _is_number(value) or (isinstance(value, str) and _NUMBER_LIKE.match(value.strip()))):
+            low = limits.low if limits else None
+            high = limits.high if limits else None
+            return self.number(value, path, integer=kind == "int", low=low, high=high) is not None
+        if kind == "names" and target.choices:
+            return self.string(value, path, target.choices) is not None
+        if kind == "bool" and not target.nested:
+            return self.boolean(value, path) if isinstance(value, bool) else self.boolean(value, path) or False
+        whole = value
+        if target.nested:
+            whole = components.nested_set(target.fixed_whole or {}, target.nested, value)
+        reason = components.check_argument(target.cls, target.argument, whole)
+        if reason is not None:
+            self.problem(path, components.describe_type(target.annotation) if not target.nested
+                         else f"a valid {format_path((target.argument, *target.nested))}",
+                         _describe(value), reason if target.nested or "Expected" not in reason else "")
+            return False
         return True
 
     # ---- sections
 
     def spec(self, data: dict[str, Any]) -> SweepSpec:
         data = self.mapping(data, (), TOP_LEVEL_KEYS)
-        for required in ("name", "task", "metric", "space"):
+        for required in ("name", "metric", "space"):
             if required not in data:
                 self.problem((required,), f"a `{required}:` entry", "none")
+        if "task" not in data and "model" not in data:
+            self.problem(("model",), "a `model:` entry ({class_path, init_args}) or a built-in `task:`", "none",
+                         "built-in tasks: " + ", ".join(sorted(TASKS)))
         name = data.get("name")
         if "name" in data and (not isinstance(name, str) or not NAME_PATTERN.fullmatch(name)):
             self.problem(("name",), "a name of letters, digits, '_', '-', '.'", _describe(name),
@@ -463,9 +582,18 @@ class SpecChecker:
         task = None
         if "task" in data and self.string(data["task"], ("task",), sorted(TASKS)):
             task = TASKS[data["task"]]
-        data_settings = self.data(task, data.get("data"))
-        metric, mode = self.metric(task, data.get("metric"), data.get("mode"), "metric" in data)
-        space = self.space(task, data.get("space"), "space" in data)
+            if "model" in data:
+                self.problem(("model",), "either `task:` or `model:`", "both",
+                             "`task:` names a built-in model and its data; drop it to sweep your own model")
+        model, model_cls = self.component("model", task.model if task else None, data.get("model"))
+        data_section, data_cls = self.component("data", task.data if task else None, data.get("data"))
+        trainer = self.trainer(data.get("trainer"))
+        metric, mode = self.metric(model, data.get("metric"), data.get("mode"), "metric" in data)
+        space, targets = self.space(task, model_cls, data_cls, model, data_section, data.get("space"),
+                                    "space" in data)
+        self.required_arguments(model, model_cls, data_section, data_cls, targets, task)
+        if data_cls is not None and not self.problems:
+            self.data_loads(data_section, space, targets)
         strategy = self.strategy(data.get("strategy"), space)
         scheduler = self.scheduler(data.get("scheduler"))
         budget = self.budget(data.get("budget"))
@@ -477,11 +605,13 @@ class SpecChecker:
         keep_best = self.checkpoints(data.get("checkpoints"))
         if self.problems:
             raise SpecError(self.source, self.problems)
+        for key_path, value in self.resolved_paths.items():
+            _set_in(data, key_path, value)
         return SweepSpec(
-            name=name, task=task, data=data_settings, metric=metric, mode=mode, space=space,
-            strategy=strategy, scheduler=scheduler, budget=budget, resources=resources,
+            name=name, task=task, model=model, data=data_section, trainer=trainer, metric=metric, mode=mode,
+            space=space, strategy=strategy, scheduler=scheduler, budget=budget, resources=resources,
             storage=storage, max_failures=int(max_failures), source=self.source, raw=data,
-            keep_best_checkpoints=keep_best,
+            keep_best_checkpoints=keep_best, targets=targets, base_dir=str(self.base_dir),
         )
 
     def checkpoints(self, value: Any) -> int | None:
@@ -492,57 +622,185 @@ class SpecChecker:
             return None
         return self.number(entry["keep_best"], ("checkpoints", "keep_best"), integer=True, low=1)
 
-    def data(self, task: TaskInfo | None, value: Any) -> dict[str, Any]:
-        if task is None:  # Without a task the settings cannot be checked, only their shape.
-            if value is not None and not isinstance(value, dict):
-                self.problem(("data",), "a mapping", _describe(value))
+    def component(self, section: str, alias_class: str | None, value: Any) -> tuple[Component, type | None]:
+        """The ``model:`` or ``data:`` section: a class path and fixed ``init_args``, or, under a
+        built-in ``task:``, the task's class with ``data:`` holding its settings directly."""
+        if alias_class is not None:
+            if isinstance(value, dict) and "class_path" in value:
+                self.problem((section, "class_path"), f"the task's {section} settings",
+                             "a class path beside `task:`", "drop `task:` to name your own classes")
+                return Component(alias_class), None
+            cls = self.import_class(alias_class, (section,))
+            init_args = self.mapping(value, (section,), argument_names(cls) if cls else [])
+            return Component(alias_class, self.init_arguments(cls, init_args, (section,))), cls
+        if value is None:
+            if section == "data":
+                self.problem(("data",), "a `data:` entry ({class_path, init_args}) naming your "
+                             "LightningDataModule", "none")
+            return Component(""), None
+        entry = self.mapping(value, (section,), ["class_path", "init_args"])
+        if not isinstance(value, dict):
+            return Component(""), None
+        class_path = self.string(entry.get("class_path"), (section, "class_path"))
+        if class_path is None:
+            return Component(""), None
+        cls = self.import_class(class_path, (section, "class_path"))
+        if cls is not None:
+            expected = sc.base_classes()[section]
+            if not issubclass(cls, expected):
+                bases = ", ".join(b.__name__ for b in cls.__mro__[1:3])
+                self.problem((section, "class_path"), f"a {expected.__name__} subclass",
+                             f"{class_path} (a subclass of {bases})")
+                cls = None
+        init_args = entry.get("init_args")
+        if init_args is not None and not isinstance(init_args, dict):
+            self.problem((section, "init_args"), "a mapping of arguments", _describe(init_args))
+            init_args = None
+        init_args = self.mapping(init_args, (section, "init_args"), argument_names(cls)) if cls else {}
+        return Component(class_path, self.init_arguments(cls, init_args, (section, "init_args"))), cls
+
+    def import_class(self, class_path: str, path: KeyPath) -> type | None:
+        try:
+            return components.import_class(class_path)
+        except components.ComponentError as error:
+            self.problem(path, "an importable class path (package.module.ClassName)", repr(class_path), str(error))
+            return None
+
+    def init_arguments(self, cls: type | None, given: Mapping[str, Any], path: KeyPath) -> dict[str, Any]:
+        """The fixed arguments of ``cls`` that pass its checks, paths made absolute."""
+        if cls is None:
             return {}
-        fields = task.data_fields()
-        settings = self.mapping(value, ("data",), list(fields))
-        before = len(self.problems)
-        valid = {k: v for k, v in settings.items() if self.field_value(v, fields[k], ("data", k))}
-        if len(self.problems) == before:
-            # The data must exist on this machine before Ray or any trial starts.
-            missing = task.check_data(asdict(task.data_class(**valid)))
-            if missing:
-                self.problem(("data",), "data present on this machine", missing)
+        valid = {}
+        for name, value in given.items():
+            target = Target.of(cls, name, ())
+            if self.argument_value(target, value, (*path, name)):
+                valid[name] = self.resolve_path(target, value, (*path, name))
         return valid
 
-    def metric(self, task: TaskInfo | None, metric: Any, mode: Any, given: bool) -> tuple[str, str]:
+    def resolve_path(self, target: Target, value: Any, path: KeyPath) -> Any:
+        """A relative path in a path argument, made absolute against the spec's folder, so a run
+        started from any working directory (and its exports) finds the same file."""
+        if target.nested or not sc.is_path_argument(target.argument, target.annotation):
+            return value
+        resolved = sc.resolve_relative(value, self.base_dir)
+        if resolved != value:
+            self.resolved_paths[path] = resolved
+        return resolved
+
+    def trainer(self, value: Any) -> dict[str, Any]:
+        if value is None:
+            return {}
+        if not isinstance(value, dict):
+            self.problem(("trainer",), "a mapping of Trainer options", _describe(value))
+            return {}
+        from finesweep.models.training import RESERVED_TRAINER_OPTIONS
+
+        cls = sc.trainer_class()
+        allowed = [n for n in argument_names(cls) if n not in RESERVED_TRAINER_OPTIONS]
+        options = {}
+        for name, option in value.items():
+            if name in RESERVED_TRAINER_OPTIONS:
+                self.problem(("trainer", name), "a Trainer option finesweep does not set itself",
+                             repr(name), RESERVED_TRAINER_OPTIONS[name])
+            elif name not in allowed:
+                self.problem(("trainer", name), "a pytorch_lightning.Trainer option",
+                             f"unknown key {name!r}", _suggest(name, allowed))
+            elif self.argument_value(Target.of(cls, name, ()), option, ("trainer", name)):
+                options[name] = option
+        return options
+
+    def metric(self, model: Component, metric: Any, mode: Any, given: bool) -> tuple[str, str]:
         if mode is not None:
             mode = self.string(mode, ("mode",), ["min", "max"])
-        if not given or task is None:
+        if not given:
             return str(metric), mode or "max"
-        if not isinstance(metric, str) or metric not in task.metrics:
-            self.problem(("metric",), f"a metric that task {task.name!r} reports: "
-                         f"{', '.join(task.metrics)}", _describe(metric),
-                         _close(metric, list(task.metrics)))
+        if not isinstance(metric, str) or not metric:
+            self.problem(("metric",), "the name of a value the model logs with self.log", _describe(metric))
             return str(metric), mode or "max"
-        natural = task.metrics[metric]
+        known = sc.known_metrics(model)
+        if known is None:
+            # The model's own metric: it is checked against what the module logs in the first trial.
+            if mode is None:
+                mode = sc.guess_mode(metric)
+                if mode is None:
+                    self.problem(("mode",), f"min or max: whether {metric!r} improves down or up", "none",
+                                 "add `mode: min` (losses, errors) or `mode: max` (accuracy, F1)")
+            return metric, mode or "max"
+        if metric not in known:
+            self.problem(("metric",), f"a metric that the model reports: {', '.join(known)}", _describe(metric),
+                         _close(metric, list(known)))
+            return str(metric), mode or "max"
+        natural = known[metric]
         if mode is not None and mode != natural:
             self.problem(("mode",), f"{natural} ({metric} improves that way)", repr(mode),
                          "drop `mode:`; it follows from the metric")
         return metric, natural
 
-    def space(self, task: TaskInfo | None, value: Any, given: bool) -> SearchSpace:
+    def target(self, key: str, task: TaskAlias | None, classes: Mapping[str, type | None],
+               fixed: Mapping[str, Component], path: KeyPath) -> Target | None:
+        """Where the space entry ``key`` goes; None (and a problem) when nowhere."""
+        from finesweep.models.training import RESERVED_TRAINER_OPTIONS
+
+        parts = sc.split_target(str(key))
+        if len(parts) == 1:
+            # A bare name: the model's argument, else the data's (how built-in task specs name them).
+            for section in ("model", "data"):
+                cls = classes[section]
+                if cls is not None and parts[0] in components.class_arguments(cls):
+                    return Target.of(cls, parts[0], (), section, fixed[section].init_args.get(parts[0]))
+            if all(classes[s] is None for s in ("model", "data")):
+                return None
+            names = [*argument_names(classes["model"]), *argument_names(classes["data"])]
+            owner = f"task {task.name!r}" if task is not None else "the model or its data"
+            self.problem(path, f"a setting of {owner}", f"unknown parameter {key!r}",
+                         _suggest(key, names) if task is not None else _close(key, names)
+                         or "name it model.ARG, data.ARG or trainer.OPTION")
+            return None
+        section, argument, *nested = parts
+        if section not in sc.SECTIONS:
+            self.problem(path, "model.ARG, data.ARG or trainer.OPTION", f"{key!r}", _close(section, sc.SECTIONS))
+            return None
+        cls = sc.trainer_class() if section == "trainer" else classes[section]
+        if cls is None:
+            return None
+        if section == "trainer" and argument in RESERVED_TRAINER_OPTIONS:
+            self.problem(path, "a Trainer option finesweep does not set itself", repr(argument),
+                         RESERVED_TRAINER_OPTIONS[argument])
+            return None
+        names = argument_names(cls)
+        if argument not in names:
+            self.problem(path, f"an argument of {cls.__name__}", f"unknown parameter {argument!r}",
+                         _suggest(argument, names))
+            return None
+        if nested and nested[0] != "init_args":
+            self.problem(path, f"{section}.{argument}.init_args.NAME (an argument of the class it names)",
+                         repr(key))
+            return None
+        whole = fixed[section].init_args.get(argument) if section != "trainer" else None
+        return Target.of(cls, argument, tuple(nested), section, whole)
+
+    def space(self, task: TaskAlias | None, model_cls: type | None, data_cls: type | None, model: Component,
+              data_section: Component, value: Any, given: bool) -> tuple[SearchSpace, dict[str, tuple[str, ...]]]:
         if value is None and not given:
-            return SearchSpace(params=())  # Reported as a missing `space:` entry.
+            return SearchSpace(params=()), {}  # Reported as a missing `space:` entry.
         if not isinstance(value, dict) or not value:
             self.problem(("space",), "a non-empty mapping of parameter names", _describe(value))
-            return SearchSpace(params=())
-        fields = task.config_fields() if task else {}
+            return SearchSpace(params=()), {}
+        classes = {"model": model_cls, "data": data_cls}
+        fixed_components = {"model": model, "data": data_section}
         params: list[Param] = []
         fixed: dict[str, Any] = {}
+        targets: dict[str, tuple[str, ...]] = {}
         # Parameters declared but rejected: conditions on them are not reported a second time.
         rejected: set[str] = set()
         for name, entry in value.items():
             path = ("space", name)
-            if task is not None and name not in fields:
-                self.problem(path, f"a setting of task {task.name!r}", f"unknown parameter {name!r}",
-                             _suggest(name, list(fields)))
+            target = self.target(name, task, classes, fixed_components, path)
+            if target is None and (model_cls is not None or data_cls is not None):
                 rejected.add(str(name))
                 continue
-            spec_field = fields.get(name)
+            if target is not None:
+                targets[str(name)] = (target.section, target.argument, *target.nested)
             if isinstance(entry, dict) and "type" not in entry:
                 if set(entry) == {"value"}:
                     entry = entry["value"]
@@ -557,7 +815,7 @@ class SpecChecker:
                     rejected.add(name)
                     continue
             if isinstance(entry, dict):
-                param = self.param(name, entry, spec_field, path)
+                param = self.param(name, entry, target, path)
                 if param is not None:
                     params.append(param)
                 else:
@@ -565,28 +823,58 @@ class SpecChecker:
             elif isinstance(entry, list):
                 self.problem(path, "a fixed value or a mapping with `type:`", _describe(entry),
                              "to search a list, write {type: categorical, choices: [...]}")
-            elif spec_field is None or self.field_value(entry, spec_field, path):
-                fixed[name] = entry
+            elif target is None or self.argument_value(target, entry, path):
+                fixed[name] = self.resolve_path(target, entry, path) if target is not None else entry
         ordered = self.order_by_conditions(params, rejected=rejected, fixed=fixed)
-        return SearchSpace(params=tuple(ordered), fixed=fixed)
+        return SearchSpace(params=tuple(ordered), fixed=fixed), targets
 
-    def param(self, name: str, entry: dict[str, Any], spec_field: Any, path: KeyPath) -> Param | None:
+    def required_arguments(self, model: Component, model_cls: type | None, data_section: Component,
+                           data_cls: type | None, targets: Mapping[str, tuple[str, ...]],
+                           task: TaskAlias | None) -> None:
+        """A required ``__init__`` argument neither fixed nor searched nor linked is a problem now,
+        not a TypeError in every trial."""
+        for section, component, cls in (("model", model, model_cls), ("data", data_section, data_cls)):
+            if cls is None:
+                continue
+            given = {*component.init_args, *(t[1] for t in targets.values() if t[0] == section)}
+            if task is not None and section == "model":
+                given |= set(task.links.values())
+            for argument in sc.required_missing(cls, sorted(given)):
+                where = (section,) if task is not None else (section, "init_args")
+                self.problem((*where, argument), f"a value for {cls.__name__}'s required argument {argument!r}",
+                             "none", f"fix it under {format_path(where)} or search it as {section}.{argument}")
+
+    def data_loads(self, data_section: Component, space: SearchSpace, targets: Mapping[str, tuple[str, ...]]) -> None:
+        """Build the DataModule once (its ``__init__`` is cheap by Lightning's convention): a
+        missing file or data source is reported now, before any worker starts."""
+        init_args = dict(data_section.init_args)
+        for name, value in space.fixed.items():
+            if targets[name][0] == "data":
+                init_args = components.nested_set(init_args, targets[name][1:], value)
+        for param in space.params:
+            if targets[param.name][0] == "data":
+                init_args = components.nested_set(init_args, targets[param.name][1:], sc.probe_values(param)[0])
+        reason = sc.instantiation_error(data_section, init_args)
+        if reason is not None:
+            self.problem(("data",), "data the DataModule can load", reason)
+
+    def param(self, name: str, entry: dict[str, Any], target: Target | None, path: KeyPath) -> Param | None:
         kind = self.string(entry["type"], (*path, "type"), list(PARAM_KEYS))
         if kind is None:
             return None
         entry = self.mapping(entry, path, PARAM_KEYS[kind])
-        field_kind = getattr(spec_field, "type", None)
-        meta = getattr(spec_field, "metadata", {})
+        field_kind = target.kind if target is not None else None
+        limits = target.limits if target is not None else None
         when = self.conditions(entry.get("when"), (*path, "when"))
         if kind == "categorical":
-            return self.categorical(name, entry, spec_field, path, when)
-        if "choices" in meta or field_kind in ("str", str):
+            return self.categorical(name, entry, target, path, when)
+        if field_kind in ("names", "bool"):
             self.problem((*path, "type"), "categorical (this setting takes names)", repr(kind))
             return None
         integer = kind == "int"
-        if integer and field_kind in ("float", float):
+        if integer and field_kind == "float":
             pass  # An int range for a float setting is fine (e.g. whole-number epochs of warm-up).
-        elif not integer and field_kind in ("int", int):
+        elif not integer and field_kind == "int":
             self.problem((*path, "type"), "int (this setting takes whole numbers)", repr(kind))
             return None
         bounds = {}
@@ -595,7 +883,8 @@ class SpecChecker:
                 self.problem((*path, key), f"a `{key}:` bound", "none")
             else:
                 bounds[key] = self.number(entry[key], (*path, key), integer=integer,
-                                          low=meta.get("low"), high=meta.get("high"))
+                                          low=limits.low if limits else None,
+                                          high=limits.high if limits else None)
         log = self.boolean(entry["log"], (*path, "log")) if "log" in entry else False
         step = None
         if entry.get("step") is not None:
@@ -623,7 +912,7 @@ class SpecChecker:
             return IntParam(name, int(low), int(high), log=log, step=int(step or 1), when=when)
         return FloatParam(name, float(low), float(high), log=log, step=step, when=when)
 
-    def categorical(self, name: str, entry: dict[str, Any], spec_field: Any, path: KeyPath,
+    def categorical(self, name: str, entry: dict[str, Any], target: Target | None, path: KeyPath,
                     when: tuple[Condition, ...]) -> CategoricalParam | None:
         choices = entry.get("choices")
         if not isinstance(choices, list) or not choices:
@@ -638,7 +927,7 @@ class SpecChecker:
             if isinstance(choice, (dict, list)):
                 self.problem((*path, "choices", index), "a plain value", _describe(choice))
                 ok = False
-            elif spec_field is not None and not self.field_value(choice, spec_field,
+            elif target is not None and not self.argument_value(target, choice,
                                                                  (*path, "choices", index)):
                 ok = False
         if ok:

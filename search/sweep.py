@@ -24,6 +24,7 @@ from finesweep.search.strategies import make_sampler
 from finesweep.search.study import describe_storage, fail_unfinished, open_study, ranked_trials, storage_url
 from finesweep.search.tensorboard_log import HParamsLog
 from finesweep.search.trial import clear_trial_outputs
+from finesweep.search.user_code import class_paths_in
 
 SPEC_COPY = "spec.yaml"
 
@@ -40,6 +41,8 @@ class SweepResult:
     best_value: float | None
     best_trial: int | None
     exports: list[Path]
+    # Why the sweep stopped before its budget: every trial would have failed the same way.
+    stopped_because: str | None = None
 
 
 def default_run_dir(spec: SweepSpec) -> Path:
@@ -112,7 +115,8 @@ def run_sweep(spec: SweepSpec, run_dir: Path, *, address: str | None = None, ver
     from finesweep.search import ray_backend  # Ray's import and start-up come after validation.
 
     out.write(f"finesweep: starting Ray ({'local, 127.0.0.1' if address is None else address})\n")
-    ray_backend.start_ray(address, verbose=verbose)
+    ray_backend.start_ray(address, verbose=verbose, spec_dir=spec.base_dir,
+                          class_paths=class_paths_in(spec.training_config({})))
     try:
         ray_backend.check_resources(spec.resources.cpus, spec.resources.gpus)
     except ray_backend.ResourceError as error:
@@ -127,7 +131,10 @@ def run_sweep(spec: SweepSpec, run_dir: Path, *, address: str | None = None, ver
         if created:
             shutil.rmtree(run_dir, ignore_errors=True)
         raise
-    _write_atomically(run_dir / SPEC_COPY, yaml.safe_dump(dict(spec.raw), sort_keys=False))
+    from finesweep.search.spec import SPEC_DIR_RECORD
+
+    _write_atomically(run_dir / SPEC_COPY, f"{SPEC_DIR_RECORD}{spec.base_dir}\n"
+                      + yaml.safe_dump(dict(spec.raw), sort_keys=False))
     # Trial seeds derive from the strategy seed, so a seeded sweep retrains identically.
     seed_base = study.user_attrs.get("seed_base")
     if seed_base is None:
@@ -147,17 +154,18 @@ def run_sweep(spec: SweepSpec, run_dir: Path, *, address: str | None = None, ver
     hparams = HParamsLog(run_dir / "tensorboard", spec.space, spec.metric)
     hparams.write_experiment()
     to_run = max(spec.budget.trials - done, 0)
+    stopped_because = None
     monitor = SweepMonitor(spec, spec.budget.trials, hparams, out, already_done=done)
     best_so_far = ranked_trials(study, spec.mode)
     if best_so_far:
         monitor.best = (best_so_far[0].value, best_so_far[0].number)
     if to_run:
-        out.write(f"finesweep: sweep {spec.name!r}: {to_run} trials of {spec.task.name}, "
+        out.write(f"finesweep: sweep {spec.name!r}: {to_run} trials of {spec.task_label}, "
                   f"strategy {spec.strategy.name}, scheduler {spec.scheduler.name}, "
                   f"{spec.resources.concurrency} at a time; study in {describe_storage(url)}\n")
         out.flush()
-        ray_backend.run_trials(spec, study, run_dir, trials=to_run, seed_base=seed_base,
-                               monitor=monitor, rerun=rerun, verbose=verbose)
+        stopped_because = ray_backend.run_trials(spec, study, run_dir, trials=to_run, seed_base=seed_base,
+                                                 monitor=monitor, rerun=rerun, verbose=verbose)
     fail_unfinished(study, "the sweep ended while the trial was running")
     monitor.close_unfinished(study)
     ranked = ranked_trials(study, spec.mode)
@@ -173,6 +181,9 @@ def run_sweep(spec: SweepSpec, run_dir: Path, *, address: str | None = None, ver
         out.write(f"best config: {exports[0]}\n")
     else:
         out.write("no trial completed; nothing exported\n")
+    if stopped_because:
+        out.write(f"finesweep: the sweep stopped after its first failing trial, since every trial would fail "
+                  f"the same way: {stopped_because}\n")
     best = ranked[0] if ranked else None
     return SweepResult(run_dir, url, seconds, best.value if best else None,
-                       best.number if best else None, exports)
+                       best.number if best else None, exports, stopped_because)

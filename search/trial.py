@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import sys
 import threading
 import time
 import traceback
@@ -19,6 +20,8 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from finesweep.models.run import TrainingRun
 
 # Called after every epoch with its metrics and, when the sweep keeps training state for
 # retries, the directory holding the state after that epoch (None otherwise).
@@ -31,8 +34,6 @@ STATE_FILE = "training_state.ckpt"
 class SweepContext:
     """What every trial of one sweep shares; sent to each worker once."""
 
-    task: str
-    data: Mapping[str, Any]
     metric: str
     mode: str
     max_epochs: int
@@ -43,15 +44,21 @@ class SweepContext:
     # Write the full training state after every epoch so a retried trial (its worker or
     # node died, `max_failures` > 0) goes on from its last epoch instead of epoch 1.
     keep_training_state: bool = False
+    # Where the user's modules are imported from (the spec's folder, the launch directory);
+    # on a cluster node without them, Ray's runtime environment has put the files in place.
+    import_roots: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
 class TrialRequest:
     number: int
     seed: int
-    # Only the searched parameters that were active; `config` is the full training config.
-    params: Mapping[str, Any]
+    # The trial's complete config in LightningCLI's terms: model, data and trainer sections.
     config: Mapping[str, Any]
+
+    def training_run(self, context: SweepContext) -> TrainingRun:
+        return TrainingRun.from_config(self.config, max_epochs=context.max_epochs, seed=self.seed,
+                                       metric=context.metric, mode=context.mode)
 
 
 def trial_dir(run_dir: str | Path, number: int) -> Path:
@@ -148,6 +155,9 @@ def run_trial(context: SweepContext, request: TrialRequest, report: Report,
     from torch.utils.tensorboard import SummaryWriter
 
     quiet_training_logs()
+    for root in context.import_roots:
+        if root not in sys.path and Path(root).is_dir():
+            sys.path.append(root)
     artifacts = trial_dir(context.run_dir, request.number)
     artifacts.mkdir(parents=True, exist_ok=True)
     error_file = artifacts / "error.txt"
@@ -171,9 +181,6 @@ def run_trial(context: SweepContext, request: TrialRequest, report: Report,
         resume_state = None
     state_dir = Path(tempfile.mkdtemp(prefix="finesweep-state-")) if context.keep_training_state else None
 
-    def on_first_step(at: float) -> None:
-        timing["first_step_at"] = at
-
     def on_epoch_end(epoch: int, metrics: dict[str, float]) -> None:
         if watchdog is not None:
             watchdog.beat()
@@ -186,13 +193,14 @@ def run_trial(context: SweepContext, request: TrialRequest, report: Report,
 
     try:
         with memory_cap(context.memory_mb):
-            fit(context.task, request.config, context.data, max_epochs=context.max_epochs,
-                seed=request.seed, metric=context.metric, mode=context.mode,
-                on_epoch_end=on_epoch_end, checkpoint_path=artifacts / "model.pt",
-                accelerator=accelerator, threads=max(1, int(context.cpus_per_trial)),
-                on_first_step=on_first_step,
-                state_path=state_dir / STATE_FILE if state_dir is not None else None,
-                resume_from=resume_state)
+            result = fit(request.training_run(context), on_epoch_end=on_epoch_end,
+                         checkpoint_path=artifacts / "model.pt", accelerator=accelerator,
+                         threads=max(1, int(context.cpus_per_trial)),
+                         state_path=state_dir / STATE_FILE if state_dir is not None else None,
+                         resume_from=resume_state,
+                         on_first_step=lambda at: timing.update(first_step_at=at))
+        if result.data_summary:
+            (artifacts / "data.txt").write_text(result.data_summary + "\n", encoding="utf-8")
     except Exception as error:
         text = traceback.format_exc()
         if _is_out_of_memory(error):
