@@ -7,9 +7,7 @@ milliseconds, before any worker starts.
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
 
 
 class MissingDataSource(RuntimeError):
@@ -49,14 +47,3 @@ def parse_classes(value: str) -> list[int]:
     if not digits or max(digits) > 9 or len(digits) < 2:
         raise ValueError(f"data.classes: expected at least two digits from 0-9, found {value!r}")
     return sorted(digits)
-
-
-def check_digits_data(data: Mapping[str, Any]) -> str | None:
-    """Why the digits task cannot load ``data``, or None (the images ship with scikit-learn)."""
-    from finesweep.models.tasks import DigitsDataConfig
-
-    try:
-        parse_classes(DigitsDataConfig(**data).classes)
-    except ValueError as error:
-        return str(error)
-    return None

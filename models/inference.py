@@ -1,69 +1,93 @@
-"""Predictions from saved weights: rebuild a task's model from its config, load a checkpoint,
-and average class probabilities over several models (an ensemble).
+"""Predictions from saved weights: rebuild a run's model and DataModule, load a checkpoint, and
+average the predictions of several models (an ensemble).
 
-Knows nothing of the search: callers pass the task name, the full training config and the
-data settings a model was trained with, and the path of its weights (a plain state dict).
+Works for any LightningModule whose ``predict_step`` returns class scores (batch, classes) or
+one regression output per example (batch,), on batches whose last element is the target; it
+says clearly why not otherwise. Knows nothing of the search.
 """
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import pytorch_lightning as pl
 import torch
-from finesweep.models.tasks import get_task
-from finesweep.models.training import DataBundle
+from finesweep.models.run import TrainingRun
+from finesweep.models.training import build, make_trainer
 from torch.nn import functional as F
 
-SPLITS = ("train", "val", "test")
+SPLITS = ("val", "test")
 
 
 class CheckpointMismatchError(RuntimeError):
     """Saved weights that do not fit the model rebuilt from their config."""
 
 
-def load_bundle(task: str, data: Mapping[str, Any]) -> DataBundle:
-    """The task's data with the given settings (the same split as in training)."""
-    return importlib.import_module(get_task(task).module).load_data(dict(data))
+class NotEnsemblable(ValueError):
+    """The model's predictions or the data's batches are not of a kind an ensemble can average."""
 
 
-def load_model(task: str, config: Mapping[str, Any], bundle: DataBundle, checkpoint: str | Path) -> torch.nn.Module:
-    """The task's model built from ``config``, with the weights saved at ``checkpoint``."""
-    impl = importlib.import_module(get_task(task).module)
-    # max_epochs only shapes the learning-rate schedule, which inference never uses.
-    model = impl.build_model(dict(config), bundle, 1)
+def load_model(run: TrainingRun, checkpoint: str | Path) -> tuple[pl.LightningModule, pl.LightningDataModule]:
+    """The run's model with the weights saved at ``checkpoint``, and its DataModule set up.
+
+    The model is set up by a Trainer exactly as in training (``setup`` hooks, so a model that
+    builds its layers from the data is complete), with no batch run, then the weights load."""
+    model, data = build(run)
+    trainer = make_trainer(run.with_changes(trainer={"limit_val_batches": 0}), [])
+    trainer.validate(model, datamodule=data, verbose=False)
     state = torch.load(Path(checkpoint), map_location="cpu", weights_only=True)
     try:
         model.load_state_dict(state)
     except RuntimeError as error:
         detail = " ".join(str(error).split("\n", 1)[-1].split())
         raise CheckpointMismatchError(
-            f"{checkpoint} does not fit the {task} model that its config builds ({detail}); "
-            "was it saved by another version of the task's code?") from None
-    return model.eval()
+            f"{checkpoint} does not fit the model {run.model['class_path']} that its config builds ({detail}); "
+            "was it saved by another version of the model's code?") from None
+    return model.eval(), data
 
 
-def predict_proba(model: torch.nn.Module, tensors: Sequence[torch.Tensor], batch_size: int = 512) -> torch.Tensor:
-    """Class probabilities (N, classes) for a split whose last tensor holds the labels."""
-    inputs = tensors[:-1]
-    chunks = []
+def predictions(model: pl.LightningModule, loader: Any) -> tuple[torch.Tensor, torch.Tensor]:
+    """``predict_step`` outputs and targets (each batch's last element) over a loader."""
+    outputs, targets = [], []
     with torch.no_grad():
-        for start in range(0, len(tensors[-1]), batch_size):
-            logits = model(*(t[start:start + batch_size] for t in inputs))
-            if logits.dim() != 2:
-                raise ValueError(f"ensembling needs class logits of shape (batch, classes), "
-                                 f"but the model returned shape {tuple(logits.shape)}")
-            chunks.append(F.softmax(logits.float(), dim=1))
-    return torch.cat(chunks)
+        for index, batch in enumerate(loader):
+            if not isinstance(batch, (list, tuple)) or len(batch) < 2:
+                raise NotEnsemblable("ensembles need batches of (inputs..., target); the DataModule's "
+                                     f"loader gives {type(batch).__name__}")
+            out = model.predict_step(batch, index)
+            if not isinstance(out, torch.Tensor):
+                raise NotEnsemblable(f"{type(model).__name__}.predict_step returned {type(out).__name__}; "
+                                     "ensembles need a tensor of class scores (batch, classes) or of one "
+                                     "regression output per example (batch,)")
+            outputs.append(out.detach().float().cpu())
+            targets.append(batch[-1].detach().cpu())
+    return torch.cat(outputs), torch.cat(targets)
 
 
-def scores(probabilities: torch.Tensor, labels: torch.Tensor) -> dict[str, float]:
-    """Accuracy and negative log-likelihood of predicted probabilities."""
-    nll = F.nll_loss(torch.log(probabilities.clamp_min(1e-12)), labels)
-    return {"acc": float((probabilities.argmax(dim=1) == labels).float().mean()), "nll": float(nll)}
+def kind_of(outputs: torch.Tensor) -> str:
+    if outputs.dim() == 2 and outputs.shape[1] > 1:
+        return "classification"
+    if outputs.dim() == 1 or (outputs.dim() == 2 and outputs.shape[1] == 1):
+        return "regression"
+    raise NotEnsemblable(f"predict_step returned shape {tuple(outputs.shape)}: ensembles need class scores "
+                         "(batch, classes) or one regression output per example (batch,)")
+
+
+def scores(mean_prediction: torch.Tensor, targets: torch.Tensor, kind: str) -> dict[str, float]:
+    """acc and nll of averaged probabilities, or mse and mae of averaged regression outputs."""
+    if kind == "classification":
+        nll = F.nll_loss(torch.log(mean_prediction.clamp_min(1e-12)), targets.long())
+        return {"acc": float((mean_prediction.argmax(dim=1) == targets).float().mean()), "nll": float(nll)}
+    prediction, target = mean_prediction.reshape(-1), targets.float().reshape(-1)
+    return {"mse": float(F.mse_loss(prediction, target)), "mae": float(F.l1_loss(prediction, target))}
+
+
+def as_averageable(outputs: torch.Tensor, kind: str) -> torch.Tensor:
+    """What is averaged across members: probabilities for class scores, the values otherwise."""
+    return F.softmax(outputs, dim=1) if kind == "classification" else outputs.reshape(-1)
 
 
 @dataclass(frozen=True)
@@ -71,32 +95,37 @@ class Member:
     """One model of an ensemble: what rebuilds it and where its weights are."""
 
     name: str
-    config: Mapping[str, Any]
+    run: TrainingRun
     checkpoint: str
 
 
 @dataclass(frozen=True)
 class EnsembleScores:
     split: str
+    kind: str
     members: dict[str, dict[str, float]]
     ensemble: dict[str, float]
 
 
-def evaluate_ensemble(task: str, data: Mapping[str, Any], members: Sequence[Member],
-                      splits: Sequence[str] = ("val", "test")) -> list[EnsembleScores]:
-    """Each member's scores and those of the mean of their probabilities, per split."""
+def evaluate_ensemble(members: Sequence[Member], splits: Sequence[str] = SPLITS) -> list[EnsembleScores]:
+    """Each member's scores and those of the mean of their predictions, per split (the data of
+    the first member: members of one sweep share their data)."""
     if not members:
         raise ValueError("an ensemble needs at least one member")
-    bundle = load_bundle(task, data)
-    models = {m.name: load_model(task, m.config, bundle, m.checkpoint) for m in members}
+    loaded: Mapping[str, tuple[pl.LightningModule, pl.LightningDataModule]] = {
+        m.name: load_model(m.run, m.checkpoint) for m in members}
+    data = loaded[members[0].name][1]
     results = []
     for split in splits:
         if split not in SPLITS:
             raise ValueError(f"split must be one of {', '.join(SPLITS)}, but got {split!r}")
-        tensors = getattr(bundle, split)
-        labels = tensors[-1]
-        probabilities = {name: predict_proba(model, tensors) for name, model in models.items()}
-        mean = torch.stack(list(probabilities.values())).mean(dim=0)
-        results.append(EnsembleScores(split, {n: scores(p, labels) for n, p in probabilities.items()},
-                                      scores(mean, labels)))
+        loader = getattr(data, f"{split}_dataloader")()
+        outputs, targets, kind = {}, None, None
+        for name, (model, _) in loaded.items():
+            raw, targets = predictions(model, loader)
+            kind = kind or kind_of(raw)
+            outputs[name] = as_averageable(raw, kind)
+        mean = torch.stack(list(outputs.values())).mean(dim=0)
+        results.append(EnsembleScores(split, kind, {n: scores(o, targets, kind) for n, o in outputs.items()},
+                                      scores(mean, targets, kind)))
     return results

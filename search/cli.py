@@ -80,7 +80,43 @@ def _parser() -> argparse.ArgumentParser:
     dashboard.add_argument("--port", type=int, default=8080)
     dashboard.add_argument("--host", default="127.0.0.1",
                            help="address to listen on; anything but loopback exposes your studies")
+    init = commands.add_parser("init", help="write a starting spec for your own LightningModule and DataModule")
+    init.add_argument("model", help="class path of your LightningModule, e.g. mypkg.models.MyMLP")
+    init.add_argument("--data", required=True, help="class path of your LightningDataModule")
+    init.add_argument("--name", help="sweep name (default: the model class's name)")
+    init.add_argument("--out", type=Path, help="write the spec here (default: print it)")
+
+    commands.add_parser("tasks", help="list the built-in tasks (short names for model + data classes)")
     return parser
+
+
+def cmd_init(args: argparse.Namespace) -> int:
+    from finesweep.models.components import ComponentError
+    from finesweep.search.init_spec import starting_spec
+    from finesweep.search.user_code import add_import_paths
+
+    add_import_paths(Path.cwd())
+    try:
+        text = starting_spec(args.model, args.data, args.name)
+    except ComponentError as error:
+        print(f"finesweep: {error}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    if args.out is None:
+        print(text, end="")
+        return 0
+    if args.out.exists():
+        print(f"finesweep: {args.out} exists; choose another --out", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    args.out.write_text(text)
+    print(f"finesweep: wrote {args.out}; edit it, then: python launch.py sweep {args.out}")
+    return 0
+
+
+def cmd_tasks(args: argparse.Namespace) -> int:
+    from finesweep.search.init_spec import task_table
+
+    print(task_table())
+    return 0
 
 
 def _overrides(args: argparse.Namespace) -> dict[tuple[str, ...], object]:
@@ -278,7 +314,7 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
 
 COMMANDS = {"sweep": cmd_sweep, "resume": cmd_resume, "export": cmd_export, "train": cmd_train,
             "tensorboard": cmd_tensorboard, "status": cmd_status, "report": cmd_report, "ensemble": cmd_ensemble,
-            "dashboard": cmd_dashboard}
+            "dashboard": cmd_dashboard, "init": cmd_init, "tasks": cmd_tasks}
 
 
 def main(argv: list[str] | None = None) -> int:

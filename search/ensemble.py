@@ -32,16 +32,19 @@ class EnsembleReport:
     def text(self) -> str:
         lines = [f"ensemble of {len(self.members)}: trials "
                  + ", ".join(str(m["trial"]) for m in self.members)]
-        header = ["model", *[f"{split}_{score}" for split in self.splits for score in ("acc", "nll")]]
+        names_of_scores = list(next(iter(self.splits.values()))["ensemble"])
+        header = ["model", *[f"{split}_{score}" for split in self.splits for score in names_of_scores]]
         names = ["ensemble", "best_single"] + [f"trial_{m['trial']:04d}" for m in self.members]
         rows = []
         for name in names:
             label = {"ensemble": "ensemble (mean probabilities)",
                      "best_single": f"best single (trial {self.members[0]['trial']})"}.get(name, name)
+            if name == "ensemble":
+                label = f"ensemble (mean {'probabilities' if 'acc' in names_of_scores else 'predictions'})"
             cells = []
             for split in self.splits.values():
                 scores = split.get(name) or split["members"][name]
-                cells += [f"{scores['acc']:.4f}", f"{scores['nll']:.4f}"]
+                cells += [f"{scores[s]:.4f}" for s in names_of_scores]
             rows.append([label, *cells])
         lines.append(text_table(header, rows))
         lines.append("test is the held-out split: never seen by the search or by the choice of members")
@@ -53,16 +56,21 @@ def _member_names(members: Sequence[Mapping[str, Any]]) -> list[str]:
     return [f"trial_{m['trial']:04d}" for m in members]
 
 
-def _evaluate(task: str, data: Mapping[str, Any], members: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
-    from finesweep.models.inference import CheckpointMismatchError, Member, evaluate_ensemble
+def _evaluate(members: Sequence[Mapping[str, Any]], metric: str, mode: str,
+              import_paths: Sequence[str] = ()) -> dict[str, Any]:
+    from finesweep.models.inference import CheckpointMismatchError, Member, NotEnsemblable, evaluate_ensemble
+    from finesweep.models.run import TrainingRun
+    from finesweep.search.user_code import add_import_paths
 
-    models = [Member(name, m["config"], m["checkpoint"]) for name, m in zip(_member_names(members), members,
-                                                                            strict=True)]
+    for folder in import_paths:
+        add_import_paths(folder)
+    models = [Member(name, TrainingRun.from_config(m["config"], max_epochs=1, seed=0, metric=metric, mode=mode),
+                     m["checkpoint"]) for name, m in zip(_member_names(members), members, strict=True)]
     splits = {}
     try:
-        results = evaluate_ensemble(task, data, models, ("val", "test"))
-    except CheckpointMismatchError as error:
-        raise ResultsError(str(error)) from None
+        results = evaluate_ensemble(models, ("val", "test"))
+    except (CheckpointMismatchError, NotEnsemblable) as error:
+        raise ResultsError(f"cannot ensemble: {error}") from None
     for result in results:
         best = result.members[models[0].name]
         splits[result.split] = {"ensemble": result.ensemble, "best_single": best, "members": result.members}
@@ -87,12 +95,12 @@ def build_ensemble(record: SweepRecord, top_k: int = 5) -> EnsembleReport:
         raise ResultsError(f"no checkpoint for {len(missing)} of the top {top_k}: {'; '.join(missing)} "
                            "(removed by the checkpoint retention policy? ensemble fewer with --top-k)")
     spec = record.spec
-    data = spec.resolved_data()
-    splits = _evaluate(spec.task.name, data, members)
+    splits = _evaluate(members, spec.metric, spec.mode, [spec.base_dir])
     path = record.run_dir / ENSEMBLE_FILE
+    kind = "mean of class probabilities" if "acc" in splits["val"]["ensemble"] else "mean of predictions"
     document = {
-        "finesweep_ensemble": ENSEMBLE_FORMAT, "sweep": spec.name, "task": spec.task.name, "data": data,
-        "metric": spec.metric, "mode": spec.mode, "combine": "mean of class probabilities",
+        "finesweep_ensemble": ENSEMBLE_FORMAT, "sweep": spec.name, "task": spec.task_label,
+        "spec_dir": spec.base_dir, "metric": spec.metric, "mode": spec.mode, "combine": kind,
         "members": members,
         "scores": {split: {"ensemble": s["ensemble"], "best_single": s["best_single"]} for split, s in splits.items()},
         "created_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
@@ -103,14 +111,19 @@ def build_ensemble(record: SweepRecord, top_k: int = 5) -> EnsembleReport:
     return EnsembleReport(path, splits, members)
 
 
-def load_ensemble(path: str | Path) -> tuple[str, dict[str, Any], list[dict[str, Any]]]:
-    """The task, data settings and members of a saved ``ensemble.yaml``."""
-    document = yaml.safe_load(Path(path).read_text())
+def load_ensemble(path: str | Path) -> dict[str, Any]:
+    """A saved ``ensemble.yaml`` (read with the spec loader's limits), its members checked."""
+    from finesweep.search.spec import SpecError, load_yaml
+
+    try:
+        document, _ = load_yaml(path)
+    except SpecError as error:
+        raise ResultsError(str(error)) from None
     problems = []
     if not isinstance(document, dict) or document.get("finesweep_ensemble") != ENSEMBLE_FORMAT:
         raise ResultsError(f"{path}: expected an ensemble written by `launch.py ensemble` "
                            f"(finesweep_ensemble: {ENSEMBLE_FORMAT})")
-    for key, kind in (("task", str), ("data", dict), ("members", list)):
+    for key, kind in (("metric", str), ("members", list)):
         if not isinstance(document.get(key), kind):
             problems.append(f"{key}: expected a {kind.__name__}, found {document.get(key)!r}")
     for index, member in enumerate(document.get("members") or []):
@@ -121,10 +134,13 @@ def load_ensemble(path: str | Path) -> tuple[str, dict[str, Any], list[dict[str,
                 problems.append(f"members[{index}].checkpoint: no file at {member[key]}")
     if problems:
         raise ResultsError(f"{path}: " + "; ".join(problems))
-    return document["task"], dict(document["data"]), list(document["members"])
+    return document
 
 
 def reevaluate(path: str | Path) -> EnsembleReport:
     """Rebuild a saved ensemble from its member list and score it again (nothing is written)."""
-    task, data, members = load_ensemble(path)
-    return EnsembleReport(Path(path), _evaluate(task, data, members), members)
+    document = load_ensemble(path)
+    members = list(document["members"])
+    folders = [str(document["spec_dir"])] if isinstance(document.get("spec_dir"), str) else []
+    return EnsembleReport(Path(path), _evaluate(members, document["metric"], document.get("mode", "max"),
+                                                folders), members)

@@ -26,11 +26,12 @@ class SpecChanges:
 
 
 def compare_specs(old: SweepSpec, new: SweepSpec) -> SpecChanges:
-    """Changes that would make old and new trials incomparable are incompatible: the task,
-    its data, the metric and its direction, and the kind of a searched parameter."""
+    """Changes that would make old and new trials incomparable are incompatible: the model
+    class, the data (class and arguments), the metric and its direction, and the kind of a
+    searched parameter. The model's fixed arguments and Trainer options may change (listed)."""
     changes = SpecChanges()
-    for label, before, after in (("task", old.task.name, new.task.name),
-                                 ("data", old.resolved_data(), new.resolved_data()),
+    for label, before, after in (("model", old.model.class_path, new.model.class_path),
+                                 ("data", old.data.as_config(), new.data.as_config()),
                                  ("metric", old.metric, new.metric), ("mode", old.mode, new.mode)):
         if before != after:
             changes.incompatible.append(f"{label} changed from {before!r} to {after!r}")
@@ -45,8 +46,10 @@ def compare_specs(old: SweepSpec, new: SweepSpec) -> SpecChanges:
         elif before != param:
             changes.compatible.append(f"parameter {param.name!r} changed range or choices")
     changes.compatible.extend(f"parameter {name!r} no longer searched" for name in old_params)
-    if dict(old.space.fixed) != dict(new.space.fixed):
+    if dict(old.space.fixed) != dict(new.space.fixed) or old.model.init_args != new.model.init_args:
         changes.compatible.append("fixed values changed")
+    if dict(old.trainer) != dict(new.trainer):
+        changes.compatible.append("trainer options changed")
     for label in ("budget", "strategy", "scheduler", "resources"):
         if getattr(old, label) != getattr(new, label):
             changes.compatible.append(f"{label} changed")
