@@ -58,6 +58,25 @@ class Splits:
     summary: str = ""
 
 
+class EpochShuffle(torch.utils.data.Sampler):
+    """A shuffled order that depends only on the run's seed and the epoch (Lightning calls
+    ``set_epoch``): a trial and its retraining see the same batches, and a run resumed after
+    epoch k goes on with epoch k+1's order instead of starting the sequence again."""
+
+    def __init__(self, size: int, seed: int) -> None:
+        self.size, self.seed, self.epoch = size, seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __iter__(self):  # noqa: ANN204 - a sampler yields indices
+        generator = torch.Generator().manual_seed(self.seed + 1_000_003 * self.epoch)
+        return iter(torch.randperm(self.size, generator=generator).tolist())
+
+    def __len__(self) -> int:
+        return self.size
+
+
 class TensorDataModule(pl.LightningDataModule):
     """A DataModule over tensors a subclass builds in :meth:`load_splits` (cached per process
     there, so a reused trial worker builds them once for the whole sweep)."""
@@ -86,11 +105,8 @@ class TensorDataModule(pl.LightningDataModule):
         return f"{self.splits.summary}; {sizes}" if self.splits.summary else sizes
 
     def train_dataloader(self) -> DataLoader:
-        # Seeded from the run's seed (set by seed_everything just before), not from whatever
-        # the global generator has drawn since: the order is the same in a trial and its retraining.
-        generator = torch.Generator().manual_seed(torch.initial_seed())
-        return DataLoader(TensorDataset(*self.splits.train), batch_size=self.batch_size, shuffle=True,
-                          generator=generator)
+        dataset = TensorDataset(*self.splits.train)
+        return DataLoader(dataset, batch_size=self.batch_size, sampler=EpochShuffle(len(dataset), torch.initial_seed()))
 
     def val_dataloader(self) -> DataLoader:
         return DataLoader(TensorDataset(*self.splits.val), batch_size=self.eval_batch_size)

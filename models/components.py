@@ -84,10 +84,23 @@ def class_arguments(cls: type) -> dict[str, Argument]:
         if parameter.kind in (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD):
             continue
         required = parameter.default is inspect.Parameter.empty
-        arguments[parameter.name] = Argument(parameter.name, parameter.annotation,
-                                             None if required else parameter.default, required,
-                                             getattr(parameter, "doc", None))
+        arguments[parameter.name] = Argument(parameter.name, _with_extras(parameter), None if required
+                                             else parameter.default, required, getattr(parameter, "doc", None))
     return arguments
+
+
+def _with_extras(parameter: Any) -> Any:
+    """The parameter's hint with its ``Annotated`` metadata: jsonargparse resolves string hints
+    (``from __future__ import annotations``) without it, which would drop a :class:`Range`."""
+    component = getattr(parameter, "component", None)
+    if component is not None:
+        try:
+            hints = typing.get_type_hints(component, include_extras=True)
+        except Exception:  # Unresolvable forward references: keep jsonargparse's reading.
+            hints = {}
+        if parameter.name in hints:
+            return hints[parameter.name]
+    return parameter.annotation
 
 
 def bounds(annotation: Any) -> Range | None:
@@ -116,7 +129,7 @@ def describe_type(annotation: Any) -> str:
         return "one of " + ", ".join(repr(a) for a in args)
     if origin in (typing.Union, types.UnionType):
         return " or ".join("null" if a is type(None) else describe_type(a) for a in args)
-    names = {bool: "true or false", int: "an int", float: "a float", str: "a string"}
+    names = {bool: "true or false", int: "an integer", float: "a number", str: "a string"}
     if annotation in names:
         return names[annotation]
     if origin in (list, Sequence, tuple):

@@ -224,10 +224,13 @@ def fit(run: TrainingRun, *, on_epoch_end: EpochCallback | None = None,
     # weights_only: a checkpoint is data; loading it never runs code from the file.
     trainer.fit(model, datamodule=data,
                 ckpt_path=str(resume_from) if resume_from is not None else None, weights_only=True)
-    if not tracker.history and trainer.current_epoch >= 0 and not trainer.interrupted:
-        raise MetricNotLoggedError(
-            "training ended without a validated epoch: the DataModule needs a val_dataloader and the "
-            "module a validation_step that logs the metric")
+    if not tracker.history and not trainer.interrupted:
+        every = int(getattr(trainer, "check_val_every_n_epoch", 1) or 1)
+        reason = (f"validation runs every {every} epochs (trainer.check_val_every_n_epoch) but training "
+                  f"stopped after {trainer.current_epoch}" if every > max(trainer.current_epoch, 1)
+                  else "the DataModule needs a val_dataloader and the module a validation_step that logs it")
+        raise MetricNotLoggedError(f"training ended without a validated epoch, so {run.metric!r} has no value: "
+                                   + reason)
     result = FitResult(best_epoch=tracker.best_epoch, best=tracker.best, history=tracker.history,
                        seconds=time.perf_counter() - started, checkpoint=checkpoint_path,
                        resumed_from_epoch=tracker.resumed_from_epoch, data_summary=data_summary(data))

@@ -198,13 +198,18 @@ def _robust_export(args: argparse.Namespace) -> int:
         resources = record.spec.resources
         print(f"finesweep: starting Ray ({'local, 127.0.0.1' if args.address is None else args.address}); "
               f"retraining the top {args.top_k} configs with {args.reseed} new seeds each", flush=True)
-        ray_backend.start_ray(args.address)
+        from finesweep.search.user_code import class_paths_in
+
+        spec = record.spec
+        ray_backend.start_ray(args.address, spec_dir=spec.base_dir,
+                              class_paths=class_paths_in(spec.training_config({})))
 
         def runner(jobs):
             return ray_backend.run_retrains(jobs, run_job, cpus=resources.cpus, gpus=resources.gpus,
                                             concurrency=resources.concurrency)
 
-        result = robust_export(record, runner, top_k=args.top_k, reseed=args.reseed)
+        result = robust_export(record, runner, top_k=args.top_k, reseed=args.reseed,
+                               ship_roots=args.address is None)
     except ResultsError as error:
         return _results_error(error)
     print(result.text())

@@ -19,7 +19,8 @@ _DEPTH_WORDS = ("layers", "depth", "blocks")
 
 
 def _flow(value: Any) -> str:
-    return yaml.safe_dump(value, default_flow_style=True, width=200, sort_keys=False).strip().removesuffix("...").strip()
+    text = yaml.safe_dump(value, default_flow_style=True, width=200, sort_keys=False)
+    return text.strip().removesuffix("...").strip()
 
 
 def suggest(name: str, argument: components.Argument) -> dict[str, Any] | None:

@@ -303,11 +303,14 @@ def _scheduler(spec: SweepSpec) -> Any:
 
 def run_trials(spec: SweepSpec, study: optuna.Study, run_dir: Path, *, trials: int, seed_base: int,
                monitor: SweepMonitor | None, rerun: Sequence[optuna.trial.FrozenTrial] = (),
-               verbose: bool = False) -> str | None:
+               verbose: bool = False, on_cluster: bool = False) -> str | None:
     """Run ``trials`` trials of ``spec`` through Ray Tune, recording each in ``study``; returns
     why the sweep stopped early when a trial showed that every trial would fail, else None."""
     context = SweepContext(
-        metric=spec.metric, mode=spec.mode, import_roots=tuple(import_roots(spec.base_dir)),
+        metric=spec.metric, mode=spec.mode,
+        # Local workers import the user's modules from the spec's folder; on a cluster, Ray's
+        # runtime environment has shipped them (start_ray), as no shared folder is assumed.
+        import_roots=() if on_cluster else tuple(import_roots(spec.base_dir)),
         max_epochs=spec.budget.max_epochs, run_dir=str(run_dir.resolve()),
         cpus_per_trial=spec.resources.cpus, trial_timeout_s=spec.budget.trial_timeout_s,
         memory_mb=spec.resources.memory_mb,

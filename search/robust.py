@@ -128,7 +128,7 @@ Runner = Callable[[Sequence[RetrainJob]], list[Any]]
 
 
 def robust_export(record: SweepRecord, runner: Runner, *, top_k: int = 5, reseed: int = 3,
-                  out_dir: Path | None = None) -> RobustResult:
+                  out_dir: Path | None = None, ship_roots: bool = True) -> RobustResult:
     """Retrain the top-k configs ``reseed`` times each with ``runner`` (one result or one
     exception per job, in order), choose the best mean validation value, and write
     ``best.yaml``, ``robust.yaml`` and ``robust.md``."""
@@ -148,7 +148,7 @@ def robust_export(record: SweepRecord, runner: Runner, *, top_k: int = 5, reseed
         config = trial.user_attrs["config"]
         jobs += [RetrainJob(trial.number, TrainingRun.from_config(config, max_epochs=spec.budget.max_epochs,
                                                                   seed=seed, metric=spec.metric, mode=spec.mode),
-                            threads, tuple(import_roots(spec.base_dir)))
+                            threads, tuple(import_roots(spec.base_dir)) if ship_roots else ())
                  for seed in seeds]
     by_trial = {c.trial: c for c in configs}
     for job, outcome in zip(jobs, runner(jobs), strict=True):

@@ -585,8 +585,11 @@ class SpecChecker:
             if "model" in data:
                 self.problem(("model",), "either `task:` or `model:`", "both",
                              "`task:` names a built-in model and its data; drop it to sweep your own model")
-        model, model_cls = self.component("model", task.model if task else None, data.get("model"))
-        data_section, data_cls = self.component("data", task.data if task else None, data.get("data"))
+                task = None  # The rest is checked as the spec of the model named, once.
+        # A `task:` that names no task is reported alone, not again as missing model and data.
+        named_task = "task" in data and "model" not in data
+        model, model_cls = self.component("model", task.model if task else None, data.get("model"), named_task)
+        data_section, data_cls = self.component("data", task.data if task else None, data.get("data"), named_task)
         trainer = self.trainer(data.get("trainer"))
         metric, mode = self.metric(model, data.get("metric"), data.get("mode"), "metric" in data)
         space, targets = self.space(task, model_cls, data_cls, model, data_section, data.get("space"),
@@ -622,7 +625,8 @@ class SpecChecker:
             return None
         return self.number(entry["keep_best"], ("checkpoints", "keep_best"), integer=True, low=1)
 
-    def component(self, section: str, alias_class: str | None, value: Any) -> tuple[Component, type | None]:
+    def component(self, section: str, alias_class: str | None, value: Any,
+                  named_task: bool = False) -> tuple[Component, type | None]:
         """The ``model:`` or ``data:`` section: a class path and fixed ``init_args``, or, under a
         built-in ``task:``, the task's class with ``data:`` holding its settings directly."""
         if alias_class is not None:
@@ -633,6 +637,8 @@ class SpecChecker:
             cls = self.import_class(alias_class, (section,))
             init_args = self.mapping(value, (section,), argument_names(cls) if cls else [])
             return Component(alias_class, self.init_arguments(cls, init_args, (section,))), cls
+        if named_task and not (isinstance(value, dict) and "class_path" in value):
+            return Component(""), None
         if value is None:
             if section == "data":
                 self.problem(("data",), "a `data:` entry ({class_path, init_args}) naming your "

@@ -165,7 +165,8 @@ def run_sweep(spec: SweepSpec, run_dir: Path, *, address: str | None = None, ver
                   f"{spec.resources.concurrency} at a time; study in {describe_storage(url)}\n")
         out.flush()
         stopped_because = ray_backend.run_trials(spec, study, run_dir, trials=to_run, seed_base=seed_base,
-                                                 monitor=monitor, rerun=rerun, verbose=verbose)
+                                                 monitor=monitor, rerun=rerun, verbose=verbose,
+                                                 on_cluster=address is not None)
     fail_unfinished(study, "the sweep ended while the trial was running")
     monitor.close_unfinished(study)
     ranked = ranked_trials(study, spec.mode)
