@@ -423,6 +423,15 @@ def test_export_reseed_retrains_top_configs_and_exports_the_best_mean(sweep, cap
 
 
 @pytest.mark.slow
+def test_sweep_leaves_no_empty_ray_trial_folders(sweep):
+    folders = sorted((sweep["run_dir"] / "ray" / "tune").glob("ray_*"))
+    failed = [t for t in _study(sweep).trials if t.state.name == "FAIL"]
+    # Only the failed trial's folder is left, with Ray's account of the failure in it.
+    assert {f.name for f in folders} == {f"ray_{t.user_attrs['ray_trial_id']}" for t in failed}
+    assert all((f / "error.txt").is_file() for f in folders)
+
+
+@pytest.mark.slow
 def test_ensemble_of_top_checkpoints_and_reload(sweep, capsys):
     from finesweep.models.inference import load_bundle, load_model, predict_proba, scores
     from finesweep.models.training import evaluate
