@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import subprocess
 import sys
 from pathlib import Path
 
@@ -238,10 +237,24 @@ def cmd_tensorboard(args: argparse.Namespace) -> int:
         return EXIT_BAD_INPUT
     labels = board_labels(args.run_dirs)
     spec = ",".join(f"{label}:{(d / 'tensorboard').resolve()}" for d, label in labels.items())
-    print(f"finesweep: TensorBoard on http://{args.host}:{args.port}/ (Ctrl-C stops it)")
-    command = [sys.executable, "-m", "tensorboard.main", "--logdir_spec", spec,
-               "--host", args.host, "--port", str(args.port), "--reload_interval", str(args.reload_interval)]
-    return subprocess.call(command, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
+    print(f"finesweep: TensorBoard on http://{args.host}:{args.port}/ (Ctrl-C stops it)", flush=True)
+    # In this process, as `dashboard` does: a TensorBoard child kept serving its port when a
+    # process manager sent SIGTERM to this command alone. Here TensorBoard's own SIGTERM handler
+    # exits the process and Ctrl-C (SIGINT) ends it through KeyboardInterrupt; either way the
+    # listening socket closes with the process, and there is no child to outlive it.
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    from tensorboard import default, main_lib, program
+    from tensorboard.plugins.base_plugin import FlagsError
+
+    main_lib.global_init()
+    board = program.TensorBoard(plugins=default.get_plugins())
+    try:
+        board.configure(argv=["tensorboard", "--logdir_spec", spec, "--host", args.host, "--port", str(args.port),
+                              "--reload_interval", str(args.reload_interval)])
+    except FlagsError as error:
+        print(f"finesweep: {error}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    return board.main()
 
 
 def cmd_dashboard(args: argparse.Namespace) -> int:

@@ -540,3 +540,34 @@ def test_status_reads_a_database_a_killed_sweep_left_mid_write(tmp_path):
     record = load_sweep(storage)
     assert [t.value for t in record.study.trials] == [0.5]
     assert "k0" not in record.study.trials[0].user_attrs, "the uncommitted write is rolled back"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_stopping_the_tensorboard_command_leaves_nothing_serving(tmp_path, stop):
+    """A process manager signals the command's own PID only (not its process group): nothing
+    it started may go on listening on the port."""
+    import psutil
+
+    (tmp_path / "run" / "tensorboard").mkdir(parents=True)
+    server = TensorBoardServer([tmp_path / "run"], tmp_path / "tensorboard.log")
+    try:
+        server.wait_ready()
+        command = psutil.Process(server.process.pid)
+        started = [command, *command.children(recursive=True)]
+        server.process.send_signal(stop)
+        server.process.wait(timeout=60)
+        _, alive = psutil.wait_procs(started, timeout=30)
+        assert not alive, f"still running after {stop.name}: {[p.cmdline() for p in alive]}"
+        listening = [c for c in psutil.net_connections("tcp")
+                     if c.status == psutil.CONN_LISTEN and c.laddr.port == server.port]
+        assert not listening, f"port {server.port} still served after {stop.name}: {listening}"
+        with pytest.raises(ConnectionRefusedError):
+            socket.create_connection(("127.0.0.1", server.port), timeout=5).close()
+    finally:
+        # Its own session: whatever a failing run left behind is stopped here, not by the next test.
+        try:
+            os.killpg(server.process.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+        server.stop()
