@@ -114,7 +114,8 @@ def cmd_resume(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from finesweep.search.export import write_exports
+    from finesweep.search.export import BEST_FILE, SINGLE_BEST_FILE, robust_choice, write_exports
+    from finesweep.search.robust import ROBUST_FILE, ROBUST_TABLE
     from finesweep.search.spec import parse_spec
     from finesweep.search.study import load_study, ranked_trials, storage_url
     from finesweep.search.sweep import SPEC_COPY
@@ -130,10 +131,17 @@ def cmd_export(args: argparse.Namespace) -> int:
         return EXIT_BAD_INPUT
     spec = parse_spec(spec_path)
     study = load_study(spec.name, storage_url(spec.storage, args.run_dir))
-    paths = write_exports(spec, args.run_dir, ranked_trials(study, spec.mode), args.top_k)
+    ranked = ranked_trials(study, spec.mode)
+    robust = robust_choice(args.run_dir)
+    paths = write_exports(spec, args.run_dir, ranked, args.top_k)
     if not paths:
         print("finesweep: no COMPLETE trial to export", file=sys.stderr)
         return 1
+    if robust is not None:
+        print(f"finesweep: kept {BEST_FILE}: it holds the robust best of `export --reseed` (trial {robust}, "
+              f"numbers in {ROBUST_TABLE}); the single best trial (trial {ranked[0].number}) went to "
+              f"{SINGLE_BEST_FILE}. To export the single best as {BEST_FILE}, delete {ROBUST_FILE} and export "
+              "again, or run `export --reseed` again to redo the robust choice", file=sys.stderr)
     for path in paths:
         print(path)
     return 0

@@ -65,24 +65,64 @@ def export_record(spec: SweepSpec, run_dir: Path, frozen: optuna.trial.FrozenTri
     }
 
 
+BEST_FILE = "best.yaml"
+# Where a plain export puts the single best trial while best.yaml holds the robust choice.
+SINGLE_BEST_FILE = "best_single.yaml"
+TOP_DIR = "top"
+
+
+def rank_path(run_dir: Path, rank: int) -> Path:
+    return run_dir / TOP_DIR / f"rank_{rank:02d}.yaml"
+
+
+def write_rank(spec: SweepSpec, run_dir: Path, frozen: optuna.trial.FrozenTrial, rank: int,
+               note: str = "", out_dir: Path | None = None) -> Path:
+    """Write ``top/rank_NN.yaml`` for ``frozen`` into ``out_dir`` (default ``run_dir``);
+    ``note`` goes into its header."""
+    path = rank_path(Path(out_dir or run_dir), rank)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    header = f"# Rank {rank} of sweep {spec.name!r}{note}.\n"
+    path.write_text(header + yaml.safe_dump(export_record(spec, run_dir, frozen, rank), sort_keys=False))
+    return path
+
+
+def robust_choice(run_dir: Path) -> int | None:
+    """The trial of ``best.yaml`` when it is the robust choice of ``export --reseed`` (the
+    trial ``robust.yaml`` chose); None when best.yaml is a plain export or missing."""
+    from finesweep.search.robust import ROBUST_FILE  # robust builds on this module
+
+    robust, best = run_dir / ROBUST_FILE, run_dir / BEST_FILE
+    if not (robust.is_file() and best.is_file()):
+        return None
+    try:
+        chosen = (yaml.safe_load(robust.read_text()) or {}).get("chosen_trial")
+        exported = (yaml.safe_load(best.read_text()) or {}).get("trial")
+    except (yaml.YAMLError, AttributeError):
+        return None  # not files finesweep wrote; best.yaml is then treated as a plain export
+    return chosen if chosen is not None and chosen == exported else None
+
+
 def write_exports(spec: SweepSpec, run_dir: Path, ranked: list[optuna.trial.FrozenTrial],
                   top_k: int = 1) -> list[Path]:
-    """Write ``best.yaml`` and, for ``top_k`` > 1, ``top/rank_NN.yaml``; return the paths."""
+    """Write ``best.yaml`` and, for ``top_k`` > 1, ``top/rank_NN.yaml``; return the paths.
+
+    A ``best.yaml`` that holds the robust choice of ``export --reseed`` is kept: it was
+    chosen on more evidence (new seeds) than the single best trial, which is written to
+    ``best_single.yaml`` instead and comes first in the paths (see :func:`robust_choice`).
+    """
     if not ranked:
         return []
     written = []
+    name = SINGLE_BEST_FILE if robust_choice(run_dir) is not None else BEST_FILE
+    path = run_dir / name
     header = (f"# Best trial of sweep {spec.name!r}, exported by finesweep.\n"
-              f"# Retrain it alone: python launch.py train {run_dir / 'best.yaml'}\n")
-    path = run_dir / "best.yaml"
+              + (f"# {BEST_FILE} holds the robust best of `export --reseed` instead; see robust.md.\n"
+                 if name == SINGLE_BEST_FILE else "")
+              + f"# Retrain it alone: python launch.py train {path}\n")
     path.write_text(header + yaml.safe_dump(export_record(spec, run_dir, ranked[0], 1), sort_keys=False))
     written.append(path)
     if top_k > 1:
-        (run_dir / "top").mkdir(exist_ok=True)
-        for rank, frozen in enumerate(ranked[:top_k], start=1):
-            path = run_dir / "top" / f"rank_{rank:02d}.yaml"
-            path.write_text(f"# Rank {rank} of sweep {spec.name!r}.\n"
-                            + yaml.safe_dump(export_record(spec, run_dir, frozen, rank), sort_keys=False))
-            written.append(path)
+        written += [write_rank(spec, run_dir, frozen, rank) for rank, frozen in enumerate(ranked[:top_k], start=1)]
     return written
 
 

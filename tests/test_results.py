@@ -421,6 +421,46 @@ def test_export_reseed_retrains_top_configs_and_exports_the_best_mean(sweep, cap
     table = (run_dir / "robust.md").read_text()
     assert table.count("\n| ") == 3 and "**yes**" in table
 
+    # --top-k writes top/rank_NN.yaml with --reseed too: the retrained configs in sweep order,
+    # each with its numbers over the new seeds.
+    ranks = sorted((run_dir / "top").glob("rank_*.yaml"))
+    assert [p.name for p in ranks] == ["rank_01.yaml", "rank_02.yaml"]
+    for path, config in zip(ranks, configs, strict=True):
+        assert str(path) in out
+        exported = yaml.safe_load(path.read_text())
+        assert (exported["trial"], exported["rank"]) == (config["trial"], config["rank"])
+        assert read_export(path).config == next(t for t in pool if t.number == config["trial"]).user_attrs["config"]
+        header = path.read_text().splitlines()[0]
+        assert f"val_acc {config['val_acc']['mean']:.4f} +- {config['val_acc']['std']:.4f}" in header
+        assert ("the robust best, also best.yaml" in header) == (config["trial"] == chosen["trial"])
+
+
+@pytest.mark.slow
+def test_plain_export_after_reseed_keeps_the_robust_best(sweep, tmp_path, capsys):
+    copy = tmp_path / "copy"
+    shutil.copytree(sweep["run_dir"], copy, ignore=shutil.ignore_patterns(
+        "ray", "tensorboard", "top", "best*.yaml", "robust.*", "ensemble.yaml"))
+    assert cli_main(["export", str(copy), "--top-k", "2", "--reseed", "1"]) == 0
+    robust_best = (copy / "best.yaml").read_text()
+    chosen = yaml.safe_load((copy / "robust.yaml").read_text())["chosen_trial"]
+    single = load_sweep(copy).ranked()[0].number
+    capsys.readouterr()
+
+    assert cli_main(["export", str(copy)]) == 0
+    out, err = capsys.readouterr()
+    assert (copy / "best.yaml").read_text() == robust_best, "the robust choice stays best.yaml"
+    assert out.split() == [str(copy / "best_single.yaml")]
+    assert yaml.safe_load((copy / "best_single.yaml").read_text())["trial"] == single
+    assert read_export(copy / "best_single.yaml").config == load_sweep(copy).ranked()[0].user_attrs["config"]
+    assert (f"kept best.yaml: it holds the robust best of `export --reseed` (trial {chosen}" in err
+            and f"the single best trial (trial {single}) went to best_single.yaml" in err)
+
+    # Without robust.yaml, best.yaml is the single best trial's again.
+    (copy / "robust.yaml").unlink()
+    assert cli_main(["export", str(copy)]) == 0
+    assert capsys.readouterr().out.split() == [str(copy / "best.yaml")]
+    assert yaml.safe_load((copy / "best.yaml").read_text())["trial"] == single
+
 
 @pytest.mark.slow
 def test_sweep_leaves_no_empty_ray_trial_folders(sweep):
