@@ -314,6 +314,50 @@ def test_report_is_offline_html_with_png_plots_and_every_trial(sweep, tmp_path):
             assert "InjectedFailure" in row[-1]
 
 
+@pytest.mark.slow
+def test_report_warns_on_few_trials_shows_train_loss_and_a_colour_bar(sweep, tmp_path):
+    from finesweep.search.report import importances, plot_curves, plot_importances, plot_parallel
+
+    run_dir = sweep["run_dir"]
+    assert cli_main(["report", str(run_dir), "--out", str(tmp_path)]) == 0
+    page = (tmp_path / "report.html").read_text(encoding="utf-8")
+    record = load_sweep(run_dir)
+    trials = record.study.get_trials()
+
+    # 7 trials with a value rank 4 parameters: the page and the plot both say it is too few.
+    scored = [t for t in trials if t.state.name in ("COMPLETE", "PRUNED") and t.intermediate_values]
+    warning = f"Few trials: 4 parameters ranked from {len(scored)} trials, at least 50 wanted"
+    assert f'<p class="warning">{warning}' in page
+    result = importances(record, trials)
+    assert result.values and result.warning.startswith(warning)
+    assert warning in plot_importances(result, "val_acc").axes[0].get_title(loc="left").replace("\n", " ")
+
+    # The parallel-coordinates colours come with a colour bar over the COMPLETE trials' values.
+    bars = [axes for axes in plot_parallel(record, trials).axes if axes.get_label() == "<colorbar>"]
+    assert [bar.get_ylabel() for bar in bars] == ["val_acc of COMPLETE trials"]
+    complete = [t.value for t in trials if t.state.name == "COMPLETE"]
+    low, high = min(complete), max(complete)
+    assert bars[0].get_ylim() == pytest.approx((low, high if high > low else low + 1.0))
+
+    # Learning curves: a second panel with each trial's train_loss as its worker logged it.
+    metric_axes, loss_axes = plot_curves(record, trials, 5).axes
+    assert metric_axes.get_ylabel() == "val_acc" and loss_axes.get_ylabel().startswith("train_loss")
+    drawn = [list(line.get_ydata()) for line in loss_axes.get_lines()]
+    for trial in record.ranked():
+        logged = _read_run(run_dir / "tensorboard" / f"trial_{trial.number:04d}").Scalars("train_loss")
+        assert [event.step for event in logged] == [1, 2, 3, 4]
+        assert [event.value for event in logged] in drawn
+    assert "val_acc (left) and train_loss (right" in page
+
+
+def test_importance_warning_wants_50_trials_and_10_per_parameter():
+    from finesweep.search.report import importance_warning
+
+    assert importance_warning(49, 4) is not None and importance_warning(50, 4) is None
+    assert importance_warning(69, 7) is not None and importance_warning(70, 7) is None
+    assert "3 parameters ranked from 12 trials, at least 50 wanted" in importance_warning(12, 3)
+
+
 def _read_run(path: Path) -> event_accumulator.EventAccumulator:
     accumulator = event_accumulator.EventAccumulator(str(path), size_guidance={"tensors": 0, "scalars": 0})
     accumulator.Reload()
