@@ -262,7 +262,8 @@ def cmd_tensorboard(args: argparse.Namespace) -> int:
     except FlagsError as error:
         print(f"finesweep: {error}", file=sys.stderr)
         return EXIT_BAD_INPUT
-    return board.main()
+    # TensorBoard returns -1 when it cannot serve (the port is taken; it says why).
+    return 0 if board.main() == 0 else 1
 
 
 def cmd_dashboard(args: argparse.Namespace) -> int:
