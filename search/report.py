@@ -39,8 +39,8 @@ LOSS_TAG = "train_loss"
 # evaluator) measures what sets the top 10% of trials (its target_quantile) apart from the
 # rest, and Optuna's documentation asks for at least 5 trials in that top set: 50 trials.
 # Each parameter also wants about 10 trials (the events-per-variable rule of thumb of
-# regression): with fewer, a parameter with no effect ranks high by chance about as often
-# as a real one, and the bar chart looks equally confident either way.
+# regression): with fewer, a parameter with no effect can rank above one that matters by
+# chance, and the bar chart looks just as confident either way.
 IMPORTANCE_MIN_TRIALS = 50
 IMPORTANCE_TRIALS_PER_PARAMETER = 10
 
