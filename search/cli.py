@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import subprocess
 import sys
 from pathlib import Path
 
@@ -155,7 +154,8 @@ def cmd_resume(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from finesweep.search.export import write_exports
+    from finesweep.search.export import BEST_FILE, SINGLE_BEST_FILE, robust_choice, write_exports
+    from finesweep.search.robust import ROBUST_FILE, ROBUST_TABLE
     from finesweep.search.spec import parse_spec
     from finesweep.search.study import load_study, ranked_trials, storage_url
     from finesweep.search.sweep import SPEC_COPY
@@ -171,10 +171,17 @@ def cmd_export(args: argparse.Namespace) -> int:
         return EXIT_BAD_INPUT
     spec = parse_spec(spec_path)
     study = load_study(spec.name, storage_url(spec.storage, args.run_dir))
-    paths = write_exports(spec, args.run_dir, ranked_trials(study, spec.mode), args.top_k)
+    ranked = ranked_trials(study, spec.mode)
+    robust = robust_choice(args.run_dir)
+    paths = write_exports(spec, args.run_dir, ranked, args.top_k)
     if not paths:
         print("finesweep: no COMPLETE trial to export", file=sys.stderr)
         return 1
+    if robust is not None:
+        print(f"finesweep: kept {BEST_FILE}: it holds the robust best of `export --reseed` (trial {robust}, "
+              f"numbers in {ROBUST_TABLE}); the single best trial (trial {ranked[0].number}) went to "
+              f"{SINGLE_BEST_FILE}. To export the single best as {BEST_FILE}, delete {ROBUST_FILE} and export "
+              "again, or run `export --reseed` again to redo the robust choice", file=sys.stderr)
     for path in paths:
         print(path)
     return 0
@@ -288,10 +295,25 @@ def cmd_tensorboard(args: argparse.Namespace) -> int:
         return EXIT_BAD_INPUT
     labels = board_labels(args.run_dirs)
     spec = ",".join(f"{label}:{(d / 'tensorboard').resolve()}" for d, label in labels.items())
-    print(f"finesweep: TensorBoard on http://{args.host}:{args.port}/ (Ctrl-C stops it)")
-    command = [sys.executable, "-m", "tensorboard.main", "--logdir_spec", spec,
-               "--host", args.host, "--port", str(args.port), "--reload_interval", str(args.reload_interval)]
-    return subprocess.call(command, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
+    print(f"finesweep: TensorBoard on http://{args.host}:{args.port}/ (Ctrl-C stops it)", flush=True)
+    # In this process, as `dashboard` does: a TensorBoard child kept serving its port when a
+    # process manager sent SIGTERM to this command alone. Here TensorBoard's own SIGTERM handler
+    # exits the process and Ctrl-C (SIGINT) ends it through KeyboardInterrupt; either way the
+    # listening socket closes with the process, and there is no child to outlive it.
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    from tensorboard import default, main_lib, program
+    from tensorboard.plugins.base_plugin import FlagsError
+
+    main_lib.global_init()
+    board = program.TensorBoard(plugins=default.get_plugins())
+    try:
+        board.configure(argv=["tensorboard", "--logdir_spec", spec, "--host", args.host, "--port", str(args.port),
+                              "--reload_interval", str(args.reload_interval)])
+    except FlagsError as error:
+        print(f"finesweep: {error}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    # TensorBoard returns -1 when it cannot serve (the port is taken; it says why).
+    return 0 if board.main() == 0 else 1
 
 
 def cmd_dashboard(args: argparse.Namespace) -> int:

@@ -77,7 +77,7 @@ def export_text(spec: SweepSpec, run_dir: Path, frozen: optuna.trial.FrozenTrial
                 title: str) -> str:
     record = export_record(spec, run_dir, frozen, rank)
     config = lightning_config(frozen.user_attrs["config"], int(frozen.user_attrs["seed"]), spec.budget.max_epochs)
-    path = (run_dir / "best.yaml").resolve()
+    path = (run_dir / BEST_FILE).resolve()
     header = [f"# {title}, exported by finesweep as a LightningCLI config.",
               f"# Retrain it here:   python launch.py train {path} [--max-epochs N] [--seed S]",
               "# Or with Lightning: python main.py fit --config best.yaml   (main.py: LightningCLI())",
@@ -86,21 +86,61 @@ def export_text(spec: SweepSpec, run_dir: Path, frozen: optuna.trial.FrozenTrial
     return "\n".join(header + record_lines) + "\n" + yaml.safe_dump(config, sort_keys=False)
 
 
+BEST_FILE = "best.yaml"
+# Where a plain export puts the single best trial while best.yaml holds the robust choice.
+SINGLE_BEST_FILE = "best_single.yaml"
+TOP_DIR = "top"
+
+
+def rank_path(run_dir: Path, rank: int) -> Path:
+    return run_dir / TOP_DIR / f"rank_{rank:02d}.yaml"
+
+
+def write_rank(spec: SweepSpec, run_dir: Path, frozen: optuna.trial.FrozenTrial, rank: int,
+               note: str = "", out_dir: Path | None = None) -> Path:
+    """Write ``top/rank_NN.yaml`` for ``frozen`` into ``out_dir`` (default ``run_dir``);
+    ``note`` goes into its header."""
+    path = rank_path(Path(out_dir or run_dir), rank)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    _write_atomically(path, export_text(spec, run_dir, frozen, rank, f"Rank {rank} of sweep {spec.name!r}{note}"))
+    return path
+
+
+def robust_choice(run_dir: Path) -> int | None:
+    """The trial of ``best.yaml`` when it is the robust choice of ``export --reseed`` (the
+    trial ``robust.yaml`` chose); None when best.yaml is a plain export or missing."""
+    from finesweep.search.robust import ROBUST_FILE  # robust builds on this module
+
+    robust, best = run_dir / ROBUST_FILE, run_dir / BEST_FILE
+    if not (robust.is_file() and best.is_file()):
+        return None
+    try:
+        chosen = (yaml.safe_load(robust.read_text()) or {}).get("chosen_trial")
+        exported = _record(str(best), read_text(best)).get("trial")
+    except (yaml.YAMLError, AttributeError, SpecError):
+        return None  # not files finesweep wrote; best.yaml is then treated as a plain export
+    return chosen if chosen is not None and chosen == exported else None
+
+
 def write_exports(spec: SweepSpec, run_dir: Path, ranked: list[optuna.trial.FrozenTrial],
                   top_k: int = 1) -> list[Path]:
-    """Write ``best.yaml`` and, for ``top_k`` > 1, ``top/rank_NN.yaml``; return the paths."""
+    """Write ``best.yaml`` and, for ``top_k`` > 1, ``top/rank_NN.yaml``; return the paths.
+
+    A ``best.yaml`` that holds the robust choice of ``export --reseed`` is kept: it was
+    chosen on more evidence (new seeds) than the single best trial, which is written to
+    ``best_single.yaml`` instead and comes first in the paths (see :func:`robust_choice`).
+    """
     if not ranked:
         return []
-    written = []
-    path = run_dir / "best.yaml"
-    _write_atomically(path, export_text(spec, run_dir, ranked[0], 1, f"Best trial of sweep {spec.name!r}"))
-    written.append(path)
+    name = SINGLE_BEST_FILE if robust_choice(run_dir) is not None else BEST_FILE
+    title = f"Best trial of sweep {spec.name!r}" + (
+        f" ({BEST_FILE} holds the robust best of `export --reseed` instead; see robust.md)"
+        if name == SINGLE_BEST_FILE else "")
+    path = run_dir / name
+    _write_atomically(path, export_text(spec, run_dir, ranked[0], 1, title))
+    written = [path]
     if top_k > 1:
-        (run_dir / "top").mkdir(exist_ok=True)
-        for rank, frozen in enumerate(ranked[:top_k], start=1):
-            path = run_dir / "top" / f"rank_{rank:02d}.yaml"
-            _write_atomically(path, export_text(spec, run_dir, frozen, rank, f"Rank {rank} of sweep {spec.name!r}"))
-            written.append(path)
+        written += [write_rank(spec, run_dir, frozen, rank) for rank, frozen in enumerate(ranked[:top_k], start=1)]
     return written
 
 
@@ -135,6 +175,11 @@ def _record(source: str, text: str) -> dict[str, Any]:
         return {}
     record, _, _ = parse_yaml_text(source, "\n".join(lines))
     return record if isinstance(record, dict) else {}
+
+
+def read_record(path: str | Path) -> dict[str, Any]:
+    """finesweep's record of an exported trial (the ``#%`` lines of its file)."""
+    return _record(str(path), read_text(path))
 
 
 def read_export(path: str | Path) -> ExportedRun:

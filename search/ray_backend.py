@@ -339,8 +339,30 @@ def run_trials(spec: SweepSpec, study: optuna.Study, run_dir: Path, *, trials: i
             stop=_StopWhenAborted(searcher),
         ),
     )
-    tuner.fit()
+    try:
+        tuner.fit()
+    finally:
+        remove_empty_trial_dirs(run_dir / "ray" / "tune")
     return searcher.abort_reason
+
+
+def remove_empty_trial_dirs(tune_dir: Path) -> list[Path]:
+    """Remove the ``ray_*`` trial folders Ray Tune left empty; return them.
+
+    Tune makes one per trial, but finesweep switches off its per-trial loggers and keeps the
+    trial's outputs under ``trials/`` and ``tensorboard/``, so most stay empty and only clutter
+    the run directory. A non-empty one is kept: Ray writes a failed trial's error.txt there
+    (read by :meth:`StudySearcher._ray_error` when the worker died before writing its own).
+    """
+    removed = []
+    for folder in sorted(tune_dir.glob("ray_*")):
+        if folder.is_dir() and not any(folder.iterdir()):
+            try:
+                folder.rmdir()
+            except OSError:
+                continue  # written into meanwhile (another driver on the same folder): keep it
+            removed.append(folder)
+    return removed
 
 
 class _Heartbeat(tune.Callback):

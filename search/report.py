@@ -4,7 +4,8 @@
 stylesheet or font from the network. The same plots are written beside it in ``report/``.
 Every trial is on the page, pruned and failed ones included; a trial's parameter that was
 inactive (its condition did not hold) shows as ``-`` in tables and on its own row
-("inactive") of the parallel-coordinates plot.
+("inactive") of the parallel-coordinates plot. The ``plot_*`` functions return matplotlib
+figures (tests inspect them); :func:`write_report` renders them.
 """
 
 from __future__ import annotations
@@ -17,10 +18,11 @@ import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from finesweep.search.results import SweepRecord, format_value, param_cells, trial_value
 from finesweep.search.study import describe_storage, state_counts
+from finesweep.search.trial import tensorboard_dir
 
 if TYPE_CHECKING:
     import optuna
@@ -31,6 +33,16 @@ PLOT_DIR = "report"
 # Where an inactive parameter sits on the parallel-coordinates axes (active values span 0..1).
 _INACTIVE_Y = -0.15
 _COLORS = {"COMPLETE": "#1f77b4", "PRUNED": "#9a9a9a", "FAIL": "#d62728"}
+# The training loss per epoch, as the trial's worker writes it to TensorBoard (search.trial).
+LOSS_TAG = "train_loss"
+# Fewer trials than this and the importances carry a warning. PED-ANOVA (Optuna's default
+# evaluator) measures what sets the top 10% of trials (its target_quantile) apart from the
+# rest, and Optuna's documentation asks for at least 5 trials in that top set: 50 trials.
+# Each parameter also wants about 10 trials (the events-per-variable rule of thumb of
+# regression): with fewer, a parameter with no effect can rank above one that matters by
+# chance, and the bar chart looks just as confident either way.
+IMPORTANCE_MIN_TRIALS = 50
+IMPORTANCE_TRIALS_PER_PARAMETER = 10
 
 
 @dataclass(frozen=True)
@@ -39,6 +51,18 @@ class Plot:
     title: str
     caption: str
     png: bytes
+    warning: str | None = None
+
+
+@dataclass(frozen=True)
+class Importances:
+    """Parameter importances (empty when not computed), what they measure, and a warning
+    when they rest on too few trials to trust their order."""
+
+    values: dict[str, float]
+    note: str
+    trials: int = 0
+    warning: str | None = None
 
 
 def _best_so_far(values: dict[int, float], mode: str, up_to: int | None = None) -> float | None:
@@ -63,7 +87,7 @@ def _png(figure: Figure) -> bytes:
     return buffer.getvalue()
 
 
-def plot_history(record: SweepRecord, trials: list[optuna.trial.FrozenTrial]) -> bytes:
+def plot_history(record: SweepRecord, trials: list[optuna.trial.FrozenTrial]) -> Figure:
     figure = _figure()
     axes = figure.add_subplot()
     finite = [v for t in trials if (v := trial_value(t, record.mode)) is not None]
@@ -95,21 +119,31 @@ def plot_history(record: SweepRecord, trials: list[optuna.trial.FrozenTrial]) ->
     axes.set_ylabel(record.metric)
     axes.grid(alpha=0.3)
     axes.legend(loc="best", fontsize="small")
-    return _png(figure)
+    return figure
 
 
-def importances(record: SweepRecord, trials: list[optuna.trial.FrozenTrial]) -> tuple[dict[str, float], str]:
+def importance_warning(trials: int, parameters: int) -> str | None:
+    """A warning when ``trials`` are too few to rank ``parameters`` (see IMPORTANCE_MIN_TRIALS)."""
+    wanted = max(IMPORTANCE_MIN_TRIALS, IMPORTANCE_TRIALS_PER_PARAMETER * parameters)
+    if trials >= wanted:
+        return None
+    return (f"Few trials: {parameters} parameters ranked from {trials} trials, at least {wanted} wanted "
+            f"(max of {IMPORTANCE_MIN_TRIALS} and {IMPORTANCE_TRIALS_PER_PARAMETER} per parameter); "
+            "the order may be chance.")
+
+
+def importances(record: SweepRecord, trials: list[optuna.trial.FrozenTrial]) -> Importances:
     """PED-ANOVA importances (Optuna's default evaluator, conditional parameters included).
 
     Under ASHA few trials complete, so the target is every COMPLETE and PRUNED trial's best
-    value up to the last epoch that all of them reached; returns the importances and a note
-    saying what was measured (empty importances with the reason when it cannot be computed).
+    value up to the last epoch that all of them reached; the note says what was measured
+    (or why nothing was), the warning comes from :func:`importance_warning`.
     """
     import optuna
 
     scored = [t for t in trials if t.state.name in ("COMPLETE", "PRUNED") and t.intermediate_values]
     if len(scored) < 3 or not record.param_names:
-        return {}, f"not computed: {len(scored)} trials with a value (at least 3 needed)"
+        return Importances({}, f"not computed: {len(scored)} trials with a value (at least 3 needed)", len(scored))
     epoch = min(max(t.intermediate_values) for t in scored)
     direction = "maximize" if record.mode == "max" else "minimize"
     proxy = optuna.create_study(direction=direction)
@@ -122,19 +156,26 @@ def importances(record: SweepRecord, trials: list[optuna.trial.FrozenTrial]) -> 
             warnings.simplefilter("ignore")
             result = optuna.importance.get_param_importances(proxy)
     except (RuntimeError, ValueError) as error:
-        return {}, f"not computed: {error}"
-    return dict(result), (f"PED-ANOVA importance for the best {record.metric} up to epoch {epoch}, "
-                          f"the last epoch all {len(scored)} COMPLETE and PRUNED trials reached")
+        return Importances({}, f"not computed: {error}", len(scored))
+    note = (f"PED-ANOVA importance for the best {record.metric} up to epoch {epoch}, "
+            f"the last epoch all {len(scored)} COMPLETE and PRUNED trials reached")
+    return Importances(dict(result), note, len(scored), importance_warning(len(scored), len(record.param_names)))
 
 
-def plot_importances(values: dict[str, float], metric: str) -> bytes:
-    figure = _figure(7.0, 0.45 * max(len(values), 2) + 1.2)
+def plot_importances(result: Importances, metric: str) -> Figure:
+    import textwrap
+
+    values = result.values
+    figure = _figure(7.0, 0.45 * max(len(values), 2) + (2.0 if result.warning else 1.2))
     axes = figure.add_subplot()
     names = list(values)[::-1]
     axes.barh(names, [values[n] for n in names], color="#1f77b4")
     axes.set_xlabel(f"importance for {metric} (sums to 1)")
     axes.grid(axis="x", alpha=0.3)
-    return _png(figure)
+    if result.warning:
+        # On the image itself: the PNG is also used on its own, away from the page's text.
+        axes.set_title("\n".join(textwrap.wrap(result.warning, 80)), color="#b22222", fontsize=9, loc="left")
+    return figure
 
 
 def _axis_position(trial: optuna.trial.FrozenTrial, name: str) -> float:
@@ -169,8 +210,10 @@ def _axis_labels(trials: list[optuna.trial.FrozenTrial], name: str) -> list[tupl
     return labels
 
 
-def plot_parallel(record: SweepRecord, trials: list[optuna.trial.FrozenTrial]) -> bytes:
+def plot_parallel(record: SweepRecord, trials: list[optuna.trial.FrozenTrial]) -> Figure:
     import matplotlib
+    from matplotlib.cm import ScalarMappable
+    from matplotlib.colors import Normalize
 
     names = list(record.param_names)
     scored = [(t, v) for t in trials if (v := trial_value(t, record.mode)) is not None]
@@ -178,22 +221,22 @@ def plot_parallel(record: SweepRecord, trials: list[optuna.trial.FrozenTrial]) -
     axes = figure.add_subplot()
     if not scored:
         axes.text(0.5, 0.5, "no trial with a value yet", ha="center", transform=axes.transAxes)
-        return _png(figure)
+        return figure
     low = min(v for _, v in scored)
     high = max(v for _, v in scored)
     span = (high - low) or 1.0
-    colormap = matplotlib.colormaps["viridis"]
+    # Yellow is the best value either way, hence the reversed map when lower is better.
+    colormap = matplotlib.colormaps["viridis" if record.mode == "max" else "viridis_r"]
     # Colours spread over the COMPLETE trials only: pruned ones would squash them together.
     complete = [v for t, v in scored if t.state.name == "COMPLETE"]
     c_low, c_span = (min(complete), (max(complete) - min(complete)) or 1.0) if complete else (0.0, 1.0)
+    shades = Normalize(c_low, c_low + c_span)
     # Pruned trials first, in grey, then complete ones worst to best: the best is drawn on top.
     sign = 1.0 if record.mode == "max" else -1.0
     for trial, value in sorted(scored, key=lambda tv: (tv[0].state.name == "COMPLETE", sign * tv[1])):
         ys = [_axis_position(trial, name) for name in names] + [(value - low) / span]
         if trial.state.name == "COMPLETE":
-            shade = (value - c_low) / c_span
-            axes.plot(range(len(ys)), ys, color=colormap(shade if record.mode == "max" else 1 - shade),
-                      alpha=0.95, linewidth=1.8)
+            axes.plot(range(len(ys)), ys, color=colormap(shades(value)), alpha=0.95, linewidth=1.8)
         else:
             axes.plot(range(len(ys)), ys, color=_COLORS["PRUNED"], alpha=0.35, linewidth=0.8)
     labels = [*names, record.metric]
@@ -207,33 +250,72 @@ def plot_parallel(record: SweepRecord, trials: list[optuna.trial.FrozenTrial]) -
     axes.axvline(len(names), color="black", linewidth=0.6)
     for y, value in ((0.0, low), (1.0, high)):
         axes.annotate(f"{value:.4g}", (len(names), y), xytext=(3, 0), textcoords="offset points", fontsize=7)
+    if complete:
+        figure.colorbar(ScalarMappable(shades, colormap), ax=axes, label=f"{record.metric} of COMPLETE trials",
+                        fraction=0.03, pad=0.06)
     axes.set_title("colour: COMPLETE trials by value (yellow best); grey: PRUNED (best epoch before it was stopped)",
                    fontsize=9)
-    return _png(figure)
+    return figure
 
 
-def plot_curves(record: SweepRecord, trials: list[optuna.trial.FrozenTrial], top_k: int) -> bytes:
-    figure = _figure()
-    axes = figure.add_subplot()
-    pruned = [t for t in trials if t.state.name == "PRUNED" and t.intermediate_values]
-    for index, trial in enumerate(pruned):
-        steps = sorted(trial.intermediate_values)
-        axes.plot(steps, [trial.intermediate_values[s] for s in steps], color=_COLORS["PRUNED"], alpha=0.45,
-                  linewidth=0.8, marker=".", markersize=3,
-                  label=f"PRUNED ({len(pruned)} trials)" if index == 0 else None)
-    for trial in record.ranked()[:top_k]:
-        steps = sorted(trial.intermediate_values)
-        axes.plot(steps, [trial.intermediate_values[s] for s in steps], linewidth=1.8,
-                  label=f"trial {trial.number} ({record.metric} {trial.value:.4f})")
+def epoch_scalars(run_dir: Path | None, number: int, tag: str) -> dict[int, float]:
+    """``tag`` per epoch as trial ``number`` wrote it to its TensorBoard run; empty when the
+    run or the tag is missing (a trial that failed before its first epoch, a copied study)."""
+    if run_dir is None or not tensorboard_dir(run_dir, number).is_dir():
+        return {}
+    from tensorboard.backend.event_processing import event_accumulator
+
+    run = event_accumulator.EventAccumulator(str(tensorboard_dir(run_dir, number)),
+                                             size_guidance={event_accumulator.SCALARS: 0})
+    run.Reload()
+    if tag not in run.Tags().get(event_accumulator.SCALARS, []):
+        return {}
+    # A retried trial writes its first epochs again: the last value of an epoch wins.
+    return {int(event.step): float(event.value) for event in run.Scalars(tag)}
+
+
+def plot_curves(record: SweepRecord, trials: list[optuna.trial.FrozenTrial], top_k: int) -> Figure:
+    """The metric (left, from the study) and the training loss (right, from the trials'
+    TensorBoard scalars) per epoch: the best ``top_k`` COMPLETE trials against every PRUNED one."""
     from matplotlib.ticker import MaxNLocator
 
-    axes.xaxis.set_major_locator(MaxNLocator(integer=True))
-    axes.set_xlabel("epoch")
-    axes.set_ylabel(record.metric)
-    axes.grid(alpha=0.3)
-    if axes.get_legend_handles_labels()[0]:
-        axes.legend(loc="best", fontsize="small")
-    return _png(figure)
+    figure = _figure(12.0, 4.5)
+    metric_axes, loss_axes = figure.subplots(1, 2)
+
+    def curve(axes: Any, values: dict[int, float], **style: Any) -> Any:
+        steps = sorted(values)
+        return axes.plot(steps, [values[s] for s in steps], **style)[0] if steps else None
+
+    def losses(trial: optuna.trial.FrozenTrial) -> dict[int, float]:
+        # A pruned trial's worker may finish one more epoch before Ray stops it; the study
+        # never saw that epoch, so both panels end where the trial's record does.
+        last = max(trial.intermediate_values, default=0)
+        return {e: v for e, v in epoch_scalars(record.run_dir, trial.number, LOSS_TAG).items() if e <= last}
+
+    losses_seen = False
+    pruned = [t for t in trials if t.state.name == "PRUNED" and t.intermediate_values]
+    for index, trial in enumerate(pruned):
+        style = {"color": _COLORS["PRUNED"], "alpha": 0.45, "linewidth": 0.8, "marker": ".", "markersize": 3}
+        curve(metric_axes, trial.intermediate_values, label=f"PRUNED ({len(pruned)} trials)" if index == 0 else None,
+              **style)
+        losses_seen |= curve(loss_axes, losses(trial), **style) is not None
+    for trial in record.ranked()[:top_k]:
+        line = curve(metric_axes, trial.intermediate_values, linewidth=1.8,
+                     label=f"trial {trial.number} ({record.metric} {trial.value:.4f})")
+        # Same colour in both panels, so the legend on the left names the curves on the right.
+        losses_seen |= curve(loss_axes, losses(trial), linewidth=1.8,
+                             color=line.get_color() if line is not None else None) is not None
+    for axes, label in ((metric_axes, record.metric), (loss_axes, f"{LOSS_TAG} (mean over the epoch's batches)")):
+        axes.xaxis.set_major_locator(MaxNLocator(integer=True))
+        axes.set_xlabel("epoch")
+        axes.set_ylabel(label)
+        axes.grid(alpha=0.3)
+    if not losses_seen:
+        loss_axes.text(0.5, 0.5, f"no {LOSS_TAG} in the trials' TensorBoard runs", ha="center",
+                       transform=loss_axes.transAxes)
+    if metric_axes.get_legend_handles_labels()[0]:
+        metric_axes.legend(loc="best", fontsize="small")
+    return figure
 
 
 def _table(header: list[str], rows: list[list[str]], row_class: Callable[[int], str] | None = None) -> str:
@@ -253,6 +335,7 @@ th { background: #f2f2f2; }
 tr.PRUNED { color: #777; } tr.FAIL { color: #b22; } tr.RUNNING { color: #06c; }
 img { max-width: 100%; border: 1px solid #eee; }
 .note { color: #555; font-size: 13px; }
+.warning { color: #b22222; font-weight: bold; font-size: 14px; }
 """
 
 
@@ -262,18 +345,21 @@ def write_report(record: SweepRecord, out_dir: Path | None = None, top_k: int = 
     plot_dir = out_dir / PLOT_DIR
     plot_dir.mkdir(parents=True, exist_ok=True)
     trials = record.study.get_trials(deepcopy=False)
-    weights, importance_note = importances(record, trials)
+    weights = importances(record, trials)
     plots = [
         Plot("history", "Optimisation history", "Each trial's value by trial number; the line is the best "
-             "COMPLETE trial so far.", plot_history(record, trials)),
-        Plot("importances", "Parameter importances", importance_note,
-             plot_importances(weights, record.metric) if weights else b""),
+             "COMPLETE trial so far.", _png(plot_history(record, trials))),
+        Plot("importances", "Parameter importances", weights.note,
+             _png(plot_importances(weights, record.metric)) if weights.values else b"",
+             weights.warning if weights.values else None),
         Plot("parallel_coordinates", "Parallel coordinates", "One line per trial across every searched "
-             "parameter and the value; a parameter inactive for a trial sits on the 'inactive' row.",
-             plot_parallel(record, trials)),
+             "parameter and the value; a parameter inactive for a trial sits on the 'inactive' row; the "
+             "colour bar gives the value of a COMPLETE trial's line.",
+             _png(plot_parallel(record, trials))),
         Plot("learning_curves", f"Learning curves: top {top_k} vs pruned",
-             f"{record.metric} per epoch of the best {top_k} COMPLETE trials against every PRUNED one.",
-             plot_curves(record, trials, top_k)),
+             f"{record.metric} (left) and {LOSS_TAG} (right, from the trials' TensorBoard scalars) per epoch "
+             f"of the best {top_k} COMPLETE trials against every PRUNED one.",
+             _png(plot_curves(record, trials, top_k))),
     ]
     sections = []
     for plot in plots:
@@ -283,7 +369,9 @@ def write_report(record: SweepRecord, out_dir: Path | None = None, top_k: int = 
                      f'{base64.b64encode(plot.png).decode()}">')
         else:
             image = ""
-        sections.append(f"<h2>{html.escape(plot.title)}</h2><p class=\"note\">{html.escape(plot.caption)}</p>{image}")
+        warning = f'<p class="warning">{html.escape(plot.warning)}</p>' if plot.warning else ""
+        sections.append(f"<h2>{html.escape(plot.title)}</h2>{warning}"
+                        f"<p class=\"note\">{html.escape(plot.caption)}</p>{image}")
 
     names = list(record.param_names)
     ranked = record.ranked()[:top_k]

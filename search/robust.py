@@ -17,7 +17,7 @@ from typing import Any
 
 import yaml
 from finesweep.models.run import TrainingRun
-from finesweep.search.export import export_text
+from finesweep.search.export import BEST_FILE, export_text, write_rank
 from finesweep.search.results import ResultsError, SweepRecord, mean_std, top_candidates, trial_value
 from finesweep.search.spec import MAX_SEED
 from finesweep.search.user_code import import_roots
@@ -131,7 +131,8 @@ def robust_export(record: SweepRecord, runner: Runner, *, top_k: int = 5, reseed
                   out_dir: Path | None = None, ship_roots: bool = True) -> RobustResult:
     """Retrain the top-k configs ``reseed`` times each with ``runner`` (one result or one
     exception per job, in order), choose the best mean validation value, and write
-    ``best.yaml``, ``robust.yaml`` and ``robust.md``."""
+    ``best.yaml``, ``robust.yaml`` and ``robust.md``, and for ``top_k`` > 1 ``top/rank_NN.yaml``
+    of every retrained config (as a plain ``export --top-k`` does)."""
     if record.spec is None or record.run_dir is None:
         raise ResultsError("a robust export needs the sweep's run directory (its spec)")
     if reseed < 1:
@@ -162,7 +163,7 @@ def robust_export(record: SweepRecord, runner: Runner, *, top_k: int = 5, reseed
         raise ResultsError(f"every retraining failed: {reasons}")
     sign = -1.0 if spec.mode == "max" else 1.0
     chosen = min(scored, key=lambda c: (sign * c.summary(spec.metric)["mean"], c.rank))
-    paths = _write(record, out_dir, configs, chosen, chosen_trials[chosen.rank - 1], reseed)
+    paths = _write(record, out_dir, configs, chosen, chosen_trials, reseed, top_k)
     return RobustResult(chosen, configs, spec.metric, spec.mode, paths)
 
 
@@ -172,10 +173,18 @@ def _config_record(c: ConfigResult, tests: Sequence[str], metric: str) -> dict[s
             "runs": c.runs, "errors": c.errors}
 
 
-def _write(record: SweepRecord, out_dir: Path, configs: list[ConfigResult], chosen: ConfigResult,
-           frozen: Any, reseed: int) -> list[Path]:
+def _proxy(frozen: Any, value: float) -> Any:
+    """``frozen`` with ``value`` as its value: the export format (`launch.py train` reads it)
+    wants one, and a PRUNED trial's is its best epoch before it was stopped."""
     import copy
 
+    proxy = copy.deepcopy(frozen)
+    proxy.value = value
+    return proxy
+
+
+def _write(record: SweepRecord, out_dir: Path, configs: list[ConfigResult], chosen: ConfigResult,
+           trials: Sequence[Any], reseed: int, top_k: int) -> list[Path]:
     spec = record.spec
     tests = _test_metrics(configs)
     robust = {"metric": spec.metric, "mode": spec.mode, "top_k": len(configs), "seeds_per_config": reseed,
@@ -188,16 +197,23 @@ def _write(record: SweepRecord, out_dir: Path, configs: list[ConfigResult], chos
                            f"{reseed} new seeds each.\n" + yaml.safe_dump(robust, sort_keys=False))
     table_path = out_dir / ROBUST_TABLE
     table_path.write_text(f"# Robust best of sweep `{spec.name}`\n\n" + _markdown(configs, chosen, spec.metric) + "\n")
-    # best.yaml keeps the export format (`launch.py train` reads it); a PRUNED trial's value
-    # there is its best epoch before it was stopped.
-    proxy = copy.deepcopy(frozen)
-    proxy.value = chosen.sweep_value
+    exported = _proxy(trials[chosen.rank - 1], chosen.sweep_value)
     summary = [f"{name} {_pm(chosen.summary(name))}" for name in (spec.metric, *tests)]
     header = (f"# Robust best of sweep {spec.name!r}: trial {chosen.trial} "
               f"(rank {chosen.rank} of the top {len(configs)} in the sweep), chosen by the best mean "
               f"{spec.metric} over {reseed} new seeds at {spec.budget.max_epochs} epochs.\n"
               f"# mean +- std over seeds: {', '.join(summary)}; every config: {robust_path.name}, {table_path.name}\n")
-    best_path = out_dir / "best.yaml"
-    best_path.write_text(header + export_text(spec, record.run_dir, proxy, chosen.rank,
+    best_path = out_dir / BEST_FILE
+    best_path.write_text(header + export_text(spec, record.run_dir, exported, chosen.rank,
                                               f"Robust best of sweep {spec.name!r}"))
-    return [best_path, robust_path, table_path]
+    paths = [best_path, robust_path, table_path]
+    if top_k > 1:
+        # The retrained configs in their sweep order (COMPLETE and PRUNED trials by value, the
+        # pool that was retrained), so rank N is the same trial in robust.md; each header adds
+        # its numbers over the new seeds and says which one best.yaml holds.
+        for c, frozen in zip(configs, trials, strict=True):
+            numbers = ", ".join(f"{name} {_pm(c.summary(name))}" for name in (spec.metric, *tests))
+            note = (f"; mean +- std over {reseed} new seeds: {numbers}"
+                    + (f"; the robust best, also {BEST_FILE}" if c is chosen else ""))
+            paths.append(write_rank(spec, record.run_dir, _proxy(frozen, c.sweep_value), c.rank, note, out_dir))
+    return paths

@@ -224,7 +224,7 @@ def test_status_after_the_sweep(sweep, capsys):
     best = max((t for t in study.trials if t.state.name == "COMPLETE"), key=lambda t: t.value)
     assert f"best so far: val_acc {best.value:.4f} (trial {best.number}" in text
     assert "running:" not in text
-    assert "failures:" in text and "1 x models.debug.InjectedFailure: injected failure in epoch 1" in text
+    assert "failures:" in text and "1 x finesweep.models.debug.InjectedFailure: injected failure in epoch 1" in text
     table = text[text.index("rank "):text.index("failures:")].strip().splitlines()
     assert len(table) == 1 + min(2, counts["COMPLETE"])
 
@@ -312,6 +312,50 @@ def test_report_is_offline_html_with_png_plots_and_every_trial(sweep, tmp_path):
                                                       else str(trial.params["fail_at_epoch"]))
         if trial.state.name == "FAIL":
             assert "InjectedFailure" in row[-1]
+
+
+@pytest.mark.slow
+def test_report_warns_on_few_trials_shows_train_loss_and_a_colour_bar(sweep, tmp_path):
+    from finesweep.search.report import importances, plot_curves, plot_importances, plot_parallel
+
+    run_dir = sweep["run_dir"]
+    assert cli_main(["report", str(run_dir), "--out", str(tmp_path)]) == 0
+    page = (tmp_path / "report.html").read_text(encoding="utf-8")
+    record = load_sweep(run_dir)
+    trials = record.study.get_trials()
+
+    # 7 trials with a value rank 4 parameters: the page and the plot both say it is too few.
+    scored = [t for t in trials if t.state.name in ("COMPLETE", "PRUNED") and t.intermediate_values]
+    warning = f"Few trials: 4 parameters ranked from {len(scored)} trials, at least 50 wanted"
+    assert f'<p class="warning">{warning}' in page
+    result = importances(record, trials)
+    assert result.values and result.warning.startswith(warning)
+    assert warning in plot_importances(result, "val_acc").axes[0].get_title(loc="left").replace("\n", " ")
+
+    # The parallel-coordinates colours come with a colour bar over the COMPLETE trials' values.
+    bars = [axes for axes in plot_parallel(record, trials).axes if axes.get_label() == "<colorbar>"]
+    assert [bar.get_ylabel() for bar in bars] == ["val_acc of COMPLETE trials"]
+    complete = [t.value for t in trials if t.state.name == "COMPLETE"]
+    low, high = min(complete), max(complete)
+    assert bars[0].get_ylim() == pytest.approx((low, high if high > low else low + 1.0))
+
+    # Learning curves: a second panel with each trial's train_loss as its worker logged it.
+    metric_axes, loss_axes = plot_curves(record, trials, 5).axes
+    assert metric_axes.get_ylabel() == "val_acc" and loss_axes.get_ylabel().startswith("train_loss")
+    drawn = [list(line.get_ydata()) for line in loss_axes.get_lines()]
+    for trial in record.ranked():
+        logged = _read_run(run_dir / "tensorboard" / f"trial_{trial.number:04d}").Scalars("train_loss")
+        assert [event.step for event in logged] == [1, 2, 3, 4]
+        assert [event.value for event in logged] in drawn
+    assert "val_acc (left) and train_loss (right" in page
+
+
+def test_importance_warning_wants_50_trials_and_10_per_parameter():
+    from finesweep.search.report import importance_warning
+
+    assert importance_warning(49, 4) is not None and importance_warning(50, 4) is None
+    assert importance_warning(69, 7) is not None and importance_warning(70, 7) is None
+    assert "3 parameters ranked from 12 trials, at least 50 wanted" in importance_warning(12, 3)
 
 
 def _read_run(path: Path) -> event_accumulator.EventAccumulator:
@@ -420,6 +464,55 @@ def test_export_reseed_retrains_top_configs_and_exports_the_best_mean(sweep, cap
     assert f"val_acc {chosen['val_acc']['mean']:.4f} +- {chosen['val_acc']['std']:.4f}" in header
     table = (run_dir / "robust.md").read_text()
     assert table.count("\n| ") == 3 and "**yes**" in table
+
+    # --top-k writes top/rank_NN.yaml with --reseed too: the retrained configs in sweep order,
+    # each with its numbers over the new seeds.
+    ranks = sorted((run_dir / "top").glob("rank_*.yaml"))
+    assert [p.name for p in ranks] == ["rank_01.yaml", "rank_02.yaml"]
+    for path, config in zip(ranks, configs, strict=True):
+        assert str(path) in out
+        exported = yaml.safe_load(path.read_text())
+        assert (exported["trial"], exported["rank"]) == (config["trial"], config["rank"])
+        assert read_export(path).config == next(t for t in pool if t.number == config["trial"]).user_attrs["config"]
+        header = path.read_text().splitlines()[0]
+        assert f"val_acc {config['val_acc']['mean']:.4f} +- {config['val_acc']['std']:.4f}" in header
+        assert ("the robust best, also best.yaml" in header) == (config["trial"] == chosen["trial"])
+
+
+@pytest.mark.slow
+def test_plain_export_after_reseed_keeps_the_robust_best(sweep, tmp_path, capsys):
+    copy = tmp_path / "copy"
+    shutil.copytree(sweep["run_dir"], copy, ignore=shutil.ignore_patterns(
+        "ray", "tensorboard", "top", "best*.yaml", "robust.*", "ensemble.yaml"))
+    assert cli_main(["export", str(copy), "--top-k", "2", "--reseed", "1"]) == 0
+    robust_best = (copy / "best.yaml").read_text()
+    chosen = yaml.safe_load((copy / "robust.yaml").read_text())["chosen_trial"]
+    single = load_sweep(copy).ranked()[0].number
+    capsys.readouterr()
+
+    assert cli_main(["export", str(copy)]) == 0
+    out, err = capsys.readouterr()
+    assert (copy / "best.yaml").read_text() == robust_best, "the robust choice stays best.yaml"
+    assert out.split() == [str(copy / "best_single.yaml")]
+    assert yaml.safe_load((copy / "best_single.yaml").read_text())["trial"] == single
+    assert read_export(copy / "best_single.yaml").config == load_sweep(copy).ranked()[0].user_attrs["config"]
+    assert (f"kept best.yaml: it holds the robust best of `export --reseed` (trial {chosen}" in err
+            and f"the single best trial (trial {single}) went to best_single.yaml" in err)
+
+    # Without robust.yaml, best.yaml is the single best trial's again.
+    (copy / "robust.yaml").unlink()
+    assert cli_main(["export", str(copy)]) == 0
+    assert capsys.readouterr().out.split() == [str(copy / "best.yaml")]
+    assert yaml.safe_load((copy / "best.yaml").read_text())["trial"] == single
+
+
+@pytest.mark.slow
+def test_sweep_leaves_no_empty_ray_trial_folders(sweep):
+    folders = sorted((sweep["run_dir"] / "ray" / "tune").glob("ray_*"))
+    failed = [t for t in _study(sweep).trials if t.state.name == "FAIL"]
+    # Only the failed trial's folder is left, with Ray's account of the failure in it.
+    assert {f.name for f in folders} == {f"ray_{t.user_attrs['ray_trial_id']}" for t in failed}
+    assert all((f / "error.txt").is_file() for f in folders)
 
 
 @pytest.mark.slow
@@ -531,3 +624,34 @@ def test_status_reads_a_database_a_killed_sweep_left_mid_write(tmp_path):
     record = load_sweep(storage)
     assert [t.value for t in record.study.trials] == [0.5]
     assert "k0" not in record.study.trials[0].user_attrs, "the uncommitted write is rolled back"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_stopping_the_tensorboard_command_leaves_nothing_serving(tmp_path, stop):
+    """A process manager signals the command's own PID only (not its process group): nothing
+    it started may go on listening on the port."""
+    import psutil
+
+    (tmp_path / "run" / "tensorboard").mkdir(parents=True)
+    server = TensorBoardServer([tmp_path / "run"], tmp_path / "tensorboard.log")
+    try:
+        server.wait_ready()
+        command = psutil.Process(server.process.pid)
+        started = [command, *command.children(recursive=True)]
+        server.process.send_signal(stop)
+        server.process.wait(timeout=60)
+        _, alive = psutil.wait_procs(started, timeout=30)
+        assert not alive, f"still running after {stop.name}: {[p.cmdline() for p in alive]}"
+        listening = [c for c in psutil.net_connections("tcp")
+                     if c.status == psutil.CONN_LISTEN and c.laddr.port == server.port]
+        assert not listening, f"port {server.port} still served after {stop.name}: {listening}"
+        with pytest.raises(ConnectionRefusedError):
+            socket.create_connection(("127.0.0.1", server.port), timeout=5).close()
+    finally:
+        # Its own session: whatever a failing run left behind is stopped here, not by the next test.
+        try:
+            os.killpg(server.process.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+        server.stop()
