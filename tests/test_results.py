@@ -33,7 +33,7 @@ import yaml
 from finesweep.search.checkpoints import apply_retention, checkpoint_path
 from finesweep.search.cli import main as cli_main
 from finesweep.search.ensemble import ENSEMBLE_FILE, reevaluate
-from finesweep.search.export import read_export
+from finesweep.search.export import read_export, read_record
 from finesweep.search.results import ResultsError, candidates, load_sweep, mean_std
 from finesweep.search.spec import parse_spec
 from finesweep.search.status import status_text
@@ -457,9 +457,8 @@ def test_export_reseed_retrains_top_configs_and_exports_the_best_mean(sweep, cap
     assert robust["chosen_trial"] == chosen["trial"]
 
     best = read_export(run_dir / "best.yaml")
-    exported = yaml.safe_load((run_dir / "best.yaml").read_text())
-    assert exported["trial"] == chosen["trial"]
-    assert best.config == next(t for t in pool if t.number == chosen["trial"]).user_attrs["config"]
+    assert read_record(run_dir / "best.yaml")["trial"] == chosen["trial"]
+    assert _config(best) == next(t for t in pool if t.number == chosen["trial"]).user_attrs["config"]
     header = (run_dir / "best.yaml").read_text().splitlines()[1]
     assert f"val_acc {chosen['val_acc']['mean']:.4f} +- {chosen['val_acc']['std']:.4f}" in header
     table = (run_dir / "robust.md").read_text()
@@ -471,9 +470,9 @@ def test_export_reseed_retrains_top_configs_and_exports_the_best_mean(sweep, cap
     assert [p.name for p in ranks] == ["rank_01.yaml", "rank_02.yaml"]
     for path, config in zip(ranks, configs, strict=True):
         assert str(path) in out
-        exported = yaml.safe_load(path.read_text())
+        exported = read_record(path)
         assert (exported["trial"], exported["rank"]) == (config["trial"], config["rank"])
-        assert read_export(path).config == next(t for t in pool if t.number == config["trial"]).user_attrs["config"]
+        assert _config(read_export(path)) == next(t for t in pool if t.number == config["trial"]).user_attrs["config"]
         header = path.read_text().splitlines()[0]
         assert f"val_acc {config['val_acc']['mean']:.4f} +- {config['val_acc']['std']:.4f}" in header
         assert ("the robust best, also best.yaml" in header) == (config["trial"] == chosen["trial"])
@@ -494,8 +493,8 @@ def test_plain_export_after_reseed_keeps_the_robust_best(sweep, tmp_path, capsys
     out, err = capsys.readouterr()
     assert (copy / "best.yaml").read_text() == robust_best, "the robust choice stays best.yaml"
     assert out.split() == [str(copy / "best_single.yaml")]
-    assert yaml.safe_load((copy / "best_single.yaml").read_text())["trial"] == single
-    assert read_export(copy / "best_single.yaml").config == load_sweep(copy).ranked()[0].user_attrs["config"]
+    assert read_record(copy / "best_single.yaml")["trial"] == single
+    assert _config(read_export(copy / "best_single.yaml")) == load_sweep(copy).ranked()[0].user_attrs["config"]
     assert (f"kept best.yaml: it holds the robust best of `export --reseed` (trial {chosen}" in err
             and f"the single best trial (trial {single}) went to best_single.yaml" in err)
 
@@ -503,7 +502,7 @@ def test_plain_export_after_reseed_keeps_the_robust_best(sweep, tmp_path, capsys
     (copy / "robust.yaml").unlink()
     assert cli_main(["export", str(copy)]) == 0
     assert capsys.readouterr().out.split() == [str(copy / "best.yaml")]
-    assert yaml.safe_load((copy / "best.yaml").read_text())["trial"] == single
+    assert read_record(copy / "best.yaml")["trial"] == single
 
 
 @pytest.mark.slow
@@ -517,8 +516,8 @@ def test_sweep_leaves_no_empty_ray_trial_folders(sweep):
 
 @pytest.mark.slow
 def test_ensemble_of_top_checkpoints_and_reload(sweep, capsys):
-    from finesweep.models.inference import load_bundle, load_model, predict_proba, scores
-    from finesweep.models.training import evaluate
+    from finesweep.models.inference import as_averageable, load_model, predictions, scores
+    from finesweep.models.run import TrainingRun
 
     run_dir, spec = sweep["run_dir"], sweep["spec"]
     pool = candidates(load_sweep(run_dir))
@@ -529,15 +528,24 @@ def test_ensemble_of_top_checkpoints_and_reload(sweep, capsys):
     assert [m["trial"] for m in members] == [t.number for t in pool[:3]]
     assert all(Path(m["checkpoint"]).exists() for m in members)
 
-    # The best single model's test accuracy, computed independently through the training code.
-    bundle = load_bundle(spec.task.name, spec.resolved_data())
-    best = load_model(spec.task.name, members[0]["config"], bundle, members[0]["checkpoint"])
-    assert saved["scores"]["test"]["best_single"]["acc"] == pytest.approx(evaluate(best, bundle.test)["test_acc"])
+    def member(m):
+        run = TrainingRun.from_config(m["config"], max_epochs=1, seed=0, metric=spec.metric, mode=spec.mode)
+        return load_model(run, m["checkpoint"])
+
+    # The best single model's test accuracy, computed independently through Lightning's test loop.
+    import pytorch_lightning as pl
+
+    best, data = member(members[0])
+    tested = pl.Trainer(logger=False, enable_progress_bar=False).test(best, datamodule=data, verbose=False)[0]
+    assert saved["scores"]["test"]["best_single"]["acc"] == pytest.approx(tested["test_acc"], abs=1e-6)
     # The ensemble: the mean of the members' probabilities.
-    probabilities = torch.stack([
-        predict_proba(load_model(spec.task.name, m["config"], bundle, m["checkpoint"]), bundle.test)
-        for m in members]).mean(0)
-    assert saved["scores"]["test"]["ensemble"] == pytest.approx(scores(probabilities, bundle.test[-1]))
+    outputs = []
+    for m in members:
+        model, data = member(m)
+        raw, targets = predictions(model, data.test_dataloader())
+        outputs.append(as_averageable(raw, "classification"))
+    probabilities = torch.stack(outputs).mean(0)
+    assert saved["scores"]["test"]["ensemble"] == pytest.approx(scores(probabilities, targets, "classification"))
     assert f"{saved['scores']['test']['ensemble']['acc']:.4f}" in out and "held-out" in out
 
     again = reevaluate(run_dir / ENSEMBLE_FILE)
@@ -655,3 +663,8 @@ def test_stopping_the_tensorboard_command_leaves_nothing_serving(tmp_path, stop)
         except (ProcessLookupError, PermissionError):
             pass
         server.stop()
+
+
+def _config(exported) -> dict:
+    """An export's run as the trial's recorded config (model, data, trainer sections)."""
+    return {"model": dict(exported.run.model), "data": dict(exported.run.data), "trainer": dict(exported.run.trainer)}
