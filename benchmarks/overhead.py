@@ -53,14 +53,22 @@ def workload(trials: int) -> tuple[list[dict[str, Any]], int]:
 
     spec = parse_spec(SPEC)
     points = sorted(grid_points(spec.space), key=lambda p: json.dumps(p, sort_keys=True))
-    return [spec.training_config(p) for p in points[:trials]], spec.budget.max_epochs
+    return points[:trials], spec.budget.max_epochs
 
 
-def _params_of(config: dict[str, Any]) -> dict[str, Any]:
+def _params_of(point: dict[str, Any]) -> dict[str, Any]:
+    """The searched values of a workload point (the points are those values already)."""
+    return dict(point)
+
+
+def training_run(point: dict[str, Any], epochs: int, seed: int) -> Any:
+    """The run finesweep's trial would train for ``point``: the same model, data and Trainer."""
+    from finesweep.models.run import TrainingRun
     from finesweep.search.spec import parse_spec
 
-    names = parse_spec(SPEC).space.names
-    return {name: config[name] for name in names}
+    spec = parse_spec(SPEC)
+    return TrainingRun.from_config(spec.training_config(point), max_epochs=epochs, seed=seed,
+                                   metric=spec.metric, mode=spec.mode)
 
 
 def _overheads(records: list[dict[str, Any]]) -> list[float]:
@@ -136,8 +144,7 @@ def arm_optuna(trials: int, asha: bool, out: Path) -> dict[str, Any]:
                 raise optuna.TrialPruned()
 
         try:
-            result = fit("image_classification", config, {}, max_epochs=epochs, seed=trial.number,
-                         metric="val_acc", mode="max", on_epoch_end=on_epoch_end, threads=1,
+            result = fit(training_run(config, epochs, trial.number), on_epoch_end=on_epoch_end, threads=1,
                          on_first_step=lambda at: record.update(first_step_at=at))
             return result.best["val_acc"]
         finally:
@@ -159,7 +166,6 @@ def arm_raytune(trials: int, asha: bool, out: Path) -> dict[str, Any]:
 
     configs, epochs = workload(trials)
     space = {name: tune.choice(sorted({c[name] for c in configs}, key=str)) for name in _params_of(configs[0])}
-    fixed = {k: v for k, v in configs[0].items() if k not in space}
 
     def trainable(config: dict[str, Any]) -> None:
         from finesweep.models.training import fit
@@ -171,8 +177,7 @@ def arm_raytune(trials: int, asha: bool, out: Path) -> dict[str, Any]:
         def on_epoch_end(epoch: int, metrics: dict[str, float]) -> None:
             tune.report({**metrics, **timing, "reported_at": time.time()})
 
-        fit("image_classification", {**fixed, **config}, {}, max_epochs=epochs, seed=0, metric="val_acc",
-            mode="max", on_epoch_end=on_epoch_end, threads=1,
+        fit(training_run(config, epochs, 0), on_epoch_end=on_epoch_end, threads=1,
             on_first_step=lambda at: timing.update(first_step_at=at))
 
     ray.init(num_cpus=CONCURRENCY, runtime_env={"env_vars": {"PYTHONPATH": str(ROOT)}})
@@ -280,8 +285,7 @@ def limit_seconds(trials: int) -> float:
     total = 0.0
     for number, config in enumerate(configs):
         first: dict[str, float] = {}
-        fit("image_classification", config, {}, max_epochs=epochs, seed=number, metric="val_acc", mode="max",
-            threads=1, on_first_step=lambda at, first=first: first.update(at=at))
+        fit(training_run(config, epochs, number), threads=1, on_first_step=lambda at, first=first: first.update(at=at))
         total += time.time() - first["at"]
     return total / CONCURRENCY
 
@@ -289,35 +293,44 @@ def limit_seconds(trials: int) -> float:
 def parity(repeats: int = 3) -> tuple[float, float]:
     """Seconds per epoch of the same model and batches: Lightning's loop vs a raw PyTorch loop."""
     import torch
-    from finesweep.models.image_classification import build_model, load_data
-    from finesweep.models.training import _loader, fit
+    from finesweep.models.components import instantiate
+    from finesweep.models.training import fit
     from finesweep.search.trial import quiet_training_logs
     from torch.nn import functional as F
+    from torch.utils.data import DataLoader, TensorDataset
 
     quiet_training_logs()
     configs, _ = workload(1)
-    config, epochs = {**configs[0], "lr_schedule": "constant"}, 5
-    bundle = load_data({})
+    epochs = 5
+    run = training_run(configs[0], epochs, 0)
+    run = run.with_changes(model={**run.model, "init_args": {**run.model["init_args"], "lr_schedule": "constant"}})
+    data = instantiate(run.data["class_path"], run.data["init_args"])
+    data.setup()
+    splits = data.splits
+
+    def _loader(tensors, batch_size, shuffle, seed):
+        generator = torch.Generator().manual_seed(seed) if shuffle else None
+        return DataLoader(TensorDataset(*tensors), batch_size=batch_size, shuffle=shuffle, generator=generator)
+
     lightning, raw = [], []
     for _ in range(repeats):
         started = {}
-        fit("image_classification", config, {}, max_epochs=epochs, seed=0, metric="val_acc", mode="max",
-            threads=1, on_first_step=lambda at, started=started: started.update(at=at))
+        fit(run, threads=1, on_first_step=lambda at, started=started: started.update(at=at))
         lightning.append((time.time() - started["at"]) / epochs)
         torch.manual_seed(0)
-        model = build_model(config, bundle, epochs)
-        optimizer = model.configure_optimizers()
-        optimizer = optimizer["optimizer"] if isinstance(optimizer, dict) else optimizer
+        model = instantiate(run.model["class_path"], run.model["init_args"])
+        model.build_for(data.info)
+        optimizer = model.configure_optimizers()  # lr_schedule constant: the optimizer alone
         began = time.time()
         for _epoch in range(epochs):
             model.train()
-            for images, labels in _loader(bundle.train, config["batch_size"], True, 0):
+            for images, labels in _loader(splits.train, data.batch_size, True, 0):
                 optimizer.zero_grad()
                 F.cross_entropy(model(images), labels).backward()
                 optimizer.step()
             model.eval()
             with torch.no_grad():
-                for images, labels in _loader(bundle.val, 512, False, 0):
+                for images, labels in _loader(splits.val, 512, False, 0):
                     logits = model(images)  # the same validation work as the Lightning module's
                     F.cross_entropy(logits, labels, reduction="sum")
                     (logits.argmax(dim=1) == labels).sum()

@@ -22,7 +22,8 @@ def cache_root() -> Path:
 
 
 def resolve_path(value: str) -> Path:
-    """A user-given path: absolute, or relative to the directory the sweep was started in.
+    """A user-given path: absolute (a spec's relative paths are made absolute against the spec's
+    folder when it is read), or relative to the directory the command was started in.
 
     A trial worker may run in another directory (Ray moves workers into their trial folder and
     records the original one in TUNE_ORIG_WORKING_DIR), so a relative path is tried against both.

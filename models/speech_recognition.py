@@ -270,7 +270,7 @@ class SpeechData(TensorDataModule):
         Args:
             source: espeak_digits: the built cache; folder: `path`
             path: folder of WAV files plus transcripts.csv (file,text), or one sub-folder per word
-                (source folder); relative to the directory the run was started in
+                (source folder); in a spec, relative to the spec's folder
             noise_snr_db: background noise mixed into every clip, as a signal-to-noise ratio in dB
                 (recording noise)
             val_fraction: share of speakers held out for validation

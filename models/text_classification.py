@@ -146,8 +146,8 @@ class TextData(TensorDataModule):
         Args:
             source: fortunes: /usr/share/games/fortunes (Debian's fortunes package); files: `path`
             categories: comma-separated fortune categories, one label each (source fortunes)
-            path: CSV (text,label columns) or JSONL file (source files); relative to the
-                directory the run was started in
+            path: CSV (text,label columns) or JSONL file (source files); in a spec, relative to
+                the spec's folder
             val_fraction: share held out for validation
             test_fraction: share held out for the final test only
             split_seed: seed of the train/val/test split; fixed, so val/test are the same in every

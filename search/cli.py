@@ -94,7 +94,8 @@ def cmd_init(args: argparse.Namespace) -> int:
     from finesweep.search.init_spec import starting_spec
     from finesweep.search.user_code import add_import_paths
 
-    add_import_paths(Path.cwd())
+    # The spec will live in --out's folder and find the module from there, so look there too.
+    add_import_paths(args.out.resolve().parent if args.out is not None else Path.cwd())
     try:
         text = starting_spec(args.model, args.data, args.name)
     except ComponentError as error:
@@ -107,7 +108,9 @@ def cmd_init(args: argparse.Namespace) -> int:
         print(f"finesweep: {args.out} exists; choose another --out", file=sys.stderr)
         return EXIT_BAD_INPUT
     args.out.write_text(text)
-    print(f"finesweep: wrote {args.out}; edit it, then: python launch.py sweep {args.out}")
+    launcher = Path(sys.argv[0]).resolve()
+    command = f"python {launcher}" if launcher.name == "launch.py" else "finesweep"
+    print(f"finesweep: wrote {args.out}; edit it, then: {command} sweep {args.out}")
     return 0
 
 
@@ -204,7 +207,8 @@ def _robust_export(args: argparse.Namespace) -> int:
 
         resources = record.spec.resources
         print(f"finesweep: starting Ray ({'local, 127.0.0.1' if args.address is None else args.address}); "
-              f"retraining the top {args.top_k} configs with {args.reseed} new seeds each", flush=True)
+              f"retraining the top {args.top_k} configs with {args.reseed} new seed"
+              f"{'s' if args.reseed != 1 else ''} each", flush=True)
         from finesweep.search.user_code import class_paths_in
 
         spec = record.spec

@@ -60,8 +60,10 @@ def _evaluate(members: Sequence[Mapping[str, Any]], metric: str, mode: str,
               import_paths: Sequence[str] = ()) -> dict[str, Any]:
     from finesweep.models.inference import CheckpointMismatchError, Member, NotEnsemblable, evaluate_ensemble
     from finesweep.models.run import TrainingRun
+    from finesweep.search.trial import quiet_training_logs
     from finesweep.search.user_code import add_import_paths
 
+    quiet_training_logs()
     for folder in import_paths:
         add_import_paths(folder)
     models = [Member(name, TrainingRun.from_config(m["config"], max_epochs=1, seed=0, metric=metric, mode=mode),

@@ -102,7 +102,11 @@ class RobustResult:
 
 
 def _pm(summary: Mapping[str, Any] | None) -> str:
-    return "-" if summary is None else f"{summary['mean']:.4f} +- {summary['std']:.4f}"
+    if summary is None:
+        return "-"
+    if len(summary["values"]) < 2:  # one seed has a value, not a spread
+        return f"{summary['mean']:.4f} (1 seed)"
+    return f"{summary['mean']:.4f} +- {summary['std']:.4f}"
 
 
 def _test_metrics(configs: Sequence[ConfigResult]) -> list[str]:
@@ -194,14 +198,15 @@ def _write(record: SweepRecord, out_dir: Path, configs: list[ConfigResult], chos
               "created_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
     robust_path = out_dir / ROBUST_FILE
     robust_path.write_text(f"# Robust best of sweep {spec.name!r}: top {len(configs)} configs, "
-                           f"{reseed} new seeds each.\n" + yaml.safe_dump(robust, sort_keys=False))
+                           f"{reseed} new seed{'s' if reseed != 1 else ''} each.\n"
+                           + yaml.safe_dump(robust, sort_keys=False))
     table_path = out_dir / ROBUST_TABLE
     table_path.write_text(f"# Robust best of sweep `{spec.name}`\n\n" + _markdown(configs, chosen, spec.metric) + "\n")
     exported = _proxy(trials[chosen.rank - 1], chosen.sweep_value)
     summary = [f"{name} {_pm(chosen.summary(name))}" for name in (spec.metric, *tests)]
     header = (f"# Robust best of sweep {spec.name!r}: trial {chosen.trial} "
               f"(rank {chosen.rank} of the top {len(configs)} in the sweep), chosen by the best mean "
-              f"{spec.metric} over {reseed} new seeds at {spec.budget.max_epochs} epochs.\n"
+              f"{spec.metric} over {reseed} new seed{'s' if reseed != 1 else ''} at {spec.budget.max_epochs} epochs.\n"
               f"# mean +- std over seeds: {', '.join(summary)}; every config: {robust_path.name}, {table_path.name}\n")
     best_path = out_dir / BEST_FILE
     best_path.write_text(header + export_text(spec, record.run_dir, exported, chosen.rank,

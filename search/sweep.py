@@ -45,6 +45,23 @@ class SweepResult:
     stopped_because: str | None = None
 
 
+DATA_SUMMARY = "data.txt"
+
+
+def describe_data(spec: SweepSpec) -> str | None:
+    """The DataModule's one-line account of its data (``summary()``, where it has one), built
+    with the spec's fixed data arguments; None when it gives none or cannot build it here."""
+    from finesweep.models.components import import_class, instantiate
+
+    if not callable(getattr(import_class(spec.data.class_path), "summary", None)):
+        return None
+    try:
+        data = instantiate(spec.data.class_path, spec.training_config({})["data"]["init_args"])
+        return str(data.summary())
+    except Exception as error:  # the trials will report it with their traceback
+        return f"(no summary: {type(error).__name__}: {error})"
+
+
 def default_run_dir(spec: SweepSpec) -> Path:
     return Path("runs") / spec.name
 
@@ -151,6 +168,11 @@ def run_sweep(spec: SweepSpec, run_dir: Path, *, address: str | None = None, ver
             out.write(f"finesweep: spec changes accepted: {accepted_changes}\n")
         for frozen in rerun:
             clear_trial_outputs(run_dir, frozen.number)
+    summary = describe_data(spec)
+    if summary:
+        # What the trials train on, once per sweep: rows read and dropped, labels, split sizes.
+        out.write(f"finesweep: data: {summary}\n")
+        _write_atomically(run_dir / DATA_SUMMARY, summary + "\n")
     hparams = HParamsLog(run_dir / "tensorboard", spec.space, spec.metric)
     hparams.write_experiment()
     to_run = max(spec.budget.trials - done, 0)

@@ -193,14 +193,13 @@ def run_trial(context: SweepContext, request: TrialRequest, report: Report,
 
     try:
         with memory_cap(context.memory_mb):
-            result = fit(request.training_run(context), on_epoch_end=on_epoch_end,
+            fit(request.training_run(context), on_epoch_end=on_epoch_end,
                          checkpoint_path=artifacts / "model.pt", accelerator=accelerator,
                          threads=max(1, int(context.cpus_per_trial)),
                          state_path=state_dir / STATE_FILE if state_dir is not None else None,
                          resume_from=resume_state,
                          on_first_step=lambda at: timing.update(first_step_at=at))
-        if result.data_summary:
-            (artifacts / "data.txt").write_text(result.data_summary + "\n", encoding="utf-8")
+
     except Exception as error:
         text = traceback.format_exc()
         if _is_out_of_memory(error):

@@ -262,3 +262,22 @@ def test_a_worker_node_killed_mid_sweep_has_its_trials_retried_elsewhere(tmp_pat
         assert trial.user_attrs["node"] != doomed.node_id
         assert trial.user_attrs.get("resumed_from_epoch", 0) >= 1, trial.user_attrs
         assert sorted(trial.intermediate_values) == [1, 2, 3, 4, 5]
+
+
+@pytest.mark.slow
+def test_a_users_own_module_reaches_every_node_through_rays_runtime_environment(tmp_path, cluster):
+    """The user's module sits beside the spec in a folder no node process has on its path (the
+    nodes were started from the repository, and cluster trials add no local folder to theirs):
+    it imports on both nodes only because the driver ships it with Ray's runtime environment."""
+    from test_user_models import BASE, USER_MODULE
+
+    folder = tmp_path / "project"
+    folder.mkdir()
+    (folder / "clustermodel.py").write_text(USER_MODULE)
+    spec = folder / "spec.yaml"
+    spec.write_text(BASE.replace("usermodel.", "clustermodel.").replace("trials: 4", "trials: 6"))
+    run_dir = tmp_path / "run"
+    out = _finish(_sweep(spec, run_dir, cluster.address))
+    assert "COMPLETE 6, PRUNED 0, FAIL 0" in out, out[-3000:]
+    study = _study(run_dir, "tiny")
+    assert {t.user_attrs["node"] for t in study.trials} == {cluster.head.node_id, cluster.gpu_node.node_id}

@@ -1,0 +1,81 @@
+"""Import rules of the codebase, checked from the source (no imports executed):
+
+- only search/ray_backend.py imports Ray;
+- models/ (the tasks and the training loop) imports neither Optuna, Ray nor finesweep.search;
+- the finesweep modules import each other without cycles (module-level imports; imports inside
+  functions are deferred on purpose and do not make a module unimportable).
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+PACKAGES = {"search": "finesweep.search", "models": "finesweep.models"}
+
+
+def _modules() -> dict[str, Path]:
+    found = {}
+    for folder, package in PACKAGES.items():
+        for path in sorted((ROOT / folder).rglob("*.py")):
+            parts = path.relative_to(ROOT / folder).with_suffix("").parts
+            name = ".".join((package, *parts))
+            found[name.removesuffix(".__init__")] = path
+    return found
+
+
+def _imports(path: Path, *, top_level_only: bool) -> set[str]:
+    tree = ast.parse(path.read_text(), filename=str(path))
+    nodes = tree.body if top_level_only else list(ast.walk(tree))
+    names: set[str] = set()
+    for node in nodes:
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+            names.add(node.module)
+            names.update(f"{node.module}.{alias.name}" for alias in node.names)
+        elif top_level_only and isinstance(node, ast.If):  # `if TYPE_CHECKING:` blocks do not run
+            continue
+    return names
+
+
+def test_only_the_ray_backend_imports_ray():
+    importers = sorted(name for name, path in _modules().items()
+                       if any(i == "ray" or i.startswith("ray.") for i in _imports(path, top_level_only=False)))
+    assert importers == ["finesweep.search.ray_backend"]
+
+
+def test_models_import_neither_optuna_ray_nor_the_search():
+    for name, path in _modules().items():
+        if not name.startswith("finesweep.models"):
+            continue
+        forbidden = sorted(i for i in _imports(path, top_level_only=False)
+                           if i.split(".")[0] in ("optuna", "ray") or i.startswith("finesweep.search"))
+        assert not forbidden, f"{name} imports {forbidden}"
+
+
+def test_module_level_imports_have_no_cycles():
+    modules = _modules()
+    graph = {name: sorted({i if i in modules else i.rsplit(".", 1)[0] for i in _imports(path, top_level_only=True)}
+                          & set(modules) - {name})
+             for name, path in modules.items()}
+    # Depth-first search for a back edge; report the cycle it closes.
+    state: dict[str, int] = {}
+    stack: list[str] = []
+
+    def visit(node: str) -> list[str] | None:
+        state[node] = 1
+        stack.append(node)
+        for nxt in graph[node]:
+            if state.get(nxt) == 1:
+                return stack[stack.index(nxt):] + [nxt]
+            if nxt not in state and (cycle := visit(nxt)):
+                return cycle
+        stack.pop()
+        state[node] = 2
+        return None
+
+    for node in graph:
+        if node not in state and (cycle := visit(node)):
+            raise AssertionError("import cycle: " + " -> ".join(cycle))
