@@ -1032,12 +1032,36 @@ class SpecChecker:
             return StrategySpec()
         options = self.mapping(entry.get("options"), ("strategy", "options"),
                                list(STRATEGIES[name].options))
+        if isinstance(options.get("start_from"), str):
+            # A file is read here, once: the sampler receives the point, never a path.
+            point = self.start_point(options["start_from"])
+            if point is None:
+                return StrategySpec(name=name)
+            options = {**options, "start_from": point}
         for key, expected, found in check_options(name, options, space):
             self.problem(("strategy", "options", key) if key else ("strategy", "name"), expected, found)
         seed = entry.get("seed")
         if seed is not None:
             seed = self.number(seed, ("strategy", "seed"), integer=True, low=0, high=MAX_SEED)
         return StrategySpec(name=name, options=options, seed=seed)
+
+    def start_point(self, value: str) -> dict[str, Any] | None:
+        """The searched values of an exported trial (best.yaml's ``#% params``), the file's path
+        taken relative to the spec's folder; None (and a problem) when it has none."""
+        from finesweep.search.export import read_record
+
+        path = Path(sc.resolve_relative(value, self.base_dir))
+        at = ("strategy", "options", "start_from")
+        try:
+            params = read_record(path).get("params")
+        except SpecError as error:
+            self.problem(at, "a readable best.yaml", "; ".join(p.found for p in error.problems))
+            return None
+        if not isinstance(params, dict):
+            self.problem(at, "a best.yaml with finesweep's record of the trial's params (launch.py export "
+                         "writes one)", f"{value!r} without one")
+            return None
+        return params
 
     def scheduler(self, value: Any) -> SchedulerSpec:
         from finesweep.search.schedulers import SCHEDULERS

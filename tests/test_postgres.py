@@ -22,7 +22,7 @@ from pathlib import Path
 
 import optuna
 import pytest
-import yaml
+from finesweep.search.export import read_record
 from finesweep.search.spec import parse_spec
 from finesweep.search.sweep import run_sweep
 
@@ -117,7 +117,7 @@ def test_two_sweeps_share_one_postgres_server_and_export_and_dashboard_read_it(t
     done = subprocess.run([sys.executable, "launch.py", "export", str(tmp_path / "pg_first")], cwd=ROOT,
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]
-    exported = yaml.safe_load(best.read_text())
+    exported = read_record(best)
     study = optuna.load_study(study_name="pg_first", storage=url)
     assert exported["value"] == pytest.approx(study.best_value)
     assert exported["trial"] == study.best_trial.number

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import optuna
 import pytest
-import yaml
 from finesweep.search.cli import main as launch
+from finesweep.search.export import read_record
 from finesweep.search.strategies import STRATEGIES
 from finesweep.search.study import load_study, state_counts
 
@@ -56,7 +56,7 @@ def test_strategy_runs_a_real_sweep(name, tmp_path, local_ray):
 def test_local_starts_from_an_exported_best_yaml(tmp_path, local_ray):
     first = tmp_path / "first"
     assert launch(["sweep", _spec(tmp_path, "random"), "--out", str(first)]) == 0
-    best = yaml.safe_load((first / "best.yaml").read_text())
+    best = read_record(first / "best.yaml")  # the trial's params, from the export's #% record
     spec = _spec(tmp_path, "local", options=f"{{start_from: {first / 'best.yaml'}}}")
     second = tmp_path / "second"
     assert launch(["sweep", spec, "--out", str(second)]) == 0

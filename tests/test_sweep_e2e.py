@@ -9,6 +9,7 @@ import pytest
 import torch
 import yaml
 from finesweep.search.cli import main as cli_main
+from finesweep.search.export import read_record
 from finesweep.search.retrain import retrain
 from finesweep.search.spec import parse_spec
 from finesweep.search.study import load_study, state_counts
@@ -99,13 +100,18 @@ def test_tensorboard_has_one_run_per_trial_with_scalars_and_hparams(finished_swe
 
 def test_best_yaml_round_trips_through_train(finished_sweep, tmp_path):
     spec, result = finished_sweep
-    exported = yaml.safe_load((result.run_dir / "best.yaml").read_text())
+    exported = read_record(result.run_dir / "best.yaml")
+    config = yaml.safe_load((result.run_dir / "best.yaml").read_text())
     assert exported["value"] == pytest.approx(result.best_value)
     assert exported["trial"] == result.best_trial
-    # The full resolved config: fixed values and task defaults, not just what was sampled.
-    assert exported["config"]["hidden_units"] == 32
-    assert exported["config"]["label_smoothing"] == 0.0
-    assert set(exported["versions"]) >= {"optuna", "ray", "torch", "pytorch-lightning"}
+    # A LightningCLI config: the fixed values and the sampled ones, nothing the trial did not use
+    # (momentum only where the optimizer was sgd).
+    assert set(config) == {"seed_everything", "trainer", "model", "data"}
+    init_args = config["model"]["init_args"]
+    assert init_args["hidden_units"] == 32 and init_args["conv_layers"] == 1
+    assert ("momentum" in init_args) == (init_args["optimizer"] == "sgd")
+    assert config["trainer"] == {"max_epochs": 2}
+    assert set(exported["versions"]) >= {"optuna", "ray", "torch", "pytorch-lightning", "jsonargparse"}
     state = torch.load(exported["checkpoint"], weights_only=True)
     assert any(key.startswith("backbone") for key in state)
 
@@ -124,7 +130,7 @@ def test_export_command_writes_top_k(finished_sweep, capsys):
     ranks = sorted((result.run_dir / "top").glob("rank_*.yaml"))
     complete = state_counts(load_study(spec.name, result.storage)).get("COMPLETE", 0)
     assert len(ranks) == min(2, complete)
-    values = [yaml.safe_load(p.read_text())["value"] for p in ranks]
+    values = [read_record(p)["value"] for p in ranks]
     assert values == sorted(values, reverse=True)
 
 
