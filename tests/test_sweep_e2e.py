@@ -169,3 +169,9 @@ def test_failing_trial_is_recorded_and_the_sweep_goes_on(tmp_path, local_ray):
         assert (result.run_dir / "trials" / f"trial_{trial.number:04d}" / "error.txt").exists()
     assert all(t.state == optuna.trial.TrialState.COMPLETE for t in healthy)
     assert result.best_trial in {t.number for t in healthy}
+
+
+def test_the_sweep_records_what_data_it_trained_on(finished_sweep):
+    spec, result = finished_sweep
+    assert (result.run_dir / "data.txt").read_text() == (
+        "scikit-learn digits (real 8x8 images), digits 0-9; train 1077, val 360, test 360\n")

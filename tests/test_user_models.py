@@ -437,3 +437,27 @@ def test_init_writes_a_valid_starting_spec(user_folder, tmp_path):
     assert {"model.lr", "model.hidden", "model.act", "data.batch_size"} <= set(spec.targets)
     listed = _cli("tasks", cwd=tmp_path)
     assert listed.returncode == 0 and "image_classification" in listed.stdout and "DigitsData" in listed.stdout
+
+
+def test_a_sweep_spec_given_to_train_is_named_as_such_in_one_line(tmp_path):
+    done = _cli("train", ROOT / "spaces" / "digits_cnn.yaml", cwd=tmp_path)
+    assert done.returncode == 2
+    problems = [line for line in done.stderr.splitlines() if line.startswith("  - ")]
+    assert len(problems) == 1, done.stderr
+    assert "expected an exported config (best.yaml), found a sweep spec" in problems[0]
+    assert "run `launch.py export RUN_DIR` first" in problems[0]
+
+
+def test_the_data_summary_says_what_was_read_and_the_split_sizes():
+    from finesweep.search.sweep import describe_data
+
+    summary = describe_data(parse_spec(ROOT / "spaces" / "digits_cnn.yaml"))
+    assert summary == "scikit-learn digits (real 8x8 images), digits 0-9; train 1077, val 360, test 360"
+
+
+def test_a_datamodule_without_a_summary_gets_none(user_folder):
+    from finesweep.search.sweep import describe_data
+
+    spec_path = user_folder / "spec.yaml"
+    spec_path.write_text(BASE)
+    assert describe_data(parse_spec(spec_path)) is None
