@@ -2,14 +2,42 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
 
+@dataclass(frozen=True)
+class Direction:
+    """Which way a metric improves, from a spec's ``mode`` ("min" or "max"): the one rule for
+    "better", "best" and "best first" that trials, rankings, reports and exports share."""
+
+    mode: str
+
+    @property
+    def maximizes(self) -> bool:
+        return self.mode == "max"
+
+    @property
+    def optuna(self) -> str:
+        """The study direction Optuna takes."""
+        return "maximize" if self.maximizes else "minimize"
+
+    def better(self, value: float, best: float | None) -> bool:
+        """Whether ``value`` improves on ``best`` (None: nothing yet)."""
+        return best is None or (value > best if self.maximizes else value < best)
+
+    def best(self, values: Iterable[float]) -> float:
+        return max(values) if self.maximizes else min(values)
+
+    def sort_key(self, value: float) -> float:
+        """Ascending order of this key is best first."""
+        return -value if self.maximizes else value
+
+
 def is_better(value: float, best: float | None, mode: str) -> bool:
     """Whether ``value`` improves on ``best`` (None: nothing yet) in direction ``mode``."""
-    return best is None or (value > best if mode == "max" else value < best)
+    return Direction(mode).better(value, best)
 
 
 @dataclass(frozen=True)

@@ -7,6 +7,7 @@ import time
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, TextIO
 
+from finesweep.models.run import Direction
 from finesweep.search.study import Outcome, ranked_trials, state_counts
 
 if TYPE_CHECKING:
@@ -59,9 +60,8 @@ class SweepMonitor:
     def trial_ended(self, number: int, params: Mapping[str, Any], outcome: Outcome, epochs: int) -> None:
         self.running.discard(number)
         self.counts[outcome.state] += 1
-        if outcome.state == "COMPLETE" and (
-                self.best is None
-                or (outcome.value > self.best[0] if self.spec.mode == "max" else outcome.value < self.best[0])):
+        if outcome.state == "COMPLETE" and Direction(self.spec.mode).better(
+                outcome.value, self.best[0] if self.best else None):
             self.best = (outcome.value, number)
         if self.hparams is not None:
             self.hparams.write_trial(f"trial_{number:04d}", params, outcome.state, outcome.value, epochs)

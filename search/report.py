@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from finesweep.models.run import Direction
 from finesweep.search.results import SweepRecord, format_value, param_cells, trial_value
 from finesweep.search.study import describe_storage, state_counts
 from finesweep.search.trial import tensorboard_dir
@@ -69,7 +70,7 @@ def _best_so_far(values: dict[int, float], mode: str, up_to: int | None = None) 
     kept = [v for step, v in values.items() if up_to is None or step <= up_to]
     if not kept:
         return None
-    return max(kept) if mode == "max" else min(kept)
+    return Direction(mode).best(kept)
 
 
 def _figure(width: float = 8.0, height: float = 4.5) -> Figure:
@@ -109,7 +110,7 @@ def plot_history(record: SweepRecord, trials: list[optuna.trial.FrozenTrial]) ->
     for trial in sorted(trials, key=lambda t: t.number):
         if trial.state.name == "COMPLETE":
             value = float(trial.value)
-            best = value if best is None else (max(best, value) if record.mode == "max" else min(best, value))
+            best = value if best is None else Direction(record.mode).best((best, value))
         if best is not None:
             steps_x.append(trial.number)
             steps_y.append(best)
@@ -145,7 +146,7 @@ def importances(record: SweepRecord, trials: list[optuna.trial.FrozenTrial]) -> 
     if len(scored) < 3 or not record.param_names:
         return Importances({}, f"not computed: {len(scored)} trials with a value (at least 3 needed)", len(scored))
     epoch = min(max(t.intermediate_values) for t in scored)
-    direction = "maximize" if record.mode == "max" else "minimize"
+    direction = Direction(record.mode).optuna
     proxy = optuna.create_study(direction=direction)
     for trial in scored:
         proxy.add_trial(optuna.trial.create_trial(
@@ -226,14 +227,15 @@ def plot_parallel(record: SweepRecord, trials: list[optuna.trial.FrozenTrial]) -
     high = max(v for _, v in scored)
     span = (high - low) or 1.0
     # Yellow is the best value either way, hence the reversed map when lower is better.
-    colormap = matplotlib.colormaps["viridis" if record.mode == "max" else "viridis_r"]
+    colormap = matplotlib.colormaps["viridis" if Direction(record.mode).maximizes else "viridis_r"]
     # Colours spread over the COMPLETE trials only: pruned ones would squash them together.
     complete = [v for t, v in scored if t.state.name == "COMPLETE"]
     c_low, c_span = (min(complete), (max(complete) - min(complete)) or 1.0) if complete else (0.0, 1.0)
     shades = Normalize(c_low, c_low + c_span)
     # Pruned trials first, in grey, then complete ones worst to best: the best is drawn on top.
-    sign = 1.0 if record.mode == "max" else -1.0
-    for trial, value in sorted(scored, key=lambda tv: (tv[0].state.name == "COMPLETE", sign * tv[1])):
+    # Worst to best: the reverse of the best-first key.
+    for trial, value in sorted(scored, key=lambda tv: (tv[0].state.name == "COMPLETE",
+                                                       -Direction(record.mode).sort_key(tv[1]))):
         ys = [_axis_position(trial, name) for name in names] + [(value - low) / span]
         if trial.state.name == "COMPLETE":
             axes.plot(range(len(ys)), ys, color=colormap(shades(value)), alpha=0.95, linewidth=1.8)

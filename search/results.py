@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from finesweep.models.run import Direction
 from finesweep.search.study import STUDY_FILE, describe_storage, ranked_trials, storage_url
 
 if TYPE_CHECKING:
@@ -123,7 +124,7 @@ def trial_value(trial: optuna.trial.FrozenTrial, mode: str) -> float | None:
         return float(trial.value)
     if trial.state.name == "PRUNED" and trial.intermediate_values:
         values = trial.intermediate_values.values()
-        return float(max(values) if mode == "max" else min(values))
+        return float(Direction(mode).best(values))
     return None
 
 
@@ -141,8 +142,8 @@ def rank_candidates(trials: Sequence[optuna.trial.FrozenTrial], mode: str) -> li
     reached; on a tie a COMPLETE trial, then the one trained longer, comes first.
     """
     scored = [(trial, value) for trial in trials if (value := trial_value(trial, mode)) is not None]
-    sign = -1.0 if mode == "max" else 1.0
-    scored.sort(key=lambda tv: (sign * tv[1], tv[0].state.name != "COMPLETE",
+    direction = Direction(mode)
+    scored.sort(key=lambda tv: (direction.sort_key(tv[1]), tv[0].state.name != "COMPLETE",
                                 -max(tv[0].intermediate_values or {0: 0}), tv[0].number))
     return [trial for trial, _ in scored]
 

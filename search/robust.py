@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from finesweep.models.run import TrainingRun
+from finesweep.models.run import Direction, TrainingRun
 from finesweep.search.export import BEST_FILE, export_text, write_rank
 from finesweep.search.results import ResultsError, SweepRecord, mean_std, top_candidates, trial_value
 from finesweep.search.spec import MAX_SEED
@@ -165,8 +165,8 @@ def robust_export(record: SweepRecord, runner: Runner, *, top_k: int = 5, reseed
     if not scored:
         reasons = "; ".join(error for c in configs for error in c.errors[:1])
         raise ResultsError(f"every retraining failed: {reasons}")
-    sign = -1.0 if spec.mode == "max" else 1.0
-    chosen = min(scored, key=lambda c: (sign * c.summary(spec.metric)["mean"], c.rank))
+    direction = Direction(spec.mode)
+    chosen = min(scored, key=lambda c: (direction.sort_key(c.summary(spec.metric)["mean"]), c.rank))
     paths = _write(record, out_dir, configs, chosen, chosen_trials, reseed, top_k)
     return RobustResult(chosen, configs, spec.metric, spec.mode, paths)
 

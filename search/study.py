@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from finesweep.models.run import Direction
+
 if TYPE_CHECKING:
     import optuna
     from finesweep.search.spec import SweepSpec
@@ -51,9 +53,8 @@ def _storage(url: str) -> optuna.storages.BaseStorage:
 def open_study(spec: SweepSpec, url: str, sampler: optuna.samplers.BaseSampler | None = None) -> optuna.Study:
     import optuna
 
-    direction = "maximize" if spec.mode == "max" else "minimize"
     return optuna.create_study(study_name=spec.name, storage=_storage(url), sampler=sampler,
-                               direction=direction, load_if_exists=True)
+                               direction=Direction(spec.mode).optuna, load_if_exists=True)
 
 
 def load_study(name: str, url: str) -> optuna.Study:
@@ -129,7 +130,7 @@ def ranked_trials(study: optuna.Study, mode: str) -> list[optuna.trial.FrozenTri
 
 def ranked_trials_of(trials: list[optuna.trial.FrozenTrial], mode: str) -> list[optuna.trial.FrozenTrial]:
     done = [t for t in trials if t.state.name == "COMPLETE"]
-    return sorted(done, key=lambda t: t.value, reverse=(mode == "max"))
+    return sorted(done, key=lambda t: Direction(mode).sort_key(t.value))
 
 
 def describe_storage(url: str) -> str:
