@@ -11,7 +11,6 @@ import json
 import re
 import subprocess
 import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -301,21 +300,21 @@ def test_python_tag_is_never_executed(write_spec, tmp_path):
     assert not marker.exists()
 
 
+# A timeout, not a wall-clock assert: an expanding bomb takes minutes (or all memory), a loaded
+# machine only seconds longer.
+@pytest.mark.timeout(30)
 def test_alias_bomb_is_rejected_quickly(write_spec):
     path = write_spec(BILLION_LAUGHS)
-    start = time.perf_counter()
     with pytest.raises(SpecError, match="YAML nodes"):
         parse_spec(path)
-    assert time.perf_counter() - start < 2.0
 
 
+@pytest.mark.timeout(30)  # listing a billion values would take far longer
 def test_large_int_range_condition_is_checked_without_listing_the_range(write_spec):
     text = edit("conv_layers: {type: int, low: 1, high: 3}", "channels: {type: int, low: 1, high: 1000000000}")
     path = write_spec(edit("when: {optimizer: sgd}", "when: {channels: 0}", text))
-    start = time.perf_counter()
     with pytest.raises(SpecError, match=r"space\.momentum\.when\.channels: .*from 1 to 1000000000"):
         parse_spec(path)
-    assert time.perf_counter() - start < 2.0
 
 
 def test_wrong_choice_does_not_cascade_into_its_conditions(write_spec):
@@ -415,11 +414,11 @@ def test_invalid_override_is_attributed_to_the_command_line():
 # --------------------------------------------------------------------------- the command line
 
 
-def run_cli(*args: str | Path) -> tuple[subprocess.CompletedProcess[str], float]:
-    start = time.perf_counter()
-    result = subprocess.run([sys.executable, "launch.py", *map(str, args)], cwd=ROOT, capture_output=True,
-                            text=True, timeout=60)
-    return result, time.perf_counter() - start
+def run_cli(*args: str | Path) -> subprocess.CompletedProcess[str]:
+    # A timeout, not a wall-clock assert: the refusal must come before any compute, which the
+    # checks below see (no run directory, no Ray); how fast depends on the machine's load.
+    return subprocess.run([sys.executable, "launch.py", *map(str, args)], cwd=ROOT, capture_output=True,
+                          text=True, timeout=120)
 
 
 @pytest.mark.parametrize("case_id", ["low_above_high", "yaml_syntax_error", "python_object_tag"])
@@ -427,23 +426,21 @@ def test_cli_rejects_a_bad_spec_before_anything_runs(case_id, write_spec, tmp_pa
     case = next(c for c in BAD_SPECS if c.id == case_id)
     spec_path = write_spec(case.text)
     out = tmp_path / "run"
-    result, seconds = run_cli("sweep", spec_path, "--out", out)
+    result = run_cli("sweep", spec_path, "--out", out)
     assert result.returncode == 2, result.stderr
     assert f"{spec_path}:{case.line()}: {case.key}: expected " in result.stderr
     assert not out.exists()
     assert result.stdout == ""
     assert not re.search(r"\bRay\b", result.stdout + result.stderr)  # "finesweep: starting Ray" never printed
-    assert seconds < 15
 
 
 def test_cli_rejects_an_invalid_override(tmp_path):
     out = tmp_path / "run"
-    result, seconds = run_cli("sweep", DIGITS, "--trials", "0", "--out", out)
+    result = run_cli("sweep", DIGITS, "--trials", "0", "--out", out)
     assert result.returncode == 2, result.stderr
     assert f"{DIGITS}: budget.trials: expected an integer >= 1, found 0" in result.stderr
     assert "command line" in result.stderr
     assert not out.exists()
-    assert seconds < 15
 
 
 CLI_LOOP = """
@@ -472,9 +469,8 @@ def test_every_bad_spec_and_a_100_mb_file_are_refused_by_the_cli_before_any_comp
         pairs.append((spec, tmp_path / f"run_{case.id}"))
     pairs.append((huge, tmp_path / "run_huge"))
     argv = [str(p) for pair in pairs for p in pair]
-    started = time.perf_counter()
     done = subprocess.run([sys.executable, "-c", CLI_LOOP, *argv], cwd=ROOT, capture_output=True, text=True,
-                          timeout=120)
+                          timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     report = json.loads(done.stdout.strip().splitlines()[-1])
     assert not report["ray_imported"]
@@ -483,4 +479,3 @@ def test_every_bad_spec_and_a_100_mb_file_are_refused_by_the_cli_before_any_comp
         assert f"{spec}:" in result["stderr"] and "expected" in result["stderr"], (spec.name, result)
         assert not out.exists(), spec.name
     assert "at most 1048576 bytes" in report["results"][-1]["stderr"]
-    assert time.perf_counter() - started < 60
