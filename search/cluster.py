@@ -38,13 +38,6 @@ def accelerator_for(gpu_ids: Sequence[Any], cuda_available: bool) -> str:
     return "gpu" if gpu_ids and cuda_available else "cpu"
 
 
-def trials_per_gpu(gpus_per_trial: float) -> int:
-    """How many trials share one GPU at once (``gpus: 0.5`` puts two on one device)."""
-    if not 0 < gpus_per_trial < 1:
-        return 1
-    return int(1 / gpus_per_trial + 1e-9)
-
-
 def node_label(node_id: str | None, node_ip: str | None) -> str:
     """A short, readable name for a node: its address and the start of Ray's node id (several
     nodes may share one address, e.g. a test cluster on one machine)."""

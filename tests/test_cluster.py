@@ -21,7 +21,7 @@ from types import SimpleNamespace
 
 import optuna
 import pytest
-from finesweep.search.cluster import accelerator_for, is_loopback, nodes_line, trials_per_gpu, trials_per_node
+from finesweep.search.cluster import accelerator_for, is_loopback, nodes_line, trials_per_node
 from finesweep.search.study import state_counts
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -40,10 +40,6 @@ def test_a_logical_gpu_without_cuda_trains_on_cpu():
     assert accelerator_for(["0"], cuda_available=True) == "gpu"
     assert accelerator_for(["0"], cuda_available=False) == "cpu"
     assert accelerator_for([], cuda_available=True) == "cpu"
-
-
-def test_fractional_gpus_share_one_device():
-    assert [trials_per_gpu(g) for g in (0.5, 0.25, 0.3, 1, 2, 0)] == [2, 4, 3, 1, 1, 1]
 
 
 def test_trials_are_counted_per_node():
