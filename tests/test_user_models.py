@@ -461,3 +461,24 @@ def test_a_datamodule_without_a_summary_gets_none(user_folder):
     spec_path = user_folder / "spec.yaml"
     spec_path.write_text(BASE)
     assert describe_data(parse_spec(spec_path)) is None
+
+
+def test_ensembles_average_class_scores_or_regression_outputs_and_refuse_anything_else():
+    import torch
+    from finesweep.models.inference import NotEnsemblable, as_averageable, kind_of, predictions, scores
+
+    assert kind_of(torch.zeros(4, 3)) == "classification"
+    assert kind_of(torch.zeros(4)) == kind_of(torch.zeros(4, 1)) == "regression"
+    with pytest.raises(NotEnsemblable, match=r"shape \(4, 2, 3\)"):
+        kind_of(torch.zeros(4, 2, 3))
+    regression = scores(as_averageable(torch.tensor([1.0, 3.0]), "regression"), torch.tensor([2.0, 2.0]), "regression")
+    assert regression == {"mse": 1.0, "mae": 1.0}
+
+    class ReturnsADict(torch.nn.Module):
+        def predict_step(self, batch, batch_idx):
+            return {"logits": batch[0]}
+
+    with pytest.raises(NotEnsemblable, match="predict_step returned dict"):
+        predictions(ReturnsADict(), [(torch.zeros(2, 3), torch.zeros(2))])
+    with pytest.raises(NotEnsemblable, match=r"batches of \(inputs\.\.\., target\)"):
+        predictions(ReturnsADict(), [torch.zeros(2, 3)])
