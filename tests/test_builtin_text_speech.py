@@ -55,6 +55,16 @@ def write_wav(path: Path, tone_hz: float, rate: int = 16000, seconds: float = 0.
         handle.writeframes(samples.tobytes())
 
 
+def write_speech_folder(folder: Path) -> None:
+    """Eight clips of two 'words' (a low and a high tone) by four speakers, with transcripts.csv."""
+    rows = ["file,text,speaker"]
+    for speaker in range(4):
+        for word, tone in (("low", 300.0), ("high", 2000.0)):
+            write_wav(folder / f"{word}_{speaker}.wav", tone + 10 * speaker)
+            rows.append(f"{word}_{speaker}.wav,{word},s{speaker}")
+    (folder / "transcripts.csv").write_text("\n".join(rows))
+
+
 @pytest.fixture(scope="module")
 def text_source(tmp_path_factory) -> tuple[FitResult, Path]:
     """One tiny run on the fortunes, its best weights saved (torch.save of a state dict)."""
@@ -112,12 +122,7 @@ def test_speech_trains_with_augmentation_and_logs_its_metrics(speech_source):
 
 
 def test_speech_on_a_user_folder_of_wavs(tmp_path):
-    rows = ["file,text,speaker"]
-    for speaker in range(4):
-        for word, tone in (("low", 300.0), ("high", 2000.0)):
-            write_wav(tmp_path / f"{word}_{speaker}.wav", tone + 10 * speaker)
-            rows.append(f"{word}_{speaker}.wav,{word},s{speaker}")
-    (tmp_path / "transcripts.csv").write_text("\n".join(rows))
+    write_speech_folder(tmp_path)
     data = {"source": "folder", "path": str(tmp_path), "val_fraction": 0.25, "test_fraction": 0.25,
             "clip_seconds": 0.4}
     assert SpeechData(**data).info["labels"] == ("high", "low")

@@ -10,13 +10,10 @@ scripts/setup.sh; where they are missing, the tests that need them fail with the
 
 from __future__ import annotations
 
-import math
 import pickle
 import shutil
-import wave
 from pathlib import Path
 
-import numpy as np
 import pytest
 import pytorch_lightning as pl
 import torch
@@ -30,6 +27,7 @@ from finesweep.models.run import TrainingRun
 from finesweep.models.speech_recognition import N_FFT, SpeechData, mel_filterbank
 from finesweep.models.tasks import TASKS
 from finesweep.models.training import fit, make_trainer
+from test_builtin_text_speech import write_speech_folder
 
 ROOT = Path(__file__).resolve().parents[1]
 IMAGE = TASKS["image_classification"]
@@ -48,17 +46,6 @@ def image_model(data: DigitsData, **model_args) -> ImageClassifier:
     model = ImageClassifier(**{**TINY_IMAGE, **model_args})
     model.build_for(data.info)
     return model
-
-
-def write_wav(path: Path, tone_hz: float, rate: int = 16000, seconds: float = 0.3) -> None:
-    t = np.arange(int(rate * seconds)) / rate
-    samples = (0.5 * np.sin(2 * math.pi * tone_hz * t) * 32767).astype("<i2")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with wave.open(str(path), "wb") as handle:
-        handle.setnchannels(1)
-        handle.setsampwidth(2)
-        handle.setframerate(rate)
-        handle.writeframes(samples.tobytes())
 
 
 # ---- text preprocessing
@@ -103,12 +90,7 @@ def test_user_csv_and_jsonl_files_load(tmp_path):
 
 
 def test_speech_folder_loader_reads_wavs_with_transcripts_at_the_model_rate(tmp_path):
-    rows = ["file,text,speaker"]
-    for speaker in range(4):
-        for word, tone in (("low", 300.0), ("high", 2000.0)):
-            write_wav(tmp_path / f"{word}_{speaker}.wav", tone + 10 * speaker)
-            rows.append(f"{word}_{speaker}.wav,{word},s{speaker}")
-    (tmp_path / "transcripts.csv").write_text("\n".join(rows))
+    write_speech_folder(tmp_path)
     clips = speech_data.load_folder(str(tmp_path))
     assert sorted(set(clips.words)) == ["high", "low"] and len(clips.audio) == 8
     assert sorted(set(clips.speakers)) == ["s0", "s1", "s2", "s3"]

@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 import yaml
 from finesweep.search.spec import SpecError, parse_spec
+from test_spec_validation import CLI_LOOP  # the same in-process loop over many specs
 
 ROOT = Path(__file__).resolve().parents[1]
 LAUNCH = str(ROOT / "launch.py")
@@ -287,17 +288,6 @@ def test_relative_paths_resolve_against_the_spec_folder(user_folder, tmp_path, m
     assert spec.raw["data"]["init_args"]["path"] == str(user_folder / "rows.csv")  # the run's spec.yaml copy
 
 
-CLI_LOOP = """
-import contextlib, io, json, sys
-from finesweep.search.cli import main
-results = []
-for spec, out in zip(sys.argv[1::2], sys.argv[2::2]):
-    err = io.StringIO()
-    with contextlib.redirect_stderr(err):
-        code = main(["sweep", spec, "--out", out])
-    results.append({"code": code, "stderr": err.getvalue()})
-print(json.dumps({"results": results, "ray_imported": "ray" in sys.modules}))
-"""
 
 
 def test_every_bad_user_spec_exits_2_through_the_cli_before_ray(user_folder, tmp_path):
