@@ -551,7 +551,10 @@ class SpecChecker:
         if kind == "names" and target.choices:
             return self.string(value, path, target.choices) is not None
         if kind == "bool" and not target.nested:
-            return self.boolean(value, path) if isinstance(value, bool) else self.boolean(value, path) or False
+            if isinstance(value, bool):
+                return True  # False is a value like any other: it must not read as "invalid"
+            self.boolean(value, path)
+            return False
         whole = value
         if target.nested:
             whole = components.nested_set(target.fixed_whole or {}, target.nested, value)

@@ -472,3 +472,14 @@ def test_ensembles_average_class_scores_or_regression_outputs_and_refuse_anythin
         predictions(ReturnsADict(), [(torch.zeros(2, 3), torch.zeros(2))])
     with pytest.raises(NotEnsemblable, match=r"batches of \(inputs\.\.\., target\)"):
         predictions(ReturnsADict(), [torch.zeros(2, 3)])
+
+
+def test_a_fixed_false_is_kept_and_a_non_boolean_is_refused(tmp_path):
+    spec_path = tmp_path / "text.yaml"
+    spec_path.write_text("name: t\ntask: text_classification\nmetric: val_acc\n"
+                         "space:\n  bidirectional: false\n  layers: {type: int, low: 1, high: 2}\n")
+    spec = parse_spec(spec_path)
+    assert spec.training_config({"layers": 1})["model"]["init_args"]["bidirectional"] is False
+    spec_path.write_text(spec_path.read_text().replace("bidirectional: false", "bidirectional: nope"))
+    with pytest.raises(SpecError, match=r"space\.bidirectional: expected true or false, found 'nope'"):
+        parse_spec(spec_path)
