@@ -130,10 +130,11 @@ class _StopWhenAborted(tune.Stopper):
         self.searcher = searcher
 
     def __call__(self, trial_id: str, result: dict[str, Any]) -> bool:
-        return self.searcher.abort_reason is not None
+        return self.stop_all()
 
     def stop_all(self) -> bool:
-        return self.searcher.abort_reason is not None
+        # A copy Ray restored from a pickle has no searcher; the driver's own object decides.
+        return self.searcher is not None and self.searcher.abort_reason is not None
 
     def __getstate__(self) -> dict[str, Any]:
         return {"searcher": None}  # Ray pickles the run config; the searcher stays here.

@@ -49,7 +49,9 @@ def run_job(job: RetrainJob, accelerator: str = "cpu") -> dict[str, float]:
     from finesweep.search.trial import quiet_training_logs
 
     quiet_training_logs()
-    sys.path.extend(root for root in job.import_roots if root not in sys.path)
+    for root in reversed(job.import_roots):  # first on the path, as in the driver
+        if root not in sys.path:
+            sys.path.insert(0, root)
     result = fit(job.run, accelerator=accelerator, threads=job.threads, evaluate_test=True)
     return {**{k: float(v) for k, v in result.best.items()}, **(result.test or {}),
             "best_epoch": float(result.best_epoch), "seconds": round(result.seconds, 2)}

@@ -155,9 +155,10 @@ def run_trial(context: SweepContext, request: TrialRequest, report: Report,
     from torch.utils.tensorboard import SummaryWriter
 
     quiet_training_logs()
-    for root in context.import_roots:
+    # First on the path, as in the driver: a user's `data.py` beside the spec is theirs.
+    for root in reversed(context.import_roots):
         if root not in sys.path and Path(root).is_dir():
-            sys.path.append(root)
+            sys.path.insert(0, root)
     artifacts = trial_dir(context.run_dir, request.number)
     artifacts.mkdir(parents=True, exist_ok=True)
     error_file = artifacts / "error.txt"
