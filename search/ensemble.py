@@ -105,7 +105,9 @@ def build_ensemble(record: SweepRecord, top_k: int = 5) -> EnsembleReport:
 
 def load_ensemble(path: str | Path) -> tuple[str, dict[str, Any], list[dict[str, Any]]]:
     """The task, data settings and members of a saved ``ensemble.yaml``."""
-    document = yaml.safe_load(Path(path).read_text())
+    from finesweep.search.spec import load_yaml
+
+    document, _ = load_yaml(path)  # The spec's limits: no alias bombs, no Python tags, UTF-8 only.
     problems = []
     if not isinstance(document, dict) or document.get("finesweep_ensemble") != ENSEMBLE_FORMAT:
         raise ResultsError(f"{path}: expected an ensemble written by `launch.py ensemble` "

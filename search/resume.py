@@ -26,10 +26,12 @@ class SpecChanges:
 
 
 def compare_specs(old: SweepSpec, new: SweepSpec) -> SpecChanges:
-    """Changes that would make old and new trials incomparable are incompatible: the task,
-    its data, the metric and its direction, and the kind of a searched parameter."""
+    """Changes that would make old and new trials incomparable are incompatible: the name,
+    the task, its data, the metric and its direction, and the kind of a searched parameter."""
     changes = SpecChanges()
-    for label, before, after in (("task", old.task.name, new.task.name),
+    # The name is the study's key in its database and names the exports: another name
+    # would start a second study beside the first and overwrite its best.yaml.
+    for label, before, after in (("name", old.name, new.name), ("task", old.task.name, new.task.name),
                                  ("data", old.resolved_data(), new.resolved_data()),
                                  ("metric", old.metric, new.metric), ("mode", old.mode, new.mode)):
         if before != after:

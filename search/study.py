@@ -37,6 +37,16 @@ def redact(url: str) -> str:
     return f"{scheme}://{user}:***@{host}" if ":" in credentials else url
 
 
+def without_password(url: str) -> str:
+    """The storage URL with its password, if any, left out (for files written to disk);
+    the database driver then takes it from PGPASSWORD or ~/.pgpass."""
+    if "@" not in url or "://" not in url:
+        return url
+    scheme, rest = url.split("://", 1)
+    credentials, host = rest.rsplit("@", 1)
+    return f"{scheme}://{credentials.split(':', 1)[0]}@{host}"
+
+
 def _storage(url: str) -> optuna.storages.BaseStorage:
     import optuna
 
