@@ -43,6 +43,10 @@ class ResourceError(RuntimeError):
     """The cluster cannot ever run one trial with the resources the spec asks for."""
 
 
+class ClusterError(RuntimeError):
+    """The cluster at the given address cannot be joined (its token was refused)."""
+
+
 def start_ray(address: str | None, *, verbose: bool = False) -> bool:
     """Start a local Ray on loopback only, or join the cluster at ``address``; True when
     this call started a local Ray of its own.
@@ -71,7 +75,12 @@ def start_ray(address: str | None, *, verbose: bool = False) -> bool:
         ray.init(address="local", include_dashboard=False, log_to_driver=verbose, logging_level=level,
                  configure_logging=True, _node_ip_address="127.0.0.1")
         return True
-    ray.init(address=address, log_to_driver=verbose, logging_level=level, configure_logging=True)
+    try:
+        ray.init(address=address, log_to_driver=verbose, logging_level=level, configure_logging=True)
+    except ray.exceptions.AuthenticationError as error:
+        raise ClusterError(f"the Ray cluster at {address} refused this driver: {str(error).splitlines()[0]} "
+                           "(give every node and the driver the cluster's token: RAY_AUTH_MODE=token with "
+                           "~/.ray/auth_token or RAY_AUTH_TOKEN)") from None
     return False
 
 
@@ -453,6 +462,7 @@ def start_loopback_cluster(temp_dir: str, head: Mapping[str, Any],
     # machine's public address; the node processes inherit the setting.
     os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
     ray_constants.ENABLE_RAY_CLUSTER = False
+    _reload_auth_settings()  # The caller may have set RAY_AUTH_MODE / RAY_AUTH_TOKEN for this cluster.
     loopback = {"node_ip_address": "127.0.0.1", "temp_dir": temp_dir}
     cluster = Cluster(initialize_head=True, shutdown_at_exit=True,
                       head_node_args={"include_dashboard": False, **loopback, **head})

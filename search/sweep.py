@@ -215,8 +215,11 @@ def _run_locked(spec: SweepSpec, run_dir: Path, *, address: str | None, verbose:
 
     out.write(f"finesweep: starting Ray ({'local, 127.0.0.1' if address is None else address})\n")
     out.flush()
-    if ray_backend.start_ray(address, verbose=verbose):
-        record_session(run_dir, *ray_backend.local_session())
+    try:
+        if ray_backend.start_ray(address, verbose=verbose):
+            record_session(run_dir, *ray_backend.local_session())
+    except ray_backend.ClusterError as error:
+        raise SweepError(str(error)) from None
     stop.install()  # ray.init installs its own SIGTERM handler.
     try:
         ray_backend.check_resources(spec.resources.cpus, spec.resources.gpus)
