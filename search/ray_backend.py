@@ -281,9 +281,16 @@ class StudySearcher(Searcher):
             self.monitor.trial_ended(trial.number, trial.params, outcome, epochs)
 
     def _ray_error(self, trial_id: str) -> str | None:
-        """Ray's account of a failure the trial could not write itself (its worker or node died)."""
-        path = self.run_dir / "ray" / "tune" / f"ray_{trial_id}" / "error.txt"
-        if not path.exists():
+        """Ray's account of a failure the trial could not write itself (its worker, raylet or
+        node died). Tune writes it in the driver's staging folder inside Ray's session before
+        telling the searcher, and copies it under the run directory only later."""
+        candidates = [self.run_dir / "ray" / "tune" / f"ray_{trial_id}" / "error.txt"]
+        node = getattr(ray._private.worker, "_global_node", None)
+        if node is not None:
+            candidates += Path(node.get_session_dir_path()).glob(
+                f"artifacts/*/*/driver_artifacts/ray_{trial_id}/error.txt")
+        path = next((c for c in candidates if c.exists()), None)
+        if path is None:
             return None
         lines = [line.strip() for line in path.read_text(errors="replace").splitlines()
                  if line.strip() and not line.startswith("Failure #")]

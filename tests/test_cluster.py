@@ -361,3 +361,28 @@ def test_ray_start_joins_a_head_after_a_local_sweep_on_the_same_machine(tmp_path
     finally:
         _stop_ray_started_in(temp_dir)
         shutil.rmtree(temp_dir, ignore_errors=True)
+
+
+@pytest.mark.slow
+def test_a_trial_whose_node_dies_without_retries_fails_with_rays_reason(tmp_path, cluster):
+    doomed = cluster.ray.add_node(num_cpus=1, node_ip_address="127.0.0.1")
+    run_dir = tmp_path / "run"
+    spec = KILLED.replace("max_failures: 1", "max_failures: 0").replace("trials: 8", "trials: 4")
+    process = _sweep(_spec(tmp_path, spec), run_dir, cluster.address)
+    try:
+        deadline = time.monotonic() + 240
+        on_doomed: set[int] = set()
+        while not on_doomed and process.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.3)
+            on_doomed = _running_on(run_dir / "study.db", doomed.node_id)
+        assert on_doomed, "a trial ran on the node before it was killed"
+    finally:
+        cluster.ray.remove_node(doomed, allow_graceful=False)
+    process.communicate(timeout=240)
+    study = _study(run_dir, "killed")
+    for number in on_doomed:
+        trial = study.trials[number]
+        assert trial.state == optuna.trial.TrialState.FAIL
+        # Ray's own words (the actor or its node died), not a guess that the trial raised.
+        reason = trial.user_attrs["fail_reason"]
+        assert reason != "the trial raised an error" and "died" in reason.lower(), reason
