@@ -157,6 +157,12 @@ def test_second_ctrl_c_stops_at_once_keeping_finished_trials(tmp_path):
     sweep = _launch("sweep", spec, "--out", run_dir)
     _wait_for(lambda: "COMPLETE" in _states(db).values(), 240, sweep)
     sweep.send_signal(signal.SIGINT)
+    # Signals of one kind do not queue: send the second once the first was handled.
+    seen = ""
+    while "stopping, no new trials" not in seen:
+        line = sweep.stderr.readline()
+        assert line, f"the driver ended without announcing the stop:\n{seen[-3000:]}"
+        seen += line
     sweep.send_signal(signal.SIGINT)
     out, err = sweep.communicate(timeout=120)
     assert sweep.returncode == 130, err[-3000:]
@@ -310,3 +316,19 @@ def test_an_ensemble_file_alias_bomb_is_refused_by_the_spec_loaders_limits(tmp_p
     done = _run("ensemble", path, timeout=120)
     assert done.returncode == 2, done.stderr[-2000:]
     assert str(path) in done.stderr and "Traceback" not in done.stderr
+
+
+def test_a_storage_password_stays_out_of_the_run_directory(tmp_path):
+    import stat
+
+    from finesweep.search.study import without_password
+    from finesweep.search.sweep import _write_spec_copy
+
+    assert without_password("postgresql://me:pw@db:5432/x") == "postgresql://me@db:5432/x"
+    assert without_password("postgresql://me@db/x") == "postgresql://me@db/x"
+    spec = parse_spec(_spec(tmp_path), {("storage",): "postgresql://me:s3cret@127.0.0.1/finesweep"})
+    copy = tmp_path / "copy.yaml"
+    _write_spec_copy(copy, spec)
+    assert "s3cret" not in copy.read_text() and "postgresql://me@127.0.0.1/finesweep" in copy.read_text()
+    assert stat.S_IMODE(copy.stat().st_mode) == 0o600
+    assert parse_spec(copy).storage == "postgresql://me@127.0.0.1/finesweep"
