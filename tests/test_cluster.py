@@ -344,14 +344,18 @@ def test_ray_start_joins_a_head_after_a_local_sweep_on_the_same_machine(tmp_path
 
     ray_cli = str(Path(sys.executable).with_name("ray"))
     temp_dir = tempfile.mkdtemp(prefix="fs-rs-", dir="/tmp")
-    gcs, client, *worker_ports = _free_ports(8)
-    common = ["--node-ip-address=127.0.0.1", "--num-cpus=1", "--disable-usage-stats"]
-    head = [ray_cli, "start", "--head", f"--port={gcs}", f"--ray-client-server-port={client}",
-            "--include-dashboard=false", f"--temp-dir={temp_dir}", *common]
+    # Every port given: other Ray instances on this machine hold Ray's default ones.
+    gcs, client, *ports = _free_ports(14)
     node_ports = ["--node-manager-port", "--object-manager-port", "--dashboard-agent-grpc-port",
                   "--dashboard-agent-listen-port", "--metrics-export-port", "--runtime-env-agent-port"]
-    worker = [ray_cli, "start", f"--address=127.0.0.1:{gcs}", *common,
-              *(f"{flag}={port}" for flag, port in zip(node_ports, worker_ports, strict=True))]
+
+    def node(ports: list[int]) -> list[str]:
+        return ["--node-ip-address=127.0.0.1", "--num-cpus=1", "--disable-usage-stats",
+                *(f"{flag}={port}" for flag, port in zip(node_ports, ports, strict=True))]
+
+    head = [ray_cli, "start", "--head", f"--port={gcs}", f"--ray-client-server-port={client}",
+            "--include-dashboard=false", f"--temp-dir={temp_dir}", *node(ports[:6])]
+    worker = [ray_cli, "start", f"--address=127.0.0.1:{gcs}", *node(ports[6:])]
     try:
         started = subprocess.run(head, capture_output=True, text=True, env=env, timeout=180)
         assert started.returncode == 0, started.stdout[-2000:] + started.stderr[-2000:]

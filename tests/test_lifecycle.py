@@ -332,3 +332,24 @@ def test_a_storage_password_stays_out_of_the_run_directory(tmp_path):
     assert "s3cret" not in copy.read_text() and "postgresql://me@127.0.0.1/finesweep" in copy.read_text()
     assert stat.S_IMODE(copy.stat().st_mode) == 0o600
     assert parse_spec(copy).storage == "postgresql://me@127.0.0.1/finesweep"
+
+
+@pytest.mark.slow
+def test_a_full_disk_is_one_clear_line_and_leaves_nothing(tmp_path):
+    """A 64 KiB tmpfs, nearly full (mounting needs root, as in CI's container)."""
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(disk)], capture_output=True,
+                             text=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs here: {mounted.stderr.strip()}")
+    try:
+        (disk / "filler").write_bytes(bytes(40_000))
+        done = _run("sweep", _spec(tmp_path), "--out", disk / "run")
+        assert done.returncode == 2, done.stderr[-2000:]
+        assert [line for line in done.stderr.splitlines() if line.strip()] == [
+            f"finesweep: cannot open the study storage sqlite:///{disk / 'run' / 'study.db'}: "
+            "database or disk is full"]
+        assert sorted(p.name for p in disk.iterdir()) == ["filler"]
+    finally:
+        subprocess.run(["umount", str(disk)], check=True)
