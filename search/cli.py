@@ -181,6 +181,16 @@ def _robust_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _clean_up_after_a_killed_driver(target: str | Path) -> None:
+    """Any command on a run directory ends the Ray processes a SIGKILLed driver left there."""
+    from finesweep.search.leftovers import clean_up
+
+    if "://" not in str(target) and Path(target).is_dir():
+        ended = clean_up(Path(target))
+        if ended:
+            print(f"finesweep: ended {ended} Ray processes left by a killed sweep of {target}", file=sys.stderr)
+
+
 def cmd_status(args: argparse.Namespace) -> int:
     from finesweep.search.results import ResultsError, load_sweep
     from finesweep.search.status import status_text
@@ -188,6 +198,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     if args.top_k < 1:
         print(f"finesweep: --top-k must be at least 1, but got {args.top_k}", file=sys.stderr)
         return EXIT_BAD_INPUT
+    _clean_up_after_a_killed_driver(args.target)
     try:
         print(status_text(load_sweep(args.target, args.study), args.top_k))
     except ResultsError as error:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -37,7 +38,8 @@ def record_session(run_dir: Path, session_dir: str, pids: Iterable[int]) -> None
     partial = path.with_suffix(".partial")
     fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as file:
-        json.dump({"driver": os.getpid(), "driver_started": psutil.Process().create_time(),
+        json.dump({"host": socket.gethostname(), "driver": os.getpid(),
+                   "driver_started": psutil.Process().create_time(),
                    "session_dir": session_dir,
                    "processes": {str(pid): started for pid, started in processes.items()}}, file)
     partial.replace(path)
@@ -65,9 +67,12 @@ def _is_ray(process: Any, raylet_pids: set[str]) -> bool:
 def leftovers(record: Mapping[str, Any]) -> list[Any]:
     """The recorded processes still running and still Ray's, plus any process started by a
     recorded raylet (its workers and agents carry the raylet's pid in their environment).
-    Only call it while holding the run directory's lock: then the recording driver is dead."""
+    Nothing while the recording driver still runs (same pid and start time), nor when the
+    record comes from another machine."""
     import psutil
 
+    if record.get("host") != socket.gethostname():
+        return []  # Recorded on another machine (a shared run directory): its pids mean nothing here.
     try:
         if psutil.Process(int(record["driver"])).create_time() == float(record["driver_started"]):
             return []  # The recording driver still runs (a test process reusing its Ray).
@@ -95,7 +100,8 @@ def leftovers(record: Mapping[str, Any]) -> list[Any]:
 
 def clean_up(run_dir: Path) -> int:
     """End the Ray processes a dead driver of this run directory left; returns how many.
-    The caller holds the run directory's lock, so that driver is not running."""
+    Safe without the run directory's lock too: a recording driver that still runs is left
+    alone (see :func:`leftovers`)."""
     import psutil
 
     path = run_dir / SESSION_FILE
