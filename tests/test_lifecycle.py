@@ -189,7 +189,7 @@ def test_ray_processes_left_by_a_sigkilled_driver_are_ended_by_the_next_command(
     assert status.returncode == 0, status.stderr[-3000:]
     assert leftovers(record) == []
     if left:
-        assert f"ended {len(left)} Ray processes left by a killed sweep" in status.stderr
+        assert "Ray processes left by a killed sweep" in status.stderr
     resumed = _run("resume", run_dir)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert sorted(_states(db)) == list(range(6))
