@@ -77,10 +77,14 @@ def start_ray(address: str | None, *, verbose: bool = False) -> bool:
         return True
     try:
         ray.init(address=address, log_to_driver=verbose, logging_level=level, configure_logging=True)
-    except ray.exceptions.AuthenticationError as error:
-        raise ClusterError(f"the Ray cluster at {address} refused this driver: {str(error).splitlines()[0]} "
-                           "(give every node and the driver the cluster's token: RAY_AUTH_MODE=token with "
-                           "~/.ray/auth_token or RAY_AUTH_TOKEN)") from None
+    except (ray.exceptions.AuthenticationError, ConnectionError) as error:
+        # Ray raises the token's refusal as the cause of a ConnectionError.
+        cause = error if isinstance(error, ray.exceptions.AuthenticationError) else error.__cause__
+        if isinstance(cause, ray.exceptions.AuthenticationError):
+            raise ClusterError(f"the Ray cluster at {address} refused this driver's token (give every node "
+                               "and the driver the cluster's token: RAY_AUTH_MODE=token with ~/.ray/auth_token "
+                               "or RAY_AUTH_TOKEN)") from None
+        raise ClusterError(f"cannot join the Ray cluster at {address}: {str(error).splitlines()[0]}") from None
     return False
 
 
