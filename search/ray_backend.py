@@ -78,13 +78,22 @@ def start_ray(address: str | None, *, verbose: bool = False) -> bool:
     try:
         ray.init(address=address, log_to_driver=verbose, logging_level=level, configure_logging=True)
     except (ray.exceptions.AuthenticationError, ConnectionError) as error:
-        # Ray raises the token's refusal as the cause of a ConnectionError.
-        cause = error if isinstance(error, ray.exceptions.AuthenticationError) else error.__cause__
-        if isinstance(cause, ray.exceptions.AuthenticationError):
+        if _refused_for_auth(error):
             raise ClusterError(f"the Ray cluster at {address} refused this driver's token (give every node "
                                "and the driver the cluster's token: RAY_AUTH_MODE=token with ~/.ray/auth_token "
                                "or RAY_AUTH_TOKEN)") from None
         raise ClusterError(f"cannot join the Ray cluster at {address}: {str(error).splitlines()[0]}") from None
+    return False
+
+
+def _refused_for_auth(error: BaseException | None) -> bool:
+    """Whether a failed ray.init was the cluster refusing the token: Ray raises a plain
+    ConnectionError whose causes say so, in words that vary with where the check failed."""
+    while error is not None:
+        text = str(error).lower()
+        if isinstance(error, ray.exceptions.AuthenticationError) or "authenticat" in text or "auth_token" in text:
+            return True
+        error = error.__cause__ or error.__context__
     return False
 
 

@@ -334,7 +334,10 @@ def test_ray_start_joins_a_head_after_a_local_sweep_on_the_same_machine(tmp_path
     A local sweep keeps its token to itself, so the README's cluster commands still work."""
     home = tmp_path / "home"
     home.mkdir()
-    env = {key: value for key, value in os.environ.items() if not key.startswith("RAY_AUTH")}
+    # A fresh shell on the machine: no token settings, and not the loopback-only switch this
+    # test process sets for its own clusters (with it `ray start --address` refuses to run).
+    env = {key: value for key, value in os.environ.items()
+           if not key.startswith("RAY_AUTH") and key != "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"}
     env["HOME"] = str(home)
     spec = _spec(tmp_path, SPREAD.replace("trials: 6", "trials: 1").replace("epoch_seconds: 0.5",
                                                                            "epoch_seconds: 0.0"))
@@ -388,6 +391,6 @@ def test_a_trial_whose_node_dies_without_retries_fails_with_rays_reason(tmp_path
     for number in on_doomed:
         trial = study.trials[number]
         assert trial.state == optuna.trial.TrialState.FAIL
-        # Ray's own words (the actor or its node died), not a guess that the trial raised.
+        # Ray's own words (its actor died or became unreachable), not a guess that the trial raised.
         reason = trial.user_attrs["fail_reason"]
-        assert reason != "the trial raised an error" and "died" in reason.lower(), reason
+        assert reason != "the trial raised an error" and "actor" in reason.lower(), reason
