@@ -125,7 +125,8 @@ def holder_of(run_dir: Path) -> Holder | None:
 
 def owner_is_live(owner: Any, now: float, me: Holder) -> bool:
     """Whether the recorded owner of a study may still be running (a plain decision, tested
-    without a database): on this host its pid decides; elsewhere only its lease can."""
+    without a database): one that released the study is not; on this host its pid decides;
+    elsewhere only its lease can."""
     if not isinstance(owner, dict):
         return False
     try:
@@ -133,8 +134,8 @@ def owner_is_live(owner: Any, now: float, me: Holder) -> bool:
         lease_until = float(owner["lease_until"])
     except (KeyError, TypeError, ValueError):
         return False
-    if holder == me:
-        return False
+    if holder == me or lease_until <= 0:
+        return False  # This process, or an owner that ended and released the study.
     if holder.host == me.host:
         return _alive(holder.pid)
     return lease_until > now

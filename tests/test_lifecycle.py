@@ -254,7 +254,8 @@ def test_a_relative_sqlite_url_is_made_absolute_when_the_spec_is_parsed(tmp_path
 def test_a_study_owner_counts_as_live_by_pid_here_and_by_lease_elsewhere():
     me = Holder(os.getpid(), "here")
     dead = 2**22 + 12345  # above the default pid_max: no such process
-    assert owner_is_live({"pid": os.getppid(), "host": "here", "lease_until": 0}, 100.0, me)
+    assert owner_is_live({"pid": os.getppid(), "host": "here", "lease_until": 50.0}, 100.0, me)
+    assert not owner_is_live({"pid": os.getppid(), "host": "here", "lease_until": 0.0}, 100.0, me)  # released
     assert not owner_is_live({"pid": dead, "host": "here", "lease_until": 1e12}, 100.0, me)
     assert owner_is_live({"pid": 1, "host": "there", "lease_until": 200.0}, 100.0, me)
     assert not owner_is_live({"pid": 1, "host": "there", "lease_until": 50.0}, 100.0, me)
