@@ -6,6 +6,7 @@ never pays for (or starts) Ray.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 import shutil
@@ -14,7 +15,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
 import yaml
 from finesweep.search.checkpoints import apply_retention
@@ -38,6 +39,9 @@ from finesweep.search.study import (
 )
 from finesweep.search.tensorboard_log import HParamsLog
 from finesweep.search.trial import clear_trial_outputs
+
+if TYPE_CHECKING:
+    import optuna
 
 SPEC_COPY = "spec.yaml"
 
@@ -202,7 +206,6 @@ def run_sweep(spec: SweepSpec, run_dir: Path, *, address: str | None = None, ver
 def _run_locked(spec: SweepSpec, run_dir: Path, *, address: str | None, verbose: bool, resume: bool,
                 out: TextIO, stop: StopRequested) -> SweepResult:
     """The sweep proper, under the run directory's lock."""
-    from finesweep.search.resume import finished_count, interrupted_trials
 
     started = time.monotonic()
     url = storage_url(spec.storage, run_dir)
@@ -230,11 +233,28 @@ def _run_locked(spec: SweepSpec, run_dir: Path, *, address: str | None, verbose:
     if spec.storage is None:
         _private_file(run_dir / STUDY_FILE)
     study = _open_fresh_or_resumed(spec, url, sampler, resume)
-    if spec.storage is not None:
-        try:
-            claim_study(study)
-        except LockError as error:
-            raise SweepError(str(error)) from None
+    if spec.storage is None:
+        return _run_study(spec, run_dir, study, url, accepted_changes, address=address, verbose=verbose,
+                          resume=resume, out=out, stop=stop, started=started)
+    try:
+        claim_study(study)
+    except LockError as error:
+        raise SweepError(str(error)) from None
+    try:
+        return _run_study(spec, run_dir, study, url, accepted_changes, address=address, verbose=verbose,
+                          resume=resume, out=out, stop=stop, started=started)
+    finally:
+        with contextlib.suppress(Exception):  # Unreachable database: the lease runs out by itself.
+            release_study(study)
+
+
+def _run_study(spec: SweepSpec, run_dir: Path, study: optuna.Study, url: str, accepted_changes: str | None, *,
+               address: str | None, verbose: bool, resume: bool, out: TextIO, stop: StopRequested,
+               started: float) -> SweepResult:
+    """Run the trials into the opened (and, in shared storage, claimed) study and export."""
+    from finesweep.search import ray_backend
+    from finesweep.search.resume import finished_count, interrupted_trials
+
     _write_spec_copy(run_dir / SPEC_COPY, spec)
     # Trial seeds derive from the strategy seed, so a seeded sweep retrains identically.
     seed_base = study.user_attrs.get("seed_base")
@@ -273,8 +293,6 @@ def _run_locked(spec: SweepSpec, run_dir: Path, *, address: str | None, verbose:
     ranked = ranked_trials(study, spec.mode)
     exports = write_exports(spec, run_dir, ranked)
     apply_retention(run_dir, study, spec.mode, spec.keep_best_checkpoints)
-    if spec.storage is not None:
-        release_study(study)
     seconds = time.monotonic() - started
     best = ranked[0] if ranked else None
     result = SweepResult(run_dir, url, seconds, best.value if best else None,
