@@ -132,6 +132,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     if args.top_k < 1:
         print("finesweep: --top-k must be at least 1", file=sys.stderr)
         return EXIT_BAD_INPUT
+    _clean_up_after_a_killed_driver(args.run_dir)
     if args.reseed is not None:
         return _robust_export(args)
     try:
@@ -213,6 +214,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     if args.top_k < 1:
         print(f"finesweep: --top-k must be at least 1, but got {args.top_k}", file=sys.stderr)
         return EXIT_BAD_INPUT
+    _clean_up_after_a_killed_driver(args.run_dir)
     try:
         print(write_report(load_sweep(args.run_dir), args.out, args.top_k))
     except ResultsError as error:
