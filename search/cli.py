@@ -13,8 +13,6 @@ from finesweep.models.data_sources import MissingDataSource
 from finesweep.search.spec import SpecError
 
 EXIT_BAD_INPUT = 2
-# A resume reads the storage URL, password included, from here when set (spec.yaml has none).
-STORAGE_VAR = "FINESWEEP_STORAGE"
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -96,9 +94,6 @@ def _run(spec_path: Path | str, overrides: dict, run_dir: Path | None, args: arg
     from finesweep.search.spec import parse_spec
     from finesweep.search.sweep import SweepError, SweepStopped, default_run_dir, run_sweep
 
-    if resume and STORAGE_VAR in os.environ and ("storage",) not in overrides:
-        # The run's spec.yaml keeps no password: the full URL may come from the environment.
-        overrides = {**overrides, ("storage",): os.environ[STORAGE_VAR]}
     spec = parse_spec(spec_path, overrides)
     try:
         result = run_sweep(spec, run_dir or default_run_dir(spec), address=args.address,
@@ -129,8 +124,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     from finesweep.search.export import write_exports
     from finesweep.search.results import ResultsError, load_sweep
 
-    if args.top_k < 1:
-        print("finesweep: --top-k must be at least 1", file=sys.stderr)
+    if _bad_top_k(args.top_k):
         return EXIT_BAD_INPUT
     _clean_up_after_a_killed_driver(args.run_dir)
     if args.reseed is not None:
@@ -183,21 +177,24 @@ def _robust_export(args: argparse.Namespace) -> int:
 
 
 def _clean_up_after_a_killed_driver(target: str | Path) -> None:
-    """Any command on a run directory ends the Ray processes a SIGKILLed driver left there."""
-    from finesweep.search.leftovers import clean_up
+    from finesweep.search.leftovers import clean_up_run_dir
 
-    if "://" not in str(target) and Path(target).is_dir():
-        ended = clean_up(Path(target))
-        if ended:
-            print(f"finesweep: ended {ended} Ray processes left by a killed sweep of {target}", file=sys.stderr)
+    ended = clean_up_run_dir(target)
+    if ended:
+        print(f"finesweep: ended {ended} Ray processes left by a killed sweep of {target}", file=sys.stderr)
+
+
+def _bad_top_k(top_k: int) -> bool:
+    if top_k < 1:
+        print(f"finesweep: --top-k must be at least 1, but got {top_k}", file=sys.stderr)
+    return top_k < 1
 
 
 def cmd_status(args: argparse.Namespace) -> int:
     from finesweep.search.results import ResultsError, load_sweep
     from finesweep.search.status import status_text
 
-    if args.top_k < 1:
-        print(f"finesweep: --top-k must be at least 1, but got {args.top_k}", file=sys.stderr)
+    if _bad_top_k(args.top_k):
         return EXIT_BAD_INPUT
     _clean_up_after_a_killed_driver(args.target)
     try:
@@ -211,8 +208,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     from finesweep.search.report import write_report
     from finesweep.search.results import ResultsError, load_sweep
 
-    if args.top_k < 1:
-        print(f"finesweep: --top-k must be at least 1, but got {args.top_k}", file=sys.stderr)
+    if _bad_top_k(args.top_k):
         return EXIT_BAD_INPUT
     _clean_up_after_a_killed_driver(args.run_dir)
     try:

@@ -125,3 +125,10 @@ def clean_up(run_dir: Path) -> int:
             pass
     path.unlink(missing_ok=True)
     return len(found)
+
+
+def clean_up_run_dir(target: str | os.PathLike[str]) -> int:
+    """:func:`clean_up` for a command's target when it is a run directory (not a storage URL)."""
+    if "://" in str(target) or not Path(target).is_dir():
+        return 0
+    return clean_up(Path(target))

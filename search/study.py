@@ -21,8 +21,15 @@ if TYPE_CHECKING:
 STUDY_FILE = "study.db"
 
 
+# The storage URL with its password: run files keep it without (see without_password).
+STORAGE_VAR = "FINESWEEP_STORAGE"
+
+
 def storage_url(spec_storage: str | None, run_dir: str | Path) -> str:
     if spec_storage:
+        given = os.environ.get(STORAGE_VAR)
+        if given and without_password(given) == without_password(spec_storage):
+            return given  # The same database, with the password that spec.yaml leaves out.
         return spec_storage
     return f"sqlite:///{(Path(run_dir) / STUDY_FILE).resolve()}"
 

@@ -324,10 +324,10 @@ def test_an_ensemble_file_alias_bomb_is_refused_by_the_spec_loaders_limits(tmp_p
     assert str(path) in done.stderr and "Traceback" not in done.stderr
 
 
-def test_a_storage_password_stays_out_of_the_run_directory(tmp_path):
+def test_a_storage_password_stays_out_of_the_run_directory(tmp_path, monkeypatch):
     import stat
 
-    from finesweep.search.study import without_password
+    from finesweep.search.study import STORAGE_VAR, storage_url, without_password
     from finesweep.search.sweep import _write_spec_copy
 
     assert without_password("postgresql://me:pw@db:5432/x") == "postgresql://me@db:5432/x"
@@ -338,6 +338,10 @@ def test_a_storage_password_stays_out_of_the_run_directory(tmp_path):
     assert "s3cret" not in copy.read_text() and "postgresql://me@127.0.0.1/finesweep" in copy.read_text()
     assert stat.S_IMODE(copy.stat().st_mode) == 0o600
     assert parse_spec(copy).storage == "postgresql://me@127.0.0.1/finesweep"
+    # Commands on the run directory get the password back from the environment, for that database only.
+    monkeypatch.setenv(STORAGE_VAR, "postgresql://me:s3cret@127.0.0.1/finesweep")
+    assert storage_url(parse_spec(copy).storage, tmp_path) == "postgresql://me:s3cret@127.0.0.1/finesweep"
+    assert storage_url("postgresql://me@elsewhere/finesweep", tmp_path) == "postgresql://me@elsewhere/finesweep"
 
 
 @pytest.mark.slow
