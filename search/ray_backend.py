@@ -275,9 +275,11 @@ class StudySearcher(Searcher):
         if result and "epoch" in result and result["epoch"] != seen:
             self._record(trial_id, trial, result)
         last = self._last.pop(trial_id, None)
-        if self._stop.is_set() and not error and int((last or {}).get("epoch", 0)) < self.spec.budget.max_epochs:
+        if self._stop.is_set() and int((last or {}).get("epoch", 0)) < self.spec.budget.max_epochs:
             # Stopped by the interrupt, not by its scheduler: left RUNNING in the study, so a
-            # resume runs it again with the same parameters and seed, as after a crash.
+            # resume runs it again with the same parameters and seed, as after a crash. An error
+            # now counts too: a terminal's Ctrl-C also reaches Ray's processes (same process
+            # group), which may take the trial's worker down first.
             return
         reason = (failure_reason(self.run_dir, trial.number) or self._ray_error(trial_id)) if error else None
         outcome = trial_outcome(last, error, self.spec.budget.max_epochs, reason)

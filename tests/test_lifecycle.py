@@ -43,9 +43,11 @@ resources: {cpus: 1, concurrency: 2}
 """
 
 
-def _launch(*args: object, cwd: Path = ROOT, env: dict[str, str] | None = None) -> subprocess.Popen:
+def _launch(*args: object, cwd: Path = ROOT, env: dict[str, str] | None = None,
+            own_group: bool = False) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, str(ROOT / "launch.py"), *map(str, args)], cwd=cwd,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+                            start_new_session=own_group)
 
 
 def _run(*args: object, cwd: Path = ROOT, timeout: float = 300,
@@ -102,9 +104,10 @@ def _left_ray_processes(run_dir: Path) -> list:
 def test_ctrl_c_leaves_running_trials_resumable_and_resume_loses_none(tmp_path):
     spec, run_dir = _spec(tmp_path), tmp_path / "run"
     db = run_dir / "study.db"
-    sweep = _launch("sweep", spec, "--out", run_dir)
+    sweep = _launch("sweep", spec, "--out", run_dir, own_group=True)
     _wait_for(lambda: "COMPLETE" in _states(db).values() and "RUNNING" in _states(db).values(), 240, sweep)
-    sweep.send_signal(signal.SIGINT)
+    # As a terminal's Ctrl-C does: to the whole foreground process group, Ray's processes included.
+    os.killpg(sweep.pid, signal.SIGINT)
     out, err = sweep.communicate(timeout=120)
     assert sweep.returncode == 130, err[-3000:]
     assert f"launch.py resume {run_dir}" in out + err
