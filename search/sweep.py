@@ -22,7 +22,7 @@ from finesweep.search.checkpoints import apply_retention
 from finesweep.search.cluster import nodes_line, trials_per_node
 from finesweep.search.export import write_exports
 from finesweep.search.leftovers import clean_up as clean_up_leftovers
-from finesweep.search.leftovers import record_session
+from finesweep.search.leftovers import SESSION_FILE, record_session
 from finesweep.search.lock import LOCK_FILE, LockError, RunLock, claim_study, release_study, renew_study
 from finesweep.search.progress import SweepMonitor, summary_table
 from finesweep.search.signals import StopRequested, signal_name
@@ -127,6 +127,12 @@ def _open_fresh_or_resumed(spec: SweepSpec, url: str, sampler: object, resume: b
     return study
 
 
+# What a sweep writes at the top of its run directory: a folder holding only these (say a
+# tensorboard/ made ready for a live TensorBoard) is a run in the making, not someone's files.
+RUN_ENTRIES = frozenset({SPEC_COPY, LOCK_FILE, STUDY_FILE, SESSION_FILE, "tensorboard", "trials", "ray",
+                         "best.yaml", "top"})
+
+
 def check_run_dir(run_dir: Path, resume: bool) -> None:
     """Refuse, before anything is created, a run directory that cannot hold this sweep: a
     file, or a folder holding something other than a finesweep run."""
@@ -140,7 +146,7 @@ def check_run_dir(run_dir: Path, resume: bool) -> None:
         entries = {entry.name for entry in run_dir.iterdir()}
     except OSError as error:
         raise SweepError(f"cannot read the run directory {run_dir}: {error.strerror}") from None
-    if entries and not entries & {SPEC_COPY, LOCK_FILE}:
+    if entries - RUN_ENTRIES and not entries & {SPEC_COPY, LOCK_FILE}:
         raise SweepError(f"--out {run_dir} is a non-empty folder that holds no finesweep run "
                          f"({len(entries)} entries, no {SPEC_COPY}); choose an empty or new folder")
 
