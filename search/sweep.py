@@ -21,8 +21,8 @@ import yaml
 from finesweep.search.checkpoints import apply_retention
 from finesweep.search.cluster import nodes_line, trials_per_node
 from finesweep.search.export import write_exports
-from finesweep.search.leftovers import clean_up as clean_up_leftovers
 from finesweep.search.leftovers import SESSION_FILE, record_session
+from finesweep.search.leftovers import clean_up as clean_up_leftovers
 from finesweep.search.lock import LOCK_FILE, LockError, RunLock, claim_study, release_study, renew_study
 from finesweep.search.progress import SweepMonitor, summary_table
 from finesweep.search.signals import StopRequested, signal_name
