@@ -224,7 +224,7 @@ def test_status_after_the_sweep(sweep, capsys):
     best = max((t for t in study.trials if t.state.name == "COMPLETE"), key=lambda t: t.value)
     assert f"best so far: val_acc {best.value:.4f} (trial {best.number}" in text
     assert "running:" not in text
-    assert "failures:" in text and "1 x models.debug.InjectedFailure: injected failure in epoch 1" in text
+    assert "failures:" in text and "1 x finesweep.models.debug.InjectedFailure: injected failure in epoch 1" in text
     table = text[text.index("rank "):text.index("failures:")].strip().splitlines()
     assert len(table) == 1 + min(2, counts["COMPLETE"])
 
