@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import os
 import sys
 from pathlib import Path
@@ -131,7 +132,7 @@ def _overrides(args: argparse.Namespace) -> dict[tuple[str, ...], object]:
 def _run(spec_path: Path | str, overrides: dict, run_dir: Path | None, args: argparse.Namespace,
          resume: bool) -> int:
     from finesweep.search.spec import parse_spec
-    from finesweep.search.sweep import SweepError, default_run_dir, run_sweep
+    from finesweep.search.sweep import SweepError, SweepStopped, default_run_dir, run_sweep
 
     spec = parse_spec(spec_path, overrides)
     try:
@@ -140,6 +141,11 @@ def _run(spec_path: Path | str, overrides: dict, run_dir: Path | None, args: arg
     except SweepError as error:
         print(f"finesweep: {error}", file=sys.stderr)
         return EXIT_BAD_INPUT
+    except SweepStopped as stopped:
+        print(f"finesweep: {stopped}", file=sys.stderr)
+        return stopped.exit_code
+    if result.interrupted is not None:
+        return result.interrupted
     if result.stopped_because:
         return EXIT_BAD_INPUT
     return 0 if result.best_trial is not None else 1
@@ -158,25 +164,22 @@ def cmd_resume(args: argparse.Namespace) -> int:
 
 def cmd_export(args: argparse.Namespace) -> int:
     from finesweep.search.export import BEST_FILE, SINGLE_BEST_FILE, robust_choice, write_exports
+    from finesweep.search.results import ResultsError, load_sweep
     from finesweep.search.robust import ROBUST_FILE, ROBUST_TABLE
-    from finesweep.search.spec import parse_spec
-    from finesweep.search.study import load_study, ranked_trials, storage_url
-    from finesweep.search.sweep import SPEC_COPY
 
-    if args.top_k < 1:
-        print("finesweep: --top-k must be at least 1", file=sys.stderr)
+    if _bad_top_k(args.top_k):
         return EXIT_BAD_INPUT
+    _clean_up_after_a_killed_driver(args.run_dir)
     if args.reseed is not None:
         return _robust_export(args)
-    spec_path = args.run_dir / SPEC_COPY
-    if not spec_path.exists():
-        print(f"finesweep: {args.run_dir} is not a sweep run directory (no {SPEC_COPY})", file=sys.stderr)
-        return EXIT_BAD_INPUT
-    spec = parse_spec(spec_path)
-    study = load_study(spec.name, storage_url(spec.storage, args.run_dir))
-    ranked = ranked_trials(study, spec.mode)
+    try:
+        # Read-only: a missing study is not created, a corrupt one is reported, not touched.
+        record = load_sweep(args.run_dir)
+    except ResultsError as error:
+        return _results_error(error)
+    ranked = record.ranked()
     robust = robust_choice(args.run_dir)
-    paths = write_exports(spec, args.run_dir, ranked, args.top_k)
+    paths = write_exports(record.spec, args.run_dir, ranked, args.top_k)
     if not paths:
         print("finesweep: no COMPLETE trial to export", file=sys.stderr)
         return 1
@@ -229,10 +232,27 @@ def _robust_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _clean_up_after_a_killed_driver(target: str | Path) -> None:
+    from finesweep.search.leftovers import clean_up_run_dir
+
+    ended = clean_up_run_dir(target)
+    if ended:
+        print(f"finesweep: ended {ended} Ray processes left by a killed sweep of {target}", file=sys.stderr)
+
+
+def _bad_top_k(top_k: int) -> bool:
+    if top_k < 1:
+        print(f"finesweep: --top-k must be at least 1, but got {top_k}", file=sys.stderr)
+    return top_k < 1
+
+
 def cmd_status(args: argparse.Namespace) -> int:
     from finesweep.search.results import ResultsError, load_sweep
     from finesweep.search.status import status_text
 
+    if _bad_top_k(args.top_k):
+        return EXIT_BAD_INPUT
+    _clean_up_after_a_killed_driver(args.target)
     try:
         print(status_text(load_sweep(args.target, args.study), args.top_k))
     except ResultsError as error:
@@ -244,6 +264,9 @@ def cmd_report(args: argparse.Namespace) -> int:
     from finesweep.search.report import write_report
     from finesweep.search.results import ResultsError, load_sweep
 
+    if _bad_top_k(args.top_k):
+        return EXIT_BAD_INPUT
+    _clean_up_after_a_killed_driver(args.run_dir)
     try:
         print(write_report(load_sweep(args.run_dir), args.out, args.top_k))
     except ResultsError as error:
@@ -321,6 +344,7 @@ def cmd_tensorboard(args: argparse.Namespace) -> int:
 
 
 def cmd_dashboard(args: argparse.Namespace) -> int:
+    from finesweep.search.results import ResultsError, read_only_url
     from finesweep.search.spec import parse_spec
     from finesweep.search.study import describe_storage, storage_url
     from finesweep.search.sweep import SPEC_COPY
@@ -333,13 +357,19 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
                   file=sys.stderr)
             return EXIT_BAD_INPUT
         url = storage_url(parse_spec(spec_path).storage, url)
-    print(f"finesweep: optuna-dashboard of {describe_storage(url)} on http://{args.host}:{args.port}/ "
-          "(Ctrl-C stops it)", flush=True)
-    from optuna_dashboard import run_server
+    try:
+        # A view never changes the study: SQLite is opened read-only, and for every database
+        # the dashboard's write API (delete study, tell trial, notes...) answers 405.
+        readable = read_only_url(url)
+    except ResultsError as error:
+        return _results_error(error)
+    print(f"finesweep: optuna-dashboard (read-only) of {describe_storage(url)} on "
+          f"http://{args.host}:{args.port}/ (Ctrl-C stops it)", flush=True)
+    from finesweep.search.dashboard import serve
 
     # In this process (no child left behind when it is stopped), and the URL, which may hold
     # a password, never appears on a command line.
-    run_server(url, host=args.host, port=args.port)
+    serve(readable, host=args.host, port=args.port)
     return 0
 
 
@@ -361,3 +391,10 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("finesweep: interrupted", file=sys.stderr)
         return 130
+    except OSError as error:
+        if error.errno != errno.ENOSPC:
+            raise
+        # Files are written whole or not at all (written aside, then renamed).
+        print(f"finesweep: no space left on the device{f' writing {error.filename}' if error.filename else ''}; "
+              "free some space and run the command again", file=sys.stderr)
+        return 1

@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 import time
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -21,6 +22,9 @@ from typing import TYPE_CHECKING, Any
 os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
 os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
 os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "1000")
+# finesweep handles SIGINT itself (search/signals.py): Tune's handler would end the run
+# with every running trial counted as ended.
+os.environ.setdefault("TUNE_DISABLE_SIGINT_HANDLER", "1")
 
 import ray  # noqa: E402
 from finesweep.search.cluster import accelerator_for, is_loopback  # noqa: E402
@@ -40,9 +44,14 @@ class ResourceError(RuntimeError):
     """The cluster cannot ever run one trial with the resources the spec asks for."""
 
 
+class ClusterError(RuntimeError):
+    """The cluster at the given address cannot be joined (its token was refused)."""
+
+
 def start_ray(address: str | None, *, verbose: bool = False, spec_dir: str | None = None,
-              class_paths: Sequence[str] = ()) -> None:
-    """Start a local Ray on loopback only, or join the cluster at ``address``.
+              class_paths: Sequence[str] = ()) -> bool:
+    """Start a local Ray on loopback only, or join the cluster at ``address``; True when
+    this call started a local Ray of its own.
 
     On a cluster, the user's modules behind ``class_paths`` (found from ``spec_dir``) are
     shipped to every node by Ray's runtime environment; local workers import them from the
@@ -52,7 +61,7 @@ def start_ray(address: str | None, *, verbose: bool = False, spec_dir: str | Non
     from finesweep.search.user_code import module_files
 
     if ray.is_initialized():
-        return
+        return False
     level = logging.INFO if verbose else logging.ERROR
     if not verbose:
         # Tune logs every failed trial's traceback; finesweep records the reason in the study
@@ -67,14 +76,74 @@ def start_ray(address: str | None, *, verbose: bool = False, spec_dir: str | Non
 
         ray_constants.ENABLE_RAY_CLUSTER = False
     if address is None:
+        _private_token_for_local_ray()
         # address="local": a new Ray of our own, even where `ray start` left a cluster running
         # (plain ray.init() would silently join that one).
         ray.init(address="local", include_dashboard=False, log_to_driver=verbose, logging_level=level,
                  configure_logging=True, _node_ip_address="127.0.0.1")
-    else:
-        shipped = module_files(class_paths, spec_dir) if spec_dir is not None else []
+        return True
+    shipped = module_files(class_paths, spec_dir) if spec_dir is not None else []
+    try:
         ray.init(address=address, log_to_driver=verbose, logging_level=level, configure_logging=True,
                  runtime_env={"py_modules": shipped} if shipped else None)
+    except (ray.exceptions.AuthenticationError, ConnectionError) as error:
+        if _refused_for_auth(error):
+            raise ClusterError(f"the Ray cluster at {address} refused this driver's token (give every node "
+                               "and the driver the cluster's token: RAY_AUTH_MODE=token with ~/.ray/auth_token "
+                               "or RAY_AUTH_TOKEN)") from None
+        raise ClusterError(f"cannot join the Ray cluster at {address}: {str(error).splitlines()[0]}") from None
+    return False
+
+
+def _refused_for_auth(error: BaseException | None) -> bool:
+    """Whether a failed ray.init was the cluster refusing the token: Ray raises a plain
+    ConnectionError whose causes say so, in words that vary with where the check failed."""
+    while error is not None:
+        text = str(error).lower()
+        if isinstance(error, ray.exceptions.AuthenticationError) or "authenticat" in text or "auth_token" in text:
+            return True
+        error = error.__cause__ or error.__context__
+    return False
+
+
+def _private_token_for_local_ray() -> None:
+    """Token authentication for a local Ray without touching ~/.ray/auth_token.
+
+    Ray 2.60 turns token authentication on for every new local cluster and, with no token
+    anywhere, writes one to ~/.ray/auth_token. Any later `ray start --head` on the machine
+    then finds that file and requires the token, while `ray start --address` on a worker
+    does not pick it up: the cluster commands fail with InvalidAuthToken. A fresh token in
+    this process's environment (inherited by the Ray processes it starts, and only by them)
+    keeps the local Ray authenticated and leaves the file alone. An explicit RAY_AUTH_MODE
+    (token or disabled) is the user's choice and is kept, token source included.
+    """
+    import secrets
+
+    if "RAY_AUTH_MODE" in os.environ:
+        return
+    os.environ["RAY_AUTH_MODE"] = "token"
+    os.environ["RAY_AUTH_TOKEN"] = secrets.token_hex(32)
+    _reload_auth_settings()
+
+
+def _reload_auth_settings() -> None:
+    """Ray caches the auth mode and token per process; make it read the environment again
+    (tests start clusters with different settings in one process)."""
+    from ray._raylet import AuthenticationTokenLoader, Config
+
+    Config.initialize("")
+    AuthenticationTokenLoader.instance().reset_cache()
+
+
+def local_session() -> tuple[str, list[int]]:
+    """The session folder and node processes (GCS, raylet, agents, ...) of the Ray this
+    process started; empty when it joined a cluster."""
+    node = getattr(ray._private.worker, "_global_node", None)
+    if node is None or not node.head:
+        return "", []
+    pids = [info.process.pid for infos in node.all_processes.values() for info in infos
+            if info.process is not None]
+    return node.get_session_dir_path(), pids
 
 
 def check_resources(cpus: float, gpus: float) -> None:
@@ -145,7 +214,7 @@ class StudySearcher(Searcher):
 
     def __init__(self, study: optuna.Study, spec: SweepSpec, seed_base: int, run_dir: Path,
                  monitor: SweepMonitor | None = None,
-                 rerun: Sequence[optuna.trial.FrozenTrial] = ()) -> None:
+                 rerun: Sequence[optuna.trial.FrozenTrial] = (), stop: threading.Event | None = None) -> None:
         super().__init__(metric=spec.metric, mode=spec.mode)
         self.study = study
         self.spec = spec
@@ -158,6 +227,7 @@ class StudySearcher(Searcher):
         self.abort_reason: str | None = None
         self._last: dict[str, dict[str, Any]] = {}
         self._rerun = list(rerun)
+        self._stop = stop or threading.Event()
 
     def _resumed(self, trial_id: str) -> dict[str, Any]:
         """Hand out a trial that an earlier driver left RUNNING, as it was."""
@@ -180,6 +250,8 @@ class StudySearcher(Searcher):
                 "config": dict(frozen.user_attrs["config"])}
 
     def suggest(self, trial_id: str) -> dict[str, Any] | None:
+        if self._stop.is_set():
+            return None  # Stopping: no new trial (Tune ends the run through _StopFlag).
         if self.abort_reason is not None:
             return Searcher.FINISHED
         if self._rerun:
@@ -238,6 +310,12 @@ class StudySearcher(Searcher):
         if result and "epoch" in result and result["epoch"] != seen:
             self._record(trial_id, trial, result)
         last = self._last.pop(trial_id, None)
+        if self._stop.is_set() and int((last or {}).get("epoch", 0)) < self.spec.budget.max_epochs:
+            # Stopped by the interrupt, not by its scheduler: left RUNNING in the study, so a
+            # resume runs it again with the same parameters and seed, as after a crash. An error
+            # now counts too: a terminal's Ctrl-C also reaches Ray's processes (same process
+            # group), which may take the trial's worker down first.
+            return
         reason = (failure_reason(self.run_dir, trial.number) or self._ray_error(trial_id)) if error else None
         if reason and reason.startswith(SWEEP_ENDING_ERRORS):
             self.abort_reason = reason
@@ -255,9 +333,16 @@ class StudySearcher(Searcher):
             self.monitor.trial_ended(trial.number, trial.params, outcome, epochs)
 
     def _ray_error(self, trial_id: str) -> str | None:
-        """Ray's account of a failure the trial could not write itself (its worker or node died)."""
-        path = self.run_dir / "ray" / "tune" / f"ray_{trial_id}" / "error.txt"
-        if not path.exists():
+        """Ray's account of a failure the trial could not write itself (its worker, raylet or
+        node died). Tune writes it in the driver's staging folder inside Ray's session before
+        telling the searcher, and copies it under the run directory only later."""
+        candidates = [self.run_dir / "ray" / "tune" / f"ray_{trial_id}" / "error.txt"]
+        node = getattr(ray._private.worker, "_global_node", None)
+        if node is not None:
+            candidates += Path(node.get_session_dir_path()).glob(
+                f"artifacts/*/*/driver_artifacts/ray_{trial_id}/error.txt")
+        path = next((c for c in candidates if c.exists()), None)
+        if path is None:
             return None
         lines = [line.strip() for line in path.read_text(errors="replace").splitlines()
                  if line.strip() and not line.startswith("Failure #")]
@@ -267,7 +352,7 @@ class StudySearcher(Searcher):
     # this searcher) for its own restore, which finesweep never uses: leave out the live
     # database session, the open trials and the console.
     def __getstate__(self) -> dict[str, Any]:
-        return {**self.__dict__, "study": None, "monitor": None, "_live": {}, "_last": {}}
+        return {**self.__dict__, "study": None, "monitor": None, "_live": {}, "_last": {}, "_stop": None}
 
     def save(self, checkpoint_path: str) -> None:
         pass
@@ -304,9 +389,17 @@ def _scheduler(spec: SweepSpec) -> Any:
 
 def run_trials(spec: SweepSpec, study: optuna.Study, run_dir: Path, *, trials: int, seed_base: int,
                monitor: SweepMonitor | None, rerun: Sequence[optuna.trial.FrozenTrial] = (),
-               verbose: bool = False, on_cluster: bool = False) -> str | None:
+               verbose: bool = False, stop: threading.Event | None = None,
+               tick: Callable[[], None] | None = None, on_cluster: bool = False) -> str | None:
     """Run ``trials`` trials of ``spec`` through Ray Tune, recording each in ``study``; returns
-    why the sweep stopped early when a trial showed that every trial would fail, else None."""
+    why the sweep stopped early when a trial showed that every trial would fail, else None.
+
+    Setting ``stop`` (from a signal handler) ends the run: no new trial starts and the
+    running ones stay RUNNING in the study for a resume. ``tick`` is called now and then
+    from Tune's loop (the driver renews its lease on the study there)."""
+    stop = stop or threading.Event()
+    if stop.is_set():
+        return None
     context = SweepContext(
         metric=spec.metric, mode=spec.mode,
         # Local workers import the user's modules from the spec's folder; on a cluster, Ray's
@@ -322,7 +415,7 @@ def run_trials(spec: SweepSpec, study: optuna.Study, run_dir: Path, *, trials: i
     if spec.resources.memory_mb:
         resources["memory"] = int(spec.resources.memory_mb * 2**20)
     trainable = tune.with_resources(tune.with_parameters(_trainable, context=context), resources)
-    searcher = StudySearcher(study, spec, seed_base, run_dir, monitor, rerun)
+    searcher = StudySearcher(study, spec, seed_base, run_dir, monitor, rerun, stop)
     tuner = tune.Tuner(
         trainable,
         tune_config=tune.TuneConfig(
@@ -336,8 +429,8 @@ def run_trials(spec: SweepSpec, study: optuna.Study, run_dir: Path, *, trials: i
             name="tune", storage_path=str((run_dir / "ray").resolve()), verbose=2 if verbose else 0,
             failure_config=tune.FailureConfig(max_failures=spec.max_failures),
             checkpoint_config=tune.CheckpointConfig(checkpoint_at_end=False, num_to_keep=1),
-            callbacks=[_Heartbeat(monitor)] if monitor is not None else [],
-            stop=_StopWhenAborted(searcher),
+            callbacks=[_Heartbeat(monitor, tick)],
+            stop=tune.stopper.CombinedStopper(_StopFlag(stop), _StopWhenAborted(searcher)),
         ),
     )
     try:
@@ -368,17 +461,44 @@ def remove_empty_trial_dirs(tune_dir: Path) -> list[Path]:
 
 class _Heartbeat(tune.Callback):
     """Tune's control loop turns several times a second; let the monitor print a status line
-    now and then between trial ends."""
+    now and then between trial ends, and call ``tick`` every TICK_S seconds."""
 
-    def __init__(self, monitor: SweepMonitor) -> None:
+    TICK_S = 30.0
+
+    def __init__(self, monitor: SweepMonitor | None, tick: Callable[[], None] | None = None) -> None:
         self.monitor = monitor
+        self.tick = tick
+        self._ticked = time.monotonic()
 
     def on_step_end(self, iteration: int, trials: list[Any], **info: Any) -> None:
         if self.monitor is not None:
             self.monitor.heartbeat()
+        if self.tick is not None and time.monotonic() - self._ticked > self.TICK_S:
+            self._ticked = time.monotonic()
+            self.tick()
 
     def __getstate__(self) -> dict[str, Any]:
-        return {"monitor": None}  # Ray pickles the run config; the console stays here.
+        return {"monitor": None, "tick": None}  # Ray pickles the run config; the console stays here.
+
+
+class _StopFlag(tune.Stopper):
+    """Ends the whole Tune run once the driver's stop flag is set (first Ctrl-C / SIGTERM).
+
+    Tune may copy or pickle its run config; the flag itself stays in this process, looked up
+    by key, so every copy here sees it set and a copy elsewhere never stops anything."""
+
+    _flags: dict[str, threading.Event] = {}
+
+    def __init__(self, stop: threading.Event) -> None:
+        self.key = f"{os.getpid()}-{id(stop)}"
+        self._flags[self.key] = stop
+
+    def __call__(self, trial_id: str, result: dict[str, Any]) -> bool:
+        return False
+
+    def stop_all(self) -> bool:
+        flag = self._flags.get(self.key)
+        return flag is not None and flag.is_set()
 
 
 def _retrain(run: Any, job: Any) -> Any:
@@ -428,6 +548,7 @@ def start_loopback_cluster(temp_dir: str, head: Mapping[str, Any],
     # machine's public address; the node processes inherit the setting.
     os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
     ray_constants.ENABLE_RAY_CLUSTER = False
+    _reload_auth_settings()  # The caller may have set RAY_AUTH_MODE / RAY_AUTH_TOKEN for this cluster.
     loopback = {"node_ip_address": "127.0.0.1", "temp_dir": temp_dir}
     cluster = Cluster(initialize_head=True, shutdown_at_exit=True,
                       head_node_args={"include_dashboard": False, **loopback, **head})

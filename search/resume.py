@@ -26,11 +26,13 @@ class SpecChanges:
 
 
 def compare_specs(old: SweepSpec, new: SweepSpec) -> SpecChanges:
-    """Changes that would make old and new trials incomparable are incompatible: the model
-    class, the data (class and arguments), the metric and its direction, and the kind of a
+    """Changes that would make old and new trials incomparable are incompatible: the name, the
+    model class, the data (class and arguments), the metric and its direction, and the kind of a
     searched parameter. The model's fixed arguments and Trainer options may change (listed)."""
     changes = SpecChanges()
-    for label, before, after in (("model", old.model.class_path, new.model.class_path),
+    # The name is the study's key in its database and names the exports: another name
+    # would start a second study beside the first and overwrite its best.yaml.
+    for label, before, after in (("name", old.name, new.name), ("model", old.model.class_path, new.model.class_path),
                                  ("data", old.data.as_config(), new.data.as_config()),
                                  ("metric", old.metric, new.metric), ("mode", old.mode, new.mode)):
         if before != after:

@@ -59,6 +59,9 @@ PARAM_KEYS = {
 STORAGE_SCHEMES = ("sqlite", "postgresql", "mysql", "oracle", "mssql")
 _NUMBER_LIKE = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$")
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+# The name becomes a folder name (runs/<name>) and a study key: well below the 255 bytes
+# a file system allows for one name.
+MAX_NAME_LENGTH = 100
 
 
 @dataclass(frozen=True)
@@ -243,6 +246,10 @@ def _read(path: str | os.PathLike[str]) -> str:
     """The text of a YAML file, within the size limit and as UTF-8; SpecError otherwise."""
     source = str(path)
     try:
+        # Check the file type before opening: opening a FIFO blocks until a writer comes.
+        kind = _file_kind(os.stat(path).st_mode)
+        if kind != "a regular file":
+            raise SpecError(source, [Problem((), "a regular YAML file", kind)])
         with open(path, "rb") as file:
             # Read one byte past the limit rather than trusting the size: a FIFO or /dev/zero has none.
             raw = file.read(MAX_SPEC_BYTES + 1)
@@ -308,6 +315,17 @@ def spec_dir_of(path: str | os.PathLike[str], text: str) -> Path:
         if line.startswith(SPEC_DIR_RECORD):
             return Path(line[len(SPEC_DIR_RECORD):].strip())
     return Path(path).resolve().parent
+
+
+def _file_kind(mode: int) -> str:
+    import stat
+
+    for test, kind in ((stat.S_ISREG, "a regular file"), (stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO"),
+                       (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
+                       (stat.S_ISSOCK, "a socket")):
+        if test(mode):
+            return kind
+    return "not a regular file"
 
 
 def parse_spec(path: str | os.PathLike[str], overrides: Mapping[KeyPath, Any] | None = None) -> SweepSpec:
@@ -580,6 +598,9 @@ class SpecChecker:
         if "name" in data and (not isinstance(name, str) or not NAME_PATTERN.fullmatch(name)):
             self.problem(("name",), "a name of letters, digits, '_', '-', '.'", _describe(name),
                          "it names the run directory runs/<name>")
+        elif isinstance(name, str) and len(name) > MAX_NAME_LENGTH:
+            self.problem(("name",), f"a name of at most {MAX_NAME_LENGTH} characters",
+                         f"{len(name)} characters", "it names the run directory runs/<name>")
         if data.get("description") is not None and not isinstance(data["description"], str):
             self.problem(("description",), "a string", _describe(data["description"]))
         task = None
@@ -605,6 +626,8 @@ class SpecChecker:
         budget = self.budget(data.get("budget"))
         resources = self.resources(data.get("resources"))
         storage = self.storage(data.get("storage"))
+        if storage is not None:
+            data["storage"] = storage  # Absolute from here on, in the run's spec.yaml too.
         max_failures = 0
         if data.get("max_failures") is not None:
             max_failures = self.number(data["max_failures"], ("max_failures",), integer=True, low=0) or 0
@@ -1126,4 +1149,38 @@ class SpecChecker:
             self.problem(("storage",), f"a SQLAlchemy URL scheme ({', '.join(STORAGE_SCHEMES)})",
                          repr(scheme), _close(scheme, STORAGE_SCHEMES))
             return None
+        if scheme == "sqlite":
+            return self.sqlite_storage(value)
+        missing = missing_driver(value)
+        if missing:
+            self.problem(("storage",), f"a {scheme} URL whose database driver is installed", missing,
+                         "install the driver, or use sqlite:///path/study.db")
+            return None
         return value
+
+    def sqlite_storage(self, value: str) -> str | None:
+        """An SQLite URL with an absolute path: a relative one would name another file when
+        the sweep is resumed from another folder."""
+        scheme, rest = value.split("://", 1)
+        path = rest[1:] if rest.startswith("/") else rest
+        if not path or path == ":memory:" or path.startswith("file::memory:") or "mode=memory" in path:
+            self.problem(("storage",), "an SQLite file such as sqlite:///path/study.db",
+                         f"{value!r}, an in-memory database", "the study would be lost when the sweep ends")
+            return None
+        if path.startswith("file:"):
+            return value
+        return f"{scheme}:///{os.path.abspath(path)}"
+
+
+def missing_driver(url: str) -> str | None:
+    """Why the URL's database driver cannot be loaded, or None when it can."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError, NoSuchModuleError
+
+    try:
+        make_url(url).get_dialect().import_dbapi()
+    except (ArgumentError, NoSuchModuleError, ValueError) as error:
+        return str(error)
+    except ImportError as error:
+        return f"its driver is not installed ({error.name or error})"
+    return None

@@ -23,8 +23,15 @@ if TYPE_CHECKING:
 STUDY_FILE = "study.db"
 
 
+# The storage URL with its password: run files keep it without (see without_password).
+STORAGE_VAR = "FINESWEEP_STORAGE"
+
+
 def storage_url(spec_storage: str | None, run_dir: str | Path) -> str:
     if spec_storage:
+        given = os.environ.get(STORAGE_VAR)
+        if given and without_password(given) == without_password(spec_storage):
+            return given  # The same database, with the password that spec.yaml leaves out.
         return spec_storage
     return f"sqlite:///{(Path(run_dir) / STUDY_FILE).resolve()}"
 
@@ -37,6 +44,16 @@ def redact(url: str) -> str:
     credentials, host = rest.rsplit("@", 1)
     user = credentials.split(":", 1)[0]
     return f"{scheme}://{user}:***@{host}" if ":" in credentials else url
+
+
+def without_password(url: str) -> str:
+    """The storage URL with its password, if any, left out (for files written to disk);
+    the database driver then takes it from PGPASSWORD or ~/.pgpass."""
+    if "@" not in url or "://" not in url:
+        return url
+    scheme, rest = url.split("://", 1)
+    credentials, host = rest.rsplit("@", 1)
+    return f"{scheme}://{credentials.split(':', 1)[0]}@{host}"
 
 
 def _storage(url: str) -> optuna.storages.BaseStorage:

@@ -6,25 +6,43 @@ never pays for (or starts) Ray.
 
 from __future__ import annotations
 
+import contextlib
+import os
 import random
 import shutil
+import signal
 import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
 import yaml
 from finesweep.search.checkpoints import apply_retention
 from finesweep.search.cluster import nodes_line, trials_per_node
 from finesweep.search.export import write_exports
+from finesweep.search.leftovers import SESSION_FILE, record_session
+from finesweep.search.leftovers import clean_up as clean_up_leftovers
+from finesweep.search.lock import LOCK_FILE, LockError, RunLock, claim_study, release_study, renew_study
 from finesweep.search.progress import SweepMonitor, summary_table
+from finesweep.search.signals import StopRequested, signal_name
 from finesweep.search.spec import SweepSpec
 from finesweep.search.strategies import make_sampler
-from finesweep.search.study import describe_storage, fail_unfinished, open_study, ranked_trials, storage_url
+from finesweep.search.study import (
+    STUDY_FILE,
+    describe_storage,
+    fail_unfinished,
+    open_study,
+    ranked_trials,
+    storage_url,
+    without_password,
+)
 from finesweep.search.tensorboard_log import HParamsLog
 from finesweep.search.trial import clear_trial_outputs
 from finesweep.search.user_code import class_paths_in
+
+if TYPE_CHECKING:
+    import optuna
 
 SPEC_COPY = "spec.yaml"
 
@@ -41,6 +59,8 @@ class SweepResult:
     best_value: float | None
     best_trial: int | None
     exports: list[Path]
+    # 128 + the signal number when a first SIGINT/SIGTERM stopped the sweep early.
+    interrupted: int | None = None
     # Why the sweep stopped before its budget: every trial would have failed the same way.
     stopped_because: str | None = None
 
@@ -67,10 +87,17 @@ def default_run_dir(spec: SweepSpec) -> Path:
 
 
 def _write_atomically(path: Path, text: str) -> None:
-    # A driver killed mid-write must not leave a half spec behind: write, then rename.
+    # A driver killed mid-write (or a full disk) must not leave a half spec behind: write,
+    # then rename. Owner-only: a spec may name a database and its user.
     partial = path.with_suffix(path.suffix + ".partial")
-    partial.write_text(text)
-    partial.replace(path)
+    try:
+        fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as file:
+            file.write(text)
+        partial.replace(path)
+    except OSError:
+        partial.unlink(missing_ok=True)
+        raise
 
 
 def _check_resume(spec: SweepSpec, run_dir: Path, resume: bool) -> str | None:
@@ -120,38 +147,142 @@ def _open_fresh_or_resumed(spec: SweepSpec, url: str, sampler: object, resume: b
     return study
 
 
-def run_sweep(spec: SweepSpec, run_dir: Path, *, address: str | None = None, verbose: bool = False,
-              resume: bool = False, out: TextIO | None = None) -> SweepResult:
-    from finesweep.search.resume import finished_count, interrupted_trials
+# What a sweep writes at the top of its run directory: a folder holding only these (say a
+# tensorboard/ made ready for a live TensorBoard) is a run in the making, not someone's files.
+RUN_ENTRIES = frozenset({SPEC_COPY, LOCK_FILE, STUDY_FILE, SESSION_FILE, "tensorboard", "trials", "ray",
+                         "best.yaml", "top"})
 
+
+def check_run_dir(run_dir: Path, resume: bool) -> None:
+    """Refuse, before anything is created, a run directory that cannot hold this sweep: a
+    file, or a folder holding something other than a finesweep run."""
+    if run_dir.exists() and not run_dir.is_dir():
+        raise SweepError(f"--out {run_dir} is a file, not a run directory; choose another --out")
+    if not run_dir.is_dir():
+        if resume:
+            raise SweepError(f"nothing to resume: {run_dir} does not exist")
+        return
+    try:
+        entries = {entry.name for entry in run_dir.iterdir()}
+    except OSError as error:
+        raise SweepError(f"cannot read the run directory {run_dir}: {error.strerror}") from None
+    if entries - RUN_ENTRIES and not entries & {SPEC_COPY, LOCK_FILE}:
+        raise SweepError(f"--out {run_dir} is a non-empty folder that holds no finesweep run "
+                         f"({len(entries)} entries, no {SPEC_COPY}); choose an empty or new folder")
+
+
+def resume_hint(run_dir: Path) -> str:
+    return f"python launch.py resume {run_dir}"
+
+
+class SweepStopped(RuntimeError):
+    """A second signal stopped the sweep at once; finished trials are in the study."""
+
+    def __init__(self, exit_code: int, run_dir: Path) -> None:
+        self.exit_code = exit_code
+        super().__init__(f"stopped at once; finished trials are kept, running ones run again on "
+                         f"`{resume_hint(run_dir)}`")
+
+
+def _private_file(path: Path) -> None:
+    """Create ``path`` empty and owner-only if it does not exist (SQLite keeps the mode)."""
+    if not path.exists():
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600))
+
+
+def run_sweep(spec: SweepSpec, run_dir: Path, *, address: str | None = None, verbose: bool = False,
+              resume: bool = False, out: TextIO | None = None,
+              stop: StopRequested | None = None) -> SweepResult:
+    """Run (or resume) the sweep into ``run_dir``, holding its lock throughout.
+
+    Raises SweepError for anything refused before training (nothing is left behind in a
+    run directory this call created), SweepStopped after a second Ctrl-C/SIGTERM. After a
+    first one, returns with ``interrupted`` set: the running trials stay resumable."""
     out = out or sys.stdout
+    stop = stop or StopRequested(lambda signum: (
+        f"finesweep: {signal_name(signum)}: stopping, no new trials; running trials will run again "
+        f"on `{resume_hint(run_dir)}` ({signal_name(signal.SIGINT)} again stops at once)"))
+    check_run_dir(run_dir, resume)
+    try:
+        run_dir.mkdir(parents=True)
+        created = True
+    except FileExistsError:
+        created = False
+    except OSError as error:
+        raise SweepError(f"cannot create the run directory {run_dir}: {error.strerror}") from None
+    lock = RunLock(run_dir)
+    try:
+        lock.acquire()
+    except LockError as error:
+        raise SweepError(str(error)) from None  # Never remove what the holder is using.
+    stop.install()
+    try:
+        return _run_locked(spec, run_dir, address=address, verbose=verbose, resume=resume, out=out, stop=stop)
+    except SweepError:
+        if created:  # Refused before any trial: leave nothing behind.
+            shutil.rmtree(run_dir, ignore_errors=True)
+        raise
+    except KeyboardInterrupt:
+        raise SweepStopped(stop.exit_code if stop.requested else 130, run_dir) from None
+    finally:
+        stop.restore()
+        lock.release()
+
+
+def _run_locked(spec: SweepSpec, run_dir: Path, *, address: str | None, verbose: bool, resume: bool,
+                out: TextIO, stop: StopRequested) -> SweepResult:
+    """The sweep proper, under the run directory's lock."""
+
     started = time.monotonic()
     url = storage_url(spec.storage, run_dir)
     accepted_changes = _check_resume(spec, run_dir, resume)
+    cleaned = clean_up_leftovers(run_dir)
+    if cleaned:
+        out.write(f"finesweep: ended {cleaned} Ray processes left by an earlier driver of {run_dir}\n")
 
     from finesweep.search import ray_backend  # Ray's import and start-up come after validation.
 
     out.write(f"finesweep: starting Ray ({'local, 127.0.0.1' if address is None else address})\n")
-    ray_backend.start_ray(address, verbose=verbose, spec_dir=spec.base_dir,
-                          class_paths=class_paths_in(spec.training_config({})))
+    out.flush()
+    try:
+        if ray_backend.start_ray(address, verbose=verbose, spec_dir=spec.base_dir,
+                                 class_paths=class_paths_in(spec.training_config({}))):
+            record_session(run_dir, *ray_backend.local_session())
+    except ray_backend.ClusterError as error:
+        raise SweepError(str(error)) from None
+    stop.install()  # ray.init installs its own SIGTERM handler.
     try:
         ray_backend.check_resources(spec.resources.cpus, spec.resources.gpus)
     except ray_backend.ResourceError as error:
         raise SweepError(str(error)) from None
 
     sampler = build_sampler(spec)
-    created = not run_dir.exists()
-    run_dir.mkdir(parents=True, exist_ok=True)
+    if spec.storage is None:
+        _private_file(run_dir / STUDY_FILE)
+    study = _open_fresh_or_resumed(spec, url, sampler, resume)
+    if spec.storage is None:
+        return _run_study(spec, run_dir, study, url, accepted_changes, address=address, verbose=verbose,
+                          resume=resume, out=out, stop=stop, started=started)
     try:
-        study = _open_fresh_or_resumed(spec, url, sampler, resume)
-    except SweepError:
-        if created:
-            shutil.rmtree(run_dir, ignore_errors=True)
-        raise
-    from finesweep.search.spec import SPEC_DIR_RECORD
+        claim_study(study)
+    except LockError as error:
+        raise SweepError(str(error)) from None
+    try:
+        return _run_study(spec, run_dir, study, url, accepted_changes, address=address, verbose=verbose,
+                          resume=resume, out=out, stop=stop, started=started)
+    finally:
+        with contextlib.suppress(Exception):  # Unreachable database: the lease runs out by itself.
+            release_study(study)
 
-    _write_atomically(run_dir / SPEC_COPY, f"{SPEC_DIR_RECORD}{spec.base_dir}\n"
-                      + yaml.safe_dump(dict(spec.raw), sort_keys=False))
+
+def _run_study(spec: SweepSpec, run_dir: Path, study: optuna.Study, url: str, accepted_changes: str | None, *,
+               address: str | None, verbose: bool, resume: bool, out: TextIO, stop: StopRequested,
+               started: float) -> SweepResult:
+    """Run the trials into the opened (and, in shared storage, claimed) study and export."""
+    from finesweep.search import ray_backend
+    from finesweep.search.resume import finished_count, interrupted_trials
+
+    _write_spec_copy(run_dir / SPEC_COPY, spec)
     # Trial seeds derive from the strategy seed, so a seeded sweep retrains identically.
     seed_base = study.user_attrs.get("seed_base")
     if seed_base is None:
@@ -181,20 +312,33 @@ def run_sweep(spec: SweepSpec, run_dir: Path, *, address: str | None = None, ver
     best_so_far = ranked_trials(study, spec.mode)
     if best_so_far:
         monitor.best = (best_so_far[0].value, best_so_far[0].number)
-    if to_run:
+    if to_run and not stop.requested:
         out.write(f"finesweep: sweep {spec.name!r}: {to_run} trials of {spec.task_label}, "
                   f"strategy {spec.strategy.name}, scheduler {spec.scheduler.name}, "
                   f"{spec.resources.concurrency} at a time; study in {describe_storage(url)}\n")
         out.flush()
-        stopped_because = ray_backend.run_trials(spec, study, run_dir, trials=to_run, seed_base=seed_base,
-                                                 monitor=monitor, rerun=rerun, verbose=verbose,
-                                                 on_cluster=address is not None)
-    fail_unfinished(study, "the sweep ended while the trial was running")
-    monitor.close_unfinished(study)
+        stopped_because = ray_backend.run_trials(
+            spec, study, run_dir, trials=to_run, seed_base=seed_base, monitor=monitor, rerun=rerun,
+            verbose=verbose, stop=stop.event, on_cluster=address is not None,
+            tick=(lambda: renew_study(study)) if spec.storage is not None else None)
+    if not stop.requested:
+        fail_unfinished(study, "the sweep ended while the trial was running")
+        monitor.close_unfinished(study)
     ranked = ranked_trials(study, spec.mode)
     exports = write_exports(spec, run_dir, ranked)
     apply_retention(run_dir, study, spec.mode, spec.keep_best_checkpoints)
     seconds = time.monotonic() - started
+    best = ranked[0] if ranked else None
+    result = SweepResult(run_dir, url, seconds, best.value if best else None,
+                         best.number if best else None, exports,
+                         interrupted=stop.exit_code if stop.requested else None, stopped_because=stopped_because)
+    if stop.requested:
+        left = max(spec.budget.trials - finished_count(study), 0)
+        out.write(f"\nfinesweep: sweep {spec.name!r} stopped by {signal_name(stop.signum or signal.SIGINT)}: "
+                  f"{finished_count(study)} trials finished, {left} to go; continue with "
+                  f"`{resume_hint(run_dir)}`\n")
+        out.flush()
+        return result
     out.write(f"\nfinesweep: sweep {spec.name!r} finished in {seconds:.0f} s\n")
     out.write(summary_table(study, spec) + "\n")
     trials = study.get_trials(deepcopy=False)
@@ -207,6 +351,16 @@ def run_sweep(spec: SweepSpec, run_dir: Path, *, address: str | None = None, ver
     if stopped_because:
         out.write(f"finesweep: the sweep stopped after its first failing trial, since every trial would fail "
                   f"the same way: {stopped_because}\n")
-    best = ranked[0] if ranked else None
-    return SweepResult(run_dir, url, seconds, best.value if best else None,
-                       best.number if best else None, exports, stopped_because)
+    return result
+
+
+def _write_spec_copy(path: Path, spec: SweepSpec) -> None:
+    """The spec as run, for resume and the views; a storage password is left out (a resume
+    gets it from FINESWEEP_STORAGE, PGPASSWORD or ~/.pgpass) and the file is owner-only."""
+    from finesweep.search.spec import SPEC_DIR_RECORD
+
+    raw = dict(spec.raw)
+    if raw.get("storage"):
+        raw["storage"] = without_password(str(raw["storage"]))
+    # The original spec's folder: its relative paths and modules are found from there.
+    _write_atomically(path, f"{SPEC_DIR_RECORD}{spec.base_dir}\n" + yaml.safe_dump(raw, sort_keys=False))

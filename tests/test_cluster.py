@@ -9,8 +9,12 @@ sweeps are real ``launch.py sweep --address`` drivers joining it.
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
+import os
+import secrets
 import shutil
+import socket
 import sqlite3
 import subprocess
 import sys
@@ -53,20 +57,37 @@ def test_trials_are_counted_per_node():
 
 # ---- a real two-node cluster on loopback --------------------------------------------------
 
+@contextlib.contextmanager
+def _token_auth():
+    """RAY_AUTH_MODE=token with a token in the environment (never ~/.ray of the machine): the
+    nodes started here and the sweep drivers started from here inherit both. A token already
+    there (this process's own local Ray) is kept, so that Ray keeps working."""
+    added = {key: value for key, value in (("RAY_AUTH_MODE", "token"), ("RAY_AUTH_TOKEN", secrets.token_hex(32)))
+             if key not in os.environ}
+    os.environ.update(added)
+    try:
+        yield os.environ["RAY_AUTH_TOKEN"]
+    finally:
+        for key in added:
+            os.environ.pop(key, None)
+
+
 @pytest.fixture(scope="module")
 def cluster():
-    """Head (1 CPU) + worker node `gpu_node` (1 CPU, 1 logical GPU); stopped afterwards."""
+    """Head (1 CPU) + worker node `gpu_node` (1 CPU, 1 logical GPU), with token authentication
+    on; stopped afterwards."""
     from finesweep.search import ray_backend
 
     temp_dir = tempfile.mkdtemp(prefix="fs-ray-", dir="/tmp")  # short: Ray puts sockets in it
-    ray_cluster = ray_backend.start_loopback_cluster(
-        temp_dir, {"num_cpus": 1}, [{"num_cpus": 1, "num_gpus": 1}])
-    try:
-        yield SimpleNamespace(ray=ray_cluster, address=ray_cluster.address, head=ray_cluster.head_node,
-                              gpu_node=next(iter(ray_cluster.worker_nodes)))
-    finally:
-        ray_cluster.shutdown()
-        shutil.rmtree(temp_dir, ignore_errors=True)
+    with _token_auth() as token:
+        ray_cluster = ray_backend.start_loopback_cluster(
+            temp_dir, {"num_cpus": 1}, [{"num_cpus": 1, "num_gpus": 1}])
+        try:
+            yield SimpleNamespace(ray=ray_cluster, address=ray_cluster.address, head=ray_cluster.head_node,
+                                  gpu_node=next(iter(ray_cluster.worker_nodes)), token=token)
+        finally:
+            ray_cluster.shutdown()
+            shutil.rmtree(temp_dir, ignore_errors=True)
 
 
 def _spec(tmp_path: Path, text: str) -> Path:
@@ -75,10 +96,10 @@ def _spec(tmp_path: Path, text: str) -> Path:
     return path
 
 
-def _sweep(spec: Path, run_dir: Path, address: str) -> subprocess.Popen:
+def _sweep(spec: Path, run_dir: Path, address: str, env: dict[str, str] | None = None) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "launch.py", "sweep", str(spec), "--out", str(run_dir),
                              "--address", address], cwd=ROOT, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+                            stderr=subprocess.PIPE, text=True, env=env)
 
 
 def _finish(process: subprocess.Popen, timeout: float = 240) -> str:
@@ -277,3 +298,114 @@ def test_a_users_own_module_reaches_every_node_through_rays_runtime_environment(
     assert "COMPLETE 6, PRUNED 0, FAIL 0" in out, out[-3000:]
     study = _study(run_dir, "tiny")
     assert {t.user_attrs["node"] for t in study.trials} == {cluster.head.node_id, cluster.gpu_node.node_id}
+
+
+@pytest.mark.slow
+def test_a_driver_without_the_clusters_token_is_refused(tmp_path, cluster):
+    run_dir = tmp_path / "run"
+    wrong = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(32)}
+    process = _sweep(_spec(tmp_path, SPREAD), run_dir, cluster.address, env=wrong)
+    out, err = process.communicate(timeout=120)
+    assert process.returncode == 2, (out + err)[-2000:]
+    assert f"the Ray cluster at {cluster.address} refused this driver's token" in err
+    assert "Traceback" not in err
+    assert not run_dir.exists()
+
+
+# ---- `ray start` on a machine where a local sweep ran ----------------------------------------
+
+def _free_ports(count: int) -> list[int]:
+    sockets = [socket.socket() for _ in range(count)]
+    try:
+        for sock in sockets:
+            sock.bind(("127.0.0.1", 0))
+        return [sock.getsockname()[1] for sock in sockets]
+    finally:
+        for sock in sockets:
+            sock.close()
+
+
+def _stop_ray_started_in(temp_dir: str) -> None:
+    """End the `ray start` nodes using ``temp_dir`` and their children (never `ray stop`,
+    which would stop every Ray on the machine, other people's included)."""
+    import psutil
+
+    roots = []
+    for process in psutil.process_iter(["cmdline"]):
+        with contextlib.suppress(psutil.Error):
+            if any(temp_dir in part for part in process.info["cmdline"] or []):
+                roots.append(process)
+    family = {p.pid: p for root in roots for p in [root, *root.children(recursive=True)] if p.is_running()}
+    for process in family.values():
+        with contextlib.suppress(psutil.Error):
+            process.kill()
+    psutil.wait_procs(list(family.values()), timeout=10)
+
+
+@pytest.mark.slow
+def test_ray_start_joins_a_head_after_a_local_sweep_on_the_same_machine(tmp_path):
+    """Ray 2.60 writes ~/.ray/auth_token on a local ray.init, and a later `ray start --head`
+    then wants the token while `ray start --address` does not send it (InvalidAuthToken).
+    A local sweep keeps its token to itself, so the README's cluster commands still work."""
+    home = tmp_path / "home"
+    home.mkdir()
+    # A fresh shell on the machine: no token settings, and not the loopback-only switch this
+    # test process sets for its own clusters (with it `ray start --address` refuses to run).
+    env = {key: value for key, value in os.environ.items()
+           if not key.startswith("RAY_AUTH") and key != "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"}
+    env["HOME"] = str(home)
+    spec = _spec(tmp_path, SPREAD.replace("trials: 6", "trials: 1").replace("epoch_seconds: 0.5",
+                                                                           "epoch_seconds: 0.0"))
+    swept = subprocess.run([sys.executable, "launch.py", "sweep", str(spec), "--out", str(tmp_path / "run")],
+                           cwd=ROOT, capture_output=True, text=True, env=env, timeout=300)
+    assert swept.returncode == 0, swept.stderr[-2000:]
+    assert not (home / ".ray" / "auth_token").exists()
+
+    ray_cli = str(Path(sys.executable).with_name("ray"))
+    temp_dir = tempfile.mkdtemp(prefix="fs-rs-", dir="/tmp")
+    # Every port given: other Ray instances on this machine hold Ray's default ones.
+    gcs, client, *ports = _free_ports(14)
+    node_ports = ["--node-manager-port", "--object-manager-port", "--dashboard-agent-grpc-port",
+                  "--dashboard-agent-listen-port", "--metrics-export-port", "--runtime-env-agent-port"]
+
+    def node(ports: list[int]) -> list[str]:
+        return ["--node-ip-address=127.0.0.1", "--num-cpus=1", "--disable-usage-stats",
+                *(f"{flag}={port}" for flag, port in zip(node_ports, ports, strict=True))]
+
+    head = [ray_cli, "start", "--head", f"--port={gcs}", f"--ray-client-server-port={client}",
+            "--include-dashboard=false", f"--temp-dir={temp_dir}", *node(ports[:6])]
+    worker = [ray_cli, "start", f"--address=127.0.0.1:{gcs}", *node(ports[6:])]
+    try:
+        started = subprocess.run(head, capture_output=True, text=True, env=env, timeout=180)
+        assert started.returncode == 0, started.stdout[-2000:] + started.stderr[-2000:]
+        joined = subprocess.run(worker, capture_output=True, text=True, env=env, timeout=180)
+        assert joined.returncode == 0, joined.stdout[-2000:] + joined.stderr[-2000:]
+        assert "InvalidAuthToken" not in joined.stdout + joined.stderr
+    finally:
+        _stop_ray_started_in(temp_dir)
+        shutil.rmtree(temp_dir, ignore_errors=True)
+
+
+@pytest.mark.slow
+def test_a_trial_whose_node_dies_without_retries_fails_with_rays_reason(tmp_path, cluster):
+    doomed = cluster.ray.add_node(num_cpus=1, node_ip_address="127.0.0.1")
+    run_dir = tmp_path / "run"
+    spec = KILLED.replace("max_failures: 1", "max_failures: 0").replace("trials: 8", "trials: 4")
+    process = _sweep(_spec(tmp_path, spec), run_dir, cluster.address)
+    try:
+        deadline = time.monotonic() + 240
+        on_doomed: set[int] = set()
+        while not on_doomed and process.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.3)
+            on_doomed = _running_on(run_dir / "study.db", doomed.node_id)
+        assert on_doomed, "a trial ran on the node before it was killed"
+    finally:
+        cluster.ray.remove_node(doomed, allow_graceful=False)
+    process.communicate(timeout=240)
+    study = _study(run_dir, "killed")
+    for number in on_doomed:
+        trial = study.trials[number]
+        assert trial.state == optuna.trial.TrialState.FAIL
+        # Ray's own words (its actor died or became unreachable), not a guess that the trial raised.
+        reason = trial.user_attrs["fail_reason"]
+        assert reason != "the trial raised an error" and "actor" in reason.lower(), reason

@@ -152,3 +152,39 @@ def _dashboard_studies(port: int, process: subprocess.Popen, timeout: float = 90
         except OSError:
             time.sleep(0.5)
     raise AssertionError(f"optuna-dashboard did not answer on 127.0.0.1:{port} (exit code {process.poll()})")
+
+
+def test_a_password_is_never_written_and_a_live_owner_holds_the_study(tmp_path, postgres, local_ray):
+    """The server trusts loopback, so any password works: it stands in for a real one here."""
+    import socket
+    import stat
+
+    url = postgres["url"].replace("postgresql://postgres@", "postgresql://postgres:s3cret-pw@")
+    path = tmp_path / "owned.yaml"
+    path.write_text(SPEC.format(name="owned", seed=3).replace("hidden_units:", "epoch_seconds: 0.5\n  hidden_units:"))
+    first = tmp_path / "first"
+    run_sweep(parse_spec(path, {("storage",): url}), first)
+    spec_copy = (first / "spec.yaml").read_text()
+    assert "s3cret-pw" not in spec_copy and postgres["url"] in spec_copy
+    assert stat.S_IMODE((first / "spec.yaml").stat().st_mode) == 0o600
+    # A second run directory holding the same study (as the same path on another machine would):
+    second = tmp_path / "second"
+    second.mkdir()
+    (second / "spec.yaml").write_text(spec_copy)
+    env = {**os.environ, "FINESWEEP_STORAGE": url}
+    live = subprocess.Popen([sys.executable, "launch.py", "resume", str(first), "--trials", "6"], cwd=ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        deadline = time.monotonic() + 240
+        study = optuna.load_study(study_name="owned", storage=postgres["url"])
+        while len(study.get_trials(deepcopy=False)) <= 2 and live.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.5)
+        refused = subprocess.run([sys.executable, "launch.py", "resume", str(second), "--trials", "6"], cwd=ROOT,
+                                 capture_output=True, text=True, env=env, timeout=240)
+    finally:
+        out, err = live.communicate(timeout=300)
+    assert live.returncode == 0, err[-2000:]
+    assert refused.returncode == 2, refused.stderr[-2000:]
+    assert f"study 'owned' is in use by a running sweep (pid {live.pid} on {socket.gethostname()})" in refused.stderr
+    assert "s3cret-pw" not in out + err + refused.stdout + refused.stderr
+    assert len(optuna.load_study(study_name="owned", storage=postgres["url"]).trials) == 6

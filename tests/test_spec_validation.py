@@ -238,6 +238,15 @@ BAD_SPECS = [
     Bad("storage_unknown_scheme", BASE + "storage: mongodb://localhost/study\n", "storage", "storage:",
         ("'mongodb'", "sqlite, postgresql")),
     Bad("negative_max_failures", BASE + "max_failures: -1\n", "max_failures", "max_failures:", (">= 0",)),
+    # ---- up-front checks of the reliability issue: no run could use these
+    Bad("name_too_long_for_a_file_name", edit("name: digits_small", "name: " + "n" * 300), "name", "name:",
+        ("at most 100 characters", "300 characters")),
+    Bad("storage_in_memory_sqlite", BASE + "storage: sqlite://\n", "storage", "storage:",
+        ("an in-memory database", "the study would be lost")),
+    Bad("storage_in_memory_sqlite_named", BASE + "storage: 'sqlite:///:memory:'\n", "storage", "storage:",
+        ("an in-memory database",)),
+    Bad("storage_driver_missing", BASE + "storage: mysql://user@db.example/study\n", "storage", "storage:",
+        ("driver is not installed (MySQLdb)",)),
 ]
 
 
@@ -332,7 +341,7 @@ def test_unreadable_spec_file(target, tmp_path):
         path.write_bytes(b"name: \xff\xfe\x00")
     with pytest.raises(SpecError) as caught:
         parse_spec(path)
-    expected = {"directory": "a readable YAML file", "missing": "a readable YAML file",
+    expected = {"directory": "a regular YAML file", "missing": "a readable YAML file",
                 "binary": "UTF-8 text"}[target]
     assert str(caught.value).splitlines()[1].startswith(f"  - {path}: (top level): expected {expected}")
 
@@ -479,3 +488,79 @@ def test_every_bad_spec_and_a_100_mb_file_are_refused_by_the_cli_before_any_comp
         assert f"{spec}:" in result["stderr"] and "expected" in result["stderr"], (spec.name, result)
         assert not out.exists(), spec.name
     assert "at most 1048576 bytes" in report["results"][-1]["stderr"]
+
+
+# ---- up-front refusals beyond the spec's text: exit 2, the file named, nothing created ----
+
+def _fifo(tmp_path: Path) -> Path:
+    import os
+
+    path = tmp_path / "fifo.yaml"
+    os.mkfifo(path)
+    return path
+
+
+def _corrupt_run(tmp_path: Path) -> Path:
+    run = tmp_path / "corrupt_run"
+    run.mkdir()
+    (run / "spec.yaml").write_text(edit("name: digits_small", "name: corrupt"))
+    (run / "study.db").write_bytes(b"this is not an SQLite database" * 100)
+    return run
+
+
+def _run_without_study(tmp_path: Path) -> Path:
+    run = tmp_path / "no_study_run"
+    run.mkdir()
+    (run / "spec.yaml").write_text(edit("name: digits_small", "name: missing"))
+    return run
+
+
+def _foreign_dir(tmp_path: Path) -> Path:
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    (folder / "holiday.jpg").write_bytes(b"\xff\xd8")
+    return folder
+
+
+def _a_file(tmp_path: Path) -> Path:
+    path = tmp_path / "notes.txt"
+    path.write_text("not a folder")
+    return path
+
+
+# id -> (arguments built from tmp_path and the base spec's path, what the message names, says)
+UPFRONT = {
+    "out_is_a_file": (lambda t, spec: ["sweep", spec, "--out", _a_file(t)], "notes.txt", "is a file"),
+    "out_is_a_foreign_non_empty_folder": (lambda t, spec: ["sweep", spec, "--out", _foreign_dir(t)], "photos",
+                                          "holds no finesweep run"),
+    "spec_is_a_fifo": (lambda t, spec: ["sweep", _fifo(t), "--out", t / "run"], "fifo.yaml", "found a FIFO"),
+    "status_negative_top_k": (lambda t, spec: ["status", t / "run", "--top-k", "-2"], "--top-k", "got -2"),
+    "report_zero_top_k": (lambda t, spec: ["report", t / "run", "--top-k", "0"], "--top-k", "got 0"),
+    "export_missing_study": (lambda t, spec: ["export", _run_without_study(t)], "no_study_run",
+                             "has no study.db"),
+    "export_corrupt_study": (lambda t, spec: ["export", _corrupt_run(t)], "study.db", "not a database"),
+    "resume_of_nothing": (lambda t, spec: ["sweep", spec, "--out", t / "run", "--resume"], "run",
+                          "nothing to resume"),
+}
+
+
+def _tree(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): (p.read_bytes() if p.is_file() else b"")
+            for p in sorted(folder.rglob("*")) if not p.is_fifo()}
+
+
+@pytest.mark.parametrize("case_id", sorted(UPFRONT))
+def test_up_front_refusals_name_the_file_and_create_nothing(case_id, tmp_path):
+    spec = tmp_path / "base.yaml"
+    spec.write_text(BASE)
+    build, names, says = UPFRONT[case_id]
+    args = build(tmp_path, spec)
+    before = _tree(tmp_path)
+    result = run_cli(*args)
+    assert result.returncode == 2, (result.stdout + result.stderr)[-2000:]
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert "Traceback" not in result.stderr
+    assert names in result.stderr and says in result.stderr, result.stderr
+    assert len(lines) <= 2, result.stderr
+    assert "starting Ray" not in result.stdout
+    assert _tree(tmp_path) == before
