@@ -12,18 +12,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from finesweep.search.results import rank_candidates
+from finesweep.search.run_dir import checkpoint_path
 from finesweep.search.spec import DEFAULT_KEEP_BEST
 from finesweep.search.study import ranked_trials_of
-from finesweep.search.trial import trial_dir
 
 if TYPE_CHECKING:
     import optuna
 
-CHECKPOINT_FILE = "model.pt"
-
-
-def checkpoint_path(run_dir: str | Path, number: int) -> Path:
-    return trial_dir(run_dir, number) / CHECKPOINT_FILE
 
 
 def apply_retention(run_dir: str | Path, study: optuna.Study, mode: str,

@@ -156,16 +156,16 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
 
 def cmd_resume(args: argparse.Namespace) -> int:
-    from finesweep.search.sweep import SPEC_COPY
+    from finesweep.search.run_dir import SPEC_COPY
 
     overrides = {("budget", "trials"): args.trials} if args.trials is not None else {}
     return _run(args.run_dir / SPEC_COPY, overrides, args.run_dir, args, True)
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from finesweep.search.export import BEST_FILE, SINGLE_BEST_FILE, robust_choice, write_exports
+    from finesweep.search.export import robust_choice, write_exports
     from finesweep.search.results import ResultsError, load_sweep
-    from finesweep.search.robust import ROBUST_FILE, ROBUST_TABLE
+    from finesweep.search.run_dir import BEST_FILE, ROBUST_FILE, ROBUST_TABLE, SINGLE_BEST_FILE
 
     if _bad_top_k(args.top_k):
         return EXIT_BAD_INPUT
@@ -316,12 +316,14 @@ def board_labels(run_dirs: list[Path]) -> dict[Path, str]:
 
 
 def cmd_tensorboard(args: argparse.Namespace) -> int:
-    missing = [str(d) for d in args.run_dirs if not (d / "tensorboard").is_dir()]
+    from finesweep.search.run_dir import tensorboard_root
+
+    missing = [str(d) for d in args.run_dirs if not tensorboard_root(d).is_dir()]
     if missing:
         print(f"finesweep: no tensorboard/ folder in {', '.join(missing)}", file=sys.stderr)
         return EXIT_BAD_INPUT
     labels = board_labels(args.run_dirs)
-    spec = ",".join(f"{label}:{(d / 'tensorboard').resolve()}" for d, label in labels.items())
+    spec = ",".join(f"{label}:{tensorboard_root(d).resolve()}" for d, label in labels.items())
     print(f"finesweep: TensorBoard on http://{args.host}:{args.port}/ (Ctrl-C stops it)", flush=True)
     # In this process, as `dashboard` does: a TensorBoard child kept serving its port when a
     # process manager sent SIGTERM to this command alone. Here TensorBoard's own SIGTERM handler
@@ -345,9 +347,9 @@ def cmd_tensorboard(args: argparse.Namespace) -> int:
 
 def cmd_dashboard(args: argparse.Namespace) -> int:
     from finesweep.search.results import ResultsError, read_only_url
+    from finesweep.search.run_dir import SPEC_COPY
     from finesweep.search.spec import parse_spec
     from finesweep.search.study import describe_storage, storage_url
-    from finesweep.search.sweep import SPEC_COPY
 
     url = args.target
     if "://" not in url:

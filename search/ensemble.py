@@ -15,10 +15,9 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from finesweep.search.checkpoints import checkpoint_path
 from finesweep.search.results import ResultsError, SweepRecord, text_table, top_candidates, trial_value
+from finesweep.search.run_dir import ENSEMBLE_FILE, checkpoint_path, trial_name
 
-ENSEMBLE_FILE = "ensemble.yaml"
 ENSEMBLE_FORMAT = 1
 
 
@@ -34,7 +33,7 @@ class EnsembleReport:
                  + ", ".join(str(m["trial"]) for m in self.members)]
         names_of_scores = list(next(iter(self.splits.values()))["ensemble"])
         header = ["model", *[f"{split}_{score}" for split in self.splits for score in names_of_scores]]
-        names = ["ensemble", "best_single"] + [f"trial_{m['trial']:04d}" for m in self.members]
+        names = ["ensemble", "best_single"] + [trial_name(m["trial"]) for m in self.members]
         rows = []
         for name in names:
             label = {"ensemble": "ensemble (mean probabilities)",
@@ -53,7 +52,7 @@ class EnsembleReport:
 
 
 def _member_names(members: Sequence[Mapping[str, Any]]) -> list[str]:
-    return [f"trial_{m['trial']:04d}" for m in members]
+    return [trial_name(m["trial"]) for m in members]
 
 
 def _evaluate(members: Sequence[Mapping[str, Any]], metric: str, mode: str,

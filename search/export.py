@@ -19,8 +19,8 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 from finesweep.models.run import TrainingRun
+from finesweep.search.run_dir import BEST_FILE, ROBUST_FILE, SINGLE_BEST_FILE, checkpoint_path, rank_path
 from finesweep.search.spec import Problem, SpecChecker, SpecError, parse_yaml_text, read_text
-from finesweep.search.trial import trial_dir
 
 if TYPE_CHECKING:
     import optuna
@@ -52,7 +52,7 @@ def lightning_config(config: Mapping[str, Any], seed: int, max_epochs: int) -> d
 
 def export_record(spec: SweepSpec, run_dir: Path, frozen: optuna.trial.FrozenTrial, rank: int) -> dict[str, Any]:
     """finesweep's record of an exported trial (the ``#%`` lines)."""
-    checkpoint = trial_dir(run_dir, frozen.number) / "model.pt"
+    checkpoint = checkpoint_path(run_dir, frozen.number)
     return {
         "finesweep_export": EXPORT_FORMAT,
         "sweep": spec.name,
@@ -86,16 +86,6 @@ def export_text(spec: SweepSpec, run_dir: Path, frozen: optuna.trial.FrozenTrial
     return "\n".join(header + record_lines) + "\n" + yaml.safe_dump(config, sort_keys=False)
 
 
-BEST_FILE = "best.yaml"
-# Where a plain export puts the single best trial while best.yaml holds the robust choice.
-SINGLE_BEST_FILE = "best_single.yaml"
-TOP_DIR = "top"
-
-
-def rank_path(run_dir: Path, rank: int) -> Path:
-    return run_dir / TOP_DIR / f"rank_{rank:02d}.yaml"
-
-
 def write_rank(spec: SweepSpec, run_dir: Path, frozen: optuna.trial.FrozenTrial, rank: int,
                note: str = "", out_dir: Path | None = None) -> Path:
     """Write ``top/rank_NN.yaml`` for ``frozen`` into ``out_dir`` (default ``run_dir``);
@@ -109,8 +99,6 @@ def write_rank(spec: SweepSpec, run_dir: Path, frozen: optuna.trial.FrozenTrial,
 def robust_choice(run_dir: Path) -> int | None:
     """The trial of ``best.yaml`` when it is the robust choice of ``export --reseed`` (the
     trial ``robust.yaml`` chose); None when best.yaml is a plain export or missing."""
-    from finesweep.search.robust import ROBUST_FILE  # robust builds on this module
-
     robust, best = run_dir / ROBUST_FILE, run_dir / BEST_FILE
     if not (robust.is_file() and best.is_file()):
         return None

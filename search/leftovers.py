@@ -17,7 +17,8 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-SESSION_FILE = "ray_session.json"
+from finesweep.search.run_dir import SESSION_FILE
+
 RAYLET_PID_VAR = "RAY_RAYLET_PID"
 
 

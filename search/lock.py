@@ -22,10 +22,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from finesweep.search.run_dir import LOCK_FILE
+
 if TYPE_CHECKING:
     import optuna
 
-LOCK_FILE = ".finesweep.lock"
 OWNER_ATTR = "driver"
 # A driver renews its lease at least this often while the sweep runs (from the Tune loop).
 LEASE_S = 120.0

@@ -8,6 +8,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, TextIO
 
 from finesweep.models.run import Direction
+from finesweep.search.run_dir import trial_name
 from finesweep.search.study import Outcome, ranked_trials, state_counts
 
 if TYPE_CHECKING:
@@ -42,7 +43,7 @@ class SweepMonitor:
         self.running.add(number)
         if self.hparams is not None:
             # TensorBoard lists the trial from now on, as RUNNING until it ends.
-            self.hparams.write_trial_start(f"trial_{number:04d}", params)
+            self.hparams.write_trial_start(trial_name(number), params)
 
     def close_unfinished(self, study: optuna.Study) -> None:
         """Give trials that never reported an end (the sweep stopped around them) their final
@@ -53,7 +54,7 @@ class SweepMonitor:
         for frozen in study.get_trials(deepcopy=False):
             if frozen.number in self.running and frozen.state.is_finished():
                 value = frozen.value if frozen.state.name == "COMPLETE" else None
-                self.hparams.write_trial(f"trial_{frozen.number:04d}", frozen.params, frozen.state.name,
+                self.hparams.write_trial(trial_name(frozen.number), frozen.params, frozen.state.name,
                                          value, int(frozen.user_attrs.get("epochs", 0)))
                 self.running.discard(frozen.number)
 
@@ -64,7 +65,7 @@ class SweepMonitor:
                 outcome.value, self.best[0] if self.best else None):
             self.best = (outcome.value, number)
         if self.hparams is not None:
-            self.hparams.write_trial(f"trial_{number:04d}", params, outcome.state, outcome.value, epochs)
+            self.hparams.write_trial(trial_name(number), params, outcome.state, outcome.value, epochs)
         detail = f"{self.spec.metric} {outcome.value:.4f}" if outcome.value is not None else outcome.reason
         self.out.write(f"[{self.elapsed():>6}] trial {number:>3} {outcome.state:<8} after {epochs:>2} "
                        f"epochs ({detail}) | {self.status_line()}\n")

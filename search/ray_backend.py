@@ -28,6 +28,7 @@ os.environ.setdefault("TUNE_DISABLE_SIGINT_HANDLER", "1")
 
 import ray  # noqa: E402
 from finesweep.search.cluster import accelerator_for, is_loopback  # noqa: E402
+from finesweep.search.run_dir import TUNE_EXPERIMENT, ray_error_path, ray_storage, ray_trial_name, tune_dir  # noqa: E402
 from finesweep.search.study import tell, trial_outcome  # noqa: E402
 from finesweep.search.trial import SweepContext, TrialRequest, failure_reason, run_trial  # noqa: E402
 from finesweep.search.user_code import import_roots  # noqa: E402
@@ -336,7 +337,7 @@ class StudySearcher(Searcher):
         """Ray's account of a failure the trial could not write itself (its worker, raylet or
         node died). Tune writes it in the driver's staging folder inside Ray's session before
         telling the searcher, and copies it under the run directory only later."""
-        candidates = [self.run_dir / "ray" / "tune" / f"ray_{trial_id}" / "error.txt"]
+        candidates = [ray_error_path(self.run_dir, trial_id)]
         node = getattr(ray._private.worker, "_global_node", None)
         if node is not None:
             candidates += Path(node.get_session_dir_path()).glob(
@@ -423,10 +424,10 @@ def run_trials(spec: SweepSpec, study: optuna.Study, run_dir: Path, *, trials: i
             num_samples=trials, max_concurrent_trials=spec.resources.concurrency,
             # A reused worker keeps torch, Lightning and the dataset loaded between trials.
             reuse_actors=True, time_budget_s=spec.budget.time_limit_s,
-            trial_dirname_creator=lambda trial: f"ray_{trial.trial_id}",
+            trial_dirname_creator=lambda trial: ray_trial_name(trial.trial_id),
         ),
         run_config=tune.RunConfig(
-            name="tune", storage_path=str((run_dir / "ray").resolve()), verbose=2 if verbose else 0,
+            name=TUNE_EXPERIMENT, storage_path=str(ray_storage(run_dir).resolve()), verbose=2 if verbose else 0,
             failure_config=tune.FailureConfig(max_failures=spec.max_failures),
             checkpoint_config=tune.CheckpointConfig(checkpoint_at_end=False, num_to_keep=1),
             callbacks=[_Heartbeat(monitor, tick)],
@@ -436,7 +437,7 @@ def run_trials(spec: SweepSpec, study: optuna.Study, run_dir: Path, *, trials: i
     try:
         tuner.fit()
     finally:
-        remove_empty_trial_dirs(run_dir / "ray" / "tune")
+        remove_empty_trial_dirs(tune_dir(run_dir))
     return searcher.abort_reason
 
 
@@ -449,7 +450,7 @@ def remove_empty_trial_dirs(tune_dir: Path) -> list[Path]:
     (read by :meth:`StudySearcher._ray_error` when the worker died before writing its own).
     """
     removed = []
-    for folder in sorted(tune_dir.glob("ray_*")):
+    for folder in sorted(tune_dir.glob(ray_trial_name("*"))):
         if folder.is_dir() and not any(folder.iterdir()):
             try:
                 folder.rmdir()

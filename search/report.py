@@ -22,15 +22,13 @@ from typing import TYPE_CHECKING, Any
 
 from finesweep.models.run import Direction
 from finesweep.search.results import SweepRecord, format_value, param_cells, trial_value
+from finesweep.search.run_dir import PLOT_DIR, REPORT_FILE, tensorboard_dir
 from finesweep.search.study import describe_storage, state_counts
-from finesweep.search.trial import tensorboard_dir
 
 if TYPE_CHECKING:
     import optuna
     from matplotlib.figure import Figure
 
-REPORT_FILE = "report.html"
-PLOT_DIR = "report"
 # Where an inactive parameter sits on the parallel-coordinates axes (active values span 0..1).
 _INACTIVE_Y = -0.15
 _COLORS = {"COMPLETE": "#1f77b4", "PRUNED": "#9a9a9a", "FAIL": "#d62728"}

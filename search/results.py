@@ -14,7 +14,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from finesweep.models.run import Direction
-from finesweep.search.study import STUDY_FILE, describe_storage, ranked_trials, storage_url
+from finesweep.search.run_dir import STUDY_FILE
+from finesweep.search.study import describe_storage, ranked_trials, storage_url
 
 if TYPE_CHECKING:
     import optuna
@@ -95,8 +96,8 @@ def _load(name: str | None, url: str) -> optuna.Study:
 
 def load_sweep(target: str | Path, study_name: str | None = None) -> SweepRecord:
     """A run directory (with its ``spec.yaml``) or a storage URL, for reading only."""
+    from finesweep.search.run_dir import SPEC_COPY
     from finesweep.search.spec import parse_spec
-    from finesweep.search.sweep import SPEC_COPY
 
     text = str(target)
     if "://" in text:

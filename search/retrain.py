@@ -8,6 +8,7 @@ from typing import TextIO
 
 import yaml
 from finesweep.search.export import read_export
+from finesweep.search.run_dir import CHECKPOINT_FILE, RESULT_FILE, RETRAIN_DIR
 
 
 def retrain(config_path: Path, out_dir: Path | None = None, out: TextIO | None = None, *,
@@ -21,7 +22,7 @@ def retrain(config_path: Path, out_dir: Path | None = None, out: TextIO | None =
     exported = read_export(config_path)
     run = exported.run.with_changes(**{k: v for k, v in (("max_epochs", max_epochs), ("seed", seed))
                                        if v is not None})
-    out_dir = out_dir or config_path.parent / "retrain"
+    out_dir = out_dir or config_path.parent / RETRAIN_DIR
     out_dir.mkdir(parents=True, exist_ok=True)
     quiet_training_logs()
     out.write(f"finesweep: retraining {exported.label} from {config_path} "
@@ -29,13 +30,13 @@ def retrain(config_path: Path, out_dir: Path | None = None, out: TextIO | None =
     out.flush()
     # The trial's thread count: the same number of intra-op threads gives the same sums.
     threads = exported.record.get("threads")
-    result = fit(run, checkpoint_path=out_dir / "model.pt", evaluate_test=True,
+    result = fit(run, checkpoint_path=out_dir / CHECKPOINT_FILE, evaluate_test=True,
                  threads=int(threads) if isinstance(threads, int) else None)
     if result.data_summary:
         out.write(f"data: {result.data_summary}\n")
     metrics = {**{k: float(v) for k, v in result.best.items()}, **(result.test or {}),
                "best_epoch": result.best_epoch, "seconds": round(result.seconds, 2)}
-    (out_dir / "result.yaml").write_text(yaml.safe_dump(
+    (out_dir / RESULT_FILE).write_text(yaml.safe_dump(
         {"config": str(config_path), "sweep_value": exported.value, "max_epochs": run.max_epochs,
          "seed": run.seed, "data": result.data_summary, **metrics}, sort_keys=False))
     same = run == exported.run
@@ -46,5 +47,5 @@ def retrain(config_path: Path, out_dir: Path | None = None, out: TextIO | None =
     test = result.test or {}
     out.write("test (held out): " + (", ".join(f"{k} {v:.4f}" for k, v in test.items())
                                      or "none (the module has no test_step)") + "\n")
-    out.write(f"weights: {out_dir / 'model.pt'}\n")
+    out.write(f"weights: {out_dir / CHECKPOINT_FILE}\n")
     return metrics

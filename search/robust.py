@@ -17,13 +17,11 @@ from typing import Any
 
 import yaml
 from finesweep.models.run import Direction, TrainingRun
-from finesweep.search.export import BEST_FILE, export_text, write_rank
+from finesweep.search.export import export_text, write_rank
 from finesweep.search.results import ResultsError, SweepRecord, mean_std, top_candidates, trial_value
+from finesweep.search.run_dir import BEST_FILE, ROBUST_FILE, ROBUST_TABLE
 from finesweep.search.spec import MAX_SEED
 from finesweep.search.user_code import import_roots
-
-ROBUST_FILE = "robust.yaml"
-ROBUST_TABLE = "robust.md"
 
 
 @dataclass(frozen=True)

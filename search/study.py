@@ -15,12 +15,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from finesweep.models.run import Direction
+from finesweep.search.run_dir import STUDY_FILE
 
 if TYPE_CHECKING:
     import optuna
     from finesweep.search.spec import SweepSpec
 
-STUDY_FILE = "study.db"
 
 
 # The storage URL with its password: run files keep it without (see without_password).

@@ -21,15 +21,27 @@ import yaml
 from finesweep.search.checkpoints import apply_retention
 from finesweep.search.cluster import nodes_line, trials_per_node
 from finesweep.search.export import write_exports
-from finesweep.search.leftovers import SESSION_FILE, record_session
 from finesweep.search.leftovers import clean_up as clean_up_leftovers
-from finesweep.search.lock import LOCK_FILE, LockError, RunLock, claim_study, release_study, renew_study
+from finesweep.search.leftovers import record_session
+from finesweep.search.lock import LockError, RunLock, claim_study, release_study, renew_study
 from finesweep.search.progress import SweepMonitor, summary_table
+from finesweep.search.run_dir import (
+    BEST_FILE,
+    DATA_SUMMARY,
+    LOCK_FILE,
+    RAY_DIR,
+    SESSION_FILE,
+    SPEC_COPY,
+    STUDY_FILE,
+    TENSORBOARD_DIR,
+    TOP_DIR,
+    TRIALS_DIR,
+    tensorboard_root,
+)
 from finesweep.search.signals import StopRequested, signal_name
 from finesweep.search.spec import SweepSpec
 from finesweep.search.strategies import make_sampler
 from finesweep.search.study import (
-    STUDY_FILE,
     describe_storage,
     fail_unfinished,
     open_study,
@@ -44,7 +56,6 @@ from finesweep.search.user_code import class_paths_in
 if TYPE_CHECKING:
     import optuna
 
-SPEC_COPY = "spec.yaml"
 
 
 class SweepError(RuntimeError):
@@ -65,7 +76,6 @@ class SweepResult:
     stopped_because: str | None = None
 
 
-DATA_SUMMARY = "data.txt"
 
 
 def describe_data(spec: SweepSpec) -> str | None:
@@ -149,8 +159,8 @@ def _open_fresh_or_resumed(spec: SweepSpec, url: str, sampler: object, resume: b
 
 # What a sweep writes at the top of its run directory: a folder holding only these (say a
 # tensorboard/ made ready for a live TensorBoard) is a run in the making, not someone's files.
-RUN_ENTRIES = frozenset({SPEC_COPY, LOCK_FILE, STUDY_FILE, SESSION_FILE, "tensorboard", "trials", "ray",
-                         "best.yaml", "top"})
+RUN_ENTRIES = frozenset({SPEC_COPY, LOCK_FILE, STUDY_FILE, SESSION_FILE, TENSORBOARD_DIR, TRIALS_DIR, RAY_DIR,
+                         BEST_FILE, TOP_DIR})
 
 
 def check_run_dir(run_dir: Path, resume: bool) -> None:
@@ -304,7 +314,7 @@ def _run_study(spec: SweepSpec, run_dir: Path, study: optuna.Study, url: str, ac
         # What the trials train on, once per sweep: rows read and dropped, labels, split sizes.
         out.write(f"finesweep: data: {summary}\n")
         _write_atomically(run_dir / DATA_SUMMARY, summary + "\n")
-    hparams = HParamsLog(run_dir / "tensorboard", spec.space, spec.metric)
+    hparams = HParamsLog(tensorboard_root(run_dir), spec.space, spec.metric)
     hparams.write_experiment()
     to_run = max(spec.budget.trials - done, 0)
     stopped_because = None

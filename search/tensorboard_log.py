@@ -23,6 +23,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from finesweep.search.run_dir import LIVE_RUN
 from finesweep.search.space import INACTIVE, CategoricalParam, SearchSpace
 from tensorboard.compat.proto import event_pb2, summary_pb2
 from tensorboard.plugins.hparams import api_pb2, metadata, plugin_data_pb2
@@ -33,7 +34,6 @@ STATES = ("RUNNING", "COMPLETE", "PRUNED", "FAIL")
 _STATUS = {"COMPLETE": api_pb2.STATUS_SUCCESS, "PRUNED": api_pb2.STATUS_SUCCESS,
            "FAIL": api_pb2.STATUS_FAILURE}
 # The sub-run holding a running trial's start record; see the module docstring.
-LIVE_RUN = "running"
 
 
 def final_metric_tag(metric: str) -> str:

@@ -22,12 +22,13 @@ from pathlib import Path
 from typing import Any
 
 from finesweep.models.run import TrainingRun
+from finesweep.search import run_dir as run_paths
+from finesweep.search.run_dir import STATE_FILE, tensorboard_dir, trial_dir
 
 # Called after every epoch with its metrics and, when the sweep keeps training state for
 # retries, the directory holding the state after that epoch (None otherwise).
 Report = Callable[[dict[str, Any], "Path | None"], None]
 
-STATE_FILE = "training_state.ckpt"
 
 
 @dataclass(frozen=True)
@@ -59,14 +60,6 @@ class TrialRequest:
     def training_run(self, context: SweepContext) -> TrainingRun:
         return TrainingRun.from_config(self.config, max_epochs=context.max_epochs, seed=self.seed,
                                        metric=context.metric, mode=context.mode)
-
-
-def trial_dir(run_dir: str | Path, number: int) -> Path:
-    return Path(run_dir) / "trials" / f"trial_{number:04d}"
-
-
-def tensorboard_dir(run_dir: str | Path, number: int) -> Path:
-    return Path(run_dir) / "tensorboard" / f"trial_{number:04d}"
 
 
 def quiet_training_logs() -> None:
@@ -161,7 +154,7 @@ def run_trial(context: SweepContext, request: TrialRequest, report: Report,
             sys.path.insert(0, root)
     artifacts = trial_dir(context.run_dir, request.number)
     artifacts.mkdir(parents=True, exist_ok=True)
-    error_file = artifacts / "error.txt"
+    error_file = artifacts / run_paths.ERROR_FILE
     writer = SummaryWriter(str(tensorboard_dir(context.run_dir, request.number)),
                            filename_suffix=".scalars")
     watchdog = _Watchdog(context.trial_timeout_s, error_file) if context.trial_timeout_s else None
@@ -195,7 +188,7 @@ def run_trial(context: SweepContext, request: TrialRequest, report: Report,
     try:
         with memory_cap(context.memory_mb):
             fit(request.training_run(context), on_epoch_end=on_epoch_end,
-                         checkpoint_path=artifacts / "model.pt", accelerator=accelerator,
+                         checkpoint_path=artifacts / run_paths.CHECKPOINT_FILE, accelerator=accelerator,
                          threads=max(1, int(context.cpus_per_trial)),
                          state_path=state_dir / STATE_FILE if state_dir is not None else None,
                          resume_from=resume_state,
@@ -228,7 +221,7 @@ def clear_trial_outputs(run_dir: str | Path, number: int) -> None:
 
 def failure_reason(run_dir: str | Path, number: int) -> str | None:
     """The last line of a failed trial's traceback (the exception and its message)."""
-    path = trial_dir(run_dir, number) / "error.txt"
+    path = run_paths.error_path(run_dir, number)
     if not path.exists():
         return None
     lines = [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]

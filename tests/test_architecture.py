@@ -79,3 +79,28 @@ def test_module_level_imports_have_no_cycles():
     for node in graph:
         if node not in state and (cycle := visit(node)):
             raise AssertionError("import cycle: " + " -> ".join(cycle))
+
+
+def test_the_run_directory_layout_is_spelled_only_in_its_module():
+    """File names of a run directory (and the trial_NNNN pattern) appear as literals only in
+    search/run_dir.py; everything else asks it for paths."""
+    from finesweep.search import run_dir
+
+    # Folder names that are also command or spec words ("report", "trials", ...) are left out:
+    # the names with a suffix are the ones a copy would spell.
+    names = {value for name, value in vars(run_dir).items()
+             if name.isupper() and isinstance(value, str) and "." in value}
+    offenders = []
+    for module, path in _modules().items():
+        if module == "finesweep.search.run_dir":
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Constant) and isinstance(node.value, str):
+                text = node.value
+                if text in names or text.startswith("trial_{") or text.startswith("ray_{"):
+                    offenders.append(f"{module}:{node.lineno}: {text!r}")
+            if isinstance(node, ast.JoinedStr) and node.values and isinstance(node.values[0], ast.Constant) \
+                    and str(node.values[0].value) in ("trial_", "ray_", "rank_"):
+                offenders.append(f"{module}:{node.lineno}: f-string {node.values[0].value!r}...")
+    assert len(names) >= 12
+    assert not offenders, offenders

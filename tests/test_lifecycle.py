@@ -22,8 +22,9 @@ from pathlib import Path
 
 import optuna
 import pytest
-from finesweep.search.leftovers import SESSION_FILE, leftovers
+from finesweep.search.leftovers import leftovers
 from finesweep.search.lock import Holder, owner_is_live
+from finesweep.search.run_dir import SESSION_FILE
 from finesweep.search.spec import SpecError, parse_spec
 
 ROOT = Path(__file__).resolve().parents[1]

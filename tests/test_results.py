@@ -30,16 +30,17 @@ import optuna
 import pytest
 import torch
 import yaml
-from finesweep.search.checkpoints import apply_retention, checkpoint_path
+from finesweep.search.checkpoints import apply_retention
 from finesweep.search.cli import main as cli_main
-from finesweep.search.ensemble import ENSEMBLE_FILE, reevaluate
+from finesweep.search.ensemble import reevaluate
 from finesweep.search.export import read_export, read_record
 from finesweep.search.results import ResultsError, candidates, load_sweep, mean_std
+from finesweep.search.run_dir import ENSEMBLE_FILE, LIVE_RUN, checkpoint_path
 from finesweep.search.spec import parse_spec
 from finesweep.search.status import status_text
 from finesweep.search.study import state_counts
 from finesweep.search.sweep import run_sweep
-from finesweep.search.tensorboard_log import LIVE_RUN, STATE_COLUMN
+from finesweep.search.tensorboard_log import STATE_COLUMN
 from tensorboard.backend.event_processing import event_accumulator
 from tensorboard.plugins.hparams import metadata as hparams_metadata
 

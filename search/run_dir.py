@@ -1,0 +1,86 @@
+"""The layout of a run directory: every file and folder a sweep and its commands write there,
+named here once. Everything else asks this module for a path instead of spelling it.
+
+    runs/<name>/
+      spec.yaml  study.db  data.txt  .finesweep.lock  ray_session.json
+      best.yaml  best_single.yaml  top/rank_NN.yaml
+      trials/trial_NNNN/{model.pt, error.txt}
+      tensorboard/trial_NNNN[/running]
+      ray/tune/ray_<trial id>/          Ray Tune's own state
+      retrain/{model.pt, result.yaml}   robust.yaml  robust.md  ensemble.yaml  report.html  report/
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+SPEC_COPY = "spec.yaml"
+STUDY_FILE = "study.db"
+DATA_SUMMARY = "data.txt"
+LOCK_FILE = ".finesweep.lock"
+SESSION_FILE = "ray_session.json"
+BEST_FILE = "best.yaml"
+# Where a plain export puts the single best trial while best.yaml holds the robust choice.
+SINGLE_BEST_FILE = "best_single.yaml"
+TOP_DIR = "top"
+TRIALS_DIR = "trials"
+TENSORBOARD_DIR = "tensorboard"
+# The sub-run of a trial's TensorBoard run that holds its start record while it runs.
+LIVE_RUN = "running"
+RAY_DIR = "ray"
+TUNE_EXPERIMENT = "tune"
+CHECKPOINT_FILE = "model.pt"
+ERROR_FILE = "error.txt"
+# The full training state a retried trial resumes from (in a temporary folder Ray copies).
+STATE_FILE = "training_state.ckpt"
+RETRAIN_DIR = "retrain"
+RESULT_FILE = "result.yaml"
+ENSEMBLE_FILE = "ensemble.yaml"
+ROBUST_FILE = "robust.yaml"
+ROBUST_TABLE = "robust.md"
+REPORT_FILE = "report.html"
+PLOT_DIR = "report"
+
+
+def trial_name(number: int) -> str:
+    return f"trial_{number:04d}"
+
+
+def trial_dir(run_dir: str | Path, number: int) -> Path:
+    return Path(run_dir) / TRIALS_DIR / trial_name(number)
+
+
+def checkpoint_path(run_dir: str | Path, number: int) -> Path:
+    return trial_dir(run_dir, number) / CHECKPOINT_FILE
+
+
+def error_path(run_dir: str | Path, number: int) -> Path:
+    return trial_dir(run_dir, number) / ERROR_FILE
+
+
+def tensorboard_root(run_dir: str | Path) -> Path:
+    return Path(run_dir) / TENSORBOARD_DIR
+
+
+def tensorboard_dir(run_dir: str | Path, number: int) -> Path:
+    return tensorboard_root(run_dir) / trial_name(number)
+
+
+def ray_storage(run_dir: str | Path) -> Path:
+    return Path(run_dir) / RAY_DIR
+
+
+def tune_dir(run_dir: str | Path) -> Path:
+    return ray_storage(run_dir) / TUNE_EXPERIMENT
+
+
+def ray_trial_name(trial_id: str) -> str:
+    return f"ray_{trial_id}"
+
+
+def ray_error_path(run_dir: str | Path, trial_id: str) -> Path:
+    return tune_dir(run_dir) / ray_trial_name(trial_id) / ERROR_FILE
+
+
+def rank_path(run_dir: str | Path, rank: int) -> Path:
+    return Path(run_dir) / TOP_DIR / f"rank_{rank:02d}.yaml"
