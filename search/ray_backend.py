@@ -1,9 +1,10 @@
 """Ray Tune execution: the only module that imports Ray.
 
 Ray schedules and places trials (and stops them early through its scheduler); the Optuna
-study decides what to try and records what happened. :class:`StudySearcher` is the bridge:
-it asks the study for a trial, samples the space define-by-run (so conditional parameters
-work), and tells the study each trial's outcome, PRUNED included.
+study decides what to try and records what happened. :class:`StudySearcher` forwards Ray's
+calls to the Ray-free :class:`~finesweep.search.ledger.TrialLedger`, which asks the study for a
+trial, samples the space define-by-run (so conditional parameters work), and tells the study
+each trial's outcome, PRUNED included.
 """
 
 from __future__ import annotations
@@ -12,7 +13,6 @@ import logging
 import os
 import threading
 import time
-import warnings
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -28,9 +28,9 @@ os.environ.setdefault("TUNE_DISABLE_SIGINT_HANDLER", "1")
 
 import ray  # noqa: E402
 from finesweep.search.cluster import accelerator_for, is_loopback  # noqa: E402
+from finesweep.search.ledger import FINISHED, TrialLedger  # noqa: E402
 from finesweep.search.run_dir import TUNE_EXPERIMENT, ray_error_path, ray_storage, ray_trial_name, tune_dir  # noqa: E402
-from finesweep.search.study import tell, trial_outcome  # noqa: E402
-from finesweep.search.trial import SweepContext, TrialRequest, failure_reason, run_trial  # noqa: E402
+from finesweep.search.trial import SweepContext, TrialRequest, run_trial  # noqa: E402
 from finesweep.search.user_code import import_roots  # noqa: E402
 from ray import tune  # noqa: E402
 from ray.tune.search import Searcher  # noqa: E402
@@ -189,171 +189,47 @@ def _trainable(config: dict[str, Any], context: SweepContext) -> None:
         run_trial(context, request, report, accelerator=accelerator, resume_from=Path(resume_from))
 
 
-# Failures that every trial of the sweep would repeat: the first one stops the sweep.
-SWEEP_ENDING_ERRORS = ("finesweep.models.training.MetricNotLoggedError", "MetricNotLoggedError")
-
-
 class _StopWhenAborted(tune.Stopper):
-    """Ends the running trials once the searcher has seen a sweep-ending failure."""
+    """Ends the running trials once the ledger has seen a sweep-ending failure."""
 
-    def __init__(self, searcher: StudySearcher) -> None:
-        self.searcher = searcher
+    def __init__(self, ledger: TrialLedger) -> None:
+        self.ledger = ledger
 
     def __call__(self, trial_id: str, result: dict[str, Any]) -> bool:
         return self.stop_all()
 
     def stop_all(self) -> bool:
-        # A copy Ray restored from a pickle has no searcher; the driver's own object decides.
-        return self.searcher is not None and self.searcher.abort_reason is not None
+        # A copy Ray restored from a pickle has no ledger; the driver's own object decides.
+        return self.ledger is not None and self.ledger.abort_reason is not None
 
     def __getstate__(self) -> dict[str, Any]:
-        return {"searcher": None}  # Ray pickles the run config; the searcher stays here.
+        return {"ledger": None}  # Ray pickles the run config; the ledger stays here.
 
 
 class StudySearcher(Searcher):
-    """Ray Tune searcher backed by an Optuna study in a real database."""
+    """Ray Tune's searcher over the :class:`~finesweep.search.ledger.TrialLedger`: Ray's calls
+    in, the ledger's answers out, and Ray's own account of a failed trial."""
 
-    def __init__(self, study: optuna.Study, spec: SweepSpec, seed_base: int, run_dir: Path,
-                 monitor: SweepMonitor | None = None,
-                 rerun: Sequence[optuna.trial.FrozenTrial] = (), stop: threading.Event | None = None) -> None:
-        super().__init__(metric=spec.metric, mode=spec.mode)
-        self.study = study
-        self.spec = spec
-        self.seed_base = seed_base
-        self.run_dir = run_dir
-        self.monitor = monitor
-        self._live: dict[str, optuna.Trial] = {}
-        # Set when a trial shows that every trial would fail the same way (the metric is never
-        # logged): no new trials are handed out and the sweep stops.
-        self.abort_reason: str | None = None
-        self._last: dict[str, dict[str, Any]] = {}
-        self._rerun = list(rerun)
-        self._stop = stop or threading.Event()
-
-    def _resumed(self, trial_id: str) -> dict[str, Any]:
-        """Hand out a trial that an earlier driver left RUNNING, as it was."""
-        import optuna
-
-        frozen = self._rerun.pop(0)
-        if "seed" not in frozen.user_attrs or "config" not in frozen.user_attrs:
-            # The driver died between asking for the trial and handing it to Ray: finish
-            # drawing it (parameters already drawn keep their values) and hand it out now.
-            self.study.sampler.before_trial(self.study, frozen)
-            return self._hand_out(trial_id, optuna.trial.Trial(self.study, frozen._trial_id))
-        # Same record, same parameters and seed: the trial is re-run, not duplicated.
-        trial = optuna.trial.Trial(self.study, frozen._trial_id)
-        trial.set_user_attr("ray_trial_id", trial_id)
-        trial.set_user_attr("attempts", int(frozen.user_attrs.get("attempts", 1)) + 1)
-        self._live[trial_id] = trial
-        if self.monitor is not None:
-            self.monitor.trial_started(frozen.number, frozen.params)
-        return {"number": frozen.number, "seed": frozen.user_attrs["seed"],
-                "config": dict(frozen.user_attrs["config"])}
+    def __init__(self, ledger: TrialLedger) -> None:
+        super().__init__()
+        self.ledger = ledger
 
     def suggest(self, trial_id: str) -> dict[str, Any] | None:
-        if self._stop.is_set():
-            return None  # Stopping: no new trial (Tune ends the run through _StopFlag).
-        if self.abort_reason is not None:
-            return Searcher.FINISHED
-        if self._rerun:
-            return self._resumed(trial_id)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            trial = self.study.ask()
-        return self._hand_out(trial_id, trial)
-
-    def _hand_out(self, trial_id: str, trial: optuna.Trial) -> dict[str, Any]:
-        """Draw the trial's parameters, record its config and seed, and give it to Ray."""
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            sampled = self.spec.space.sample(trial)
-        config = self.spec.training_config(sampled)
-        seed = self.seed_base + trial.number
-        trial.set_user_attr("seed", seed)
-        trial.set_user_attr("config", config)
-        trial.set_user_attr("ray_trial_id", trial_id)
-        self._live[trial_id] = trial
-        if self.monitor is not None:
-            self.monitor.trial_started(trial.number, sampled)
-        return {"number": trial.number, "seed": seed, "config": config}
-
-    def _record(self, trial_id: str, trial: optuna.Trial, result: dict[str, Any]) -> None:
-        if trial_id not in self._last or self._last[trial_id].get("node_id") != result.get("node_id"):
-            # The node it (last) ran on: a trial retried after its node died moves elsewhere.
-            trial.set_user_attr("node", result.get("node_id"))
-            trial.set_user_attr("node_ip", result.get("node_ip"))
-            trial.set_user_attr("gpu_ids", result.get("gpu_ids"))
-            trial.set_user_attr("accelerator", result.get("accelerator"))
-            # Where and when training began: benchmarks/overhead.py measures the gap
-            # between one trial's end and the next one's first step on the same worker.
-            trial.set_user_attr("worker_pid", result.get("pid"))
-            trial.set_user_attr("first_step_at", result.get("first_step_at"))
-        self._last[trial_id] = result
-        value = result.get(self.spec.metric)
-        if value is not None and "epoch" in result:
-            with warnings.catch_warnings():
-                # A re-run interrupted trial reports its first epochs again; the first value stays.
-                warnings.simplefilter("ignore", UserWarning)
-                trial.report(float(value), step=int(result["epoch"]))
+        handed = self.ledger.hand_out(trial_id)
+        return Searcher.FINISHED if handed == FINISHED else handed
 
     def on_trial_result(self, trial_id: str, result: dict[str, Any]) -> None:
-        trial = self._live.get(trial_id)
-        if trial is not None:
-            self._record(trial_id, trial, result)
+        self.ledger.record(trial_id, result)
 
     def on_trial_complete(self, trial_id: str, result: dict[str, Any] | None = None,
                           error: bool = False) -> None:
-        trial = self._live.pop(trial_id, None)
-        if trial is None:
-            return
         # Ray hands the final result only here, not to on_trial_result.
-        seen = self._last.get(trial_id, {}).get("epoch")
-        if result and "epoch" in result and result["epoch"] != seen:
-            self._record(trial_id, trial, result)
-        last = self._last.pop(trial_id, None)
-        if self._stop.is_set() and int((last or {}).get("epoch", 0)) < self.spec.budget.max_epochs:
-            # Stopped by the interrupt, not by its scheduler: left RUNNING in the study, so a
-            # resume runs it again with the same parameters and seed, as after a crash. An error
-            # now counts too: a terminal's Ctrl-C also reaches Ray's processes (same process
-            # group), which may take the trial's worker down first.
-            return
-        reason = (failure_reason(self.run_dir, trial.number) or self._ray_error(trial_id)) if error else None
-        if reason and reason.startswith(SWEEP_ENDING_ERRORS):
-            self.abort_reason = reason
-        outcome = trial_outcome(last, error, self.spec.budget.max_epochs, reason)
-        epochs = int((last or {}).get("epoch", 0))
-        trial.set_user_attr("epochs", epochs)
-        trial.set_user_attr("ended_at", (last or {}).get("reported_at", time.time()))
-        if last and "best_epoch" in last:
-            trial.set_user_attr("best_epoch", int(last["best_epoch"]))
-        if last and last.get("resumed_from_epoch"):
-            # Ray retried it after a failure and it went on from that epoch's training state.
-            trial.set_user_attr("resumed_from_epoch", int(last["resumed_from_epoch"]))
-        tell(self.study, trial, outcome)
-        if self.monitor is not None:
-            self.monitor.trial_ended(trial.number, trial.params, outcome, epochs)
-
-    def _ray_error(self, trial_id: str) -> str | None:
-        """Ray's account of a failure the trial could not write itself (its worker, raylet or
-        node died). Tune writes it in the driver's staging folder inside Ray's session before
-        telling the searcher, and copies it under the run directory only later."""
-        candidates = [ray_error_path(self.run_dir, trial_id)]
-        node = getattr(ray._private.worker, "_global_node", None)
-        if node is not None:
-            candidates += Path(node.get_session_dir_path()).glob(
-                f"artifacts/*/*/driver_artifacts/ray_{trial_id}/error.txt")
-        path = next((c for c in candidates if c.exists()), None)
-        if path is None:
-            return None
-        lines = [line.strip() for line in path.read_text(errors="replace").splitlines()
-                 if line.strip() and not line.startswith("Failure #")]
-        return lines[0][:300] if lines else None
+        self.ledger.complete(trial_id, result, error, lambda: _ray_error(self.ledger.run_dir, trial_id))
 
     # The study database holds the searcher's whole state. Ray pickles the Tuner (and so
-    # this searcher) for its own restore, which finesweep never uses: leave out the live
-    # database session, the open trials and the console.
+    # this searcher) for its own restore, which finesweep never uses.
     def __getstate__(self) -> dict[str, Any]:
-        return {**self.__dict__, "study": None, "monitor": None, "_live": {}, "_last": {}, "_stop": None}
+        return {**self.__dict__, "ledger": None}
 
     def save(self, checkpoint_path: str) -> None:
         pass
@@ -366,6 +242,23 @@ class StudySearcher(Searcher):
 
     def restore_from_dir(self, checkpoint_dir: str) -> None:
         pass
+
+
+def _ray_error(run_dir: Path, trial_id: str) -> str | None:
+    """Ray's account of a failure the trial could not write itself (its worker, raylet or node
+    died). Tune writes it in the driver's staging folder inside Ray's session before telling
+    the searcher, and copies it under the run directory only later."""
+    candidates = [ray_error_path(run_dir, trial_id)]
+    node = getattr(ray._private.worker, "_global_node", None)
+    if node is not None:
+        candidates += Path(node.get_session_dir_path()).glob(
+            f"artifacts/*/*/driver_artifacts/{ray_trial_name(trial_id)}/error.txt")
+    path = next((c for c in candidates if c.exists()), None)
+    if path is None:
+        return None
+    lines = [line.strip() for line in path.read_text(errors="replace").splitlines()
+             if line.strip() and not line.startswith("Failure #")]
+    return lines[0][:300] if lines else None
 
 
 def _scheduler(spec: SweepSpec) -> Any:
@@ -416,7 +309,8 @@ def run_trials(spec: SweepSpec, study: optuna.Study, run_dir: Path, *, trials: i
     if spec.resources.memory_mb:
         resources["memory"] = int(spec.resources.memory_mb * 2**20)
     trainable = tune.with_resources(tune.with_parameters(_trainable, context=context), resources)
-    searcher = StudySearcher(study, spec, seed_base, run_dir, monitor, rerun, stop)
+    ledger = TrialLedger(study, spec, seed_base, run_dir, monitor, rerun, stop)
+    searcher = StudySearcher(ledger)
     tuner = tune.Tuner(
         trainable,
         tune_config=tune.TuneConfig(
@@ -431,14 +325,14 @@ def run_trials(spec: SweepSpec, study: optuna.Study, run_dir: Path, *, trials: i
             failure_config=tune.FailureConfig(max_failures=spec.max_failures),
             checkpoint_config=tune.CheckpointConfig(checkpoint_at_end=False, num_to_keep=1),
             callbacks=[_Heartbeat(monitor, tick)],
-            stop=tune.stopper.CombinedStopper(_StopFlag(stop), _StopWhenAborted(searcher)),
+            stop=tune.stopper.CombinedStopper(_StopFlag(stop), _StopWhenAborted(ledger)),
         ),
     )
     try:
         tuner.fit()
     finally:
         remove_empty_trial_dirs(tune_dir(run_dir))
-    return searcher.abort_reason
+    return ledger.abort_reason
 
 
 def remove_empty_trial_dirs(tune_dir: Path) -> list[Path]:
@@ -447,7 +341,7 @@ def remove_empty_trial_dirs(tune_dir: Path) -> list[Path]:
     Tune makes one per trial, but finesweep switches off its per-trial loggers and keeps the
     trial's outputs under ``trials/`` and ``tensorboard/``, so most stay empty and only clutter
     the run directory. A non-empty one is kept: Ray writes a failed trial's error.txt there
-    (read by :meth:`StudySearcher._ray_error` when the worker died before writing its own).
+    (read by :func:`_ray_error` when the worker died before writing its own).
     """
     removed = []
     for folder in sorted(tune_dir.glob(ray_trial_name("*"))):
