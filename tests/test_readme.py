@@ -87,6 +87,17 @@ def test_readme_shows_commands_and_every_one_is_a_real_subcommand_with_real_flag
     commands = _commands(_text(README))
     shown = {name for name, _, _ in commands}
     assert {"sweep", "status", "tensorboard", "export", "train", "init"} <= shown
+    problems = _unknown_commands_and_flags(commands, subcommands)
+    assert not problems, "\n".join(problems)
+
+
+@pytest.mark.parametrize("document", DOCS, ids=lambda p: p.relative_to(ROOT).as_posix())
+def test_docs_commands_are_real_subcommands_with_real_flags(document):
+    problems = _unknown_commands_and_flags(_commands(_text(document)), _subcommands())
+    assert not problems, "\n".join(problems)
+
+
+def _unknown_commands_and_flags(commands, subcommands) -> list[str]:
     problems = []
     for name, arguments, line in commands:
         if name not in subcommands:
@@ -94,20 +105,7 @@ def test_readme_shows_commands_and_every_one_is_a_real_subcommand_with_real_flag
             continue
         known = set(subcommands[name]._option_string_actions)
         problems += [f"{name} has no {flag} (in: {line})" for flag in FLAG.findall(arguments) if flag not in known]
-    assert not problems, "\n".join(problems)
-
-
-@pytest.mark.parametrize("document", DOCS, ids=lambda p: p.relative_to(ROOT).as_posix())
-def test_docs_commands_are_real_subcommands_with_real_flags(document):
-    subcommands = _subcommands()
-    problems = []
-    for name, arguments, line in _commands(_text(document)):
-        if name not in subcommands:
-            problems.append(f"unknown subcommand {name!r} in: {line}")
-            continue
-        known = set(subcommands[name]._option_string_actions)
-        problems += [f"{name} has no {flag} (in: {line})" for flag in FLAG.findall(arguments) if flag not in known]
-    assert not problems, "\n".join(problems)
+    return problems
 
 
 def test_every_spec_the_readme_names_parses():
