@@ -194,8 +194,9 @@ task: debug
 metric: val_acc
 space:
   learning_rate: {type: float, low: 0.01, high: 0.5, log: true}
-  # Long enough that the two trials overlap even when one worker starts seconds after the other.
-  epoch_seconds: 5.0
+  # Long enough that the two trials overlap even when one worker starts well after the other: a
+  # loaded 2-core machine took over 10 s to start the second worker (its Lightning import).
+  epoch_seconds: 12.0
 strategy: {name: random, seed: 0}
 scheduler: none
 budget: {trials: 2, max_epochs: 2}
