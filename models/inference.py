@@ -16,7 +16,7 @@ from typing import Any
 import pytorch_lightning as pl
 import torch
 from finesweep.models.run import TrainingRun
-from finesweep.models.training import build, make_trainer
+from finesweep.models.training import build, make_trainer, overrides
 from torch.nn import functional as F
 
 SPLITS = ("val", "test")
@@ -51,6 +51,10 @@ def load_model(run: TrainingRun, checkpoint: str | Path) -> tuple[pl.LightningMo
 
 def predictions(model: pl.LightningModule, loader: Any) -> tuple[torch.Tensor, torch.Tensor]:
     """``predict_step`` outputs and targets (each batch's last element) over a loader."""
+    if not overrides(model, "predict_step", pl.LightningModule):
+        # Lightning's own predict_step calls forward on the whole batch, targets included.
+        raise NotEnsemblable(f"{type(model).__name__} has no predict_step: ensembles need one that returns class "
+                             "scores (batch, classes) or one regression output per example (batch,)")
     outputs, targets = [], []
     with torch.no_grad():
         for index, batch in enumerate(loader):
@@ -119,7 +123,12 @@ def evaluate_ensemble(members: Sequence[Member], splits: Sequence[str] = SPLITS)
     for split in splits:
         if split not in SPLITS:
             raise ValueError(f"split must be one of {', '.join(SPLITS)}, but got {split!r}")
-        loader = getattr(data, f"{split}_dataloader")()
+        hook = f"{split}_dataloader"
+        if not overrides(data, hook, pl.LightningDataModule):
+            if split == "val":
+                raise NotEnsemblable(f"{type(data).__name__} has no val_dataloader to score the members on")
+            continue  # No held-out test split: the ensemble is scored on validation only.
+        loader = getattr(data, hook)()
         outputs, targets, kind = {}, None, None
         for name, (model, _) in loaded.items():
             raw, targets = predictions(model, loader)

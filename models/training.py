@@ -242,8 +242,9 @@ def fit(run: TrainingRun, *, on_epoch_end: EpochCallback | None = None,
 
 def test(trainer: pl.Trainer, model: pl.LightningModule, data: pl.LightningDataModule) -> dict[str, float]:
     """What the module's ``test_step`` logs on the DataModule's test split."""
-    if not callable(getattr(data, "test_dataloader", None)) or not _overridden(model, "test_step"):
-        return {}
+    if not (overrides(data, "test_dataloader", pl.LightningDataModule)
+            and overrides(model, "test_step", pl.LightningModule)):
+        return {}  # No test split or no test_step: nothing to report (the base hooks only raise).
     results = trainer.test(model, datamodule=data, verbose=False)
     merged: dict[str, float] = {}
     for metrics in results:
@@ -251,5 +252,7 @@ def test(trainer: pl.Trainer, model: pl.LightningModule, data: pl.LightningDataM
     return merged
 
 
-def _overridden(model: pl.LightningModule, hook: str) -> bool:
-    return getattr(type(model), hook, None) is not getattr(pl.LightningModule, hook, None)
+def overrides(obj: object, hook: str, base: type) -> bool:
+    """Whether ``obj``'s class defines ``hook`` itself rather than inheriting Lightning's stub from
+    ``base`` (``LightningDataModule.test_dataloader`` exists on every DataModule, and raises)."""
+    return getattr(type(obj), hook, None) is not getattr(base, hook, None)

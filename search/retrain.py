@@ -45,7 +45,7 @@ def retrain(config_path: Path, out_dir: Path | None = None, out: TextIO | None =
     out.write("validation: " + ", ".join(f"{k} {v:.4f}" for k, v in result.best.items() if k.startswith("val"))
               + "\n")
     test = result.test or {}
-    out.write("test (held out): " + (", ".join(f"{k} {v:.4f}" for k, v in test.items())
-                                     or "none (the module has no test_step)") + "\n")
+    none = "none (the DataModule has no test_dataloader or the module no test_step)"
+    out.write("test (held out): " + (", ".join(f"{k} {v:.4f}" for k, v in test.items()) or none) + "\n")
     out.write(f"weights: {out_dir / CHECKPOINT_FILE}\n")
     return metrics

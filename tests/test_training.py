@@ -5,8 +5,9 @@ split, and stops with a clear error when the module logs no usable metric."""
 from __future__ import annotations
 
 import pytest
+import pytorch_lightning as pl
 import torch
-from finesweep.models.debug import DebugClassifier
+from finesweep.models.debug import DebugClassifier, DebugData
 from finesweep.models.image_classification import load_digits_split
 from finesweep.models.inference import load_model
 from finesweep.models.run import TrainingRun
@@ -142,3 +143,44 @@ def test_validation_that_never_runs_is_named_as_the_reason():
                       trainer={"check_val_every_n_epoch": 2}, max_epochs=1, seed=0, metric="val_acc", mode="max")
     with pytest.raises(MetricNotLoggedError, match="check_val_every_n_epoch"):
         fit(run)
+
+
+class NoTestSplit(pl.LightningDataModule):
+    """The debug data with train and validation loaders only, as many users' DataModules are."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.inner = DebugData()
+
+    def setup(self, stage: str | None = None) -> None:
+        self.inner.setup(stage)
+
+    def train_dataloader(self):
+        return self.inner.train_dataloader()
+
+    def val_dataloader(self):
+        return self.inner.val_dataloader()
+
+
+def test_a_datamodule_without_a_test_split_trains_and_reports_no_test_metrics(tmp_path):
+    run = TrainingRun(model={"class_path": TASKS["debug"].model, "init_args": {}},
+                      data={"class_path": f"{__name__}.NoTestSplit", "init_args": {}},
+                      trainer={}, max_epochs=1, seed=0, metric="val_acc", mode="max")
+    result = fit(run, evaluate_test=True, checkpoint_path=tmp_path / "model.pt")
+    assert result.test == {} and "val_acc" in result.best
+    # An ensemble of it is scored on validation alone.
+    from finesweep.models.inference import Member, evaluate_ensemble
+
+    scores = evaluate_ensemble([Member("only", run, str(tmp_path / "model.pt"))])
+    assert [s.split for s in scores] == ["val"]
+
+
+def test_an_ensemble_of_a_module_without_predict_step_says_so():
+    from finesweep.models.inference import NotEnsemblable, predictions
+
+    class NoPredictStep(pl.LightningModule):
+        def forward(self, x):
+            return x
+
+    with pytest.raises(NotEnsemblable, match="NoPredictStep has no predict_step"):
+        predictions(NoPredictStep(), [(torch.zeros(2, 3), torch.zeros(2))])
