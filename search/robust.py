@@ -21,7 +21,7 @@ from finesweep.search.export import export_text, write_rank
 from finesweep.search.results import ResultsError, SweepRecord, mean_std, top_candidates, trial_value
 from finesweep.search.run_dir import BEST_FILE, ROBUST_FILE, ROBUST_TABLE
 from finesweep.search.spec import MAX_SEED
-from finesweep.search.user_code import import_roots
+from finesweep.search.user_code import import_roots, put_first_on_path
 
 
 @dataclass(frozen=True)
@@ -41,15 +41,11 @@ class RetrainJob:
 
 def run_job(job: RetrainJob, accelerator: str = "cpu") -> dict[str, float]:
     """Train ``job`` and return its best epoch's validation metrics and its test metrics."""
-    import sys
-
     from finesweep.models.training import fit
     from finesweep.search.trial import quiet_training_logs
 
     quiet_training_logs()
-    for root in reversed(job.import_roots):  # first on the path, as in the driver
-        if root not in sys.path:
-            sys.path.insert(0, root)
+    put_first_on_path(job.import_roots)
     result = fit(job.run, accelerator=accelerator, threads=job.threads, evaluate_test=True)
     return {**{k: float(v) for k, v in result.best.items()}, **(result.test or {}),
             "best_epoch": float(result.best_epoch), "seconds": round(result.seconds, 2)}

@@ -447,11 +447,6 @@ class Target:
     # The argument's fixed value, into which a nested value is put for checking.
     fixed_whole: Any = None
 
-    @classmethod
-    def of(cls, owner: type, argument: str, nested: tuple[str, ...] = (), section: str = "model",
-           fixed_whole: Any = None) -> Target:
-        return cls(owner, argument, nested, section, fixed_whole)
-
     @property
     def annotation(self) -> Any:
         return components.class_arguments(self.cls)[self.argument].annotation
@@ -472,10 +467,6 @@ class Target:
         if typing.get_origin(hint) is typing.Annotated:
             hint = typing.get_args(hint)[0]
         return tuple(typing.get_args(hint)) if typing.get_origin(hint) is typing.Literal else ()
-
-
-def argument_names(cls: type | None) -> list[str]:
-    return sc.argument_names(cls)
 
 
 def _set_in(tree: dict[str, Any], path: KeyPath, value: Any) -> None:
@@ -661,7 +652,7 @@ class SpecChecker:
                              "a class path beside `task:`", "drop `task:` to name your own classes")
                 return Component(alias_class), None
             cls = self.import_class(alias_class, (section,))
-            init_args = self.mapping(value, (section,), argument_names(cls) if cls else [])
+            init_args = self.mapping(value, (section,), sc.argument_names(cls) if cls else [])
             return Component(alias_class, self.init_arguments(cls, init_args, (section,))), cls
         if named_task and not (isinstance(value, dict) and "class_path" in value):
             return Component(""), None
@@ -688,7 +679,7 @@ class SpecChecker:
         if init_args is not None and not isinstance(init_args, dict):
             self.problem((section, "init_args"), "a mapping of arguments", _describe(init_args))
             init_args = None
-        init_args = self.mapping(init_args, (section, "init_args"), argument_names(cls)) if cls else {}
+        init_args = self.mapping(init_args, (section, "init_args"), sc.argument_names(cls)) if cls else {}
         return Component(class_path, self.init_arguments(cls, init_args, (section, "init_args"))), cls
 
     def import_class(self, class_path: str, path: KeyPath) -> type | None:
@@ -704,7 +695,7 @@ class SpecChecker:
             return {}
         valid = {}
         for name, value in given.items():
-            target = Target.of(cls, name, ())
+            target = Target(cls, name, ())
             if self.argument_value(target, value, (*path, name)):
                 valid[name] = self.resolve_path(target, value, (*path, name))
         return valid
@@ -728,7 +719,7 @@ class SpecChecker:
         from finesweep.models.training import RESERVED_TRAINER_OPTIONS
 
         cls = sc.trainer_class()
-        allowed = [n for n in argument_names(cls) if n not in RESERVED_TRAINER_OPTIONS]
+        allowed = [n for n in sc.argument_names(cls) if n not in RESERVED_TRAINER_OPTIONS]
         options = {}
         for name, option in value.items():
             if name in RESERVED_TRAINER_OPTIONS:
@@ -737,7 +728,7 @@ class SpecChecker:
             elif name not in allowed:
                 self.problem(("trainer", name), "a pytorch_lightning.Trainer option",
                              f"unknown key {name!r}", _suggest(name, allowed))
-            elif self.argument_value(Target.of(cls, name, ()), option, ("trainer", name)):
+            elif self.argument_value(Target(cls, name, ()), option, ("trainer", name)):
                 options[name] = option
         return options
 
@@ -779,10 +770,10 @@ class SpecChecker:
             for section in ("model", "data"):
                 cls = classes[section]
                 if cls is not None and parts[0] in components.class_arguments(cls):
-                    return Target.of(cls, parts[0], (), section, fixed[section].init_args.get(parts[0]))
+                    return Target(cls, parts[0], (), section, fixed[section].init_args.get(parts[0]))
             if all(classes[s] is None for s in ("model", "data")):
                 return None
-            names = [*argument_names(classes["model"]), *argument_names(classes["data"])]
+            names = [*sc.argument_names(classes["model"]), *sc.argument_names(classes["data"])]
             owner = f"task {task.name!r}" if task is not None else "the model or its data"
             self.problem(path, f"a setting of {owner}", f"unknown parameter {key!r}",
                          _suggest(key, names) if task is not None else _close(key, names)
@@ -799,7 +790,7 @@ class SpecChecker:
             self.problem(path, "a Trainer option finesweep does not set itself", repr(argument),
                          RESERVED_TRAINER_OPTIONS[argument])
             return None
-        names = argument_names(cls)
+        names = sc.argument_names(cls)
         if argument not in names:
             self.problem(path, f"an argument of {cls.__name__}", f"unknown parameter {argument!r}",
                          _suggest(argument, names))
@@ -809,7 +800,7 @@ class SpecChecker:
                          repr(key))
             return None
         whole = fixed[section].init_args.get(argument) if section != "trainer" else None
-        return Target.of(cls, argument, tuple(nested), section, whole)
+        return Target(cls, argument, tuple(nested), section, whole)
 
     def space(self, task: TaskAlias | None, model_cls: type | None, data_cls: type | None, model: Component,
               data_section: Component, value: Any, given: bool) -> tuple[SearchSpace, dict[str, tuple[str, ...]]]:

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from finesweep.models import components
-from finesweep.models.tasks import KNOWN_METRICS, TASKS, TaskAlias
+from finesweep.models.tasks import KNOWN_METRICS
 
 SECTIONS = ("model", "data", "trainer")
 # Metric names whose direction a reader takes from the name alone; anything else needs `mode:`.
@@ -75,10 +75,6 @@ def base_classes() -> dict[str, type]:
     import pytorch_lightning as pl
 
     return {"model": pl.LightningModule, "data": pl.LightningDataModule}
-
-
-def alias_for(task: str | None) -> TaskAlias | None:
-    return TASKS.get(task) if task else None
 
 
 def known_metrics(model: Component | None) -> Mapping[str, str] | None:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import sys
 import threading
 import time
 import traceback
@@ -24,6 +23,7 @@ from typing import Any
 from finesweep.models.run import TrainingRun
 from finesweep.search import run_dir as run_paths
 from finesweep.search.run_dir import STATE_FILE, tensorboard_dir, trial_dir
+from finesweep.search.user_code import put_first_on_path
 
 # Called after every epoch with its metrics and, when the sweep keeps training state for
 # retries, the directory holding the state after that epoch (None otherwise).
@@ -148,10 +148,7 @@ def run_trial(context: SweepContext, request: TrialRequest, report: Report,
     from torch.utils.tensorboard import SummaryWriter
 
     quiet_training_logs()
-    # First on the path, as in the driver: a user's `data.py` beside the spec is theirs.
-    for root in reversed(context.import_roots):
-        if root not in sys.path and Path(root).is_dir():
-            sys.path.insert(0, root)
+    put_first_on_path(context.import_roots)
     artifacts = trial_dir(context.run_dir, request.number)
     artifacts.mkdir(parents=True, exist_ok=True)
     error_file = artifacts / run_paths.ERROR_FILE

@@ -11,7 +11,6 @@ no copy of them.
 from __future__ import annotations
 
 import importlib.util
-import os
 import sys
 import sysconfig
 from collections.abc import Iterable
@@ -25,15 +24,16 @@ def import_roots(spec_dir: str | Path) -> list[str]:
 
 def add_import_paths(spec_dir: str | Path) -> None:
     """Put the spec's folder and the working directory on this process's import path."""
-    for root in reversed(import_roots(spec_dir)):
-        if root not in sys.path:
-            sys.path.insert(0, root)
+    put_first_on_path(import_roots(spec_dir))
 
 
-def worker_pythonpath(spec_dir: str | Path) -> str:
-    """PYTHONPATH for local trial workers: the import roots before whatever was set."""
-    existing = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
-    return os.pathsep.join(dict.fromkeys([*import_roots(spec_dir), *existing]))
+def put_first_on_path(folders: Iterable[str]) -> None:
+    """Put ``folders`` first on this process's import path, in order (a user's `data.py` beside
+    the spec is theirs, not an installed package's), skipping any this machine does not have
+    (a cluster node gets the modules from Ray's runtime environment instead)."""
+    for folder in reversed(list(folders)):
+        if folder not in sys.path and Path(folder).is_dir():
+            sys.path.insert(0, folder)
 
 
 def _installed_roots() -> list[Path]:
