@@ -16,6 +16,7 @@ was trained on other labels).
 from __future__ import annotations
 
 import math
+import pickle
 import zlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -89,6 +90,12 @@ class TensorDataModule(pl.LightningDataModule):
 
     def load_splits(self) -> Splits:
         raise NotImplementedError
+
+    def check_inputs(self) -> None:
+        """Read what the user's settings point at and raise if it cannot be trained on.
+        finesweep calls this once before a sweep starts (see :func:`models.training.check_inputs`);
+        the built-in corpora are installed and checked by the set-up script, so only a
+        subclass reading the user's own files needs to override it."""
 
     def setup(self, stage: str | None = None) -> None:
         if self.splits is None:
@@ -196,6 +203,12 @@ class Classifier(pl.LightningModule):
 
     # ---- fine-tuning
 
+    def check_inputs(self, datamodule: Any) -> None:
+        """Load ``init_from`` into a model built for ``datamodule`` (weights only) so a missing,
+        unreadable or ill-fitting checkpoint stops the sweep before any trial starts."""
+        if self.init_from:
+            self.build_for(datamodule.info)
+
     def finish_init(self) -> None:
         """Load ``init_from`` and freeze the first ``frozen_layers`` backbone blocks."""
         if self.init_from:
@@ -214,7 +227,16 @@ class Classifier(pl.LightningModule):
             raise CheckpointMismatch(f"init_from {value!r}: no such file (a model.pt of an earlier "
                                      "run, e.g. runs/<name>/retrain/model.pt)")
         # weights_only: a checkpoint is data; unpickling arbitrary objects could run code.
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as error:  # torch raises UnpicklingError, EOFError, RuntimeError, ...
+            if isinstance(error, pickle.UnpicklingError):
+                why = "it holds Python objects besides tensors, and unpickling them could run code"
+            elif isinstance(error, EOFError):
+                why = "the file is empty or cut short"
+            else:
+                why = f"{type(error).__name__}: {(str(error).strip().splitlines() or [''])[0][:200]}"
+            raise CheckpointMismatch(f"init_from {value!r}: cannot be loaded as weights only ({why})") from None
         if not isinstance(state, Mapping) or not all(isinstance(v, torch.Tensor) for v in state.values()):
             raise CheckpointMismatch(f"init_from {value!r}: expected a state dict of tensors "
                                      "(finesweep's model.pt)")

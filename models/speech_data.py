@@ -157,17 +157,29 @@ def normalise(audio: np.ndarray) -> np.ndarray:
 
 
 def read_wav(path: Path) -> np.ndarray:
-    """A PCM WAV file (8/16/32-bit, any channels, any rate) as mono float32 at SAMPLE_RATE."""
-    with wave.open(str(path), "rb") as handle:
-        width, channels, rate = handle.getsampwidth(), handle.getnchannels(), handle.getframerate()
-        frames = handle.readframes(handle.getnframes())
+    """A PCM WAV file (8/16/32-bit, any channels, any rate) as mono float32 at SAMPLE_RATE;
+    ``ValueError`` naming the file when it is missing, not a PCM WAV, or its header is
+    impossible (no channels, a sample rate of 0, no samples)."""
+    try:
+        with wave.open(str(path), "rb") as handle:
+            width, channels, rate = handle.getsampwidth(), handle.getnchannels(), handle.getframerate()
+            frames = handle.readframes(handle.getnframes())
+    except FileNotFoundError:
+        raise ValueError(f"{path}: no such file") from None
+    except (wave.Error, EOFError, OSError) as error:
+        raise ValueError(f"{path}: not a readable PCM WAV file ({type(error).__name__}: "
+                         f"{error or 'the file ends early'})") from None
+    if channels < 1 or rate < 1:
+        raise ValueError(f"{path}: impossible WAV header ({channels} channels, sample rate {rate} Hz)")
     if width == 1:
         audio = (np.frombuffer(frames, dtype=np.uint8).astype(np.float32) - 128) / 128
     elif width in (2, 4):
         audio = np.frombuffer(frames, dtype=f"<i{width}").astype(np.float32) / 2 ** (8 * width - 1)
     else:
         raise ValueError(f"{path}: {8 * width}-bit WAV is not supported (8, 16 or 32-bit PCM are)")
-    return to_rate(audio.reshape(-1, channels).mean(1), rate)
+    if len(audio) < channels:
+        raise ValueError(f"{path}: the WAV file holds no samples")
+    return to_rate(audio[:len(audio) // channels * channels].reshape(-1, channels).mean(1), rate)
 
 
 _FOLDER_HINT = "give a folder of WAV files with transcripts.csv (file,text) or one sub-folder per word"
@@ -182,7 +194,7 @@ def check_folder(value: str, argument: str = "path") -> Path:
         raise MissingDataSource(f"{argument} {value!r}: no such folder; {_FOLDER_HINT}")
     table = root / "transcripts.csv"
     if table.is_file():
-        with table.open(encoding="utf-8", newline="") as handle:
+        with table.open(encoding="utf-8-sig", errors="replace", newline="") as handle:
             header = next(csv.reader(handle), [])
         if not {"file", "text"} <= set(header):
             raise ValueError(f"{argument} {value!r}: expected columns `file` and `text` (optional "
@@ -199,9 +211,12 @@ def load_folder(value: str, argument: str = "path") -> Clips:
     root = check_folder(value, argument)
     table = root / "transcripts.csv"
     if table.is_file():
-        with table.open(encoding="utf-8", newline="") as handle:
-            rows = [(root / r["file"], r["text"].strip().lower(), r.get("speaker") or r["file"])
-                    for r in csv.DictReader(handle)]
+        try:
+            with table.open(encoding="utf-8-sig", newline="") as handle:
+                rows = [(root / (r["file"] or ""), (r["text"] or "").strip().lower(), r.get("speaker") or r["file"])
+                        for r in csv.DictReader(handle)]
+        except (UnicodeDecodeError, csv.Error) as error:
+            raise ValueError(f"{argument} {value!r}: {table}: not a UTF-8 CSV table ({error})") from None
     else:
         rows = [(wav, wav.parent.name.lower(), wav.stem) for wav in sorted(root.glob("*/*.wav"))]
     if not rows:

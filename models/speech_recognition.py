@@ -306,6 +306,11 @@ class SpeechData(TensorDataModule):
                                  "is 'espeak_digits': set source: folder to train on it")
             speech_data.check_cache()
 
+    def check_inputs(self) -> None:
+        """The user's clips read in full: transcripts, WAV headers, words, every split non-empty."""
+        if self.folder:
+            self.load_splits()
+
     def load_splits(self) -> Splits:
         return load_speech(self.source, self.folder, self.noise_snr_db, self.val_fraction, self.test_fraction,
                            self.split_seed, self.max_per_class, self.clip_seconds, self.words,

@@ -189,6 +189,11 @@ class TextData(TensorDataModule):
         return (self.source, self.categories, self.file, self.min_chars, self.max_chars, self.max_per_class,
                 self.val_fraction, self.test_fraction, self.split_seed)
 
+    def check_inputs(self) -> None:
+        """The user's file read in full: encoding, CSV rows, labels, every split non-empty."""
+        if self.file:
+            self.load_splits()
+
     def load_splits(self) -> Splits:
         return encode_texts(self._text_args(), self.max_tokens, self.min_freq, self.max_vocab)
 

@@ -14,6 +14,7 @@ Two sources:
 from __future__ import annotations
 
 import csv
+import io
 import json
 import random
 import re
@@ -111,7 +112,7 @@ def check_labelled_file(value: str, argument: str = "path") -> Path:
         where = f" ({path.resolve()})" if str(path) != str(path.resolve()) else ""
         raise MissingDataSource(f"{argument} {value!r}: no such file{where}; {_FILE_HINT}")
     try:
-        with path.open(encoding="utf-8", errors="replace", newline="") as handle:
+        with path.open(encoding="utf-8-sig", errors="replace", newline="") as handle:
             if path.suffix.lower() in _JSONL_SUFFIXES:
                 first = next((line for line in handle if line.strip()), "")
                 if first:
@@ -136,13 +137,33 @@ def _json_row(line: str, where: str) -> tuple[str, str]:
 
 
 def read_labelled_file(value: str, argument: str = "path") -> list[tuple[str, str]]:
-    """(text, label) rows of a user's CSV or JSONL file."""
+    """(text, label) rows of a user's CSV or JSONL file, read strictly: a line that is not
+    UTF-8 or a malformed CSV row raises ``ValueError`` naming the file and line, rather than
+    being replaced or dropped without a word."""
     path = check_labelled_file(value, argument)
-    with path.open(encoding="utf-8", errors="replace", newline="") as handle:
-        if path.suffix.lower() in _JSONL_SUFFIXES:
-            return [_json_row(line, f"{path}:{number}") for number, line in enumerate(handle, 1)
-                    if line.strip()]
-        return [(row["text"] or "", row["label"] or "") for row in csv.DictReader(handle)]
+    lines = _utf8_lines(path, argument, value)
+    if path.suffix.lower() in _JSONL_SUFFIXES:
+        return [_json_row(line, f"{path}:{number}") for number, line in enumerate(lines, 1) if line.strip()]
+    reader = csv.DictReader(lines)
+    try:
+        return [(row["text"] or "", row["label"] or "") for row in reader]
+    except csv.Error as error:
+        hint = (f" (a field over {csv.field_size_limit()} characters usually means a quote that "
+                "is never closed)" if "field limit" in str(error) else "")
+        raise ValueError(f"{argument} {value!r}: {path}:{reader.line_num}: not a valid CSV row: "
+                         f"{error}{hint}") from None
+
+
+def _utf8_lines(path: Path, argument: str, value: str) -> io.StringIO:
+    data = path.read_bytes()
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as error:
+        line = data.count(b"\n", 0, error.start) + 1
+        raise ValueError(f"{argument} {value!r}: {path}:{line}: not UTF-8 (byte 0x{data[error.start]:02x}); "
+                         "save the file as UTF-8 (e.g. `iconv -f latin1 -t utf-8`)") from None
+    # newline="": line ends stay as written, which is what the csv module expects.
+    return io.StringIO(text.removeprefix("\ufeff"), newline="")
 
 
 def clean(text: str) -> str:

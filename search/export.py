@@ -19,7 +19,14 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 from finesweep.models.run import TrainingRun
-from finesweep.search.run_dir import BEST_FILE, ROBUST_FILE, SINGLE_BEST_FILE, checkpoint_path, rank_path
+from finesweep.search.run_dir import (
+    BEST_FILE,
+    ROBUST_FILE,
+    SINGLE_BEST_FILE,
+    checkpoint_path,
+    rank_path,
+    write_atomically,
+)
 from finesweep.search.spec import Problem, SpecChecker, SpecError, parse_yaml_text, read_text
 
 if TYPE_CHECKING:
@@ -91,8 +98,7 @@ def write_rank(spec: SweepSpec, run_dir: Path, frozen: optuna.trial.FrozenTrial,
     """Write ``top/rank_NN.yaml`` for ``frozen`` into ``out_dir`` (default ``run_dir``);
     ``note`` goes into its header."""
     path = rank_path(Path(out_dir or run_dir), rank)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    _write_atomically(path, export_text(spec, run_dir, frozen, rank, f"Rank {rank} of sweep {spec.name!r}{note}"))
+    write_atomically(path, export_text(spec, run_dir, frozen, rank, f"Rank {rank} of sweep {spec.name!r}{note}"))
     return path
 
 
@@ -125,18 +131,11 @@ def write_exports(spec: SweepSpec, run_dir: Path, ranked: list[optuna.trial.Froz
         f" ({BEST_FILE} holds the robust best of `export --reseed` instead; see robust.md)"
         if name == SINGLE_BEST_FILE else "")
     path = run_dir / name
-    _write_atomically(path, export_text(spec, run_dir, ranked[0], 1, title))
+    write_atomically(path, export_text(spec, run_dir, ranked[0], 1, title))
     written = [path]
     if top_k > 1:
         written += [write_rank(spec, run_dir, frozen, rank) for rank, frozen in enumerate(ranked[:top_k], start=1)]
     return written
-
-
-def _write_atomically(path: Path, text: str) -> None:
-    # A reader (or a killed export) never sees half a file: write aside, then rename.
-    partial = path.with_name(path.name + ".partial")
-    partial.write_text(text, encoding="utf-8")
-    partial.replace(path)
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from finesweep.search.run_dir import SESSION_FILE
+from finesweep.search.run_dir import SESSION_FILE, write_atomically
 
 RAYLET_PID_VAR = "RAY_RAYLET_PID"
 
@@ -35,15 +35,9 @@ def record_session(run_dir: Path, session_dir: str, pids: Iterable[int]) -> None
                 processes[child.pid] = child.create_time()
         except psutil.Error:
             continue
-    path = run_dir / SESSION_FILE
-    partial = path.with_suffix(".partial")
-    fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as file:
-        json.dump({"host": socket.gethostname(), "driver": os.getpid(),
-                   "driver_started": psutil.Process().create_time(),
-                   "session_dir": session_dir,
-                   "processes": {str(pid): started for pid, started in processes.items()}}, file)
-    partial.replace(path)
+    record = {"host": socket.gethostname(), "driver": os.getpid(), "driver_started": psutil.Process().create_time(),
+              "session_dir": session_dir, "processes": {str(pid): started for pid, started in processes.items()}}
+    write_atomically(run_dir / SESSION_FILE, json.dumps(record), private=True)
 
 
 def forget_session(run_dir: Path) -> None:

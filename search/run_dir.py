@@ -12,6 +12,8 @@ named here once. Everything else asks this module for a path instead of spelling
 
 from __future__ import annotations
 
+import contextlib
+import os
 from pathlib import Path
 
 SPEC_COPY = "spec.yaml"
@@ -84,3 +86,23 @@ def ray_error_path(run_dir: str | Path, trial_id: str) -> Path:
 
 def rank_path(run_dir: str | Path, rank: int) -> Path:
     return Path(run_dir) / TOP_DIR / f"rank_{rank:02d}.yaml"
+
+
+def write_atomically(path: Path, text: str, *, private: bool = False) -> None:
+    """Write ``text`` to ``path`` whole or not at all: a reader, a killed process or a full
+    disk never leaves half a file, nor the folder this call created for it. ``private``
+    files (the spec copy, which may name a database and its user) are owner-only."""
+    created = [] if path.parent.exists() else [p for p in (path.parent, *path.parent.parents) if not p.exists()]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(path.name + ".partial")
+    try:
+        fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600 if private else 0o644)
+        with os.fdopen(fd, "w", encoding="utf-8") as file:
+            file.write(text)
+        partial.replace(path)
+    except OSError:
+        partial.unlink(missing_ok=True)
+        for folder in created:
+            with contextlib.suppress(OSError):
+                folder.rmdir()
+        raise

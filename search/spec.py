@@ -165,19 +165,25 @@ class SweepSpec:
     def training_config(self, sampled: Mapping[str, Any]) -> dict[str, Any]:
         """One trial's complete config in LightningCLI's terms (``model``, ``data``, ``trainer``):
         the spec's fixed arguments with the space's fixed values and ``sampled`` put in place."""
-        config: dict[str, Any] = {"model": self.model.as_config(), "data": self.data.as_config(),
-                                  "trainer": dict(self.trainer)}
-        for name, value in {**self.space.fixed, **sampled}.items():
-            section, *rest = self.targets[name]
-            if section == "trainer":
-                config["trainer"] = components.nested_set(config["trainer"], rest, value)
-            else:
-                config[section]["init_args"] = components.nested_set(config[section]["init_args"], rest, value)
-        if self.task is not None:
-            for data_argument, model_argument in self.task.links.items():
-                if data_argument in config["data"]["init_args"]:
-                    config["model"]["init_args"][model_argument] = config["data"]["init_args"][data_argument]
-        return config
+        return run_config(self.model, self.data, self.trainer, {**self.space.fixed, **sampled},
+                          self.targets, self.task)
+
+
+def run_config(model: Component, data: Component, trainer: Mapping[str, Any], values: Mapping[str, Any],
+               targets: Mapping[str, tuple[str, ...]], task: TaskAlias | None) -> dict[str, Any]:
+    """``values`` (by search name) put in place in the model, data and trainer sections."""
+    config: dict[str, Any] = {"model": model.as_config(), "data": data.as_config(), "trainer": dict(trainer)}
+    for name, value in values.items():
+        section, *rest = targets[name]
+        if section == "trainer":
+            config["trainer"] = components.nested_set(config["trainer"], rest, value)
+        else:
+            config[section]["init_args"] = components.nested_set(config[section]["init_args"], rest, value)
+    if task is not None:
+        for data_argument, model_argument in task.links.items():
+            if data_argument in config["data"]["init_args"]:
+                config["model"]["init_args"][model_argument] = config["data"]["init_args"][data_argument]
+    return config
 
 
 # --------------------------------------------------------------------------- loading
@@ -611,7 +617,7 @@ class SpecChecker:
                                     "space" in data)
         self.required_arguments(model, model_cls, data_section, data_cls, targets, task)
         if data_cls is not None and not self.problems:
-            self.data_loads(data_section, space, targets)
+            self.inputs_load(task, model, data_section, space, targets)
         strategy = self.strategy(data.get("strategy"), space)
         scheduler = self.scheduler(data.get("scheduler"))
         budget = self.budget(data.get("budget"))
@@ -867,19 +873,18 @@ class SpecChecker:
                 self.problem((*where, argument), f"a value for {cls.__name__}'s required argument {argument!r}",
                              "none", f"fix it under {format_path(where)} or search it as {section}.{argument}")
 
-    def data_loads(self, data_section: Component, space: SearchSpace, targets: Mapping[str, tuple[str, ...]]) -> None:
-        """Build the DataModule once (its ``__init__`` is cheap by Lightning's convention): a
-        missing file or data source is reported now, before any worker starts."""
-        init_args = dict(data_section.init_args)
-        for name, value in space.fixed.items():
-            if targets[name][0] == "data":
-                init_args = components.nested_set(init_args, targets[name][1:], value)
-        for param in space.params:
-            if targets[param.name][0] == "data":
-                init_args = components.nested_set(init_args, targets[param.name][1:], sc.probe_values(param)[0])
-        reason = sc.instantiation_error(data_section, init_args)
-        if reason is not None:
-            self.problem(("data",), "data the DataModule can load", reason)
+    def inputs_load(self, task: TaskAlias | None, model: Component, data_section: Component,
+                    space: SearchSpace, targets: Mapping[str, tuple[str, ...]]) -> None:
+        """Build the DataModule once (and the module, when it has ``check_inputs``) with the
+        fixed values and each searched one's first probe: a missing or unreadable data file or
+        ``init_from`` checkpoint is reported now, before any worker starts."""
+        probe = {p.name: sc.probe_values(p)[0] for p in space.params}
+        config = run_config(model, data_section, {}, {**space.fixed, **probe}, targets, task)
+        for section, reason in sc.input_problems(data_section, config["data"]["init_args"], model,
+                                                 config["model"]["init_args"]):
+            expected = ("data the DataModule can load" if section == "data"
+                        else "inputs the model can load (its check_inputs)")
+            self.problem((section,), expected, reason)
 
     def param(self, name: str, entry: dict[str, Any], target: Target | None, path: KeyPath) -> Param | None:
         kind = self.string(entry["type"], (*path, "type"), list(PARAM_KEYS))

@@ -112,16 +112,31 @@ def base_kind(annotation: Any) -> str | None:
     return {int: "int", float: "float", str: "names", bool: "bool"}.get(annotation)
 
 
-def instantiation_error(component: Component, init_args: Mapping[str, Any]) -> str | None:
-    """Why the class cannot be built from ``init_args`` (its ``__init__`` raised), or None.
-    Only for DataModules: their ``__init__`` is cheap by Lightning's convention (loading
-    happens in ``prepare_data``/``setup``), and it is where a missing file shows."""
+def _reason(error: Exception) -> str:
+    text = " ".join(str(error).split())
+    return f"{type(error).__name__}: {text}" if text else type(error).__name__
+
+
+def input_problems(data: Component, data_args: Mapping[str, Any], model: Component,
+                   model_args: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """(section, reason) for each of the run's inputs that cannot be used: the DataModule's
+    ``__init__`` raised (cheap by Lightning's convention, and where a missing file shows) or
+    its ``check_inputs()`` did (reads the user's files in full); the module's
+    ``check_inputs(datamodule)`` raised (e.g. an ``init_from`` checkpoint that does not load or
+    fit). The module is only built when it defines that hook: building a user's network just
+    to check it could cost more than the check is worth."""
     try:
-        components.instantiate(component.class_path, init_args)
+        datamodule = components.instantiate(data.class_path, data_args)
+        if callable(getattr(datamodule, "check_inputs", None)):
+            datamodule.check_inputs()
     except Exception as error:
-        text = " ".join(str(error).split())
-        return f"{type(error).__name__}: {text}" if text else type(error).__name__
-    return None
+        return [("data", _reason(error))]
+    try:
+        if callable(getattr(components.import_class(model.class_path), "check_inputs", None)):
+            components.instantiate(model.class_path, model_args).check_inputs(datamodule)
+    except Exception as error:
+        return [("model", _reason(error))]
+    return []
 
 
 def required_missing(cls: type, given: Sequence[str]) -> list[str]:

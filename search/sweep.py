@@ -37,6 +37,7 @@ from finesweep.search.run_dir import (
     TOP_DIR,
     TRIALS_DIR,
     tensorboard_root,
+    write_atomically,
 )
 from finesweep.search.signals import StopRequested, signal_name
 from finesweep.search.spec import SweepSpec
@@ -94,20 +95,6 @@ def describe_data(spec: SweepSpec) -> str | None:
 
 def default_run_dir(spec: SweepSpec) -> Path:
     return Path("runs") / spec.name
-
-
-def _write_atomically(path: Path, text: str) -> None:
-    # A driver killed mid-write (or a full disk) must not leave a half spec behind: write,
-    # then rename. Owner-only: a spec may name a database and its user.
-    partial = path.with_suffix(path.suffix + ".partial")
-    try:
-        fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as file:
-            file.write(text)
-        partial.replace(path)
-    except OSError:
-        partial.unlink(missing_ok=True)
-        raise
 
 
 def _check_resume(spec: SweepSpec, run_dir: Path, resume: bool) -> str | None:
@@ -313,7 +300,7 @@ def _run_study(spec: SweepSpec, run_dir: Path, study: optuna.Study, url: str, ac
     if summary:
         # What the trials train on, once per sweep: rows read and dropped, labels, split sizes.
         out.write(f"finesweep: data: {summary}\n")
-        _write_atomically(run_dir / DATA_SUMMARY, summary + "\n")
+        write_atomically(run_dir / DATA_SUMMARY, summary + "\n")
     hparams = HParamsLog(tensorboard_root(run_dir), spec.space, spec.metric)
     hparams.write_experiment()
     to_run = max(spec.budget.trials - done, 0)
@@ -373,4 +360,5 @@ def _write_spec_copy(path: Path, spec: SweepSpec) -> None:
     if raw.get("storage"):
         raw["storage"] = without_password(str(raw["storage"]))
     # The original spec's folder: its relative paths and modules are found from there.
-    _write_atomically(path, f"{SPEC_DIR_RECORD}{spec.base_dir}\n" + yaml.safe_dump(raw, sort_keys=False))
+    text = f"{SPEC_DIR_RECORD}{spec.base_dir}\n" + yaml.safe_dump(raw, sort_keys=False)
+    write_atomically(path, text, private=True)

@@ -507,6 +507,37 @@ def test_plain_export_after_reseed_keeps_the_robust_best(sweep, tmp_path, capsys
 
 
 @pytest.mark.slow
+def test_export_on_a_full_disk_is_one_line_and_leaves_nothing_half_written(sweep, tmp_path):
+    """The run's spec and study on a small tmpfs with ~1 KiB free (mounting needs root, as in
+    CI's container): `export --top-k 3` fails with one line, exit 1, and leaves no partial
+    best.yaml, no top/ folder and the study as it was."""
+    needed = sum((sweep["run_dir"] / name).stat().st_size for name in ("spec.yaml", "study.db"))
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    size_kib = needed // 1024 + 24
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size_kib}k", "tmpfs", str(disk)],
+                             capture_output=True, text=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs here: {mounted.stderr.strip()}")
+    try:
+        run = disk / "run"
+        run.mkdir()
+        for name in ("spec.yaml", "study.db"):
+            shutil.copy2(sweep["run_dir"] / name, run / name)
+        free = shutil.disk_usage(disk).free
+        (disk / "filler").write_bytes(bytes(max(0, free - 1024)))
+        before = {p.name: p.read_bytes() for p in run.iterdir()}
+        done = subprocess.run([sys.executable, "launch.py", "export", str(run), "--top-k", "3"], cwd=ROOT,
+                              capture_output=True, text=True, timeout=300)
+        assert done.returncode == 1, done.stderr[-2000:]
+        lines = [line for line in done.stderr.splitlines() if line.strip()]
+        assert len(lines) == 1 and "no space left on the device" in lines[0], done.stderr[-2000:]
+        assert {p.name: p.read_bytes() for p in run.iterdir()} == before
+    finally:
+        subprocess.run(["umount", str(disk)], check=True)
+
+
+@pytest.mark.slow
 def test_sweep_leaves_no_empty_ray_trial_folders(sweep):
     folders = sorted((sweep["run_dir"] / "ray" / "tune").glob("ray_*"))
     failed = [t for t in _study(sweep).trials if t.state.name == "FAIL"]
