@@ -314,6 +314,32 @@ def test_auto_switches_early_when_improvement_stalls():
     assert planned == [None] * 10 + ["local"] * 4
 
 
+@pytest.mark.parametrize("trial_seconds, engines", [(600.0, {"gp"}), (0.001, {None})])
+def test_auto_keeps_exploring_on_the_gp_when_trials_are_expensive(trial_seconds, engines):
+    """Past `switch_after`, `auto` hands off to `local` only when its exploration runs on TPE;
+    with trials long enough for the GP (600 s each here), it stays on the GP."""
+    import datetime
+
+    from finesweep.search.strategies.global_tpe import ENGINE_ATTR
+
+    space = SearchSpace(params=(FloatParam("x", -5.0, 5.0), FloatParam("y", -5.0, 5.0)))
+    study = make_study("auto", space, switch_after=8)
+    start = datetime.datetime(2026, 1, 1)
+    for index in range(10):
+        x, y = (index % 5) - 2.0, (index // 5) - 0.5
+        distributions = {name: optuna.distributions.FloatDistribution(-5.0, 5.0) for name in ("x", "y")}
+        study.add_trial(optuna.trial.FrozenTrial(
+            number=index, trial_id=index, state=optuna.trial.TrialState.COMPLETE, value=x ** 2 + y ** 2,
+            datetime_start=start, datetime_complete=start + datetime.timedelta(seconds=trial_seconds),
+            params={"x": x, "y": y}, distributions=distributions, user_attrs={}, system_attrs={},
+            intermediate_values={}))
+    optimize(study, space, 3, lambda p: p["x"] ** 2 + p["y"] ** 2)
+    new_trials = study.trials[10:]
+    assert {t.system_attrs.get(ENGINE_ATTR) for t in new_trials} == engines
+    planned = {t.system_attrs.get(PLANNED_BY) for t in new_trials}
+    assert planned == ({None} if engines == {"gp"} else {"local"})
+
+
 def test_seeded_tpe_resumed_with_a_new_sampler_suggests_what_an_uninterrupted_run_would():
     """`global` is wrapped per trial (search.seeding), so a resume does not restart its stream."""
     from finesweep.search.seeding import PerTrialSeededSampler

@@ -2,8 +2,10 @@
 
 The hand-off happens once ``switch_after`` trials have completed, or earlier when exploration
 stalls: the best value has not improved for ``stall_after`` completed trials (after at least
-``min_explore`` of them). Which phase a trial is in is decided from the study's trials when the
-trial starts, so a resumed sweep picks up in the same phase; once switched, it stays switched.
+``min_explore`` of them). While `global` runs on its Gaussian process (expensive trials, a small
+numeric space) there is no hand-off: the GP refines better than a trust region. Which phase a
+trial is in is decided from the study's trials when the trial starts, so a resumed sweep picks
+up in the same phase.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from typing import Any
 import optuna
 from finesweep.search.space import SearchSpace
 from finesweep.search.strategies._planning import Observed, history
-from finesweep.search.strategies.global_tpe import make_global_sampler
+from finesweep.search.strategies.global_tpe import GlobalSampler, make_global_sampler
 from finesweep.search.strategies.local_search import LocalSampler
 from optuna.distributions import BaseDistribution
 from optuna.trial import FrozenTrial, TrialState
@@ -46,9 +48,17 @@ class AutoSampler(optuna.samplers.BaseSampler):
     def _phase(self, study: optuna.Study, trial: FrozenTrial) -> optuna.samplers.BaseSampler:
         phase = self._phases.get(trial._trial_id)
         if phase is None:
-            phase = self._local if self.switched(history(study)) else self._global
+            refine = self.switched(history(study)) and not self._global_uses_gp(study)
+            phase = self._local if refine else self._global
             self._phases[trial._trial_id] = phase
         return phase
+
+    def _global_uses_gp(self, study: optuna.Study) -> bool:
+        """Whether exploration runs on the Gaussian process (trials are expensive and the
+        space suits it). Then there is no hand-off: the GP models the whole space and already
+        samples near the best where that pays, which a trust region around one point does
+        worse (measured in benchmarks/results/gp_global.md)."""
+        return isinstance(self._global, GlobalSampler) and self._global.use_gp(study)
 
     def reseed_rng(self) -> None:
         self._global.reseed_rng()
