@@ -17,6 +17,7 @@ from typing import Any
 import yaml
 from finesweep.search.results import ResultsError, SweepRecord, text_table, top_candidates, trial_value
 from finesweep.search.run_dir import ENSEMBLE_FILE, checkpoint_path, trial_name
+from finesweep.search.spec_loading import load_yaml
 
 ENSEMBLE_FORMAT = 1
 
@@ -115,8 +116,6 @@ def build_ensemble(record: SweepRecord, top_k: int = 5) -> EnsembleReport:
 def load_ensemble(path: str | Path) -> dict[str, Any]:
     """A saved ``ensemble.yaml``, its members checked. Read with the spec loader's limits (no
     alias bombs, no Python tags, UTF-8 only): a bad file is a SpecError like a bad spec."""
-    from finesweep.search.spec import load_yaml
-
     document, _ = load_yaml(path)
     problems = []
     if not isinstance(document, dict) or document.get("finesweep_ensemble") != ENSEMBLE_FORMAT:

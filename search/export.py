@@ -27,7 +27,9 @@ from finesweep.search.run_dir import (
     rank_path,
     write_atomically,
 )
-from finesweep.search.spec import Problem, SpecChecker, SpecError, parse_yaml_text, read_text
+from finesweep.search.spec_components import ComponentChecks
+from finesweep.search.spec_loading import parse_yaml_text, read_text
+from finesweep.search.spec_problems import Problem, SpecError
 
 if TYPE_CHECKING:
     import optuna
@@ -184,7 +186,7 @@ def read_export(path: str | Path) -> ExportedRun:
     record = _record(source, text)
     spec_dir = Path(str(record.get("spec_dir") or Path(source).resolve().parent))
     add_import_paths(spec_dir)
-    checker = SpecChecker(source, marks, Path(source).resolve().parent)
+    checker = ComponentChecks(source, marks, Path(source).resolve().parent)
     checker.problems.extend(duplicates)
     data = checker.mapping(data, (), CONFIG_KEYS)
     for key in ("model", "data"):

@@ -12,7 +12,7 @@ from typing import Any
 
 import yaml
 from finesweep.models import components
-from finesweep.search.spec_components import base_kind
+from finesweep.search.spec_components import base_type
 
 _WIDTH_WORDS = ("hidden", "width", "units", "channels", "dim", "neurons", "filters", "embed")
 _DEPTH_WORDS = ("layers", "depth", "blocks")
@@ -25,7 +25,7 @@ def _flow(value: Any) -> str:
 
 def suggest(name: str, argument: components.Argument) -> dict[str, Any] | None:
     """A search range for an argument, judged by its name, type and default; None to keep it fixed."""
-    kind, default, lowered = base_kind(argument.annotation), argument.default, name.lower()
+    kind, default, lowered = base_type(argument.annotation), argument.default, name.lower()
     limits = components.bounds(argument.annotation)
     hint = argument.annotation
     if typing.get_origin(hint) is typing.Annotated:
@@ -33,7 +33,7 @@ def suggest(name: str, argument: components.Argument) -> dict[str, Any] | None:
     if typing.get_origin(hint) is typing.Literal and len(typing.get_args(hint)) > 1:
         return {"type": "categorical", "choices": list(typing.get_args(hint))}
     number = isinstance(default, (int, float)) and not isinstance(default, bool)
-    if kind == "float" or (kind is None and isinstance(default, float)):
+    if kind is float or (kind is None and isinstance(default, float)):
         if lowered in ("lr", "learning_rate") or lowered.endswith(("_lr", "learning_rate")):
             centre = default if number and default > 0 else 1e-3
             return {"type": "float", "low": float(f"{centre / 10:.1e}"), "high": float(f"{min(centre * 10, 1.0):.1e}"),
@@ -45,7 +45,7 @@ def suggest(name: str, argument: components.Argument) -> dict[str, Any] | None:
         if "momentum" in lowered:
             return {"type": "float", "low": 0.5, "high": 0.99}
         return None
-    if kind == "int" or (kind is None and isinstance(default, int) and not isinstance(default, bool)):
+    if kind is int or (kind is None and isinstance(default, int) and not isinstance(default, bool)):
         if lowered == "batch_size" or lowered.endswith("batch_size"):
             return {"type": "categorical", "choices": [16, 32, 64, 128]}
         if number and default >= 1 and any(w in lowered for w in _WIDTH_WORDS):

@@ -65,8 +65,8 @@ def _storage(url: str) -> optuna.storages.BaseStorage:
         # The driver is the only writer, but `status` and `export` may read meanwhile.
         kwargs = {"connect_args": {"timeout": 60}}
     storage = optuna.storages.RDBStorage(url, engine_kwargs=kwargs)
-    if url.startswith("sqlite"):
-        _write_ahead(storage.engine)
+    if url.startswith("sqlite") and url not in ("sqlite://", "sqlite:///:memory:"):
+        _write_ahead(storage.engine)  # A file: an in-memory database would not outlive dispose().
     return storage
 
 

@@ -41,6 +41,7 @@ from finesweep.search.run_dir import (
 )
 from finesweep.search.signals import StopRequested, signal_name
 from finesweep.search.spec import SweepSpec
+from finesweep.search.spec_loading import SPEC_DIR_RECORD
 from finesweep.search.strategies import make_sampler
 from finesweep.search.study import (
     describe_storage,
@@ -354,8 +355,6 @@ def _run_study(spec: SweepSpec, run_dir: Path, study: optuna.Study, url: str, ac
 def _write_spec_copy(path: Path, spec: SweepSpec) -> None:
     """The spec as run, for resume and the views; a storage password is left out (a resume
     gets it from FINESWEEP_STORAGE, PGPASSWORD or ~/.pgpass) and the file is owner-only."""
-    from finesweep.search.spec import SPEC_DIR_RECORD
-
     raw = dict(spec.raw)
     if raw.get("storage"):
         raw["storage"] = without_password(str(raw["storage"]))

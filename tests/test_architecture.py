@@ -3,7 +3,8 @@
 - only search/ray_backend.py imports Ray;
 - models/ (the tasks and the training loop) imports neither Optuna, Ray nor finesweep.search;
 - the finesweep modules import each other without cycles (module-level imports; imports inside
-  functions are deferred on purpose and do not make a module unimportable).
+  functions are deferred on purpose and do not make a module unimportable);
+- no module is longer than MAX_MODULE_LINES: a longer one holds more than one job.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = {"search": "finesweep.search", "models": "finesweep.models"}
+MAX_MODULE_LINES = 400
 
 
 def _modules() -> dict[str, Path]:
@@ -79,6 +81,14 @@ def test_module_level_imports_have_no_cycles():
     for node in graph:
         if node not in state and (cycle := visit(node)):
             raise AssertionError("import cycle: " + " -> ".join(cycle))
+
+
+def test_no_module_is_longer_than_the_limit():
+    paths = [*_modules().values(), ROOT / "launch.py"]
+    too_long = {str(path.relative_to(ROOT)): lines for path in paths
+                if (lines := len(path.read_text().splitlines())) > MAX_MODULE_LINES}
+    assert len(paths) > 40
+    assert not too_long, f"modules over {MAX_MODULE_LINES} lines: {too_long}"
 
 
 def test_the_run_directory_layout_is_spelled_only_in_its_module():

@@ -18,15 +18,9 @@ import pytest
 import yaml
 from finesweep.models.tasks import TASKS
 from finesweep.search.schedulers import SCHEDULERS
-from finesweep.search.spec import (
-    MAX_CHOICES,
-    MAX_SPEC_BYTES,
-    MAX_SPEC_DEPTH,
-    MAX_SPEC_NODES,
-    SPEC_DIR_RECORD,
-    SpecError,
-    parse_spec,
-)
+from finesweep.search.spec import SpecError, parse_spec
+from finesweep.search.spec_loading import MAX_SPEC_BYTES, MAX_SPEC_DEPTH, MAX_SPEC_NODES, SPEC_DIR_RECORD
+from finesweep.search.spec_space import MAX_CHOICES
 from finesweep.search.strategies import STRATEGIES
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -20,6 +20,8 @@ from typing import Any
 import numpy as np
 import optuna
 from finesweep.search.space import CategoricalParam, FloatParam, IntParam, SearchSpace
+from finesweep.search.spec_loading import load_yaml
+from finesweep.search.spec_problems import SpecError
 from finesweep.search.strategies._planning import (
     Config,
     ConfigKey,
@@ -43,8 +45,6 @@ def read_start_point(start_from: str | Mapping[str, Any] | None,
     if start_from is None:
         return {}, []
     if isinstance(start_from, str):
-        from finesweep.search.spec import SpecError, load_yaml
-
         try:
             data, _ = load_yaml(Path(start_from).expanduser())
         except SpecError as error:
