@@ -212,11 +212,9 @@ def _robust_export(args: argparse.Namespace) -> int:
         print(f"finesweep: starting Ray ({'local, 127.0.0.1' if args.address is None else args.address}); "
               f"retraining the top {args.top_k} configs with {args.reseed} new seed"
               f"{'s' if args.reseed != 1 else ''} each", flush=True)
-        from finesweep.search.user_code import class_paths_in
+        from finesweep.search.user_code import shipped_modules
 
-        spec = record.spec
-        ray_backend.start_ray(args.address, spec_dir=spec.base_dir,
-                              class_paths=class_paths_in(spec.training_config({})))
+        ray_backend.start_ray(args.address, py_modules=shipped_modules(record.spec))
 
         def runner(jobs):
             return ray_backend.run_retrains(jobs, run_job, cpus=resources.cpus, gpus=resources.gpus,
