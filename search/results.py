@@ -104,7 +104,7 @@ def load_sweep(target: str | Path, study_name: str | None = None) -> SweepRecord
         study = _load(study_name, text)
         names = sorted({name for trial in study.get_trials(deepcopy=False) for name in trial.params})
         metric = str(study.user_attrs.get("metric", "value"))
-        mode = "max" if study.direction.name == "MAXIMIZE" else "min"
+        mode = Direction.from_optuna(study.direction.name).mode
         return SweepRecord(study, text, metric, mode, tuple(names))
     run_dir = Path(target)
     spec_path = run_dir / SPEC_COPY

@@ -195,6 +195,16 @@ def test_heuristic_is_one_of_its_variants():
     assert STRATEGIES["heuristic"].factory in (STRATEGIES["genetic"].factory, STRATEGIES["annealing"].factory)
 
 
+def test_strategies_read_a_maximised_study_with_the_one_direction_rule():
+    from finesweep.search.strategies._planning import best, history
+
+    study = optuna.create_study(direction="maximize")
+    for value in (0.2, 0.9, 0.5):
+        study.add_trial(optuna.trial.create_trial(params={}, distributions={}, value=value))
+    assert [o.loss for o in history(study)] == [-0.2, -0.9, -0.5]
+    assert best(history(study)).number == 1
+
+
 def test_every_factory_ends_with_a_keyword_only_seed():
     import inspect
 
