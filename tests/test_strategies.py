@@ -309,6 +309,25 @@ def test_option_values_are_checked():
     assert check_options("genetic", {"population_size": 1}, SPACE)[0][0] == "population_size"
     assert check_options("annealing", {"cooling": 1.5}, SPACE)[0][0] == "cooling"
     assert check_options("auto", {"switch_after": 0}, SPACE)[0][0] == "switch_after"
+    for prob in ("often", True, 1.5):
+        assert [key for key, _, _ in check_options("genetic", {"mutation_prob": prob}, SPACE)] == ["mutation_prob"]
+    assert check_options("genetic", {"mutation_prob": 0}, SPACE) == check_options("genetic", {}, SPACE) == []
+
+
+# --------------------------------------------------------------------------- genetic
+
+
+@pytest.mark.parametrize(("mutation_prob", "mutated"), [(0.0, False), (None, True)])
+def test_genetic_mutation_prob_zero_never_mutates_and_none_is_one_gene_in_n(mutation_prob, mutated):
+    """Two parents that both use adam: without mutation no child uses sgd; by default
+    (1 / 9 parameters per gene) some do."""
+    study = make_study("genetic", SPACE, seed=0, population_size=2, mutation_prob=mutation_prob)
+    for dropout in (0.1, 0.3):
+        study.enqueue_trial({"dropout": dropout, "lr": 1e-3, "decay": 0.3, "layers": 2, "width": 64, "batch": 32,
+                             "optimizer": "adam"})
+    values = iter([1.0, 2.0] + [5.0] * 20)  # The children are worse: the parents stay the population.
+    children = optimize(study, SPACE, 22, lambda p: next(values))[2:]
+    assert any(child["optimizer"] == "sgd" for child in children) is mutated
 
 
 # --------------------------------------------------------------------------- grid
