@@ -94,6 +94,20 @@ def _load(name: str | None, url: str) -> optuna.Study:
     return optuna.load_study(study_name=name, storage=storage)
 
 
+def storage_of(target: str | Path) -> str:
+    """The study storage URL of ``target``: a storage URL as it is, or a run directory's (from
+    its ``spec.yaml``)."""
+    from finesweep.search.run_dir import SPEC_COPY
+    from finesweep.search.spec import parse_spec
+
+    if "://" in str(target):
+        return str(target)
+    spec_path = Path(target) / SPEC_COPY
+    if not spec_path.exists():
+        raise ResultsError(f"{target} is neither a storage URL nor a sweep run directory (no {SPEC_COPY})")
+    return storage_url(parse_spec(spec_path).storage, target)
+
+
 def load_sweep(target: str | Path, study_name: str | None = None) -> SweepRecord:
     """A run directory (with its ``spec.yaml``) or a storage URL, for reading only."""
     from finesweep.search.run_dir import SPEC_COPY
