@@ -39,11 +39,11 @@ resources: {{cpus: 1, concurrency: 2}}
 def measure(workers: int, trials: int, epoch_seconds: float) -> float:
     """Finished trials per minute of one sweep on a cluster of ``workers`` 1-CPU nodes."""
     import optuna
-    from finesweep.search import ray_backend
+
+    from benchmarks.loopback_cluster import start_loopback_cluster
 
     folder = Path(tempfile.mkdtemp(prefix="fs-tp-", dir="/tmp"))
-    cluster = ray_backend.start_loopback_cluster(str(folder / "ray"), {"num_cpus": 0},
-                                                 [{"num_cpus": 1}] * workers)
+    cluster = start_loopback_cluster(str(folder / "ray"), {"num_cpus": 0}, [{"num_cpus": 1}] * workers)
     try:
         spec = folder / "spec.yaml"
         spec.write_text(SPEC.format(trials=trials, epoch_seconds=epoch_seconds))

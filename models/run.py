@@ -23,6 +23,11 @@ class Direction:
         """The study direction Optuna takes."""
         return "maximize" if self.maximizes else "minimize"
 
+    @classmethod
+    def from_optuna(cls, direction: str) -> Direction:
+        """The inverse of :attr:`optuna`, from a study direction's name (any case)."""
+        return cls("max" if direction.lower() == "maximize" else "min")
+
     def better(self, value: float, best: float | None) -> bool:
         """Whether ``value`` improves on ``best`` (None: nothing yet)."""
         return best is None or (value > best if self.maximizes else value < best)

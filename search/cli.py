@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import errno
-import os
 import sys
 from pathlib import Path
 
@@ -200,30 +199,10 @@ def _results_error(error: Exception) -> int:
 
 def _robust_export(args: argparse.Namespace) -> int:
     from finesweep.search.results import ResultsError, load_sweep
-    from finesweep.search.robust import robust_export, run_job
+    from finesweep.search.robust import robust_export_on_ray
 
     try:
-        record = load_sweep(args.run_dir)
-        if args.reseed < 1:
-            raise ResultsError(f"--reseed must be at least 1, but got {args.reseed}")
-        from finesweep.search import ray_backend
-
-        resources = record.spec.resources
-        print(f"finesweep: starting Ray ({'local, 127.0.0.1' if args.address is None else args.address}); "
-              f"retraining the top {args.top_k} configs with {args.reseed} new seed"
-              f"{'s' if args.reseed != 1 else ''} each", flush=True)
-        from finesweep.search.user_code import class_paths_in
-
-        spec = record.spec
-        ray_backend.start_ray(args.address, spec_dir=spec.base_dir,
-                              class_paths=class_paths_in(spec.training_config({})))
-
-        def runner(jobs):
-            return ray_backend.run_retrains(jobs, run_job, cpus=resources.cpus, gpus=resources.gpus,
-                                            concurrency=resources.concurrency)
-
-        result = robust_export(record, runner, top_k=args.top_k, reseed=args.reseed,
-                               ship_roots=args.address is None)
+        result = robust_export_on_ray(load_sweep(args.run_dir), args.address, top_k=args.top_k, reseed=args.reseed)
     except ResultsError as error:
         return _results_error(error)
     print(result.text())
@@ -301,65 +280,27 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
-def board_labels(run_dirs: list[Path]) -> dict[Path, str]:
-    """A name per sweep folder for TensorBoard: the folder's own name, or as many of its
-    parents as it takes to tell apart sweeps of the same name (runs/a/cnn vs runs/b/cnn)."""
-    folders = list(dict.fromkeys(d.resolve() for d in run_dirs))
-    labels = {}
-    for folder in folders:
-        others = [d for d in folders if d != folder]
-        depth = 1
-        while depth < len(folder.parts) and any(d.parts[-depth:] == folder.parts[-depth:] for d in others):
-            depth += 1
-        labels[folder] = "/".join(folder.parts[-depth:])
-    return labels
-
-
 def cmd_tensorboard(args: argparse.Namespace) -> int:
-    from finesweep.search.run_dir import tensorboard_root
+    from finesweep.search.board import BoardError, missing_boards, serve
 
-    missing = [str(d) for d in args.run_dirs if not tensorboard_root(d).is_dir()]
+    missing = missing_boards(args.run_dirs)
     if missing:
         print(f"finesweep: no tensorboard/ folder in {', '.join(missing)}", file=sys.stderr)
         return EXIT_BAD_INPUT
-    labels = board_labels(args.run_dirs)
-    spec = ",".join(f"{label}:{tensorboard_root(d).resolve()}" for d, label in labels.items())
     print(f"finesweep: TensorBoard on http://{args.host}:{args.port}/ (Ctrl-C stops it)", flush=True)
-    # In this process, as `dashboard` does: a TensorBoard child kept serving its port when a
-    # process manager sent SIGTERM to this command alone. Here TensorBoard's own SIGTERM handler
-    # exits the process and Ctrl-C (SIGINT) ends it through KeyboardInterrupt; either way the
-    # listening socket closes with the process, and there is no child to outlive it.
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    from tensorboard import default, main_lib, program
-    from tensorboard.plugins.base_plugin import FlagsError
-
-    main_lib.global_init()
-    board = program.TensorBoard(plugins=default.get_plugins())
     try:
-        board.configure(argv=["tensorboard", "--logdir_spec", spec, "--host", args.host, "--port", str(args.port),
-                              "--reload_interval", str(args.reload_interval)])
-    except FlagsError as error:
+        return serve(args.run_dirs, host=args.host, port=args.port, reload_interval=args.reload_interval)
+    except BoardError as error:
         print(f"finesweep: {error}", file=sys.stderr)
         return EXIT_BAD_INPUT
-    # TensorBoard returns -1 when it cannot serve (the port is taken; it says why).
-    return 0 if board.main() == 0 else 1
 
 
 def cmd_dashboard(args: argparse.Namespace) -> int:
-    from finesweep.search.results import ResultsError, read_only_url
-    from finesweep.search.run_dir import SPEC_COPY
-    from finesweep.search.spec import parse_spec
-    from finesweep.search.study import describe_storage, storage_url
+    from finesweep.search.results import ResultsError, read_only_url, storage_of
+    from finesweep.search.study import describe_storage
 
-    url = args.target
-    if "://" not in url:
-        spec_path = Path(url) / SPEC_COPY
-        if not spec_path.exists():
-            print(f"finesweep: {url} is neither a storage URL nor a sweep run directory (no {SPEC_COPY})",
-                  file=sys.stderr)
-            return EXIT_BAD_INPUT
-        url = storage_url(parse_spec(spec_path).storage, url)
     try:
+        url = storage_of(args.target)
         # A view never changes the study: SQLite is opened read-only, and for every database
         # the dashboard's write API (delete study, tell trial, notes...) answers 405.
         readable = read_only_url(url)

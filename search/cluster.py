@@ -1,18 +1,29 @@
-"""Where trials ran: placement rules and per-node accounting. No Ray here.
+"""Where trials run: joining a cluster, placement rules and per-node accounting. No Ray here.
 
-:mod:`search.ray_backend` asks Ray for the facts (the node a trial landed on, the GPU ids
-Ray assigned it, whether CUDA is present); the decisions made from them live here, so they
-can be tested without a cluster.
+:mod:`search.ray_backend` asks Ray for the facts (the nodes and their resources, the node a
+trial landed on, the GPU ids Ray assigned it, whether CUDA is present, why joining failed); the
+decisions made from them live here, so they can be tested without a cluster.
 """
 
 from __future__ import annotations
 
 import ipaddress
+import logging
+import os
+import secrets
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 LOOPBACK_NAMES = ("localhost",)
+
+
+class ResourceError(RuntimeError):
+    """The cluster cannot ever run one trial with the resources the spec asks for."""
+
+
+class ClusterError(RuntimeError):
+    """The cluster at the given address cannot be joined (its token was refused)."""
 
 
 def is_loopback(address: str | None) -> bool:
@@ -32,10 +43,83 @@ def is_loopback(address: str | None) -> bool:
         return False
 
 
-def accelerator_for(gpu_ids: Sequence[Any], cuda_available: bool) -> str:
+def init_arguments(address: str | None, verbose: bool, py_modules: Sequence[str] = ()) -> dict[str, Any]:
+    """``ray.init``'s arguments: a new local Ray of our own on loopback, dashboard off, or the
+    cluster at ``address`` with the user's module files shipped to every node."""
+    quiet = {"log_to_driver": verbose, "logging_level": logging.INFO if verbose else logging.ERROR,
+             "configure_logging": True}
+    if address is None:
+        # address="local": a new Ray of our own, even where `ray start` left a cluster running
+        # (plain ray.init() would silently join that one).
+        return {"address": "local", "include_dashboard": False, "_node_ip_address": "127.0.0.1", **quiet}
+    return {"address": address, "runtime_env": {"py_modules": list(py_modules)} if py_modules else None, **quiet}
+
+
+def check_fits(nodes: Iterable[Mapping[str, Any]], cpus: float, gpus: float) -> None:
+    """Fail before any trial when no node could ever hold one trial (else Ray waits forever);
+    ``nodes`` as Ray's ``ray.nodes()`` lists them."""
+    nodes = [n for n in nodes if n.get("Alive")]
+    fits = [n for n in nodes
+            if n["Resources"].get("CPU", 0) >= cpus and n["Resources"].get("GPU", 0) >= gpus]
+    if not fits:
+        have = ", ".join(f"{n['NodeManagerAddress']}: {n['Resources'].get('CPU', 0):g} CPU, "
+                         f"{n['Resources'].get('GPU', 0):g} GPU" for n in nodes)
+        raise ResourceError(
+            f"no node can run a trial needing {cpus:g} CPU and {gpus:g} GPU (nodes: {have}); "
+            "lower `resources.cpus`/`resources.gpus` in the spec or add nodes")
+
+
+def join_error(address: str, error: BaseException, auth_error: type[BaseException]) -> ClusterError:
+    """What to tell the user when joining the cluster at ``address`` raised ``error``;
+    ``auth_error`` is Ray's exception for a refused token."""
+    if refused_for_auth(error, auth_error):
+        return ClusterError(f"the Ray cluster at {address} refused this driver's token (give every node "
+                            "and the driver the cluster's token: RAY_AUTH_MODE=token with ~/.ray/auth_token "
+                            "or RAY_AUTH_TOKEN)")
+    return ClusterError(f"cannot join the Ray cluster at {address}: {str(error).splitlines()[0]}")
+
+
+def refused_for_auth(error: BaseException | None, auth_error: type[BaseException]) -> bool:
+    """Whether a failed join was the cluster refusing the token: Ray raises ``auth_error`` or a
+    plain ConnectionError whose causes say so, in words that vary with where the check failed."""
+    while error is not None:
+        text = str(error).lower()
+        if isinstance(error, auth_error) or "authenticat" in text or "auth_token" in text:
+            return True
+        error = error.__cause__ or error.__context__
+    return False
+
+
+def private_token_for_local_ray() -> bool:
+    """Token authentication for a local Ray without touching ~/.ray/auth_token; True when it
+    set the token (Ray must then read its settings again).
+
+    Ray 2.60 turns token authentication on for every new local cluster and, with no token
+    anywhere, writes one to ~/.ray/auth_token. Any later `ray start --head` on the machine
+    then finds that file and requires the token, while `ray start --address` on a worker
+    does not pick it up: the cluster commands fail with InvalidAuthToken. A fresh token in
+    this process's environment (inherited by the Ray processes it starts, and only by them)
+    keeps the local Ray authenticated and leaves the file alone. An explicit RAY_AUTH_MODE
+    (token or disabled) is the user's choice and is kept, token source included.
+    """
+    if "RAY_AUTH_MODE" in os.environ:
+        return False
+    os.environ["RAY_AUTH_MODE"] = "token"
+    os.environ["RAY_AUTH_TOKEN"] = secrets.token_hex(32)
+    return True
+
+
+def accelerator_for(gpu_ids: Sequence[Any], cuda_available: bool | None = None) -> str:
     """The Lightning accelerator of a trial: ``gpu`` when Ray assigned it a GPU and CUDA can
-    use it, else ``cpu`` (a GPU that is only a logical resource, as in tests, trains on CPU)."""
-    return "gpu" if gpu_ids and cuda_available else "cpu"
+    use it (None: ask torch), else ``cpu`` (a GPU that is only a logical resource, as in tests,
+    trains on CPU)."""
+    if not gpu_ids:
+        return "cpu"
+    if cuda_available is None:
+        import torch
+
+        cuda_available = torch.cuda.is_available()
+    return "gpu" if cuda_available else "cpu"
 
 
 def node_label(node_id: str | None, node_ip: str | None) -> str:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import os
 import socket
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -22,15 +22,16 @@ from finesweep.search.run_dir import SESSION_FILE, write_atomically
 RAYLET_PID_VAR = "RAY_RAYLET_PID"
 
 
-def record_session(run_dir: Path, session_dir: str, pids: Iterable[int]) -> None:
-    """Write the local Ray's processes (and their children so far) for a later clean-up."""
+def record_session(run_dir: Path, session_dir: str) -> None:
+    """Write the processes of the local Ray this driver just started (and their children so
+    far) for a later clean-up. Call right after the start: the driver's child processes are
+    then Ray's own (GCS, raylet, agents), and nothing else of the driver's has started yet."""
     import psutil
 
     processes: dict[int, float] = {}
-    for pid in pids:
+    for process in psutil.Process().children():
         try:
-            process = psutil.Process(pid)
-            processes[pid] = process.create_time()
+            processes[process.pid] = process.create_time()
             for child in process.children(recursive=True):
                 processes[child.pid] = child.create_time()
         except psutil.Error:

@@ -94,6 +94,20 @@ def _load(name: str | None, url: str) -> optuna.Study:
     return optuna.load_study(study_name=name, storage=storage)
 
 
+def storage_of(target: str | Path) -> str:
+    """The study storage URL of ``target``: a storage URL as it is, or a run directory's (from
+    its ``spec.yaml``)."""
+    from finesweep.search.run_dir import SPEC_COPY
+    from finesweep.search.spec import parse_spec
+
+    if "://" in str(target):
+        return str(target)
+    spec_path = Path(target) / SPEC_COPY
+    if not spec_path.exists():
+        raise ResultsError(f"{target} is neither a storage URL nor a sweep run directory (no {SPEC_COPY})")
+    return storage_url(parse_spec(spec_path).storage, target)
+
+
 def load_sweep(target: str | Path, study_name: str | None = None) -> SweepRecord:
     """A run directory (with its ``spec.yaml``) or a storage URL, for reading only."""
     from finesweep.search.run_dir import SPEC_COPY
@@ -104,7 +118,7 @@ def load_sweep(target: str | Path, study_name: str | None = None) -> SweepRecord
         study = _load(study_name, text)
         names = sorted({name for trial in study.get_trials(deepcopy=False) for name in trial.params})
         metric = str(study.user_attrs.get("metric", "value"))
-        mode = "max" if study.direction.name == "MAXIMIZE" else "min"
+        mode = Direction.from_optuna(study.direction.name).mode
         return SweepRecord(study, text, metric, mode, tuple(names))
     run_dir = Path(target)
     spec_path = run_dir / SPEC_COPY

@@ -10,10 +10,11 @@ Validation picks; the held-out test split is only reported beside it (mean +- sa
 from __future__ import annotations
 
 import datetime
+import sys
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 import yaml
 from finesweep.models.run import Direction, TrainingRun
@@ -165,6 +166,32 @@ def robust_export(record: SweepRecord, runner: Runner, *, top_k: int = 5, reseed
     chosen = min(scored, key=lambda c: (direction.sort_key(c.summary(spec.metric)["mean"]), c.rank))
     paths = _write(record, out_dir, configs, chosen, chosen_trials, reseed, top_k)
     return RobustResult(chosen, configs, spec.metric, spec.mode, paths)
+
+
+def robust_export_on_ray(record: SweepRecord, address: str | None, *, top_k: int, reseed: int,
+                         out: TextIO | None = None) -> RobustResult:
+    """:func:`robust_export` with every retraining a Ray task with a trial's resources, on a
+    local Ray (the user's modules imported from the spec's folder) or on the cluster at
+    ``address`` (the module files shipped to its nodes)."""
+    from finesweep.search import ray_backend
+    from finesweep.search.user_code import shipped_modules
+
+    if reseed < 1:  # Before Ray starts.
+        raise ResultsError(f"--reseed must be at least 1, but got {reseed}")
+    if record.spec is None:
+        raise ResultsError("a robust export needs the sweep's run directory (its spec)")
+    out = out or sys.stdout
+    out.write(f"finesweep: starting Ray ({'local, 127.0.0.1' if address is None else address}); retraining the "
+              f"top {top_k} configs with {reseed} new seed{'s' if reseed != 1 else ''} each\n")
+    out.flush()
+    ray_backend.start_ray(address, py_modules=shipped_modules(record.spec))
+    resources = record.spec.resources
+
+    def runner(jobs: Sequence[RetrainJob]) -> list[Any]:
+        return ray_backend.run_retrains(jobs, run_job, cpus=resources.cpus, gpus=resources.gpus,
+                                        concurrency=resources.concurrency)
+
+    return robust_export(record, runner, top_k=top_k, reseed=reseed, ship_roots=address is None)
 
 
 def _config_record(c: ConfigResult, tests: Sequence[str], metric: str) -> dict[str, Any]:

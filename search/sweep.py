@@ -19,8 +19,9 @@ from typing import TYPE_CHECKING, TextIO
 
 import yaml
 from finesweep.search.checkpoints import apply_retention
-from finesweep.search.cluster import nodes_line, trials_per_node
+from finesweep.search.cluster import ClusterError, ResourceError, nodes_line, trials_per_node
 from finesweep.search.export import write_exports
+from finesweep.search.ledger import TrialLedger
 from finesweep.search.leftovers import clean_up as clean_up_leftovers
 from finesweep.search.leftovers import record_session
 from finesweep.search.lock import LockError, RunLock, claim_study, release_study, renew_study
@@ -37,6 +38,7 @@ from finesweep.search.run_dir import (
     TOP_DIR,
     TRIALS_DIR,
     tensorboard_root,
+    tune_dir,
     write_atomically,
 )
 from finesweep.search.signals import StopRequested, signal_name
@@ -53,7 +55,8 @@ from finesweep.search.study import (
 )
 from finesweep.search.tensorboard_log import HParamsLog
 from finesweep.search.trial import clear_trial_outputs
-from finesweep.search.user_code import class_paths_in
+from finesweep.search.tune_run import remove_empty_trial_dirs
+from finesweep.search.user_code import shipped_modules
 
 if TYPE_CHECKING:
     import optuna
@@ -243,15 +246,14 @@ def _run_locked(spec: SweepSpec, run_dir: Path, *, address: str | None, verbose:
     out.write(f"finesweep: starting Ray ({'local, 127.0.0.1' if address is None else address})\n")
     out.flush()
     try:
-        if ray_backend.start_ray(address, verbose=verbose, spec_dir=spec.base_dir,
-                                 class_paths=class_paths_in(spec.training_config({}))):
-            record_session(run_dir, *ray_backend.local_session())
-    except ray_backend.ClusterError as error:
+        if ray_backend.start_ray(address, verbose=verbose, py_modules=shipped_modules(spec)):
+            record_session(run_dir, ray_backend.session_dir())
+    except ClusterError as error:
         raise SweepError(str(error)) from None
     stop.install()  # ray.init installs its own SIGTERM handler.
     try:
         ray_backend.check_resources(spec.resources.cpus, spec.resources.gpus)
-    except ray_backend.ResourceError as error:
+    except ResourceError as error:
         raise SweepError(str(error)) from None
 
     sampler = build_sampler(spec)
@@ -315,10 +317,13 @@ def _run_study(spec: SweepSpec, run_dir: Path, study: optuna.Study, url: str, ac
                   f"strategy {spec.strategy.name}, scheduler {spec.scheduler.name}, "
                   f"{spec.resources.concurrency} at a time; study in {describe_storage(url)}\n")
         out.flush()
-        stopped_because = ray_backend.run_trials(
-            spec, study, run_dir, trials=to_run, seed_base=seed_base, monitor=monitor, rerun=rerun,
-            verbose=verbose, stop=stop.event, on_cluster=address is not None,
-            tick=(lambda: renew_study(study)) if spec.storage is not None else None)
+        ledger = TrialLedger(study, spec, seed_base, run_dir, monitor, rerun, stop.event)
+        try:
+            stopped_because = ray_backend.run_trials(
+                ledger, trials=to_run, verbose=verbose, on_cluster=address is not None,
+                tick=(lambda: renew_study(study)) if spec.storage is not None else None)
+        finally:
+            remove_empty_trial_dirs(tune_dir(run_dir))
     if not stop.requested:
         fail_unfinished(study, "the sweep ended while the trial was running")
         monitor.close_unfinished(study)

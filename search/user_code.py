@@ -15,6 +15,10 @@ import sys
 import sysconfig
 from collections.abc import Iterable
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from finesweep.search.spec import SweepSpec
 
 
 def import_roots(spec_dir: str | Path) -> list[str]:
@@ -80,3 +84,9 @@ def class_paths_in(tree: object) -> list[str]:
         elif isinstance(node, list):
             stack.extend(node)
     return found
+
+
+def shipped_modules(spec: SweepSpec) -> list[str]:
+    """The files of the user's modules that ``spec``'s classes live in: what a cluster's nodes
+    are sent, as no shared folder is assumed."""
+    return module_files(class_paths_in(spec.training_config({})), spec.base_dir)

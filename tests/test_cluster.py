@@ -25,7 +25,17 @@ from types import SimpleNamespace
 
 import optuna
 import pytest
-from finesweep.search.cluster import accelerator_for, is_loopback, nodes_line, trials_per_node
+from finesweep.search.cluster import (
+    ClusterError,
+    ResourceError,
+    accelerator_for,
+    check_fits,
+    init_arguments,
+    is_loopback,
+    join_error,
+    nodes_line,
+    trials_per_node,
+)
 from finesweep.search.study import state_counts
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -55,6 +65,38 @@ def test_trials_are_counted_per_node():
     assert nodes_line(trials).startswith("trials per node: 127.0.0.1 (aaaaaaaa): 2, ")
 
 
+def _node(cpus: float, gpus: float = 0, alive: bool = True, ip: str = "10.0.0.1") -> dict:
+    return {"Alive": alive, "NodeManagerAddress": ip, "Resources": {"CPU": cpus, **({"GPU": gpus} if gpus else {})}}
+
+
+def test_a_trial_that_no_live_node_can_hold_is_refused_naming_the_nodes():
+    check_fits([_node(4), _node(2, 1)], cpus=2, gpus=1)
+    with pytest.raises(ResourceError, match=r"needing 2 CPU and 1 GPU \(nodes: 10.0.0.1: 4 CPU, 0 GPU\)"):
+        check_fits([_node(4), _node(8, 2, alive=False)], cpus=2, gpus=1)
+
+
+class AuthError(Exception):
+    """Stands in for Ray's AuthenticationError."""
+
+
+def test_a_refused_token_is_told_apart_from_other_join_failures():
+    assert "refused this driver's token" in str(join_error("h:6379", AuthError("no"), AuthError))
+    wrapped = ConnectionError("GCS unreachable")
+    wrapped.__cause__ = RuntimeError("Authentication failed: invalid token")
+    assert "refused this driver's token" in str(join_error("h:6379", wrapped, AuthError))
+    error = join_error("h:6379", ConnectionError("timed out\nat line 2"), AuthError)
+    assert isinstance(error, ClusterError) and str(error) == "cannot join the Ray cluster at h:6379: timed out"
+
+
+def test_a_local_ray_is_a_new_one_on_loopback_without_dashboard():
+    local = init_arguments(None, verbose=False)
+    assert local["address"] == "local" and local["_node_ip_address"] == "127.0.0.1"
+    assert local["include_dashboard"] is False and local["log_to_driver"] is False
+    joined = init_arguments("h:6379", verbose=True, py_modules=["/src/mymodel.py"])
+    assert joined["address"] == "h:6379" and joined["runtime_env"] == {"py_modules": ["/src/mymodel.py"]}
+    assert init_arguments("h:6379", verbose=False)["runtime_env"] is None
+
+
 # ---- a real two-node cluster on loopback --------------------------------------------------
 
 @contextlib.contextmanager
@@ -76,11 +118,11 @@ def _token_auth():
 def cluster():
     """Head (1 CPU) + worker node `gpu_node` (1 CPU, 1 logical GPU), with token authentication
     on; stopped afterwards."""
-    from finesweep.search import ray_backend
+    from benchmarks.loopback_cluster import start_loopback_cluster
 
     temp_dir = tempfile.mkdtemp(prefix="fs-ray-", dir="/tmp")  # short: Ray puts sockets in it
     with _token_auth() as token:
-        ray_cluster = ray_backend.start_loopback_cluster(
+        ray_cluster = start_loopback_cluster(
             temp_dir, {"num_cpus": 1}, [{"num_cpus": 1, "num_gpus": 1}])
         try:
             yield SimpleNamespace(ray=ray_cluster, address=ray_cluster.address, head=ray_cluster.head_node,

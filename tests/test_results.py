@@ -317,7 +317,8 @@ def test_report_is_offline_html_with_png_plots_and_every_trial(sweep, tmp_path):
 
 @pytest.mark.slow
 def test_report_warns_on_few_trials_shows_train_loss_and_a_colour_bar(sweep, tmp_path):
-    from finesweep.search.report import importances, plot_curves, plot_importances, plot_parallel
+    from finesweep.search.importance import importances
+    from finesweep.search.report import plot_curves, plot_importances, plot_parallel
 
     run_dir = sweep["run_dir"]
     assert cli_main(["report", str(run_dir), "--out", str(tmp_path)]) == 0
@@ -352,7 +353,7 @@ def test_report_warns_on_few_trials_shows_train_loss_and_a_colour_bar(sweep, tmp
 
 
 def test_importance_warning_wants_50_trials_and_10_per_parameter():
-    from finesweep.search.report import importance_warning
+    from finesweep.search.importance import importance_warning
 
     assert importance_warning(49, 4) is not None and importance_warning(50, 4) is None
     assert importance_warning(69, 7) is not None and importance_warning(70, 7) is None
@@ -633,7 +634,7 @@ def test_monitor_closes_trials_the_sweep_ended_around(tmp_path):
 
 
 def test_tensorboard_tells_apart_sweeps_of_the_same_name():
-    from finesweep.search.cli import board_labels
+    from finesweep.search.board import board_labels
 
     labels = board_labels([Path("/x/runs/a/cnn"), Path("/x/runs/b/cnn"), Path("/x/runs/text"),
                            Path("/x/runs/text")])

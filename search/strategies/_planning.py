@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 import optuna
+from finesweep.models.run import Direction
 from finesweep.search.space import CategoricalParam, FloatParam, IntParam, Param, SearchSpace, is_active
 from optuna.distributions import BaseDistribution, CategoricalDistribution, FloatDistribution
 from optuna.trial import FrozenTrial, TrialState
@@ -137,7 +138,8 @@ def perturb(space: SearchSpace, center: Mapping[str, Any], radius: float, mutati
 
 @dataclass(frozen=True)
 class Observed:
-    """A finished trial as the samplers see it: ``loss`` is the value to minimise."""
+    """A finished trial as the samplers see it: ``loss`` is its value as a minimisation (the
+    study direction's :meth:`~finesweep.models.run.Direction.sort_key`), so lower is better."""
 
     number: int
     params: Mapping[str, Any]
@@ -146,13 +148,13 @@ class Observed:
 
 
 def history(study: optuna.Study) -> list[Observed]:
-    """COMPLETE trials in trial-number order, values signed so that lower is better."""
+    """COMPLETE trials in trial-number order, as losses (lower is better)."""
     if len(study.directions) > 1:
         raise ValueError(f"finesweep's strategies optimise one objective, but the study has "
                          f"{len(study.directions)} directions")
-    sign = -1.0 if study.direction == optuna.study.StudyDirection.MAXIMIZE else 1.0
+    direction = Direction.from_optuna(study.direction.name)
     trials = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-    return sorted((Observed(t.number, t.params, sign * float(t.value), t.system_attrs.get(PLANNED_BY))
+    return sorted((Observed(t.number, t.params, direction.sort_key(float(t.value)), t.system_attrs.get(PLANNED_BY))
                    for t in trials if t.value is not None and math.isfinite(t.value)),
                   key=lambda o: o.number)
 

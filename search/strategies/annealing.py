@@ -32,6 +32,11 @@ from optuna.trial import FrozenTrial
 
 ACCEPT_SALT = 1  # Keeps the acceptance draws apart from the proposal draws of the same trial.
 MIN_RADIUS = 0.01
+# Random trials before the walk starts from the best of them; few, so that a short sweep spends
+# most of its trials walking.
+N_STARTUP_TRIALS = 5
+# A categorical changes twice as often as in `local` (0.1): annealing explores while it is hot.
+MUTATION_PROB = 0.2
 
 
 @dataclass(frozen=True)
@@ -44,14 +49,11 @@ class AnnealingSampler(PlannedSampler):
     tag = "annealing"
 
     def __init__(self, space: SearchSpace, *, initial_temperature: float = 1.0, cooling: float = 0.95,
-                 radius: float = 0.1, mutation_prob: float = 0.2, n_startup_trials: int = 5,
-                 seed: int | None = None) -> None:
+                 radius: float = 0.1, seed: int | None = None) -> None:
         super().__init__(space, seed)
         self._t0 = initial_temperature
         self._cooling = cooling
         self._radius = radius
-        self._mutation_prob = mutation_prob
-        self._n_startup_trials = n_startup_trials
 
     def replay(self, observed: list[Observed]) -> Observed | None:
         if not observed:
@@ -59,8 +61,8 @@ class AnnealingSampler(PlannedSampler):
         losses = np.array([o.loss for o in observed])
         spread = float(np.median(np.abs(losses - np.median(losses)))) or float(np.std(losses)) or 1.0
         # The walk starts from the best of the random start-up trials.
-        current = min(observed[:self._n_startup_trials], key=lambda o: o.loss)
-        for k, obs in enumerate(observed[self._n_startup_trials:], start=1):
+        current = min(observed[:N_STARTUP_TRIALS], key=lambda o: o.loss)
+        for k, obs in enumerate(observed[N_STARTUP_TRIALS:], start=1):
             delta = (obs.loss - current.loss) / spread
             temperature = self._t0 * self._cooling ** k
             if delta <= 0 or self.uniform(obs.number, ACCEPT_SALT) < math.exp(-delta / temperature):
@@ -69,16 +71,16 @@ class AnnealingSampler(PlannedSampler):
 
     def prepare(self, study: optuna.Study, trial: FrozenTrial, taken: set[ConfigKey]) -> Walk:
         observed = history(study)
-        if len(observed) < self._n_startup_trials:
+        if len(observed) < N_STARTUP_TRIALS:
             return Walk(None, self._radius)
-        steps = len(observed) - self._n_startup_trials
+        steps = len(observed) - N_STARTUP_TRIALS
         radius = max(MIN_RADIUS, self._radius * math.sqrt(self._cooling ** steps))
         return Walk(self.replay(observed), radius)
 
     def propose(self, context: Walk, rng: np.random.Generator, fixed: Mapping[str, Any]) -> Config:
         if context.current is None:
             return random_config(self._space, rng, fixed)
-        return perturb(self._space, context.current.params, context.radius, self._mutation_prob, rng, fixed)
+        return perturb(self._space, context.current.params, context.radius, MUTATION_PROB, rng, fixed)
 
 
 def make_annealing_sampler(space: SearchSpace, *, initial_temperature: float = 1.0, cooling: float = 0.95,

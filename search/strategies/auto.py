@@ -2,7 +2,7 @@
 
 The hand-off happens once ``switch_after`` trials have completed, or earlier when exploration
 stalls: the best value has not improved for ``stall_after`` completed trials (after at least
-``min_explore`` of them). While `global` runs on its Gaussian process (expensive trials, a small
+MIN_EXPLORE of them). While `global` runs on its Gaussian process (expensive trials, a small
 numeric space) there is no hand-off: the GP refines better than a trust region. Which phase a
 trial is in is decided from the study's trials when the trial starts, so a resumed sweep picks
 up in the same phase.
@@ -21,16 +21,18 @@ from finesweep.search.strategies.local_search import LocalSampler
 from optuna.distributions import BaseDistribution
 from optuna.trial import FrozenTrial, TrialState
 
+# No stall counts before this many completed trials: the first ones are TPE's random start-up
+# (8 by default), whose misses in a row say nothing about the model having run out of ideas.
+MIN_EXPLORE = 10
 
 class AutoSampler(optuna.samplers.BaseSampler):
     def __init__(self, space: SearchSpace, *, switch_after: int = 30, stall_after: int = 0,
-                 min_explore: int = 10, seed: int | None = None) -> None:
+                 seed: int | None = None) -> None:
         self._global = make_global_sampler(space, seed=seed)
         # Exploration's best is a good incumbent already: no random start-up.
         self._local = LocalSampler(space, n_startup_trials=0, seed=seed)
         self._switch_after = switch_after
         self._stall_after = stall_after
-        self._min_explore = min_explore
         self._phases: dict[int, optuna.samplers.BaseSampler] = {}
 
     def switched(self, observed: list[Observed]) -> bool:
@@ -41,7 +43,7 @@ class AutoSampler(optuna.samplers.BaseSampler):
         best, since = float("inf"), 0
         for count, obs in enumerate(observed, start=1):
             best, since = (obs.loss, 0) if obs.loss < best else (best, since + 1)
-            if count >= self._min_explore and since >= self._stall_after:
+            if count >= MIN_EXPLORE and since >= self._stall_after:
                 return True
         return False
 

@@ -82,12 +82,12 @@ class GeneticSampler(PlannedSampler):
         return from_unit(param, to_unit(param, value) + MUTATION_SCALE * rng.standard_normal())
 
 
-def make_genetic_sampler(space: SearchSpace, *, population_size: int = 8, mutation_prob: float = 0.0,
+def make_genetic_sampler(space: SearchSpace, *, population_size: int = 8, mutation_prob: float | None = None,
                          seed: int | None = None) -> optuna.samplers.BaseSampler:
     """``population_size`` random trials first, then children of the best that many trials.
-    ``mutation_prob`` is each gene's chance to mutate; 0 means 1 / number of parameters."""
-    return GeneticSampler(space, population_size=population_size,
-                          mutation_prob=mutation_prob or None, seed=seed)
+    ``mutation_prob`` is each gene's chance to mutate (0: never); None means 1 / number of
+    parameters, about one mutated gene per child."""
+    return GeneticSampler(space, population_size=population_size, mutation_prob=mutation_prob, seed=seed)
 
 
 def check_genetic_options(space: SearchSpace, options: Mapping[str, Any]) -> list[tuple[str, str, str]]:
@@ -95,7 +95,7 @@ def check_genetic_options(space: SearchSpace, options: Mapping[str, Any]) -> lis
     size = options.get("population_size")
     if isinstance(size, int) and not isinstance(size, bool) and size < 2:
         problems.append(("population_size", "an integer >= 2", repr(size)))
-    prob = options.get("mutation_prob")
-    if isinstance(prob, (int, float)) and not isinstance(prob, bool) and not 0 <= prob <= 1:
-        problems.append(("mutation_prob", "a number in [0, 1]", repr(prob)))
+    prob = options.get("mutation_prob")  # None (or left out): 1 / number of parameters
+    if prob is not None and (isinstance(prob, bool) or not isinstance(prob, (int, float)) or not 0 <= prob <= 1):
+        problems.append(("mutation_prob", "a number in [0, 1], or null for 1 / number of parameters", repr(prob)))
     return problems

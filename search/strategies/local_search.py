@@ -4,9 +4,9 @@ Each proposal is a Gaussian step from the incumbent in the unit-scaled space (lo
 parameters, rounded to int/step grids), categoricals kept except with a small probability, and a
 parameter inactive at the incumbent drawn afresh when it becomes active. The step size (the
 trust region's radius) is replayed from the study's trials, never kept in memory: it doubles
-after ``success_tolerance`` improving proposals in a row, halves after ``failure_tolerance``
-(at least the number of numeric parameters) failures in a row, and restarts at ``radius`` once it
-falls below ``min_radius``. Chosen over CMA-ES with a small sigma0 by measurement
+after SUCCESS_TOLERANCE improving proposals in a row, halves after FAILURE_TOLERANCE (at least
+the number of numeric parameters) failures in a row, and restarts at ``radius`` once it falls
+below MIN_RADIUS. Chosen over CMA-ES with a small sigma0 by measurement
 (benchmarks/results/strategies.md, refinement table).
 """
 
@@ -36,6 +36,14 @@ from finesweep.search.strategies._planning import (
 from optuna.trial import FrozenTrial
 
 START_FROM_EXPECTED = "a path to an exported best.yaml or a mapping of parameter values"
+# The trust region's rules, after TuRBO (Eriksson et al., 2019), with the values the refinement
+# benchmark measured (benchmarks/results/strategies.md). Improving twice in a row, the region
+# may be too small to matter: it doubles.
+SUCCESS_TOLERANCE = 2
+# Failing four times in a row (or once per numeric parameter, if more), it overshoots: it halves.
+FAILURE_TOLERANCE = 4
+# A step under a thousandth of each range changes nothing a metric can tell: start over at `radius`.
+MIN_RADIUS = 1e-3
 
 
 def read_start_point(start_from: str | Mapping[str, Any] | None,
@@ -95,16 +103,13 @@ class LocalSampler(PlannedSampler):
     tag = "local"
 
     def __init__(self, space: SearchSpace, *, start_from: Mapping[str, Any] | None = None,
-                 radius: float = 0.05, min_radius: float = 1e-3, success_tolerance: int = 2,
-                 failure_tolerance: int = 4, mutation_prob: float = 0.1, n_startup_trials: int = 10,
+                 radius: float = 0.05, mutation_prob: float = 0.1, n_startup_trials: int = 10,
                  seed: int | None = None) -> None:
         super().__init__(space, seed)
         self._start = dict(start_from or {})
         self._radius = radius
-        self._min_radius = min_radius
-        self._success_tolerance = success_tolerance
         numeric = sum(not isinstance(p, CategoricalParam) for p in space.params)
-        self._failure_tolerance = max(failure_tolerance, numeric)
+        self._failure_tolerance = max(FAILURE_TOLERANCE, numeric)
         self._mutation_prob = mutation_prob
         self._n_startup_trials = n_startup_trials
 
@@ -116,11 +121,11 @@ class LocalSampler(PlannedSampler):
             improved = incumbent is None or obs.loss < incumbent.loss
             if obs.planned_by == self.tag and incumbent is not None:
                 successes, failures = (successes + 1, 0) if improved else (0, failures + 1)
-                if successes >= self._success_tolerance:
+                if successes >= SUCCESS_TOLERANCE:
                     radius, successes = min(2 * radius, 0.5), 0
                 if failures >= self._failure_tolerance:
                     radius, failures = radius / 2, 0
-                if radius < self._min_radius:
+                if radius < MIN_RADIUS:
                     radius = self._radius
             if improved:
                 incumbent = obs

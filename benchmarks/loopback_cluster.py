@@ -1,0 +1,33 @@
+"""A multi-node Ray cluster on this machine, for the cluster tests and benchmarks: each node is
+its own raylet and workers (Ray's own test cluster), every server on 127.0.0.1. Not part of
+finesweep itself, which only joins clusters."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+
+def start_loopback_cluster(temp_dir: str, head: Mapping[str, Any],
+                           workers: Sequence[Mapping[str, Any]] = ()) -> Any:
+    """Start the cluster: ``head`` and each of ``workers`` are node arguments (``num_cpus``,
+    ``num_gpus``, ...; a GPU declared here is a logical resource). Returns Ray's ``Cluster``:
+    ``address`` to join, ``add_node(**args)``, ``remove_node(node, allow_graceful=False)`` kills
+    a node's processes, ``shutdown()`` stops them all. ``temp_dir`` keeps its sessions apart from
+    any other Ray on the machine (keep it short: Ray puts unix sockets in it).
+    """
+    from finesweep.search import ray_backend
+    from ray.cluster_utils import Cluster
+
+    ray_backend.loopback_only()  # As a local sweep's Ray; the node processes inherit the setting.
+    ray_backend.reload_auth_settings()  # The caller may have set RAY_AUTH_MODE / RAY_AUTH_TOKEN for this cluster.
+    loopback = {"node_ip_address": "127.0.0.1", "temp_dir": temp_dir}
+    cluster = Cluster(initialize_head=True, shutdown_at_exit=True,
+                      head_node_args={"include_dashboard": False, **loopback, **head})
+    try:
+        for worker in workers:
+            cluster.add_node(**loopback, **worker)
+    except BaseException:
+        cluster.shutdown()
+        raise
+    return cluster

@@ -1,0 +1,76 @@
+"""The Ray-free parts of a Tune run: when it stops, what the scheduler gets, whose account of
+a dead trial is read, what is tidied up. No Ray: the backend only wraps these."""
+
+from __future__ import annotations
+
+import pickle
+import threading
+from types import SimpleNamespace
+
+from finesweep.search.run_dir import ray_error_path, ray_trial_name
+from finesweep.search.schedulers import scheduler_arguments
+from finesweep.search.tune_run import RunControl, ray_failure_reason, remove_empty_trial_dirs
+
+
+def test_the_run_stops_on_the_drivers_flag_or_a_sweep_ending_failure():
+    stop, ledger = threading.Event(), SimpleNamespace(abort_reason=None)
+    control = RunControl(stop, ledger)
+    assert not control.should_stop()
+    ledger.abort_reason = "MetricNotLoggedError: val_acc"
+    assert control.should_stop()
+    ledger.abort_reason = None
+    stop.set()
+    assert control.should_stop()
+
+
+def test_a_pickled_copy_keeps_only_the_flag_and_only_in_this_process():
+    stop = threading.Event()
+    control = RunControl(stop, SimpleNamespace(abort_reason="failed"), SimpleNamespace(), lambda: None)
+    copy = pickle.loads(pickle.dumps(control))
+    assert copy.ledger is None and copy.monitor is None and copy.tick is None
+    assert not copy.should_stop()  # the abort is the driver's object's to see
+    stop.set()
+    assert copy.should_stop()
+    copy.key = "another-process-1"
+    assert not copy.should_stop()
+
+
+def test_each_step_lets_the_monitor_speak_and_ticks_every_tick_s(monkeypatch):
+    beats, ticks, clock = [], [], [100.0]
+    monkeypatch.setattr("finesweep.search.tune_run.time.monotonic", lambda: clock[0])
+    control = RunControl(threading.Event(), monitor=SimpleNamespace(heartbeat=lambda: beats.append(1)),
+                         tick=lambda: ticks.append(clock[0]))
+    for now in (101.0, 120.0, 131.0, 140.0, 162.0):
+        clock[0] = now
+        control.step()
+    assert len(beats) == 5 and ticks == [131.0, 162.0]
+
+
+def test_scheduler_arguments_count_epochs_and_fill_defaults():
+    assert scheduler_arguments("asha", {"grace_period": 5}, max_epochs=3) == {
+        "time_attr": "training_iteration", "max_t": 3, "grace_period": 3, "reduction_factor": 3, "brackets": 1}
+    assert scheduler_arguments("median", {}, max_epochs=3) == {
+        "time_attr": "training_iteration", "grace_period": 1, "min_samples_required": 3}
+    assert scheduler_arguments("none", {}, max_epochs=3) == {}
+
+
+def test_rays_account_of_a_dead_trial_is_read_from_the_run_or_the_session(tmp_path):
+    run_dir, session = tmp_path / "run", tmp_path / "session"
+    assert ray_failure_reason(run_dir, "abc_00001", str(session)) is None
+    staged = session / "artifacts" / "2026" / "tune" / "driver_artifacts" / ray_trial_name("abc_00001") / "error.txt"
+    staged.parent.mkdir(parents=True)
+    staged.write_text("Failure # 1 (occurred at 2026-12-02)\nray.exceptions.ActorDiedError: the worker died\n")
+    assert ray_failure_reason(run_dir, "abc_00001", str(session)) == "ray.exceptions.ActorDiedError: the worker died"
+    copied = ray_error_path(run_dir, "abc_00001")
+    copied.parent.mkdir(parents=True)
+    copied.write_text("NodeDiedError: node gone\n")
+    assert ray_failure_reason(run_dir, "abc_00001", None) == "NodeDiedError: node gone"
+
+
+def test_only_empty_trial_folders_of_tune_are_removed(tmp_path):
+    empty, kept, other = (tmp_path / ray_trial_name("a")), (tmp_path / ray_trial_name("b")), tmp_path / "keep_me"
+    for folder in (empty, kept, other):
+        folder.mkdir()
+    (kept / "error.txt").write_text("boom\n")
+    assert remove_empty_trial_dirs(tmp_path) == [empty]
+    assert kept.exists() and other.exists() and not empty.exists()
