@@ -30,7 +30,7 @@ import ray  # noqa: E402
 from finesweep.search.cluster import accelerator_for, is_loopback  # noqa: E402
 from finesweep.search.ledger import FINISHED, TrialLedger  # noqa: E402
 from finesweep.search.run_dir import TUNE_EXPERIMENT, ray_error_path, ray_storage, ray_trial_name, tune_dir  # noqa: E402
-from finesweep.search.trial import SweepContext, TrialRequest, run_trial  # noqa: E402
+from finesweep.search.trial import SweepContext, TrialRequest, run_trial, timing_requested  # noqa: E402
 from finesweep.search.user_code import import_roots  # noqa: E402
 from ray import tune  # noqa: E402
 from ray.tune.search import Searcher  # noqa: E402
@@ -161,6 +161,8 @@ def check_resources(cpus: float, gpus: float) -> None:
 
 
 def _accelerator(gpu_ids: Sequence[Any]) -> str:
+    if not gpu_ids:
+        return accelerator_for(gpu_ids, False)  # Without a GPU, torch need not load (a simulated trial).
     import torch
 
     return accelerator_for(gpu_ids, torch.cuda.is_available())
@@ -303,7 +305,7 @@ def run_trials(spec: SweepSpec, study: optuna.Study, run_dir: Path, *, trials: i
         cpus_per_trial=spec.resources.cpus, trial_timeout_s=spec.budget.trial_timeout_s,
         memory_mb=spec.resources.memory_mb,
         # Only a trial Ray may retry needs its state kept; otherwise the copies are pure cost.
-        keep_training_state=spec.max_failures > 0,
+        keep_training_state=spec.max_failures > 0, record_timing=timing_requested(),
     )
     resources = {"cpu": spec.resources.cpus, "gpu": spec.resources.gpus}
     if spec.resources.memory_mb:

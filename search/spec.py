@@ -672,7 +672,7 @@ class SpecChecker:
             expected = sc.base_classes()[section]
             if not issubclass(cls, expected):
                 bases = ", ".join(b.__name__ for b in cls.__mro__[1:3])
-                self.problem((section, "class_path"), f"a {expected.__name__} subclass",
+                self.problem((section, "class_path"), f"a {expected[0].__name__} subclass",
                              f"{class_path} (a subclass of {bases})")
                 cls = None
         init_args = entry.get("init_args")

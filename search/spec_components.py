@@ -71,10 +71,13 @@ def trainer_class() -> type:
     return pl.Trainer
 
 
-def base_classes() -> dict[str, type]:
+def base_classes() -> dict[str, tuple[type, ...]]:
+    """What a spec's ``model`` and ``data`` classes may be: Lightning's, or a simulated task's
+    (:mod:`finesweep.models.simulation`, trained without torch)."""
     import pytorch_lightning as pl
+    from finesweep.models.simulation import SimulatedData, SimulatedModel
 
-    return {"model": pl.LightningModule, "data": pl.LightningDataModule}
+    return {"model": (pl.LightningModule, SimulatedModel), "data": (pl.LightningDataModule, SimulatedData)}
 
 
 def known_metrics(model: Component | None) -> Mapping[str, str] | None:
