@@ -13,6 +13,7 @@ start-up are left out; each node's worker start-up, torch import included, is no
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import subprocess
 import sys
@@ -48,8 +49,12 @@ def measure(workers: int, trials: int, epoch_seconds: float) -> float:
         spec = folder / "spec.yaml"
         spec.write_text(SPEC.format(trials=trials, epoch_seconds=epoch_seconds))
         run_dir = folder / "run"
+        from finesweep.search.trial import TIMING_ENV
+
+        # The trials' first-step and end times (recorded on request) bound the measured span.
         subprocess.run([sys.executable, "launch.py", "sweep", str(spec), "--out", str(run_dir),
-                        "--address", cluster.address], cwd=ROOT, check=True, stdout=subprocess.DEVNULL)
+                        "--address", cluster.address], cwd=ROOT, check=True, stdout=subprocess.DEVNULL,
+                       env={**os.environ, TIMING_ENV: "1"})
         study = optuna.load_study(study_name="throughput", storage=f"sqlite:///{run_dir / 'study.db'}")
         done = [t for t in study.trials if t.datetime_complete is not None]
         span = max(t.user_attrs["ended_at"] for t in done) - min(t.user_attrs["first_step_at"] for t in done)

@@ -99,6 +99,9 @@ def arm_finesweep(trials: int, asha: bool, out: Path, task_spec: Path | None = N
     spec_path.write_text(yaml.safe_dump(spec_text))
     started = time.time()
     from finesweep.search.cli import main as finesweep
+    from finesweep.search.trial import TIMING_ENV
+
+    os.environ[TIMING_ENV] = "1"  # Each trial records its first step and end (the overheads).
 
     # In this process, so the sampler outside measures the sweep's own driver.
     if finesweep(["sweep", str(spec_path), "--out", str(out / "run")]) != 0:

@@ -5,13 +5,15 @@ start-up up to the first training step, the trials, the wrap-up.
     python -m benchmarks.sweep_timeline --spec spaces/x.yaml
 
 The phases come from wrapping finesweep's own entry points in this process (nothing in
-finesweep is changed) and from the first-step and end times every trial records in the study.
+finesweep is changed) and from the first-step and end times each trial records in the study when
+asked to (``FINESWEEP_RECORD_TIMING=1``, set here).
 """
 
 from __future__ import annotations
 
 import argparse
 import io
+import os
 import sys
 import tempfile
 import time
@@ -45,6 +47,9 @@ def main(argv: list[str] | None = None) -> int:
                 marks[f"{name} ends"] = time.time()
         return wrapper
 
+    from finesweep.search.trial import TIMING_ENV
+
+    os.environ[TIMING_ENV] = "1"  # The trials' first-step and end times mark the trial phase.
     ray_backend.start_ray = timed("Ray start-up", ray_backend.start_ray)
     ray_backend.run_trials = timed("Tune run", ray_backend.run_trials)
     with tempfile.TemporaryDirectory(prefix="finesweep-timeline-") as tmp:

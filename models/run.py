@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
@@ -38,6 +39,29 @@ class Direction:
     def sort_key(self, value: float) -> float:
         """Ascending order of this key is best first."""
         return -value if self.maximizes else value
+
+
+class NonFiniteMetricError(RuntimeError):
+    """Training produced NaN or infinity: the run is broken, not merely bad."""
+
+
+class MetricNotLoggedError(RuntimeError):
+    """The metric that ranks trials is not among what the module logs; every trial would fail
+    the same way, so a sweep stops on it."""
+
+
+def check_epoch(metric: str, epoch: int, metrics: Mapping[str, float]) -> None:
+    """Raise when an epoch's logged ``metrics`` cannot rank the run: ``metric`` missing, or it
+    (or a loss) not finite. The one rule for trained and simulated runs alike."""
+    if metric not in metrics:
+        logged = ", ".join(sorted(metrics)) or "nothing"
+        raise MetricNotLoggedError(
+            f"metric {metric!r} was never logged; the module logged: {logged} (name one of "
+            "these as `metric:`, or log it with self.log in validation_step)")
+    watched = {k: v for k, v in metrics.items() if k == metric or "loss" in k}
+    bad = sorted(k for k, v in watched.items() if not math.isfinite(v))
+    if bad:
+        raise NonFiniteMetricError(f"epoch {epoch}: non-finite {', '.join(bad)}: {dict(metrics)}")
 
 
 def is_better(value: float, best: float | None, mode: str) -> bool:

@@ -9,7 +9,6 @@ callback (a sweep trial reports to its scheduler there; raising from it ends tra
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -19,9 +18,10 @@ from typing import Any
 import pytorch_lightning as pl
 import torch
 from finesweep.models.components import instantiate
-from finesweep.models.run import TrainingRun, is_better
+from finesweep.models.run import MetricNotLoggedError, NonFiniteMetricError, TrainingRun, check_epoch, is_better
+from finesweep.models.simulation import is_simulated
 
-__all__ = ["TrainingRun", "fit", "is_better"]
+__all__ = ["MetricNotLoggedError", "NonFiniteMetricError", "TrainingRun", "fit", "is_better"]
 
 EpochCallback = Callable[[int, dict[str, float]], None]
 
@@ -38,15 +38,6 @@ RESERVED_TRAINER_OPTIONS = {
     "enable_progress_bar": "finesweep prints the sweep's progress",
     "default_root_dir": "the run directory holds every trial's files",
 }
-
-
-class NonFiniteMetricError(RuntimeError):
-    """Training produced NaN or infinity: the run is broken, not merely bad."""
-
-
-class MetricNotLoggedError(RuntimeError):
-    """The metric that ranks trials is not among what the module logs; every trial would fail
-    the same way, so a sweep stops on it."""
 
 
 @dataclass
@@ -116,15 +107,7 @@ class _EpochEnd(pl.callbacks.Checkpoint):
         self._validated = False
         metrics = _floats(trainer.callback_metrics)
         epoch = trainer.current_epoch + 1
-        if self.metric not in metrics:
-            logged = ", ".join(sorted(metrics)) or "nothing"
-            raise MetricNotLoggedError(
-                f"metric {self.metric!r} was never logged; the module logged: {logged} (name one of "
-                "these as `metric:`, or log it with self.log in validation_step)")
-        watched = {k: v for k, v in metrics.items() if k == self.metric or "loss" in k}
-        bad = sorted(k for k, v in watched.items() if not math.isfinite(v))
-        if bad:
-            raise NonFiniteMetricError(f"epoch {epoch}: non-finite {', '.join(bad)}: {metrics}")
+        check_epoch(self.metric, epoch, metrics)
         self.history.append({"epoch": epoch, **metrics})
         if is_better(metrics[self.metric], self.best.get(self.metric), self.mode):
             self.best, self.best_epoch = dict(metrics), epoch
@@ -168,7 +151,8 @@ def build(run: TrainingRun) -> tuple[pl.LightningModule, pl.LightningDataModule]
     data = instantiate(run.data["class_path"], run.data.get("init_args") or {})
     model = instantiate(run.model["class_path"], run.model.get("init_args") or {})
     if not isinstance(model, pl.LightningModule):
-        raise TypeError(f"model {run.model['class_path']} is not a LightningModule")
+        raise TypeError(f"model {run.model['class_path']} is not a LightningModule"
+                        + (" (a simulated model runs only in sweeps)" if is_simulated(run) else ""))
     if not isinstance(data, pl.LightningDataModule):
         raise TypeError(f"data {run.data['class_path']} is not a LightningDataModule")
     return model, data

@@ -8,12 +8,12 @@ in milliseconds.
 from __future__ import annotations
 
 import threading
-import time
 import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from finesweep.models.run import MetricNotLoggedError
 from finesweep.search.study import tell, trial_outcome
 from finesweep.search.trial import failure_reason
 
@@ -23,7 +23,8 @@ if TYPE_CHECKING:
     from finesweep.search.spec import SweepSpec
 
 # Failures that every trial of the sweep would repeat: the first one stops the sweep.
-SWEEP_ENDING_ERRORS = ("finesweep.models.training.MetricNotLoggedError", "MetricNotLoggedError")
+SWEEP_ENDING_ERRORS = (f"{MetricNotLoggedError.__module__}.{MetricNotLoggedError.__qualname__}",
+                       MetricNotLoggedError.__qualname__)
 # What hand_out returns when no trial will be handed out any more (Ray Tune's Searcher.FINISHED).
 FINISHED = "FINISHED"
 
@@ -109,10 +110,11 @@ class TrialLedger:
             trial.set_user_attr("node_ip", result.get("node_ip"))
             trial.set_user_attr("gpu_ids", result.get("gpu_ids"))
             trial.set_user_attr("accelerator", result.get("accelerator"))
-            # Where and when training began: benchmarks/overhead.py measures the gap
-            # between one trial's end and the next one's first step on the same worker.
-            trial.set_user_attr("worker_pid", result.get("pid"))
-            trial.set_user_attr("first_step_at", result.get("first_step_at"))
+            if "first_step_at" in result:
+                # Benchmark timings (search.trial.TIMING_ENV): benchmarks/overhead.py measures the
+                # gap between one trial's end and the next one's first step on the same worker.
+                trial.set_user_attr("worker_pid", result.get("pid"))
+                trial.set_user_attr("first_step_at", result["first_step_at"])
         self._last[runner_id] = result
         value = result.get(self.spec.metric)
         if value is not None and "epoch" in result:
@@ -145,7 +147,8 @@ class TrialLedger:
         outcome = trial_outcome(last, error, self.spec.budget.max_epochs, reason)
         epochs = int((last or {}).get("epoch", 0))
         trial.set_user_attr("epochs", epochs)
-        trial.set_user_attr("ended_at", (last or {}).get("reported_at", time.time()))
+        if last and "reported_at" in last:
+            trial.set_user_attr("ended_at", last["reported_at"])  # A benchmark timing, as first_step_at.
         if last and "best_epoch" in last:
             trial.set_user_attr("best_epoch", int(last["best_epoch"]))
         if last and last.get("resumed_from_epoch"):

@@ -84,10 +84,13 @@ def trainer_class() -> type:
     return pl.Trainer
 
 
-def base_classes() -> dict[str, type]:
+def base_classes() -> dict[str, tuple[type, ...]]:
+    """What a spec's ``model`` and ``data`` classes may be: Lightning's, or a simulated task's
+    (:mod:`finesweep.models.simulation`, trained without torch)."""
     import pytorch_lightning as pl
+    from finesweep.models.simulation import SimulatedData, SimulatedModel
 
-    return {"model": pl.LightningModule, "data": pl.LightningDataModule}
+    return {"model": (pl.LightningModule, SimulatedModel), "data": (pl.LightningDataModule, SimulatedData)}
 
 
 def known_metrics(model: Component | None) -> Mapping[str, str] | None:
@@ -269,7 +272,7 @@ class ComponentChecks(FieldChecks):
             expected = base_classes()[section]
             if not issubclass(cls, expected):
                 bases = ", ".join(b.__name__ for b in cls.__mro__[1:3])
-                self.problem((section, "class_path"), f"a {expected.__name__} subclass",
+                self.problem((section, "class_path"), f"a {expected[0].__name__} subclass",
                              f"{class_path} (a subclass of {bases})")
                 cls = None
         init_args = entry.get("init_args")

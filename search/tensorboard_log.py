@@ -134,3 +134,20 @@ class HParamsLog:
                 tag=final_metric_tag(self.metric), simple_value=float(value))]))
         _write(self.root / run_name, self.root.parent, ".hparams", *summaries)
         shutil.rmtree(self.root / run_name / LIVE_RUN, ignore_errors=True)
+
+
+class ScalarWriter:
+    """A trial's per-epoch scalars, in the event files torch's ``SummaryWriter`` writes (it wraps
+    the same ``EventFileWriter``), without importing torch: a simulated trial never loads it."""
+
+    def __init__(self, directory: str | Path) -> None:
+        self._writer = EventFileWriter(str(directory), filename_suffix=".scalars")
+
+    def add(self, metrics: Mapping[str, float], step: int) -> None:
+        values = [summary_pb2.Summary.Value(tag=name, simple_value=float(value)) for name, value in metrics.items()]
+        self._writer.add_event(event_pb2.Event(wall_time=time.time(), step=step,
+                                               summary=summary_pb2.Summary(value=values)))
+        self._writer.flush()
+
+    def close(self) -> None:
+        self._writer.close()

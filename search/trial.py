@@ -1,9 +1,9 @@
 """The trial side: what runs inside a trial worker. No Optuna, no Ray here.
 
 The backend hands over a :class:`TrialRequest` (the complete training config chosen for the
-trial) and a ``report`` function; this module trains through :mod:`models.training`,
-writes per-epoch TensorBoard scalars, keeps the best weights and leaves a traceback file
-behind when training raises.
+trial) and a ``report`` function; this module trains through :mod:`models.training` (a simulated
+model through :mod:`models.simulation`), writes per-epoch TensorBoard scalars, keeps the best
+weights and leaves a traceback file behind when training raises.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from finesweep.models.run import TrainingRun
+from finesweep.models.run import TrainingRun, is_better
 from finesweep.search import run_dir as run_paths
 from finesweep.search.run_dir import STATE_FILE, tensorboard_dir, trial_dir
 from finesweep.search.user_code import put_first_on_path
@@ -29,6 +29,16 @@ from finesweep.search.user_code import put_first_on_path
 # retries, the directory holding the state after that epoch (None otherwise).
 Report = Callable[[dict[str, Any], "Path | None"], None]
 
+# Benchmarks of per-trial overhead (benchmarks/overhead.py, sweep_timeline.py, cluster_throughput.py,
+# the cluster tests) set this to 1 in the driver's environment: each report then also carries the
+# worker's pid, when training took its first step and when the epoch was reported, which the study
+# keeps as the trial attributes worker_pid, first_step_at and ended_at. Off, a sweep records none.
+TIMING_ENV = "FINESWEEP_RECORD_TIMING"
+
+
+def timing_requested() -> bool:
+    """Whether the driver is asked to record benchmark timings (see :data:`TIMING_ENV`)."""
+    return os.environ.get(TIMING_ENV, "") == "1"
 
 
 @dataclass(frozen=True)
@@ -48,6 +58,8 @@ class SweepContext:
     # Where the user's modules are imported from (the spec's folder, the launch directory);
     # on a cluster node without them, Ray's runtime environment has put the files in place.
     import_roots: tuple[str, ...] = ()
+    # Benchmark timings in every report (TIMING_ENV, read by the driver when the sweep starts).
+    record_timing: bool = False
 
 
 @dataclass(frozen=True)
@@ -140,57 +152,47 @@ def run_trial(context: SweepContext, request: TrialRequest, report: Report,
     """Train one trial, calling ``report`` after every epoch with that epoch's metrics plus
     ``best_value`` and ``best_epoch`` so far (the trial's objective is its best epoch).
 
+    A simulated model (:mod:`finesweep.models.simulation`) runs its simulation instead of
+    Lightning, and then neither torch nor Lightning is imported in the worker.
     ``resume_from`` is a directory an earlier attempt of this trial reported; training
     goes on after the epoch it holds."""
-    import tempfile
-
-    from finesweep.models.training import fit, is_better, trained_epochs
-    from torch.utils.tensorboard import SummaryWriter
+    from finesweep.models.simulation import is_simulated, simulate
+    from finesweep.search.tensorboard_log import ScalarWriter
 
     quiet_training_logs()
     put_first_on_path(context.import_roots)
     artifacts = trial_dir(context.run_dir, request.number)
     artifacts.mkdir(parents=True, exist_ok=True)
     error_file = artifacts / run_paths.ERROR_FILE
-    writer = SummaryWriter(str(tensorboard_dir(context.run_dir, request.number)),
-                           filename_suffix=".scalars")
+    writer = ScalarWriter(tensorboard_dir(context.run_dir, request.number))
     watchdog = _Watchdog(context.trial_timeout_s, error_file) if context.trial_timeout_s else None
     best: dict[str, Any] = {}
+    # Sent with every report besides the metrics: where a retried trial went on from, and the
+    # benchmark timings when the sweep records them (see TIMING_ENV).
+    extra: dict[str, Any] = {"pid": os.getpid()} if context.record_timing else {}
 
     def keep_best(epoch: int, value: float) -> None:
         if is_better(value, best.get("value"), context.mode):
             best.update(value=value, epoch=epoch)
 
-    timing: dict[str, Any] = {"pid": os.getpid()}
-    resume_state = resume_from / STATE_FILE if resume_from is not None else None
-    if resume_state is not None and resume_state.exists():
-        history = trained_epochs(resume_state)
-        for past in history:
-            keep_best(int(past["epoch"]), past[context.metric])
-        timing["resumed_from_epoch"] = int(history[-1]["epoch"]) if history else 0
-    else:
-        resume_state = None
-    state_dir = Path(tempfile.mkdtemp(prefix="finesweep-state-")) if context.keep_training_state else None
-
-    def on_epoch_end(epoch: int, metrics: dict[str, float]) -> None:
+    def on_epoch_end(epoch: int, metrics: dict[str, float], state_dir: Path | None = None) -> None:
         if watchdog is not None:
             watchdog.beat()
-        for name, value in metrics.items():
-            writer.add_scalar(name, value, epoch)
-        writer.flush()
+        writer.add(metrics, epoch)
         keep_best(epoch, metrics[context.metric])
+        stamp = {"reported_at": time.time()} if context.record_timing else {}
         report({**metrics, "epoch": epoch, "best_value": best["value"], "best_epoch": best["epoch"],
-                "reported_at": time.time(), **timing}, state_dir)
+                **stamp, **extra}, state_dir)
 
     try:
+        run = request.training_run(context)
         with memory_cap(context.memory_mb):
-            fit(request.training_run(context), on_epoch_end=on_epoch_end,
-                         checkpoint_path=artifacts / run_paths.CHECKPOINT_FILE, accelerator=accelerator,
-                         threads=max(1, int(context.cpus_per_trial)),
-                         state_path=state_dir / STATE_FILE if state_dir is not None else None,
-                         resume_from=resume_state,
-                         on_first_step=lambda at: timing.update(first_step_at=at))
-
+            if is_simulated(run):
+                if context.record_timing:
+                    extra["first_step_at"] = time.time()
+                simulate(run, on_epoch_end=on_epoch_end)
+            else:
+                _train(context, run, artifacts, resume_from, accelerator, keep_best, extra, on_epoch_end)
     except Exception as error:
         text = traceback.format_exc()
         if _is_out_of_memory(error):
@@ -202,9 +204,36 @@ def run_trial(context: SweepContext, request: TrialRequest, report: Report,
         if watchdog is not None:
             watchdog.stop()
         writer.close()
-        if state_dir is not None:
-            import shutil
 
+
+def _train(context: SweepContext, run: TrainingRun, artifacts: Path, resume_from: Path | None,
+           accelerator: str, keep_best: Callable[[int, float], None], extra: dict[str, Any],
+           on_epoch_end: Callable[[int, dict[str, float], Path | None], None]) -> None:
+    """Train a Lightning model for :func:`run_trial` (imported here: a simulated trial never
+    loads torch), going on from ``resume_from``'s training state when it holds one. With
+    ``keep_training_state`` each epoch is reported with the state written after it."""
+    import shutil
+    import tempfile
+
+    from finesweep.models.training import fit, trained_epochs
+
+    resume_state = resume_from / STATE_FILE if resume_from is not None else None
+    if resume_state is not None and resume_state.exists():
+        history = trained_epochs(resume_state)
+        for past in history:
+            keep_best(int(past["epoch"]), past[context.metric])
+        extra["resumed_from_epoch"] = int(history[-1]["epoch"]) if history else 0
+    else:
+        resume_state = None
+    state_dir = Path(tempfile.mkdtemp(prefix="finesweep-state-")) if context.keep_training_state else None
+    try:
+        fit(run, on_epoch_end=lambda epoch, metrics: on_epoch_end(epoch, metrics, state_dir),
+            checkpoint_path=artifacts / run_paths.CHECKPOINT_FILE, accelerator=accelerator,
+            threads=max(1, int(context.cpus_per_trial)),
+            state_path=state_dir / STATE_FILE if state_dir is not None else None, resume_from=resume_state,
+            on_first_step=(lambda at: extra.update(first_step_at=at)) if context.record_timing else None)
+    finally:
+        if state_dir is not None:
             shutil.rmtree(state_dir, ignore_errors=True)
 
 

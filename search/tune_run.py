@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from finesweep.search.run_dir import ERROR_FILE, TUNE_EXPERIMENT, ray_error_path, ray_storage, ray_trial_name
-from finesweep.search.trial import SweepContext
+from finesweep.search.trial import SweepContext, timing_requested
 from finesweep.search.user_code import import_roots
 
 if TYPE_CHECKING:
@@ -54,7 +54,7 @@ def sweep_context(spec: SweepSpec, run_dir: Path, on_cluster: bool) -> SweepCont
         cpus_per_trial=spec.resources.cpus, trial_timeout_s=spec.budget.trial_timeout_s,
         memory_mb=spec.resources.memory_mb,
         # Only a trial Ray may retry needs its state kept; otherwise the copies are pure cost.
-        keep_training_state=spec.max_failures > 0,
+        keep_training_state=spec.max_failures > 0, record_timing=timing_requested(),
     )
 
 

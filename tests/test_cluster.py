@@ -37,6 +37,7 @@ from finesweep.search.cluster import (
     trials_per_node,
 )
 from finesweep.search.study import state_counts
+from finesweep.search.trial import TIMING_ENV
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -249,7 +250,9 @@ resources: {cpus: 0.5, gpus: 0.5, concurrency: 2}
 @pytest.mark.slow
 def test_half_a_gpu_each_puts_two_trials_on_one_gpu_at_once(tmp_path, cluster):
     run_dir = tmp_path / "run"
-    _finish(_sweep(_spec(tmp_path, GPU_SHARE), run_dir, cluster.address))
+    # The benchmark timings (first step, last report) show whether the two trials overlapped.
+    timing = {**os.environ, TIMING_ENV: "1"}
+    _finish(_sweep(_spec(tmp_path, GPU_SHARE), run_dir, cluster.address, env=timing))
     study = _study(run_dir, "gpu_share")
     first, second = study.trials
     for trial in (first, second):

@@ -173,10 +173,10 @@ def test_a_metric_never_logged_ends_the_sweep_after_the_first_trial(spec, tmp_pa
     ledger.hand_out("r1")
     ledger.hand_out("r2")
     error_path(tmp_path, 0).parent.mkdir(parents=True)
-    error_path(tmp_path, 0).write_text("finesweep.models.training.MetricNotLoggedError: metric 'val_acc' was "
+    error_path(tmp_path, 0).write_text("finesweep.models.run.MetricNotLoggedError: metric 'val_acc' was "
                                        "never logged; the module logged: val_loss\n")
     ledger.complete("r1", None, error=True)
-    assert ledger.abort_reason.startswith("finesweep.models.training.MetricNotLoggedError")
+    assert ledger.abort_reason.startswith("finesweep.models.run.MetricNotLoggedError")
     assert ledger.hand_out("r3") == FINISHED
     ledger.complete("r2", None)  # the one still running ends as the runner stops it
     assert _states(ledger) == {0: "FAIL", 1: "FAIL"}
