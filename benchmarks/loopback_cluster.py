@@ -16,11 +16,17 @@ def start_loopback_cluster(temp_dir: str, head: Mapping[str, Any],
     a node's processes, ``shutdown()`` stops them all. ``temp_dir`` keeps its sessions apart from
     any other Ray on the machine (keep it short: Ray puts unix sockets in it).
     """
-    from finesweep.search import ray_backend
+    from finesweep.search.cluster import prepare_ray_environment
+
+    prepare_ray_environment("127.0.0.1")  # As a local sweep's Ray; the node processes inherit the setting.
+    from ray._raylet import AuthenticationTokenLoader, Config
     from ray.cluster_utils import Cluster
 
-    ray_backend.loopback_only()  # As a local sweep's Ray; the node processes inherit the setting.
-    ray_backend.reload_auth_settings()  # The caller may have set RAY_AUTH_MODE / RAY_AUTH_TOKEN for this cluster.
+    # The caller may have set RAY_AUTH_MODE / RAY_AUTH_TOKEN for this cluster after this process
+    # started another Ray; Ray caches its auth settings per process and has no public way to
+    # read them again (test and benchmark code only: a sweep sets them before importing Ray).
+    Config.initialize("")
+    AuthenticationTokenLoader.instance().reset_cache()
     loopback = {"node_ip_address": "127.0.0.1", "temp_dir": temp_dir}
     cluster = Cluster(initialize_head=True, shutdown_at_exit=True,
                       head_node_args={"include_dashboard": False, **loopback, **head})

@@ -34,6 +34,9 @@ def main(argv: list[str] | None = None) -> int:
     from finesweep.search.spec import parse_spec
 
     spec = parse_spec(args.spec)
+    from finesweep.search.cluster import prepare_ray_environment
+
+    prepare_ray_environment(None)  # As `launch.py sweep` does before importing Ray.
     from finesweep.search import ray_backend, sweep
 
     marks["finesweep and Ray imported"] = time.time()

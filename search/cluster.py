@@ -51,7 +51,7 @@ def init_arguments(address: str | None, verbose: bool, py_modules: Sequence[str]
     if address is None:
         # address="local": a new Ray of our own, even where `ray start` left a cluster running
         # (plain ray.init() would silently join that one).
-        return {"address": "local", "include_dashboard": False, "_node_ip_address": "127.0.0.1", **quiet}
+        return {"address": "local", "include_dashboard": False, **quiet}
     return {"address": address, "runtime_env": {"py_modules": list(py_modules)} if py_modules else None, **quiet}
 
 
@@ -88,6 +88,23 @@ def refused_for_auth(error: BaseException | None, auth_error: type[BaseException
             return True
         error = error.__cause__ or error.__context__
     return False
+
+
+LOOPBACK_ONLY_VAR = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
+
+
+def prepare_ray_environment(address: str | None) -> None:
+    """Settings Ray reads from the environment when it is imported and started; call this
+    before the first ``import ray`` in the process (the Ray processes it starts inherit them).
+
+    A local Ray, or a loopback cluster, runs in Ray's single-machine mode (``LOOPBACK_ONLY_VAR``
+    off): otherwise Ray resolves 127.0.0.1 to the machine's public address and its servers
+    listen on every interface. A local Ray also gets a private token (see
+    :func:`private_token_for_local_ray`)."""
+    if address is None or is_loopback(address):
+        os.environ[LOOPBACK_ONLY_VAR] = "0"
+    if address is None:
+        private_token_for_local_ray()
 
 
 def private_token_for_local_ray() -> bool:

@@ -39,36 +39,17 @@ def start_ray(address: str | None, *, verbose: bool = False, py_modules: Sequenc
     if ray.is_initialized():
         return False
     tune_run.quiet_tune_logs(verbose)
-    if address is None or cluster.is_loopback(address):
-        loopback_only()
-    if address is None and cluster.private_token_for_local_ray():
-        reload_auth_settings()
     try:
         ray.init(**cluster.init_arguments(address, verbose, py_modules))
     except (ray.exceptions.AuthenticationError, ConnectionError) as error:
         if address is None:
             raise
         raise cluster.join_error(address, error, ray.exceptions.AuthenticationError) from None
+    if (address is None or cluster.is_loopback(address)) and ray.util.get_node_ip_address() != "127.0.0.1":
+        ray.shutdown()  # Ray was imported before cluster.prepare_ray_environment could keep it on loopback.
+        raise RuntimeError("Ray would listen on a public address: call cluster.prepare_ray_environment "
+                           "before Ray is first imported")
     return address is None
-
-
-def loopback_only() -> None:
-    """Keep Ray on loopback: it resolves 127.0.0.1 to the machine's public address and listens on
-    every interface (or, joining a cluster, connects there) unless multi-node mode is off, in
-    this process and the nodes it starts. Ray has no public setting for it once imported."""
-    os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
-    from ray._private import ray_constants
-
-    ray_constants.ENABLE_RAY_CLUSTER = False
-
-
-def reload_auth_settings() -> None:
-    """Ray caches the auth mode and token per process; make it read the environment again
-    (tests start clusters with different settings in one process). No public API does this."""
-    from ray._raylet import AuthenticationTokenLoader, Config
-
-    Config.initialize("")
-    AuthenticationTokenLoader.instance().reset_cache()
 
 
 def session_dir() -> str:

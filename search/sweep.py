@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, TextIO
 
 import yaml
 from finesweep.search.checkpoints import apply_retention
-from finesweep.search.cluster import ClusterError, ResourceError, nodes_line, trials_per_node
+from finesweep.search.cluster import ClusterError, ResourceError, nodes_line, prepare_ray_environment, trials_per_node
 from finesweep.search.export import write_exports
 from finesweep.search.ledger import TrialLedger
 from finesweep.search.leftovers import clean_up as clean_up_leftovers
@@ -241,6 +241,7 @@ def _run_locked(spec: SweepSpec, run_dir: Path, *, address: str | None, verbose:
     if cleaned:
         out.write(f"finesweep: ended {cleaned} Ray processes left by an earlier driver of {run_dir}\n")
 
+    prepare_ray_environment(address)  # Before Ray is imported: it reads these settings then.
     from finesweep.search import ray_backend  # Ray's import and start-up come after validation.
 
     out.write(f"finesweep: starting Ray ({'local, 127.0.0.1' if address is None else address})\n")

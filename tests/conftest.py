@@ -15,6 +15,9 @@ if str(ROOT) not in sys.path:
 
 @pytest.fixture(scope="session")
 def local_ray():
+    from finesweep.search.cluster import prepare_ray_environment
+
+    prepare_ray_environment(None)
     from finesweep.search import ray_backend
 
     ray_backend.start_ray(None)

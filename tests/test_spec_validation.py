@@ -14,6 +14,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+import optuna
 import pytest
 import yaml
 from finesweep.models.tasks import TASKS
@@ -583,3 +584,26 @@ def test_up_front_refusals_name_the_file_and_create_nothing(case_id, tmp_path):
     assert len(lines) <= 2, result.stderr
     assert "starting Ray" not in result.stdout
     assert _tree(tmp_path) == before
+
+
+def test_start_from_reads_an_export_at_parse_time_and_the_sampler_gets_values(tmp_path):
+    """`start_from: best.yaml` is read once, by the spec, relative to the spec's folder: the
+    strategy receives the exported trial's parameter values, never a path."""
+    from finesweep.search.strategies import make_sampler
+
+    start = {"learning_rate": 0.01, "optimizer": "sgd", "momentum": 0.9, "conv_layers": 2, "dropout": 0.25}
+    record = yaml.safe_dump({"trial": 3, "params": start}, sort_keys=False).splitlines()
+    (tmp_path / "best.yaml").write_text("".join(f"#% {line}\n" for line in record) + "seed_everything: 1\n")
+    spec_path = tmp_path / "spec.yaml"
+    spec_path.write_text(edit("strategy: {name: global, seed: 0}",
+                              "strategy: {name: local, seed: 0, options: {start_from: best.yaml}}"))
+    spec = parse_spec(spec_path)
+    assert spec.strategy.options["start_from"] == start
+    study = optuna.create_study(sampler=make_sampler("local", spec.space, spec.strategy.options, 0))
+    assert spec.space.sample(study.ask()) == start
+
+    (tmp_path / "best.yaml").unlink()
+    with pytest.raises(SpecError) as caught:
+        parse_spec(spec_path)
+    (problem,) = caught.value.problems
+    assert problem.path == ("strategy", "options", "start_from") and "a readable best.yaml" in problem.expected

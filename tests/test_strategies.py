@@ -265,14 +265,6 @@ def test_local_starts_at_start_from_then_stays_near_it():
     assert kept >= 0.7 * len(rest)  # Categoricals mostly kept, sometimes mutated.
 
 
-def test_local_start_from_best_yaml(tmp_path):
-    path = tmp_path / "best.yaml"
-    path.write_text("# exported\nfinesweep_export: 1\nvalue: 0.9\nparams:\n"
-                    + "".join(f"  {k}: {str(v).lower() if isinstance(v, bool) else v}\n" for k, v in START.items()))
-    study = make_study("local", SPACE, start_from=str(path))
-    assert optimize(study, SPACE, 1)[0] == START
-
-
 def test_local_refines_around_the_best_prior_trial():
     earlier = make_study("random", SPACE, seed=2)
     optimize(earlier, SPACE, 30)

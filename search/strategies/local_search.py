@@ -14,14 +14,11 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import optuna
 from finesweep.search.space import CategoricalParam, FloatParam, IntParam, SearchSpace
-from finesweep.search.spec_loading import load_yaml
-from finesweep.search.spec_problems import SpecError
 from finesweep.search.strategies._planning import (
     Config,
     ConfigKey,
@@ -46,25 +43,15 @@ FAILURE_TOLERANCE = 4
 MIN_RADIUS = 1e-3
 
 
-def read_start_point(start_from: str | Mapping[str, Any] | None,
+def read_start_point(start_from: Mapping[str, Any] | None,
                      space: SearchSpace) -> tuple[dict[str, Any], list[tuple[str, str, str]]]:
-    """The incumbent given by ``start_from`` and every problem with it as (option, expected,
-    found). A path is read as an export of an earlier sweep: its ``params:`` are the point."""
+    """The incumbent given by ``start_from`` (parameter values; the spec has already read a
+    best.yaml named there) and every problem with it as (option, expected, found)."""
     if start_from is None:
         return {}, []
-    if isinstance(start_from, str):
-        try:
-            data, _ = load_yaml(Path(start_from).expanduser())
-        except SpecError as error:
-            return {}, [("start_from", "a readable best.yaml", "; ".join(p.found for p in error.problems))]
-        values = data.get("params") if isinstance(data, dict) else None
-        if not isinstance(values, dict):
-            return {}, [("start_from", "a best.yaml with a `params:` mapping (launch.py export writes one)",
-                         f"{start_from!r} without one")]
-    elif isinstance(start_from, Mapping):
-        values = dict(start_from)
-    else:
+    if not isinstance(start_from, Mapping):
         return {}, [("start_from", START_FROM_EXPECTED, repr(start_from))]
+    values = dict(start_from)
     problems = []
     for name, value in values.items():
         if name not in space.names:
