@@ -90,8 +90,10 @@ def test_a_refused_token_is_told_apart_from_other_join_failures():
 
 
 def test_a_local_ray_is_a_new_one_on_loopback_without_dashboard():
+    """No private `ray.init` argument: the loopback setting comes from the environment Ray reads
+    (cluster.prepare_ray_environment); test_reliability checks what the local Ray listens on."""
     local = init_arguments(None, verbose=False)
-    assert local["address"] == "local" and local["_node_ip_address"] == "127.0.0.1"
+    assert local["address"] == "local" and not any(name.startswith("_") for name in local)
     assert local["include_dashboard"] is False and local["log_to_driver"] is False
     joined = init_arguments("h:6379", verbose=True, py_modules=["/src/mymodel.py"])
     assert joined["address"] == "h:6379" and joined["runtime_env"] == {"py_modules": ["/src/mymodel.py"]}
@@ -455,3 +457,16 @@ def test_a_trial_whose_node_dies_without_retries_fails_with_rays_reason(tmp_path
         # Ray's own words (its actor died or became unreachable), not a guess that the trial raised.
         reason = trial.user_attrs["fail_reason"]
         assert reason != "the trial raised an error" and "actor" in reason.lower(), reason
+
+
+def test_ray_is_prepared_for_loopback_only_where_the_address_is_local(monkeypatch):
+    from finesweep.search.cluster import LOOPBACK_ONLY_VAR, prepare_ray_environment
+
+    for name in (LOOPBACK_ONLY_VAR, "RAY_AUTH_MODE", "RAY_AUTH_TOKEN"):
+        monkeypatch.delenv(name, raising=False)
+    prepare_ray_environment("10.1.2.3:6379")
+    assert LOOPBACK_ONLY_VAR not in os.environ and "RAY_AUTH_MODE" not in os.environ
+    prepare_ray_environment("127.0.0.1:6379")
+    assert os.environ[LOOPBACK_ONLY_VAR] == "0" and "RAY_AUTH_MODE" not in os.environ
+    prepare_ray_environment(None)
+    assert os.environ["RAY_AUTH_MODE"] == "token" and len(os.environ["RAY_AUTH_TOKEN"]) == 64
