@@ -7,6 +7,20 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
+# Trainer options finesweep sets itself, and what a spec should use instead (the spec check
+# reads them too, without importing Lightning).
+RESERVED_TRAINER_OPTIONS = {
+    "max_epochs": "the budget sets it: use budget.max_epochs",
+    "accelerator": "Ray places the trial: use resources.gpus",
+    "devices": "Ray places the trial: use resources.gpus",
+    "num_nodes": "one trial runs on one node",
+    "strategy": "one trial runs in one process",
+    "logger": "finesweep writes TensorBoard itself",
+    "enable_checkpointing": "finesweep keeps the best weights itself",
+    "enable_progress_bar": "finesweep prints the sweep's progress",
+    "default_root_dir": "the run directory holds every trial's files",
+}
+
 
 @dataclass(frozen=True)
 class Direction:

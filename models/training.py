@@ -18,7 +18,13 @@ from typing import Any
 import pytorch_lightning as pl
 import torch
 from finesweep.models.components import instantiate
-from finesweep.models.run import MetricNotLoggedError, NonFiniteMetricError, TrainingRun, check_epoch, is_better
+from finesweep.models.run import (
+    MetricNotLoggedError,
+    NonFiniteMetricError,
+    TrainingRun,
+    check_epoch,
+    is_better,
+)
 from finesweep.models.simulation import is_simulated
 
 __all__ = ["MetricNotLoggedError", "NonFiniteMetricError", "TrainingRun", "fit", "is_better"]
@@ -27,17 +33,6 @@ EpochCallback = Callable[[int, dict[str, float]], None]
 
 # Trainer options finesweep sets itself: the budget gives the epochs, Ray the device, and
 # the trial records metrics, checkpoints and progress its own way.
-RESERVED_TRAINER_OPTIONS = {
-    "max_epochs": "the budget sets it: use budget.max_epochs",
-    "accelerator": "Ray places the trial: use resources.gpus",
-    "devices": "Ray places the trial: use resources.gpus",
-    "num_nodes": "one trial runs on one node",
-    "strategy": "one trial runs in one process",
-    "logger": "finesweep writes TensorBoard itself",
-    "enable_checkpointing": "finesweep keeps the best weights itself",
-    "enable_progress_bar": "finesweep prints the sweep's progress",
-    "default_root_dir": "the run directory holds every trial's files",
-}
 
 
 @dataclass

@@ -84,13 +84,19 @@ def trainer_class() -> type:
     return pl.Trainer
 
 
-def base_classes() -> dict[str, tuple[type, ...]]:
-    """What a spec's ``model`` and ``data`` classes may be: Lightning's, or a simulated task's
-    (:mod:`finesweep.models.simulation`, trained without torch)."""
-    import pytorch_lightning as pl
+def wrong_base(cls: type, section: str) -> str | None:
+    """The base class ``cls`` should have for the spec's ``section`` (``model`` or ``data``)
+    when it has neither Lightning's nor a simulated task's (:mod:`finesweep.models.simulation`,
+    trained without torch), else None. Lightning is imported only for a class that is not
+    simulated: a replay sweep's driver never loads torch."""
     from finesweep.models.simulation import SimulatedData, SimulatedModel
 
-    return {"model": (pl.LightningModule, SimulatedModel), "data": (pl.LightningDataModule, SimulatedData)}
+    if issubclass(cls, SimulatedModel if section == "model" else SimulatedData):
+        return None
+    import pytorch_lightning as pl
+
+    expected = pl.LightningModule if section == "model" else pl.LightningDataModule
+    return None if issubclass(cls, expected) else expected.__name__
 
 
 def known_metrics(model: Component | None) -> Mapping[str, str] | None:
@@ -269,11 +275,10 @@ class ComponentChecks(FieldChecks):
             return Component(""), None
         cls = self.import_class(class_path, (section, "class_path"))
         if cls is not None:
-            expected = base_classes()[section]
-            if not issubclass(cls, expected):
+            expected = wrong_base(cls, section)
+            if expected is not None:
                 bases = ", ".join(b.__name__ for b in cls.__mro__[1:3])
-                self.problem((section, "class_path"), f"a {expected[0].__name__} subclass",
-                             f"{class_path} (a subclass of {bases})")
+                self.problem((section, "class_path"), f"a {expected} subclass", f"{class_path} (a subclass of {bases})")
                 cls = None
         init_args = entry.get("init_args")
         if init_args is not None and not isinstance(init_args, dict):
@@ -316,7 +321,7 @@ class ComponentChecks(FieldChecks):
         if not isinstance(value, dict):
             self.problem(("trainer",), "a mapping of Trainer options", describe(value))
             return {}
-        from finesweep.models.training import RESERVED_TRAINER_OPTIONS
+        from finesweep.models.run import RESERVED_TRAINER_OPTIONS
 
         cls = trainer_class()
         allowed = [n for n in argument_names(cls) if n not in RESERVED_TRAINER_OPTIONS]

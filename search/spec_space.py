@@ -91,7 +91,7 @@ class SpaceRules(ComponentChecks):
     def target(self, key: str, task: TaskAlias | None, classes: Mapping[str, type | None],
                fixed: Mapping[str, Component], path: KeyPath) -> Target | None:
         """Where the space entry ``key`` goes; None (and a problem) when nowhere."""
-        from finesweep.models.training import RESERVED_TRAINER_OPTIONS
+        from finesweep.models.run import RESERVED_TRAINER_OPTIONS
 
         parts = sc.split_target(str(key))
         if len(parts) == 1:

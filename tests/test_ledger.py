@@ -16,9 +16,29 @@ from finesweep.search.run_dir import error_path
 from finesweep.search.spec import parse_spec
 from finesweep.search.study import open_study
 
+# A simulated task (no torch, no Lightning): the ledger never trains, and the spec behind it
+# then parses without importing either, so the whole file runs in a couple of seconds.
+TASK = """\
+from finesweep.models.simulation import SimulatedData, SimulatedModel
+
+
+class LedgerCurve(SimulatedModel):
+    def __init__(self, learning_rate: float = 0.1, hidden_units: int = 8) -> None:
+        self.learning_rate, self.hidden_units = learning_rate, hidden_units
+
+    def simulate(self, data, *, seed, max_epochs):
+        for epoch in range(1, max_epochs + 1):
+            yield {"val_acc": min(1.0, self.learning_rate * epoch)}
+
+
+class LedgerData(SimulatedData):
+    pass
+"""
+
 SPEC = """\
 name: ledger
-task: debug
+model: {class_path: ledger_task.LedgerCurve}
+data: {class_path: ledger_task.LedgerData}
 metric: val_acc
 space:
   learning_rate: {type: float, low: 0.01, high: 0.5, log: true}
@@ -32,6 +52,7 @@ optuna.logging.set_verbosity(optuna.logging.WARNING)
 
 @pytest.fixture
 def spec(tmp_path):
+    (tmp_path / "ledger_task.py").write_text(TASK)
     path = tmp_path / "spec.yaml"
     path.write_text(SPEC)
     return parse_spec(path)
@@ -62,7 +83,7 @@ def test_a_trial_is_handed_out_with_its_seed_and_config_and_completes(spec, tmp_
     ledger = _ledger(spec, tmp_path)
     request = ledger.hand_out("r1")
     assert request["number"] == 0 and request["seed"] == 100
-    assert request["config"]["model"]["class_path"].endswith("DebugClassifier")
+    assert request["config"]["model"]["class_path"].endswith("LedgerCurve")
     _run(ledger, "r1", [0.6, 0.8, 0.7])
     ledger.complete("r1", None)
     trial = ledger.study.trials[0]
@@ -180,3 +201,19 @@ def test_a_metric_never_logged_ends_the_sweep_after_the_first_trial(spec, tmp_pa
     assert ledger.hand_out("r3") == FINISHED
     ledger.complete("r2", None)  # the one still running ends as the runner stops it
     assert _states(ledger) == {0: "FAIL", 1: "FAIL"}
+
+
+def test_the_ledger_and_its_spec_need_neither_ray_nor_torch(tmp_path):
+    """What the file's speed rests on, checked in a fresh interpreter."""
+    import subprocess
+    import sys
+
+    (tmp_path / "ledger_task.py").write_text(TASK)
+    (tmp_path / "spec.yaml").write_text(SPEC)
+    code = ("import sys; from finesweep.search.spec import parse_spec; "
+            "from finesweep.search.ledger import TrialLedger; "
+            f"parse_spec({str(tmp_path / 'spec.yaml')!r}); "
+            "print(sorted(m for m in ('ray', 'torch', 'pytorch_lightning') if m in sys.modules))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == "[]"
