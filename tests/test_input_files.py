@@ -22,36 +22,22 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 
-TEXT_SPEC = """\
-name: own_texts
-task: text_classification
-data: {{source: files, path: {path}}}
-space:
-  learning_rate: {{type: float, low: 1.0e-3, high: 1.0e-2, log: true}}
-metric: val_acc
-budget: {{trials: 2, max_epochs: 1}}
-"""
+def spec_text(task: str, data: str, space_line: str = "") -> str:
+    return (f"name: own_inputs\ntask: {task}\ndata: {data}\nmetric: val_acc\nspace:\n{space_line}"
+            "  learning_rate: {type: float, low: 1.0e-3, high: 1.0e-2, log: true}\n"
+            "budget: {trials: 2, max_epochs: 1}\n")
 
-SPEECH_SPEC = """\
-name: own_clips
-task: speech_recognition
-data: {{source: folder, path: {path}}}
-space:
-  learning_rate: {{type: float, low: 1.0e-3, high: 1.0e-2, log: true}}
-metric: val_acc
-budget: {{trials: 2, max_epochs: 1}}
-"""
 
-DIGITS_SPEC = """\
-name: own_weights
-task: image_classification
-data: {{classes: 5-9, train_per_class: 3}}
-space:
-  init_from: {path}
-  learning_rate: {{type: float, low: 1.0e-3, high: 1.0e-2, log: true}}
-metric: val_acc
-budget: {{trials: 2, max_epochs: 1}}
-"""
+def text_spec(path: str) -> str:
+    return spec_text("text_classification", f"{{source: files, path: {path}}}")
+
+
+def speech_spec(path: str) -> str:
+    return spec_text("speech_recognition", f"{{source: folder, path: {path}}}")
+
+
+def digits_spec(weights: str) -> str:
+    return spec_text("image_classification", "{classes: 5-9, train_per_class: 3}", f"  init_from: {weights}\n")
 
 
 def _csv_rows(count: int) -> str:
@@ -63,19 +49,19 @@ def _csv_rows(count: int) -> str:
 def latin1_csv(folder: Path) -> tuple[str, str]:
     path = folder / "latin1.csv"
     path.write_bytes(("text,label\n" + _csv_rows(40)).encode() + "\"caf\xe9 cr\xe8me au lait\",a\n".encode("latin-1"))
-    return TEXT_SPEC.format(path=path.name), "latin1.csv:42: not UTF-8"
+    return text_spec(path.name), "latin1.csv:42: not UTF-8"
 
 
 def unclosed_quote_csv(folder: Path) -> tuple[str, str]:
     path = folder / "quote.csv"
     path.write_text("text,label\n" + _csv_rows(10) + '"this quote never closes,a\n' + "x" * 140_000 + "\n")
-    return TEXT_SPEC.format(path=path.name), "quote that is never closed"
+    return text_spec(path.name), "quote that is never closed"
 
 
 def two_row_csv(folder: Path) -> tuple[str, str]:
     path = folder / "tiny.csv"
     path.write_text("text,label\n" + _csv_rows(2))
-    return TEXT_SPEC.format(path=path.name), "split is empty"
+    return text_spec(path.name), "split is empty"
 
 
 def _wav(path: Path, rate: int = 11025, samples: int = 2000) -> None:
@@ -97,7 +83,7 @@ def _clips(folder: Path, broken: Callable[[Path], None]) -> str:
             rows.append(f"{name},{word},s{speaker}")
     broken(clips / "no_5.wav")
     (clips / "transcripts.csv").write_text("\n".join(rows) + "\n")
-    return SPEECH_SPEC.format(path="clips")
+    return speech_spec("clips")
 
 
 def wav_sample_rate_zero(folder: Path) -> tuple[str, str]:
@@ -113,12 +99,12 @@ def truncated_wav(folder: Path) -> tuple[str, str]:
 
 
 def missing_checkpoint(folder: Path) -> tuple[str, str]:
-    return DIGITS_SPEC.format(path="nowhere/model.pt"), "model.pt': no such file"
+    return digits_spec("nowhere/model.pt"), "model.pt': no such file"
 
 
 def empty_checkpoint(folder: Path) -> tuple[str, str]:
     (folder / "empty.pt").write_bytes(b"")
-    return DIGITS_SPEC.format(path="empty.pt"), "empty.pt': cannot be loaded as weights only"
+    return digits_spec("empty.pt"), "empty.pt': cannot be loaded as weights only"
 
 
 class _RunsCode:
@@ -128,14 +114,14 @@ class _RunsCode:
 
 def code_in_checkpoint(folder: Path) -> tuple[str, str]:
     (folder / "evil.pt").write_bytes(pickle.dumps({"backbone.0.weight": _RunsCode()}))
-    return DIGITS_SPEC.format(path="evil.pt"), "evil.pt': cannot be loaded as weights only"
+    return digits_spec("evil.pt"), "evil.pt': cannot be loaded as weights only"
 
 
 def checkpoint_of_another_shape(folder: Path) -> tuple[str, str]:
     import torch
 
     torch.save({"backbone.0.weight": torch.zeros(3, 3)}, folder / "other.pt")
-    return DIGITS_SPEC.format(path="other.pt"), "other.pt': 1 weights differ in shape"
+    return digits_spec("other.pt"), "other.pt': 1 weights differ in shape"
 
 
 CASES = [latin1_csv, unclosed_quote_csv, two_row_csv, wav_sample_rate_zero, truncated_wav,
