@@ -340,4 +340,5 @@ def main(argv: list[str] | None = None) -> int:
         # Files are written whole or not at all (written aside, then renamed).
         print(f"finesweep: no space left on the device{f' writing {error.filename}' if error.filename else ''}; "
               "free some space and run the command again", file=sys.stderr)
-        return 1
+        # A sweep that ran (its finished trials are kept) failed; any other command was refused.
+        return 1 if args.command in ("sweep", "resume") else EXIT_BAD_INPUT

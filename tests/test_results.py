@@ -510,7 +510,7 @@ def test_plain_export_after_reseed_keeps_the_robust_best(sweep, tmp_path, capsys
 @pytest.mark.slow
 def test_export_on_a_full_disk_is_one_line_and_leaves_nothing_half_written(sweep, tmp_path):
     """The run's spec and study on a small tmpfs with ~1 KiB free (mounting needs root, as in
-    CI's container): `export --top-k 3` fails with one line, exit 1, and leaves no partial
+    CI's container): `export --top-k 3` fails with one line, exit 2, and leaves no partial
     best.yaml, no top/ folder and the study as it was."""
     needed = sum((sweep["run_dir"] / name).stat().st_size for name in ("spec.yaml", "study.db"))
     disk = tmp_path / "disk"
@@ -530,7 +530,7 @@ def test_export_on_a_full_disk_is_one_line_and_leaves_nothing_half_written(sweep
         before = {p.name: p.read_bytes() for p in run.iterdir()}
         done = subprocess.run([sys.executable, "launch.py", "export", str(run), "--top-k", "3"], cwd=ROOT,
                               capture_output=True, text=True, timeout=300)
-        assert done.returncode == 1, done.stderr[-2000:]
+        assert done.returncode == 2, done.stderr[-2000:]
         lines = [line for line in done.stderr.splitlines() if line.strip()]
         assert len(lines) == 1 and "no space left on the device" in lines[0], done.stderr[-2000:]
         assert {p.name: p.read_bytes() for p in run.iterdir()} == before
