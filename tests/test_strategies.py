@@ -456,3 +456,14 @@ def test_global_keeps_tpe_for_conditional_or_categorical_spaces():
 
     mixed = SearchSpace(params=(FloatParam("x", 0.0, 1.0), CategoricalParam("c", ("a", "b"))))
     assert not isinstance(make_global_sampler(mixed, seed=0), GlobalSampler)
+
+
+def test_local_restarts_from_a_fresh_random_design_once_its_region_collapses():
+    """Never improving, `local`'s region halves to nothing (about trial 34 in a 2-d space): it
+    then starts again from new random points instead of stepping ever closer to the same one."""
+    space = SearchSpace(params=(FloatParam("x", 0.0, 1.0), FloatParam("y", 0.0, 1.0)))
+    points = optimize(make_study("local", space), space, 50, lambda p: 1.0)
+    first = (points[0]["x"], points[0]["y"])
+    distance = [math.dist((p["x"], p["y"]), first) for p in points]
+    assert sorted(distance[10:20])[5] < 0.1, "refining near the first point at first"
+    assert sorted(distance[-10:])[5] > 0.2, "after the restart, the search left that point"

@@ -30,7 +30,7 @@ class AutoSampler(optuna.samplers.BaseSampler):
                  seed: int | None = None) -> None:
         self._global = make_global_sampler(space, seed=seed)
         # Exploration's best is a good incumbent already: no random start-up.
-        self._local = LocalSampler(space, n_startup_trials=0, seed=seed)
+        self._local = LocalSampler(space, n_startup_trials=0, restarts=False, seed=seed)
         self._switch_after = switch_after
         self._stall_after = stall_after
         self._phases: dict[int, optuna.samplers.BaseSampler] = {}

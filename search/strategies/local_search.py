@@ -5,9 +5,12 @@ parameters, rounded to int/step grids), categoricals kept except with a small pr
 parameter inactive at the incumbent drawn afresh when it becomes active. The step size (the
 trust region's radius) is replayed from the study's trials, never kept in memory: it doubles
 after SUCCESS_TOLERANCE improving proposals in a row, halves after FAILURE_TOLERANCE (at least
-the number of numeric parameters) failures in a row, and restarts at ``radius`` once it falls
-below MIN_RADIUS. Chosen over CMA-ES with a small sigma0 by measurement
-(benchmarks/results/strategies.md, refinement table).
+the number of numeric parameters) failures in a row. Once it falls below MIN_RADIUS the region
+has converged on a local optimum and the search restarts, as TuRBO does: ``n_startup_trials``
+fresh random draws, then a new region around the best of them (measured on functions with many
+local minima in benchmarks/results/strategies.md); within `auto`, whose exploration already chose
+the basin, the region re-centres on the best instead. Chosen over CMA-ES with a small sigma0 by
+measurement (benchmarks/results/strategies.md, refinement table).
 """
 
 from __future__ import annotations
@@ -39,7 +42,7 @@ START_FROM_EXPECTED = "a path to an exported best.yaml or a mapping of parameter
 SUCCESS_TOLERANCE = 2
 # Failing four times in a row (or once per numeric parameter, if more), it overshoots: it halves.
 FAILURE_TOLERANCE = 4
-# A step under a thousandth of each range changes nothing a metric can tell: start over at `radius`.
+# A step under a thousandth of each range changes nothing a metric can tell: restart elsewhere.
 MIN_RADIUS = 1e-3
 
 
@@ -91,8 +94,10 @@ class LocalSampler(PlannedSampler):
 
     def __init__(self, space: SearchSpace, *, start_from: Mapping[str, Any] | None = None,
                  radius: float = 0.05, mutation_prob: float = 0.1, n_startup_trials: int = 10,
-                 seed: int | None = None) -> None:
+                 restarts: bool = True, seed: int | None = None) -> None:
         super().__init__(space, seed)
+        # `auto` refines what its exploration found: a collapsed region re-centres on the best.
+        self._restarts = restarts
         self._start = dict(start_from or {})
         self._radius = radius
         numeric = sum(not isinstance(p, CategoricalParam) for p in space.params)
@@ -100,11 +105,21 @@ class LocalSampler(PlannedSampler):
         self._mutation_prob = mutation_prob
         self._n_startup_trials = n_startup_trials
 
-    def replay(self, observed: list[Observed]) -> tuple[Observed | None, float]:
-        """The incumbent and radius after the given trials, in trial-number order."""
+    def replay(self, observed: list[Observed]) -> tuple[Observed | None, float, int]:
+        """The region's incumbent and radius after the given trials, in trial-number order, and
+        how many random draws of a restart are still due.
+
+        A region whose radius has collapsed has converged on a local optimum: as TuRBO does, the
+        search restarts with a fresh random design (``n_startup_trials`` draws) and refines around
+        the best of it. The sweep's best stays in the study; only the region starts over."""
         incumbent: Observed | None = None
-        radius, successes, failures = self._radius, 0, 0
+        radius, successes, failures, fresh = self._radius, 0, 0, 0
         for obs in observed:
+            if fresh and obs.planned_by == self.tag:
+                fresh -= 1
+                if incumbent is None or obs.loss < incumbent.loss:
+                    incumbent = obs
+                continue
             improved = incumbent is None or obs.loss < incumbent.loss
             if obs.planned_by == self.tag and incumbent is not None:
                 successes, failures = (successes + 1, 0) if improved else (0, failures + 1)
@@ -112,23 +127,28 @@ class LocalSampler(PlannedSampler):
                     radius, successes = min(2 * radius, 0.5), 0
                 if failures >= self._failure_tolerance:
                     radius, failures = radius / 2, 0
+                if radius < MIN_RADIUS and self._restarts:
+                    radius, incumbent, fresh = self._radius, None, self._n_startup_trials
+                    continue
                 if radius < MIN_RADIUS:
                     radius = self._radius
             if improved:
                 incumbent = obs
-        return incumbent, radius
+        return incumbent, radius, fresh
 
     def prepare(self, study: optuna.Study, trial: FrozenTrial, taken: set[ConfigKey]) -> TrustRegion:
         observed = history(study)
-        incumbent, radius = self.replay(observed)
+        incumbent, radius, fresh = self.replay(observed)
         if self._start:
             started = any(all(t.params.get(k) == v for k, v in self._start.items())
                           for t in study.get_trials(deepcopy=False) if t.number != trial.number)
             if not started:
                 return TrustRegion(self._start, radius, exact=True)
-            if incumbent is None:
+            if incumbent is None and not fresh:
                 return TrustRegion(self._start, radius, exact=False)
         elif len(observed) < self._n_startup_trials:
+            return TrustRegion(None, radius, exact=False)
+        if fresh or incumbent is None:
             return TrustRegion(None, radius, exact=False)
         return TrustRegion(incumbent.params, radius, exact=False)
 
