@@ -19,14 +19,9 @@ def start_loopback_cluster(temp_dir: str, head: Mapping[str, Any],
     from finesweep.search.cluster import prepare_ray_environment
 
     prepare_ray_environment("127.0.0.1")  # As a local sweep's Ray; the node processes inherit the setting.
-    from ray._raylet import AuthenticationTokenLoader, Config
     from ray.cluster_utils import Cluster
 
-    # The caller may have set RAY_AUTH_MODE / RAY_AUTH_TOKEN for this cluster after this process
-    # started another Ray; Ray caches its auth settings per process and has no public way to
-    # read them again (test and benchmark code only: a sweep sets them before importing Ray).
-    Config.initialize("")
-    AuthenticationTokenLoader.instance().reset_cache()
+    reload_ray_auth()  # The caller may have set RAY_AUTH_MODE / RAY_AUTH_TOKEN for this cluster.
     loopback = {"node_ip_address": "127.0.0.1", "temp_dir": temp_dir}
     cluster = Cluster(initialize_head=True, shutdown_at_exit=True,
                       head_node_args={"include_dashboard": False, **loopback, **head})
@@ -37,3 +32,14 @@ def start_loopback_cluster(temp_dir: str, head: Mapping[str, Any],
         cluster.shutdown()
         raise
     return cluster
+
+
+def reload_ray_auth() -> None:
+    """Make Ray read RAY_AUTH_MODE / RAY_AUTH_TOKEN from the environment again. Ray caches them
+    per process, and has no public way to re-read them; a sweep sets them before Ray is first
+    imported and never needs this. Tests and benchmarks start several Rays with different
+    settings in one process, and do."""
+    from ray._raylet import AuthenticationTokenLoader, Config
+
+    Config.initialize("")
+    AuthenticationTokenLoader.instance().reset_cache()
