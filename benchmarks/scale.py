@@ -1,6 +1,6 @@
 """What one sweep driver sustains: many simulated trials at once, measured from outside the driver.
 
-    python -m benchmarks.scale                       # the default plan (see PLAN), results/scale.md
+    python -m benchmarks.scale     # all 6 arms on SQLite, global and random+asha on PostgreSQL too
     python -m benchmarks.scale --trials 200 --arms random,global+asha --storages sqlite --no-write
     python -m benchmarks.scale --profile global      # cProfile of one arm's driver (prints the top)
 
@@ -264,7 +264,7 @@ def run_arm(job: dict[str, Any]) -> dict[str, Any]:
 def plan(args: argparse.Namespace) -> list[dict[str, Any]]:
     jobs = []
     for storage in args.storages.split(","):
-        for arm in args.arms.split(","):
+        for arm in args.arms.split(",") if storage == "sqlite" else args.pg_arms.split(","):
             trials = args.trials if arm in args.full.split(",") else args.other_trials
             jobs.append({"arm": arm, "storage": storage, "trials": trials, "epochs": args.epochs,
                          "epoch_seconds": args.epoch_seconds, "concurrency": args.concurrency,
@@ -359,6 +359,7 @@ def main() -> None:
     parser.add_argument("--arms", default=",".join(ARMS))
     parser.add_argument("--full", default="global,global+asha", help="arms run with --trials")
     parser.add_argument("--storages", default="sqlite,postgres")
+    parser.add_argument("--pg-arms", default="global,random+asha", help="arms run on PostgreSQL too")
     parser.add_argument("--concurrency", type=int, default=64)
     parser.add_argument("--epochs", type=int, default=4)
     parser.add_argument("--epoch-seconds", type=float, default=0.5)
