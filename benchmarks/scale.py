@@ -85,13 +85,38 @@ class DriverProbe:
         self.ends: list[float] = []  # wall clock of each complete()
         self.rss_at: dict[int, float] = {}
         self.samples: list[tuple[float, float, float]] = []  # (time, CPU s, RSS MB)
+        # (time, machine busy CPU s, machine idle CPU s, CPU s of each Ray worker process by pid)
+        self.machine: list[tuple[float, float, float, dict[int, float]]] = []
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._sample, daemon=True)
 
     def _sample(self) -> None:
+        import psutil
+
+        turn = 0
         while not self._stop.wait(0.25):
             cpu = self.process.cpu_times()
             self.samples.append((time.time(), cpu.user + cpu.system, self.process.memory_info().rss / 2**20))
+            turn += 1
+            if turn % 8 == 1:  # Every 2 s: the whole machine and the trial workers.
+                workers = {}
+                for process in psutil.process_iter(["pid", "cmdline", "cpu_times"]):
+                    line = process.info["cmdline"] or [""]
+                    if line[0].startswith("ray::") and process.info["cpu_times"] is not None:
+                        workers[process.info["pid"]] = process.info["cpu_times"].user + process.info["cpu_times"].system
+                total = psutil.cpu_times()
+                self.machine.append((time.time(), sum(total) - total.idle - total.iowait, total.idle + total.iowait,
+                                     workers))
+
+    def machine_between(self, first: float, last: float) -> tuple[float | None, float | None]:
+        """The machine's busy share and the Ray worker processes' CPU seconds between two times."""
+        inside = [m for m in self.machine if first <= m[0] <= last]
+        if len(inside) < 2:
+            return None, None
+        start, end = inside[0], inside[-1]
+        busy, idle = end[1] - start[1], end[2] - start[2]
+        workers = sum(cpu - start[3].get(pid, 0.0) for pid, cpu in end[3].items())
+        return busy / (busy + idle), workers
 
     def install(self) -> None:
         from finesweep.search.ledger import TrialLedger
@@ -232,6 +257,7 @@ def run_arm(job: dict[str, Any]) -> dict[str, Any]:
              and first <= t.datetime_complete.timestamp() <= last]
     busy = sum(max(0.0, min(t.user_attrs["ended_at"], last) - max(t.user_attrs["first_step_at"], first))
                for t in trials if "ended_at" in t.user_attrs and "first_step_at" in t.user_attrs)
+    machine_busy, workers_cpu = probe.machine_between(first, last)
     numbers = sorted(probe.suggest)
     suggestion: dict[str, Any] = {}
     for n in (10, 100, 1000):
@@ -244,6 +270,8 @@ def run_arm(job: dict[str, Any]) -> dict[str, Any]:
         "driver_cpu_ms_per_trial": 1000 * (probe.cpu_at(last) - probe.cpu_at(first)) / max(1, len(ended)),
         "driver_cpu_ms_per_trial_all": 1000 * (probe.samples[-1][1] - probe.samples[0][1]) / max(1, len(trials)),
         "ledger_cpu_ms_per_trial": 1000 * probe.ledger_cpu / max(1, len(trials)),
+        "machine_busy_share": machine_busy,
+        "workers_cpu_ms_per_trial": 1000 * workers_cpu / max(1, len(ended)) if workers_cpu is not None else None,
         "write_ms_per_trial": 1000 * probe.write_wall / max(1, len(trials)),
         "idle_slot_share": 1 - busy / (job["concurrency"] * span) if span > 0 else None,
         "suggestion": suggestion,
@@ -276,6 +304,10 @@ def _fmt(value: Any, digits: int = 1) -> str:
     return "n/a" if value is None else f"{value:.{digits}f}"
 
 
+def _pct(value: float | None) -> str:
+    return "n/a" if value is None else f"{100 * value:.0f}%"
+
+
 def _versions() -> str:
     names = ("optuna", "ray", "sqlalchemy", "psycopg")
     return ", ".join(f"{n} {importlib.metadata.version(n)}" for n in names) + f", python {platform.python_version()}"
@@ -284,8 +316,8 @@ def _versions() -> str:
 def table(results: list[dict[str, Any]]) -> str:
     rows = ["| arm | storage | trials | ends/s | driver CPU ms/trial (window / whole run) | ledger CPU ms/trial "
             "| suggest p50/p95 ms @10 | @100 | @1000 | idle slot share | RSS MB @100 / @last | study MB "
-            "| write ms/trial | wall s |",
-            "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+            "| write ms/trial | machine CPU busy | trial workers CPU ms/trial | wall s |",
+            "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in results:
         s = r["suggestion"]
         at = [f"{_fmt(1000 * s[k]['p50'], 0)}/{_fmt(1000 * s[k]['p95'], 0)}" if s.get(k) else "n/a"
@@ -296,7 +328,8 @@ def table(results: list[dict[str, Any]]) -> str:
             f"{_fmt(r['driver_cpu_ms_per_trial'], 0)} / {_fmt(r['driver_cpu_ms_per_trial_all'], 0)} | "
             f"{_fmt(r['ledger_cpu_ms_per_trial'], 0)} | {' | '.join(at)} | {_fmt(r['idle_slot_share'], 2)} | "
             f"{_fmt(rss.get('100'), 0)} / {_fmt(rss.get(str(r['trials_done'])), 0)} | {_fmt(r['study_mb'])} | "
-            f"{_fmt(r['write_ms_per_trial'], 1)} | {_fmt(r['wall_s'], 0)} |")
+            f"{_fmt(r['write_ms_per_trial'], 1)} | {_pct(r.get('machine_busy_share'))} | "
+            f"{_fmt(r.get('workers_cpu_ms_per_trial'), 0)} | {_fmt(r['wall_s'], 0)} |")
     return "\n".join(rows)
 
 
@@ -350,8 +383,11 @@ def write_results(results: list[dict[str, Any]], command: str, seconds: float | 
                      f"30 asks each: finesweep `global` p50/p95 {1000 * ref['finesweep_p50']:.0f}/"
                      f"{1000 * ref['finesweep_p95']:.0f} ms; Optuna TPESampler (same settings, one sampler) "
                      f"{1000 * ref['optuna_tpe_p50']:.0f}/{1000 * ref['optuna_tpe_p95']:.0f} ms")
-    lines += ["", f"![driver throughput and suggestion time]({path.with_suffix('.png').name})", ""]
-    path.write_text("\n".join(lines))
+    lines += ["", f"![driver throughput and suggestion time]({PLOT.name})", ""]
+    # Hand-written analysis below the marker survives a re-run.
+    previous = path.read_text() if path.exists() else ""
+    marker = "<!-- notes -->"
+    path.write_text("\n".join(lines) + ("\n" + marker + previous.split(marker, 1)[1] if marker in previous else ""))
 
 
 def main() -> None:
