@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from finesweep.models.run import MetricNotLoggedError
-from finesweep.search.study import tell, trial_outcome
+from finesweep.search.study import set_user_attrs, tell, trial_outcome
 from finesweep.search.trial import failure_reason
 
 if TYPE_CHECKING:
@@ -74,8 +74,7 @@ class TrialLedger:
             return self._hand_out(runner_id, optuna.trial.Trial(self.study, frozen._trial_id))
         # Same record, same parameters and seed: the trial is re-run, not duplicated.
         trial = optuna.trial.Trial(self.study, frozen._trial_id)
-        trial.set_user_attr("ray_trial_id", runner_id)
-        trial.set_user_attr("attempts", int(frozen.user_attrs.get("attempts", 1)) + 1)
+        set_user_attrs(trial, {"ray_trial_id": runner_id, "attempts": int(frozen.user_attrs.get("attempts", 1)) + 1})
         self._live[runner_id] = trial
         if self.monitor is not None:
             self.monitor.trial_started(frozen.number, frozen.params)
@@ -89,9 +88,7 @@ class TrialLedger:
             sampled = self.spec.space.sample(trial)
         config = self.spec.training_config(sampled)
         seed = self.seed_base + trial.number
-        trial.set_user_attr("seed", seed)
-        trial.set_user_attr("config", config)
-        trial.set_user_attr("ray_trial_id", runner_id)
+        set_user_attrs(trial, {"seed": seed, "config": config, "ray_trial_id": runner_id})
         self._live[runner_id] = trial
         if self.monitor is not None:
             self.monitor.trial_started(trial.number, sampled)
@@ -106,15 +103,13 @@ class TrialLedger:
     def _record(self, runner_id: str, trial: optuna.Trial, result: dict[str, Any]) -> None:
         if runner_id not in self._last or self._last[runner_id].get("node_id") != result.get("node_id"):
             # The node it (last) ran on: a trial retried after its node died moves elsewhere.
-            trial.set_user_attr("node", result.get("node_id"))
-            trial.set_user_attr("node_ip", result.get("node_ip"))
-            trial.set_user_attr("gpu_ids", result.get("gpu_ids"))
-            trial.set_user_attr("accelerator", result.get("accelerator"))
+            where = {"node": result.get("node_id"), "node_ip": result.get("node_ip"),
+                     "gpu_ids": result.get("gpu_ids"), "accelerator": result.get("accelerator")}
             if "first_step_at" in result:
                 # Benchmark timings (search.trial.TIMING_ENV): benchmarks/overhead.py measures the
                 # gap between one trial's end and the next one's first step on the same worker.
-                trial.set_user_attr("worker_pid", result.get("pid"))
-                trial.set_user_attr("first_step_at", result["first_step_at"])
+                where.update(worker_pid=result.get("pid"), first_step_at=result["first_step_at"])
+            set_user_attrs(trial, where)
         self._last[runner_id] = result
         value = result.get(self.spec.metric)
         if value is not None and "epoch" in result:
@@ -146,14 +141,15 @@ class TrialLedger:
             self.abort_reason = reason
         outcome = trial_outcome(last, error, self.spec.budget.max_epochs, reason)
         epochs = int((last or {}).get("epoch", 0))
-        trial.set_user_attr("epochs", epochs)
+        ending: dict[str, Any] = {"epochs": epochs}
         if last and "reported_at" in last:
-            trial.set_user_attr("ended_at", last["reported_at"])  # A benchmark timing, as first_step_at.
+            ending["ended_at"] = last["reported_at"]  # A benchmark timing, as first_step_at.
         if last and "best_epoch" in last:
-            trial.set_user_attr("best_epoch", int(last["best_epoch"]))
+            ending["best_epoch"] = int(last["best_epoch"])
         if last and last.get("resumed_from_epoch"):
             # Retried after a failure, it went on from that epoch's training state.
-            trial.set_user_attr("resumed_from_epoch", int(last["resumed_from_epoch"]))
+            ending["resumed_from_epoch"] = int(last["resumed_from_epoch"])
+        set_user_attrs(trial, ending)
         tell(self.study, trial, outcome)
         if self.monitor is not None:
             self.monitor.trial_ended(trial.number, trial.params, outcome, epochs)

@@ -90,9 +90,11 @@ def _write_ahead(engine: Any) -> None:
 
 
 def open_study(spec: SweepSpec, url: str, sampler: optuna.samplers.BaseSampler | None = None) -> optuna.Study:
+    """The study as the sweep's driver, its only writer, opens it (see :mod:`search.study_cache`)."""
     import optuna
+    from finesweep.search.study_cache import DriverStorage
 
-    return optuna.create_study(study_name=spec.name, storage=_storage(url), sampler=sampler,
+    return optuna.create_study(study_name=spec.name, storage=DriverStorage(_storage(url)), sampler=sampler,
                                direction=Direction(spec.mode).optuna, load_if_exists=True)
 
 
@@ -127,6 +129,18 @@ def trial_outcome(last_result: Mapping[str, Any] | None, errored: bool, max_epoc
     if int(last_result.get("epoch", 0)) < max_epochs:
         return Outcome("PRUNED", value)
     return Outcome("COMPLETE", value)
+
+
+def set_user_attrs(trial: optuna.Trial, attrs: Mapping[str, Any]) -> None:
+    """Several user attributes of a running trial, in one transaction where the driver's
+    storage allows it (each attribute is its own commit otherwise)."""
+    batch = getattr(trial.storage, "set_trial_user_attrs", None)
+    if batch is None:
+        for key, value in attrs.items():
+            trial.set_user_attr(key, value)
+        return
+    batch(trial._trial_id, attrs)
+    trial._cached_frozen_trial.user_attrs.update(attrs)
 
 
 def tell(study: optuna.Study, trial: optuna.Trial, outcome: Outcome) -> None:

@@ -1,21 +1,18 @@
 """Studies in a real PostgreSQL server: two sweeps share it, `export` and `dashboard` read it.
 
-The fixture starts its own server from Debian's `postgresql` package (scripts/install_services.sh
-installs it): a fresh cluster in a temporary folder, listening on 127.0.0.1 only at a free port,
-stopped afterwards. As root, the server runs as the `postgres` user (it refuses to run as root).
+The fixture starts its own server (benchmarks/postgres_server.py, from Debian's `postgresql`
+package, which scripts/install_services.sh installs): a fresh cluster in a temporary folder,
+listening on 127.0.0.1 only at a free port, stopped afterwards.
 """
 
 from __future__ import annotations
 
-import glob
 import ipaddress
 import json
 import os
-import shutil
 import socket
 import subprocess
 import sys
-import tempfile
 import time
 import urllib.request
 from pathlib import Path
@@ -26,23 +23,10 @@ from finesweep.search.export import read_record
 from finesweep.search.spec import parse_spec
 from finesweep.search.sweep import run_sweep
 
+from benchmarks.postgres_server import free_port, private_postgres
+
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.slow
-
-
-def _pg_tool(name: str) -> str:
-    found = shutil.which(name) or next(iter(sorted(glob.glob(f"/usr/lib/postgresql/*/bin/{name}"), reverse=True)),
-                                       None)
-    if found is None:
-        raise RuntimeError(f"PostgreSQL's `{name}` was not found: run scripts/install_services.sh "
-                           "(apt-get install postgresql)")
-    return found
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def _is_loopback(ip: str) -> bool:
@@ -53,31 +37,8 @@ def _is_loopback(ip: str) -> bool:
 @pytest.fixture(scope="module")
 def postgres():
     """URL of a database `finesweep` on a private PostgreSQL server on 127.0.0.1."""
-    import psycopg
-
-    folder = Path(tempfile.mkdtemp(prefix="fs-pg-"))
-    data = folder / "data"
-    as_owner: list[str] = []
-    if os.geteuid() == 0:
-        shutil.chown(folder, "postgres")
-        as_owner = ["runuser", "-u", "postgres", "--"]
-    port = _free_port()
-
-    def run(*command: str) -> None:
-        subprocess.run([*as_owner, *command], check=True, capture_output=True, timeout=120)
-
-    run(_pg_tool("initdb"), "-D", str(data), "-U", "postgres", "--auth=trust", "-E", "UTF8")
-    options = f"-c listen_addresses=127.0.0.1 -p {port} -k {folder}"
-    run(_pg_tool("pg_ctl"), "-D", str(data), "-l", str(folder / "server.log"), "-o", options, "-w", "start")
-    try:
-        with psycopg.connect(host="127.0.0.1", port=port, user="postgres", dbname="postgres",
-                             autocommit=True) as connection:
-            connection.execute("CREATE DATABASE finesweep")
-        pid = int((data / "postmaster.pid").read_text().split()[0])
-        yield {"url": f"postgresql://postgres@127.0.0.1:{port}/finesweep", "pid": pid}
-    finally:
-        run(_pg_tool("pg_ctl"), "-D", str(data), "-m", "fast", "-w", "stop")
-        shutil.rmtree(folder, ignore_errors=True)
+    with private_postgres() as server:
+        yield server
 
 
 SPEC = """
@@ -123,7 +84,7 @@ def test_two_sweeps_share_one_postgres_server_and_export_and_dashboard_read_it(t
     assert exported["trial"] == study.best_trial.number
 
     # The live dashboard: on loopback, showing both studies of the shared server.
-    port = _free_port()
+    port = free_port()
     dashboard = subprocess.Popen([sys.executable, "launch.py", "dashboard", url, "--port", str(port)], cwd=ROOT,
                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
@@ -156,7 +117,6 @@ def _dashboard_studies(port: int, process: subprocess.Popen, timeout: float = 90
 
 def test_a_password_is_never_written_and_a_live_owner_holds_the_study(tmp_path, postgres, local_ray):
     """The server trusts loopback, so any password works: it stands in for a real one here."""
-    import socket
     import stat
 
     url = postgres["url"].replace("postgresql://postgres@", "postgresql://postgres:s3cret-pw@")

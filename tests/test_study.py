@@ -41,3 +41,39 @@ def test_tell_and_fail_unfinished_leave_no_trial_running():
 def test_redact_hides_passwords_only():
     assert redact("postgresql://me:secret@db/x") == "postgresql://me:***@db/x"
     assert redact("sqlite:///runs/a/study.db") == "sqlite:///runs/a/study.db"
+
+
+def _snapshot(trials):
+    return [(t.number, t.state.name, t.values, t.params, t.user_attrs, t.system_attrs, t.intermediate_values,
+             t.datetime_start, t.datetime_complete) for t in trials]
+
+
+def test_the_drivers_storage_reads_what_the_database_holds_and_a_second_driver_sees_it_all(tmp_path):
+    """The driver keeps its running trials in memory (search/study_cache.py): after every kind of
+    write, its view equals a fresh read of the database, and a driver started later (a resume)
+    reads the same study, with the writes committed as they were made."""
+    from finesweep.search.study import set_user_attrs
+    from finesweep.search.study_cache import DriverStorage
+
+    url = f"sqlite:///{tmp_path / 'study.db'}"
+    study = optuna.create_study(study_name="s", storage=DriverStorage(optuna.storages.RDBStorage(url)),
+                                sampler=optuna.samplers.RandomSampler(seed=0))
+    running = [study.ask() for _ in range(3)]
+    for index, trial in enumerate(running):
+        trial.suggest_float("x", 0.0, 1.0)
+        set_user_attrs(trial, {"seed": index, "config": {"model": {"x": 1}}})
+        trial.report(0.5 + index, step=1)
+        study._storage.set_trial_system_attr(trial._trial_id, "engine", "tpe")
+    assert study.get_trials(deepcopy=False)[0].user_attrs == {"seed": 0, "config": {"model": {"x": 1}}}
+    study.tell(running[0], 1.0)
+    tell(study, running[1], Outcome("FAIL", None, "boom"))
+    fresh = optuna.load_study(study_name="s", storage=url)  # Optuna's own reader, as `status` uses
+    assert _snapshot(study.get_trials(deepcopy=False)) == _snapshot(fresh.get_trials(deepcopy=False))
+    assert [t.state.name for t in fresh.trials] == ["COMPLETE", "FAIL", "RUNNING"]
+    assert fresh.trials[1].user_attrs["fail_reason"] == "boom"
+
+    resumed = optuna.load_study(study_name="s", storage=DriverStorage(optuna.storages.RDBStorage(url)))
+    tell(resumed, optuna.trial.Trial(resumed, resumed.trials[2]._trial_id), Outcome("COMPLETE", 0.25))
+    again = optuna.load_study(study_name="s", storage=url)
+    assert _snapshot(resumed.get_trials(deepcopy=False)) == _snapshot(again.get_trials(deepcopy=False))
+    assert again.best_value == 0.25
