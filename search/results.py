@@ -74,11 +74,15 @@ def _roll_back_interrupted_write(path: Path) -> None:
 def _load(name: str | None, url: str) -> optuna.Study:
     import optuna
     from sqlalchemy.exc import SQLAlchemyError
+    from sqlalchemy.pool import NullPool
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     try:
-        storage = optuna.storages.RDBStorage(read_only_url(url), engine_kwargs={"connect_args": {"timeout": 60}}
-                                             if url.startswith("sqlite") else {})
+        # No pooled connections left open between reads: a reader that lingers (the dashboard, a
+        # status poll) would keep a finished sweep's driver from putting the file back in its
+        # rollback-journal mode (study.leave_write_ahead).
+        storage = optuna.storages.RDBStorage(read_only_url(url), engine_kwargs={
+            "connect_args": {"timeout": 60}, "poolclass": NullPool} if url.startswith("sqlite") else {})
         names = optuna.study.get_all_study_names(storage)
     except SQLAlchemyError as error:
         reason = str(getattr(error, "orig", None) or error).strip().splitlines()[0]

@@ -6,6 +6,7 @@ parameters, per-epoch values, state and reason for failing are written here.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import warnings
@@ -67,7 +68,29 @@ def _storage(url: str) -> optuna.storages.BaseStorage:
     storage = optuna.storages.RDBStorage(url, engine_kwargs=kwargs)
     if url.startswith("sqlite") and url not in ("sqlite://", "sqlite:///:memory:"):
         _write_ahead(storage.engine)  # A file: an in-memory database would not outlive dispose().
+        _WRITE_AHEAD_ENGINES.setdefault(url, []).append(storage.engine)
     return storage
+
+
+# The engines this process opened on each SQLite study in write-ahead-log mode.
+_WRITE_AHEAD_ENGINES: dict[str, list[Any]] = {}
+
+
+def leave_write_ahead(url: str) -> None:
+    """Put a SQLite study back in the rollback-journal mode once this process is done writing:
+    at rest the study is one file that a reader opens without creating ``-wal``/``-shm`` files
+    beside it (which a full or read-only disk refuses). A killed driver leaves the study in WAL
+    mode, which the next driver (or any reader on a writable disk) handles as it is."""
+    engines = _WRITE_AHEAD_ENGINES.pop(url, [])
+    if not engines:
+        return
+    for engine in engines:
+        engine.dispose()  # Leaving WAL mode needs the only connection to the file.
+    import sqlite3
+
+    path = url.removeprefix("sqlite:///")
+    with contextlib.closing(sqlite3.connect(path, timeout=60)) as connection:
+        connection.execute("PRAGMA journal_mode=DELETE")
 
 
 def _write_ahead(engine: Any) -> None:

@@ -48,6 +48,7 @@ from finesweep.search.strategies import make_sampler
 from finesweep.search.study import (
     describe_storage,
     fail_unfinished,
+    leave_write_ahead,
     open_study,
     ranked_trials,
     storage_url,
@@ -227,6 +228,8 @@ def run_sweep(spec: SweepSpec, run_dir: Path, *, address: str | None = None, ver
         raise SweepStopped(stop.exit_code if stop.requested else 130, run_dir) from None
     finally:
         stop.restore()
+        with contextlib.suppress(Exception):  # The study is sound either way: this only tidies.
+            leave_write_ahead(storage_url(spec.storage, run_dir))
         lock.release()
 
 
