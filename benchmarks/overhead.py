@@ -20,19 +20,18 @@ are reported as ratios because this machine is noisy.
 from __future__ import annotations
 
 import argparse
-import datetime
-import importlib.metadata
 import json
 import os
-import platform
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
 import time
 from pathlib import Path
 from typing import Any
+
+from benchmarks.overhead_measure import peak_mb_until, run_arm
+from benchmarks.overhead_report import write_report
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
@@ -69,20 +68,6 @@ def training_run(point: dict[str, Any], epochs: int, seed: int) -> Any:
     spec = parse_spec(SPEC)
     return TrainingRun.from_config(spec.training_config(point), max_epochs=epochs, seed=seed,
                                    metric=spec.metric, mode=spec.mode)
-
-
-def _overheads(records: list[dict[str, Any]]) -> list[float]:
-    """Gaps between a trial's end and the next trial's first step on the same worker,
-    skipping each worker's first trial (its start-up is counted in the wall time)."""
-    by_worker: dict[Any, list[dict[str, Any]]] = {}
-    for record in records:
-        if record.get("first_step_at") and record.get("ended_at"):
-            by_worker.setdefault(record["worker"], []).append(record)
-    gaps = []
-    for runs in by_worker.values():
-        runs.sort(key=lambda r: r["first_step_at"])
-        gaps += [b["first_step_at"] - a["ended_at"] for a, b in zip(runs, runs[1:], strict=False)]
-    return gaps
 
 
 # --------------------------------------------------------------------------- arms (each in its own process)
@@ -209,73 +194,7 @@ def arm_raytune(trials: int, asha: bool, out: Path) -> dict[str, Any]:
 ARMS = {"finesweep": arm_finesweep, "optuna": arm_optuna, "raytune": arm_raytune}
 
 
-# --------------------------------------------------------------------------- measurement from outside
-
-
-class CpuSampler:
-    """Samples machine-wide CPU busy time (/proc/stat) and one process tree's memory."""
-
-    def __init__(self, pid: int) -> None:
-        import psutil
-
-        self.process = psutil.Process(pid)
-        self.samples: list[tuple[float, float, float]] = []  # (time, busy jiffies, total jiffies)
-        self.rss: list[tuple[float, int]] = []  # (time, resident bytes of the process)
-        self.peak_rss = 0
-        self.stop = threading.Event()
-        self.thread = threading.Thread(target=self._run, daemon=True)
-        self.thread.start()
-
-    @staticmethod
-    def _cpu() -> tuple[float, float]:
-        fields = [float(x) for x in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
-        idle = fields[3] + fields[4]
-        return sum(fields) - idle, sum(fields)
-
-    def _run(self) -> None:
-        while not self.stop.is_set():
-            busy, total = self._cpu()
-            self.samples.append((time.time(), busy, total))
-            try:
-                resident = self.process.memory_info().rss
-                self.rss.append((time.time(), resident))
-                self.peak_rss = max(self.peak_rss, resident)
-            except Exception:  # noqa: BLE001 - the process may have just ended
-                pass
-            self.stop.wait(0.2)
-
-    def utilisation(self, start: float, end: float) -> float | None:
-        inside = [s for s in self.samples if start <= s[0] <= end]
-        if len(inside) < 2:
-            return None
-        return (inside[-1][1] - inside[0][1]) / (inside[-1][2] - inside[0][2])
-
-
-def run_arm(name: str, trials: int, asha: bool, workdir: Path, extra: list[str] = ()) -> dict[str, Any]:
-    out = workdir / f"{name}-{trials}-{'asha' if asha else 'fifo'}{'-' + extra[-1] if extra else ''}"
-    out.mkdir(parents=True)
-    command = [sys.executable, "-m", "benchmarks.overhead", "--arm", name, "--trials", str(trials),
-               "--out", str(out), *(["--asha"] if asha else []), *extra]
-    process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    sampler = CpuSampler(process.pid)
-    if process.wait() != 0:
-        raise RuntimeError(f"arm {name} failed: {' '.join(command)}")
-    sampler.stop.set()
-    result = json.loads((out / "result.json").read_text())
-    steps = [r["first_step_at"] for r in result["records"] if r.get("first_step_at")]
-    ends = [r["ended_at"] for r in result["records"] if r.get("ended_at")]
-    result["cpu"] = sampler.utilisation(min(steps), max(ends)) if steps and ends else None
-    result["driver_peak_mb"] = sampler.peak_rss / 2**20
-    result["rss_samples"] = sampler.rss
-    result["gaps"] = _overheads(result["records"])
-    return result
-
-
-def peak_mb_until(result: dict[str, Any], finished: int) -> float:
-    """The driver's peak memory until ``finished`` trials had ended (all of them if fewer)."""
-    ends = sorted(r["ended_at"] for r in result["records"] if r.get("ended_at"))
-    until = ends[min(finished, len(ends)) - 1]
-    return max(rss for at, rss in result["rss_samples"] if at <= until) / 2**20
+# --------------------------------------------------------------------------- the limit and the parity (in this process)
 
 
 def limit_seconds(trials: int) -> float:
@@ -341,32 +260,6 @@ def parity(repeats: int = 3) -> tuple[float, float]:
     return statistics.median(lightning), statistics.median(raw)
 
 
-# --------------------------------------------------------------------------- report
-
-
-def _versions() -> str:
-    names = ("optuna", "ray", "torch", "pytorch-lightning")
-    return ", ".join(f"{n} {importlib.metadata.version(n)}" for n in names) + f", python {platform.python_version()}"
-
-
-def _cpu_model() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return platform.processor() or "unknown"
-
-
-def _pct(values: list[float], q: float) -> float | None:
-    if not values:
-        return None
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
-
-
-def _fmt(value: float | None, spec: str = ".2f") -> str:
-    return "n/a" if value is None else format(value, spec)
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="8 trials per arm instead of 32")
@@ -407,48 +300,9 @@ def main(argv: list[str] | None = None) -> int:
         memory = {count: peak_mb_until(long_sweep, count) for count in memory_trials}
     elapsed = time.time() - began
 
-    a, b, c = (rows[(n, False)] for n in ("finesweep", "optuna", "raytune"))
-    lines = [
-        "# Overhead benchmark",
-        "",
-        f"Generated by `python -m benchmarks.overhead{' --quick' if args.quick else ''}` on "
-        f"{datetime.date.today().isoformat()} in {elapsed:.0f} s.",
-        "",
-        f"- Versions: {_versions()}",
-        f"- Machine: {os.cpu_count()} CPUs, {_cpu_model()}, {platform.platform()}",
-        f"- Workload: {trials} digits-CNN configs (benchmarks/overhead.yaml), identical in every arm, "
-        f"{CONCURRENCY} at a time, 1 CPU and 1 torch thread per trial. Wall time includes Ray's start-up.",
-        "",
-        "| arm | early stopping | wall s | trials/min | CPU busy while trials run | driver peak MB | "
-        "overhead median s | overhead p95 s |",
-        "|---|---|---|---|---|---|---|---|",
-    ]
-    labels = {"finesweep": "(a) finesweep", "optuna": "(b) plain Optuna n_jobs=2", "raytune": "(c) plain Ray Tune"}
-    for (name, asha), row in rows.items():
-        lines.append(
-            f"| {labels[name]} | {'ASHA' if asha else 'none'} | {row['wall']:.1f} | "
-            f"{60 * row['trials'] / row['wall']:.1f} | {_fmt(row['cpu'], '.0%')} | {row['driver_peak_mb']:.0f} | "
-            f"{_fmt(statistics.median(row['gaps']) if row['gaps'] else None)} | {_fmt(_pct(row['gaps'], 0.95))} |")
-    lines += [
-        "",
-        f"- Limit (each config trained alone, summed, / {CONCURRENCY} cores): {limit:.1f} s",
-        f"- (a) / (b) wall: **{a['wall'] / b['wall']:.2f}** (target <= 1.0); (a) / (c) wall: "
-        f"**{a['wall'] / c['wall']:.2f}** (target <= 0.4); (a) / limit: **{a['wall'] / limit:.2f}** (target <= 1.3)",
-        f"- With ASHA: (a) / (b) {rows[('finesweep', True)]['wall'] / rows[('optuna', True)]['wall']:.2f}"
-        + (f", (a) / (c) {rows[('finesweep', True)]['wall'] / rows[('raytune', True)]['wall']:.2f}"
-           if ("raytune", True) in rows else " ((c) with ASHA not run: `--raytune-asha`)"),
-        f"- Lightning vs raw PyTorch, s per epoch (same model and batches, median of 3): {lightning_epoch:.3f} vs "
-        f"{raw_epoch:.3f}, ratio **{lightning_epoch / raw_epoch:.2f}** (target <= 1.10)",
-        f"- Driver peak memory of one `launch.py sweep` of {memory_trials[1]} debug-task trials: "
-        f"{memory[memory_trials[0]]:.0f} MB until trial {memory_trials[0]} ended, "
-        f"{memory[memory_trials[1]]:.0f} MB until the last",
-    ]
-    text = "\n".join(lines) + "\n"
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    # Hand-written analysis below the marker survives a re-run.
-    previous = RESULTS.read_text() if RESULTS.exists() else ""
-    marker = "<!-- notes -->"
-    RESULTS.write_text(text + ("\n" + marker + previous.split(marker, 1)[1] if marker in previous else ""))
+    text = write_report(RESULTS, rows, quick=args.quick, trials=trials, concurrency=CONCURRENCY, elapsed=elapsed,
+                        limit=limit, lightning_epoch=lightning_epoch, raw_epoch=raw_epoch,
+                        memory_trials=memory_trials, memory=memory)
     print(text)
     return 0
 
