@@ -165,7 +165,7 @@ def run_trial(context: SweepContext, request: TrialRequest, report: Report,
     artifacts.mkdir(parents=True, exist_ok=True)
     error_file = artifacts / run_paths.ERROR_FILE
     writer = ScalarWriter(tensorboard_dir(context.run_dir, request.number))
-    watchdog = _Watchdog(context.trial_timeout_s, error_file) if context.trial_timeout_s else None
+    watchdog: _Watchdog | None = None
     best: dict[str, Any] = {}
     # Sent with every report besides the metrics: where a retried trial went on from, and the
     # benchmark timings when the sweep records them (see TIMING_ENV).
@@ -186,8 +186,15 @@ def run_trial(context: SweepContext, request: TrialRequest, report: Report,
 
     try:
         run = request.training_run(context)
+        simulated = is_simulated(run)  # Imports the model's module.
+        if not simulated:
+            import finesweep.models.training  # noqa: F401 - Lightning's import is not the trial's time.
+        if context.trial_timeout_s:
+            # Started once the imports are done: a fresh worker on a loaded machine may take
+            # longer to import torch and Lightning than a short timeout allows for an epoch.
+            watchdog = _Watchdog(context.trial_timeout_s, error_file)
         with memory_cap(context.memory_mb):
-            if is_simulated(run):
+            if simulated:
                 if context.record_timing:
                     extra["first_step_at"] = time.time()
                 simulate(run, on_epoch_end=on_epoch_end)
