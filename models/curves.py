@@ -14,10 +14,12 @@ Plain Python (no torch, no numpy): the replay task reads it inside trial workers
 
 from __future__ import annotations
 
+import functools
 import gzip
 import json
 import math
 import os
+import statistics
 import zlib
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -120,6 +122,13 @@ class Config:
         seeds in turn, so repeated trials of one configuration see its real seed-to-seed noise."""
         ordered = sorted(self.runs, key=lambda r: r.seed)
         return ordered[seed % len(ordered)]
+
+    @functools.cached_property
+    def epoch_seconds(self) -> float:
+        """What one epoch of this configuration takes: the median of its recorded epochs, every
+        seed. A run's own times also hold whatever else the recording machine ran at that moment
+        (spikes of seconds on a shared machine); the median keeps the configuration's cost."""
+        return statistics.median(t for run in self.runs for t in run.epoch_seconds) if self.runs else 0.0
 
     def best_value(self, metric: str, mode: str, epochs: int | None = None) -> float:
         """Mean over the recorded seeds of each run's best ``metric`` within ``epochs``: what a

@@ -4,15 +4,16 @@ A trial of :class:`ReplayModel` trains nothing: it looks its configuration up in
 (:mod:`finesweep.models.curves`; benchmarks/data/digits_curves.jsonl.gz holds 20 epochs of the
 digits CNN per configuration and seed, recorded by ``python -m benchmarks.record_curves``),
 then reports the recorded ``val_acc`` and ``val_loss`` of each epoch after sleeping the
-recorded epoch time times ``time_scale``. So a whole sweep, any strategy, scheduler and
-concurrency, runs through ``launch.py sweep`` in seconds, and schedulers see real curves with
-real seed-to-seed noise. No torch, no Lightning (a simulated task, :mod:`finesweep.models.simulation`)::
+configuration's recorded epoch time (the median over its runs) times ``time_scale``. So a whole
+sweep, any strategy, scheduler and concurrency, runs through ``launch.py sweep`` in seconds, and
+schedulers see real curves with real seed-to-seed noise. No torch, no Lightning (a simulated
+task, :mod:`finesweep.models.simulation`)::
 
     model:
       class_path: finesweep.models.replay.ReplayModel
     data:
       class_path: finesweep.models.replay.ReplayData
-      init_args: {path: ../benchmarks/data/digits_curves.jsonl.gz, time_scale: 0.01}
+      init_args: {path: data/digits_curves.jsonl.gz, time_scale: 0.05}   # as benchmarks/replay.yaml
 
 A sampled point that is not a recorded configuration (a float learning rate, a table recorded
 only in part) replays the nearest recorded one; :class:`~finesweep.models.curves.CurveTable`
@@ -50,7 +51,8 @@ class ReplayData(SimulatedData):
         """
         Args:
             path: the curve table (.jsonl.gz), relative to the spec's folder
-            time_scale: replayed epoch time / recorded epoch time (0: no sleeping at all)
+            time_scale: replayed epoch time / recorded epoch time (0: no sleeping at all); the
+                recorded time is the configuration's median epoch (see Config.epoch_seconds)
         """
         if not Path(path).is_file():
             raise FileNotFoundError(f"no curve table at {path} (python -m benchmarks.record_curves records one)")
@@ -98,10 +100,11 @@ class ReplayModel(SimulatedModel):
         if max_epochs > recorded:
             raise ValueError(f"the curve table holds {recorded} epochs per run; budget.max_epochs is "
                              f"{max_epochs} (at most {recorded})")
-        run = self.config(data).run_for(seed)
+        config = self.config(data)
+        run = config.run_for(seed)
         for epoch in range(min(max_epochs, run.epochs)):
             if data.time_scale:
-                time.sleep(run.epoch_seconds[epoch] * data.time_scale)
+                time.sleep(config.epoch_seconds * data.time_scale)
             yield {name: values[epoch] for name, values in run.metrics.items()}
         if run.epochs < max_epochs:
             raise RecordedFailure(f"the recorded run failed after epoch {run.epochs}: {run.error}")
