@@ -277,7 +277,7 @@ def test_a_replay_sweep_runs_through_launch_in_seconds_without_torch(tmp_path, l
     from finesweep.search.cli import main
     from finesweep.search.export import read_export
 
-    table = write_table(tmp_path / "curves.jsonl.gz")
+    write_table(tmp_path / "curves.jsonl.gz")
     (tmp_path / "probe_replay.py").write_text(textwrap.dedent("""
         import os, sys
         from pathlib import Path
