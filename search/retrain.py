@@ -15,13 +15,19 @@ def retrain(config_path: Path, out_dir: Path | None = None, out: TextIO | None =
             max_epochs: int | None = None, seed: int | None = None) -> dict[str, float]:
     """Train the export at ``config_path`` (optionally longer, or with another seed) and print
     its validation metrics and the test metrics its ``test_step`` logs on the best weights."""
+    from finesweep.models.simulation import is_simulated
     from finesweep.models.training import fit
+    from finesweep.search.spec import Problem, SpecError
     from finesweep.search.trial import quiet_training_logs
 
     out = out or sys.stdout
     exported = read_export(config_path)
     run = exported.run.with_changes(**{k: v for k, v in (("max_epochs", max_epochs), ("seed", seed))
                                        if v is not None})
+    if is_simulated(run):
+        raise SpecError(str(config_path), [Problem(
+            ("model", "class_path"), "a LightningModule to train", f"{run.model['class_path']}, a simulated model",
+            "a simulated model (e.g. the replay task) only stands in for training inside sweeps")])
     out_dir = out_dir or config_path.parent / RETRAIN_DIR
     out_dir.mkdir(parents=True, exist_ok=True)
     quiet_training_logs()
