@@ -109,7 +109,7 @@ def storage_of(target: str | Path) -> str:
     spec_path = Path(target) / SPEC_COPY
     if not spec_path.exists():
         raise ResultsError(f"{target} is neither a storage URL nor a sweep run directory (no {SPEC_COPY})")
-    return storage_url(parse_spec(spec_path).storage, target)
+    return storage_url(parse_spec(spec_path, read_inputs=False).storage, target)
 
 
 def load_sweep(target: str | Path, study_name: str | None = None) -> SweepRecord:
@@ -128,7 +128,7 @@ def load_sweep(target: str | Path, study_name: str | None = None) -> SweepRecord
     spec_path = run_dir / SPEC_COPY
     if not spec_path.exists():
         raise ResultsError(f"{run_dir} is not a sweep run directory (no {SPEC_COPY})")
-    spec = parse_spec(spec_path)
+    spec = parse_spec(spec_path, read_inputs=False)
     url = storage_url(spec.storage, run_dir)
     if spec.storage is None and not (run_dir / STUDY_FILE).exists():
         raise ResultsError(f"{run_dir} has no {STUDY_FILE} yet: the sweep has not opened its study")

@@ -126,8 +126,12 @@ class SweepSpec:
                              self.targets, self.task)
 
 
-def parse_spec(path: str | os.PathLike[str], overrides: Mapping[KeyPath, Any] | None = None) -> SweepSpec:
-    """Load, override and validate a spec file; raise SpecError listing every problem."""
+def parse_spec(path: str | os.PathLike[str], overrides: Mapping[KeyPath, Any] | None = None, *,
+               read_inputs: bool = True) -> SweepSpec:
+    """Load, override and validate a spec file; raise SpecError listing every problem.
+    ``read_inputs``: also run the classes' ``check_inputs`` (read the data files and weights in
+    full); the views of a finished run (status, report, export) and a resume's look at the
+    stored spec skip it, as they train nothing."""
     from finesweep.search.user_code import add_import_paths
 
     text = read_text(path)
@@ -151,6 +155,7 @@ def parse_spec(path: str | os.PathLike[str], overrides: Mapping[KeyPath, Any] | 
             target[key_path[-1]] = value
             marks[key_path] = 0  # Rendered without a line: the value came from the command line.
     checker = SpecChecker(str(path), marks, base_dir)
+    checker.read_inputs = read_inputs
     checker.problems.extend(duplicates)
     return checker.spec(data)
 

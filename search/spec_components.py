@@ -159,15 +159,18 @@ def run_config(model: Component, data: Component, trainer: Mapping[str, Any], va
 
 
 def input_problems(data: Component, data_args: Mapping[str, Any], model: Component,
-                   model_args: Mapping[str, Any]) -> list[tuple[str, str]]:
+                   model_args: Mapping[str, Any], *, hooks: bool = True) -> list[tuple[str, str]]:
     """(section, reason) for each of the run's inputs that cannot be used: the DataModule's
     ``__init__`` raised (cheap by Lightning's convention, and where a missing file shows) or
     its ``check_inputs()`` did (reads the user's files in full); the module's
     ``check_inputs(datamodule)`` raised (e.g. an ``init_from`` checkpoint that does not load or
     fit). The module is only built when it defines that hook: building a user's network just
-    to check it could cost more than the check is worth."""
+    to check it could cost more than the check is worth. Without ``hooks`` only the DataModule's
+    ``__init__`` runs."""
     try:
         datamodule = components.instantiate(data.class_path, data_args)
+        if not hooks:
+            return []
         if callable(getattr(datamodule, "check_inputs", None)):
             datamodule.check_inputs()
     except Exception as error:

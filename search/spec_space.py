@@ -39,6 +39,9 @@ Targets = dict[str, tuple[str, ...]]
 class SpaceRules(ComponentChecks):
     """The ``space:`` checks, and those that need the space: required arguments, loading the data."""
 
+    # Whether inputs_load runs the classes' check_inputs hooks (see spec.parse_spec).
+    read_inputs = True
+
     def space(self, task: TaskAlias | None, model_cls: type | None, data_cls: type | None, model: Component,
               data_section: Component, value: Any, given: bool) -> tuple[SearchSpace, Targets]:
         if value is None and not given:
@@ -312,7 +315,7 @@ class SpaceRules(ComponentChecks):
         probe = {p.name: sc.probe_values(p)[0] for p in space.params}
         config = sc.run_config(model, data_section, {}, {**space.fixed, **probe}, targets, task)
         for section, reason in sc.input_problems(data_section, config["data"]["init_args"], model,
-                                                 config["model"]["init_args"]):
+                                                 config["model"]["init_args"], hooks=self.read_inputs):
             expected = ("data the DataModule can load" if section == "data"
                         else "inputs the model can load (its check_inputs)")
             self.problem((section,), expected, reason)

@@ -116,7 +116,7 @@ def _check_resume(spec: SweepSpec, run_dir: Path, resume: bool) -> str | None:
         return None
     if not stored.exists():
         raise SweepError(f"nothing to resume: {run_dir} holds no sweep ({SPEC_COPY} is missing)")
-    changes = compare_specs(parse_spec(stored), spec)
+    changes = compare_specs(parse_spec(stored, read_inputs=False), spec)
     if changes.incompatible:
         raise SweepError("cannot resume with this spec, its trials would not be comparable: "
                          + "; ".join(changes.incompatible))

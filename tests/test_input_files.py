@@ -180,3 +180,15 @@ def test_good_files_of_the_same_kinds_are_read_in_full(tmp_path):
     _clips(tmp_path, lambda path: None)
     clips = speech_data.load_folder(str(tmp_path / "clips"))
     assert len(clips.audio) == 12 and set(clips.words) == {"yes", "no"}
+
+
+def test_views_of_a_run_do_not_read_its_inputs_again(tmp_path):
+    """status, report and export parse the run's spec copy with read_inputs=False: weights
+    moved away after the sweep do not stop them, while a new sweep is refused."""
+    from finesweep.search.spec import SpecError, parse_spec
+
+    spec_path = tmp_path / "spec.yaml"
+    spec_path.write_text(digits_spec("gone/model.pt"))
+    assert parse_spec(spec_path, read_inputs=False).space.fixed["init_from"].endswith("gone/model.pt")
+    with pytest.raises(SpecError, match="no such file"):
+        parse_spec(spec_path)
