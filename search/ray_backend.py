@@ -26,7 +26,7 @@ from finesweep.search.schedulers import scheduler_arguments  # noqa: E402
 from finesweep.search.trial import SweepContext, TrialRequest, run_trial  # noqa: E402
 from ray import tune  # noqa: E402
 
-SCHEDULERS = {"asha": tune.schedulers.ASHAScheduler, "hyperband": tune.schedulers.HyperBandScheduler,
+SCHEDULERS = {"asha": tune.schedulers.ASHAScheduler, "hyperband": tune.schedulers.ASHAScheduler,
               "median": tune.schedulers.MedianStoppingRule, "none": tune.schedulers.FIFOScheduler}
 
 

@@ -317,3 +317,22 @@ def test_a_replay_sweep_runs_through_launch_in_seconds_without_torch(tmp_path, l
     assert probes and all(p.read_text() == "" for p in probes), [p.read_text()[:200] for p in probes]
     # Nothing to retrain: `train` says so (exit 2) instead of failing inside Lightning.
     assert main(["train", str(tmp_path / "run" / "best.yaml")]) == 2
+
+
+@pytest.mark.slow
+def test_hyperband_prunes_at_the_sweeps_concurrency(tmp_path, local_ray):
+    """Ray's synchronous HyperBand waits for a bracket to fill with paused trials, which the
+    concurrency limit never allows: it pruned none of 40 trials in the replay benchmark."""
+    import optuna
+    from finesweep.search.cli import main
+
+    shipped = Path(__file__).parents[1] / "benchmarks" / "replay.yaml"
+    text = shipped.read_text().replace("data/digits_curves.jsonl.gz", str(shipped.parent / "data" /
+                                                                             "digits_curves.jsonl.gz"))
+    text = text.replace("options: {grace_period: 2, reduction_factor: 3}", "options: {}")
+    spec = tmp_path / "replay.yaml"
+    spec.write_text(text.replace("name: asha", "name: hyperband").replace("time_scale: 0.05", "time_scale: 0.01"))
+    assert main(["sweep", str(spec), "--trials", "16", "--seed", "3", "--out", str(tmp_path / "run")]) == 0
+    study = optuna.load_study(study_name="digits_replay", storage=f"sqlite:///{tmp_path / 'run' / 'study.db'}")
+    states = [t.state.name for t in study.trials]
+    assert len(states) == 16 and states.count("PRUNED") >= 4 and "COMPLETE" in states, states

@@ -8,7 +8,7 @@ import threading
 from types import SimpleNamespace
 
 from finesweep.search.run_dir import ray_error_path, ray_trial_name
-from finesweep.search.schedulers import scheduler_arguments
+from finesweep.search.schedulers import hyperband_brackets, scheduler_arguments
 from finesweep.search.tune_run import RunControl, ray_failure_reason, remove_empty_trial_dirs
 
 
@@ -52,6 +52,15 @@ def test_scheduler_arguments_count_epochs_and_fill_defaults():
     assert scheduler_arguments("median", {}, max_epochs=3) == {
         "time_attr": "training_iteration", "grace_period": 1, "min_samples_required": 3}
     assert scheduler_arguments("none", {}, max_epochs=3) == {}
+
+
+def test_hyperband_is_asynchronous_over_all_of_its_brackets():
+    # First rungs at 1, 3 and 9 epochs of 20: three brackets; none when the grace period is all.
+    assert scheduler_arguments("hyperband", {}, max_epochs=20) == {
+        "time_attr": "training_iteration", "max_t": 20, "grace_period": 1, "reduction_factor": 3, "brackets": 3}
+    assert scheduler_arguments("hyperband", {"reduction_factor": 2}, max_epochs=16)["brackets"] == 4
+    assert scheduler_arguments("hyperband", {"grace_period": 30}, max_epochs=20)["brackets"] == 1
+    assert hyperband_brackets(81, 1, 3) == 4
 
 
 def test_rays_account_of_a_dead_trial_is_read_from_the_run_or_the_session(tmp_path):
