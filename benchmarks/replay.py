@@ -168,7 +168,8 @@ def report(outcomes: list[Outcome], table: CurveTable, args: argparse.Namespace,
     metric, mode = "val_acc", "max"
     best, best_value = table.best(metric, mode)
     full_trial = full_trial_seconds(table)
-    horizon = math.ceil(args.trials / args.concurrency) * full_trial
+    horizon_trials = args.horizon_trials or args.trials
+    horizon = math.ceil(horizon_trials / args.concurrency) * full_trial
     runs = sum(len(c.runs) for c in table.configs.values())
     times = [fraction * horizon for fraction in FRACTIONS]
     lines = [
@@ -184,8 +185,10 @@ def report(outcomes: list[Outcome], table: CurveTable, args: argparse.Namespace,
         f"schedulers {', '.join(args.schedulers)} at their default options, seeds {', '.join(map(str, args.seeds))}; "
         f"space as benchmarks/replay.yaml, time_scale {args.time_scale}.",
         f"- Simulated time (s): the sweep's wall time had it trained for real (see benchmarks/replay.py); the horizon "
-        f"{horizon:.1f} s is what {args.trials} trials of 20 epochs take at concurrency {args.concurrency} "
-        f"({math.ceil(args.trials / args.concurrency)} full trials per slot).",
+        f"{horizon:.1f} s is what {horizon_trials} trials of 20 epochs take at concurrency {args.concurrency} "
+        f"({math.ceil(horizon_trials / args.concurrency)} full trials per slot)."
+        + (f" Equal time: each sweep had {args.trials} trials, so a scheduler that stops trials early spends the time "
+           "it saves on more trials before the horizon." if horizon_trials != args.trials else ""),
         "- Regret: true val_acc of the table's best configuration minus that of the sweep's answer (its best "
         "COMPLETE trial by then), mean over seeds; `-` while some seed has no COMPLETE trial yet. Lower is better.",
         "",
@@ -234,6 +237,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seeds", type=int, default=2)
     parser.add_argument("--trials", type=int, default=40)
     parser.add_argument("--concurrency", type=int, default=4)
+    parser.add_argument("--horizon-trials", type=int, default=None,
+                        help="read regret up to the time this many whole trials take (default: --trials); with "
+                             "more --trials, schedulers are compared at equal simulated time")
     parser.add_argument("--table", type=Path, default=None, help="another curve table than the spec's")
     parser.add_argument("--out", type=Path, default=RESULTS, help="the results file (markdown)")
     args = parser.parse_args(argv)
