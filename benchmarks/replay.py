@@ -249,6 +249,9 @@ def main(argv: list[str] | None = None) -> int:
     args.schedulers = args.schedulers.split(",")
     args.seeds = list(range(args.seeds))
     command = "python -m benchmarks.replay" + (" " + " ".join(argv if argv is not None else sys.argv[1:])).rstrip()
+    from finesweep.search.cluster import prepare_ray_environment
+
+    prepare_ray_environment(None)  # Loopback only and the local token, before Ray's first import.
     from finesweep.search import ray_backend
 
     started = time.perf_counter()
