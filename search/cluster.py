@@ -55,25 +55,6 @@ def init_arguments(address: str | None, verbose: bool, py_modules: Sequence[str]
     return {"address": address, "runtime_env": {"py_modules": list(py_modules)} if py_modules else None, **quiet}
 
 
-def preload_modules(trains_with_lightning: bool, trials_at_once: int, cpus: int | None) -> list[str]:
-    """What a local Ray's workers import as Ray starts them, before any trial reaches them.
-
-    Ray starts one idle worker per CPU as it starts, and Tune's trial actors take those: a
-    worker that imports torch and Lightning then (3 s on a 2-core machine) does it while the
-    driver opens the study and starts Tune, instead of after its trial arrives. Only where most
-    of those workers will run trials (at most 2 per trial slot): each one holds ~300 MB more."""
-    if not trains_with_lightning or cpus is None or cpus > 2 * max(1, trials_at_once):
-        return []
-    return ["finesweep.models.training"]
-
-
-def preload_environment(preload: Sequence[str]) -> dict[str, str]:
-    """The setting a local Ray's raylet reads as it starts, for its workers to import ``preload``
-    before they take work (Ray's preload_python_modules, from the environment as Ray's other
-    settings here)."""
-    return {"RAY_preload_python_modules": ",".join(preload)} if preload else {}
-
-
 def check_fits(nodes: Iterable[Mapping[str, Any]], cpus: float, gpus: float) -> None:
     """Fail before any trial when no node could ever hold one trial (else Ray waits forever);
     ``nodes`` as Ray's ``ray.nodes()`` lists them."""

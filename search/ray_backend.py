@@ -30,20 +30,17 @@ SCHEDULERS = {"asha": tune.schedulers.ASHAScheduler, "hyperband": tune.scheduler
               "median": tune.schedulers.MedianStoppingRule, "none": tune.schedulers.FIFOScheduler}
 
 
-def start_ray(address: str | None, *, verbose: bool = False, py_modules: Sequence[str] = (),
-              preload: Sequence[str] = ()) -> bool:
-    """Start a local Ray on loopback only, its workers importing ``preload`` as they start, or
-    join the cluster at ``address`` and ship the user's module files ``py_modules`` to every node
-    with Ray's runtime environment (local workers import them from the spec's folder instead);
-    True when this call started a local Ray of its own. Reuses a Ray already started in this
-    process (tests share one per session).
+def start_ray(address: str | None, *, verbose: bool = False, py_modules: Sequence[str] = ()) -> bool:
+    """Start a local Ray on loopback only, or join the cluster at ``address`` and ship the
+    user's module files ``py_modules`` to every node with Ray's runtime environment (local
+    workers import them from the spec's folder instead); True when this call started a local
+    Ray of its own. Reuses a Ray already started in this process (tests share one per session).
     """
     if ray.is_initialized():
         return False
     tune_run.quiet_tune_logs(verbose)
     try:
-        with _environment(cluster.preload_environment(preload) if address is None else {}):
-            ray.init(**cluster.init_arguments(address, verbose, py_modules))
+        ray.init(**cluster.init_arguments(address, verbose, py_modules))
     except (ray.exceptions.AuthenticationError, ConnectionError) as error:
         if address is None:
             raise
@@ -53,22 +50,6 @@ def start_ray(address: str | None, *, verbose: bool = False, py_modules: Sequenc
         raise RuntimeError("Ray would listen on a public address: call cluster.prepare_ray_environment "
                            "before Ray is first imported")
     return address is None
-
-
-@contextlib.contextmanager
-def _environment(settings: dict[str, str]) -> Any:
-    """``settings`` in this process's environment while Ray starts its processes (they inherit
-    it), and as they were afterwards."""
-    before = {name: os.environ.get(name) for name in settings}
-    os.environ.update(settings)
-    try:
-        yield
-    finally:
-        for name, value in before.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
 
 
 def session_dir() -> str:

@@ -19,14 +19,7 @@ from typing import TYPE_CHECKING, TextIO
 
 import yaml
 from finesweep.search.checkpoints import apply_retention
-from finesweep.search.cluster import (
-    ClusterError,
-    ResourceError,
-    nodes_line,
-    preload_modules,
-    prepare_ray_environment,
-    trials_per_node,
-)
+from finesweep.search.cluster import ClusterError, ResourceError, nodes_line, prepare_ray_environment, trials_per_node
 from finesweep.search.export import write_exports
 from finesweep.search.ledger import TrialLedger
 from finesweep.search.leftovers import clean_up as clean_up_leftovers
@@ -257,8 +250,7 @@ def _run_locked(spec: SweepSpec, run_dir: Path, *, address: str | None, verbose:
     out.write(f"finesweep: starting Ray ({'local, 127.0.0.1' if address is None else address})\n")
     out.flush()
     try:
-        if ray_backend.start_ray(address, verbose=verbose, py_modules=shipped_modules(spec),
-                                 preload=_worker_preload(spec) if address is None else ()):
+        if ray_backend.start_ray(address, verbose=verbose, py_modules=shipped_modules(spec)):
             record_session(run_dir, ray_backend.session_dir())
     except ClusterError as error:
         raise SweepError(str(error)) from None
@@ -285,19 +277,6 @@ def _run_locked(spec: SweepSpec, run_dir: Path, *, address: str | None, verbose:
     finally:
         with contextlib.suppress(Exception):  # Unreachable database: the lease runs out by itself.
             release_study(study)
-
-
-def _worker_preload(spec: SweepSpec) -> list[str]:
-    """What this machine's Ray workers import as they start (see cluster.preload_modules)."""
-    from finesweep.models.components import import_class
-    from finesweep.models.simulation import SimulatedModel
-
-    cpus = os.cpu_count()
-    # Imported by the spec's check already: a lookup, not an import.
-    lightning = not issubclass(import_class(spec.model.class_path), SimulatedModel)
-    at_once = spec.resources.concurrency if cpus is None else min(
-        spec.resources.concurrency, max(1, int(cpus // spec.resources.cpus)))
-    return preload_modules(lightning, at_once, cpus)
 
 
 def _run_study(spec: SweepSpec, run_dir: Path, study: optuna.Study, url: str, accepted_changes: str | None, *,

@@ -34,8 +34,6 @@ from finesweep.search.cluster import (
     is_loopback,
     join_error,
     nodes_line,
-    preload_environment,
-    preload_modules,
     trials_per_node,
 )
 from finesweep.search.study import state_counts
@@ -100,47 +98,6 @@ def test_a_local_ray_is_a_new_one_on_loopback_without_dashboard():
     joined = init_arguments("h:6379", verbose=True, py_modules=["/src/mymodel.py"])
     assert joined["address"] == "h:6379" and joined["runtime_env"] == {"py_modules": ["/src/mymodel.py"]}
     assert init_arguments("h:6379", verbose=False)["runtime_env"] is None
-
-
-def test_workers_preload_lightning_only_where_most_of_them_run_trials():
-    assert preload_modules(True, trials_at_once=2, cpus=2) == ["finesweep.models.training"]
-    assert preload_modules(True, trials_at_once=2, cpus=4) == ["finesweep.models.training"]
-    # 64 idle workers for 4 trials at once would each hold torch and Lightning for nothing.
-    assert preload_modules(True, trials_at_once=4, cpus=64) == []
-    # A simulated task's workers never load torch (test_replay checks the trial side).
-    assert preload_modules(False, trials_at_once=2, cpus=2) == []
-    assert preload_modules(True, trials_at_once=2, cpus=None) == []
-    assert preload_environment(["a.b", "c"]) == {"RAY_preload_python_modules": "a.b,c"}
-    assert preload_environment([]) == {}
-
-
-@pytest.mark.slow
-def test_a_local_sweeps_workers_have_lightning_loaded_before_their_first_trial(tmp_path):
-    """The wine example with a first line that records, in each process importing it, whether
-    Lightning was already loaded: in every trial worker it was (Ray's preload). Without it, a
-    worker imports the user's module before Lightning (finesweep.search.trial)."""
-    import os
-    import shutil
-    import subprocess
-    import sys
-    from pathlib import Path
-
-    example = Path(__file__).parents[1] / "examples" / "wine"
-    shutil.copytree(example, tmp_path / "wine")
-    module = tmp_path / "wine" / "wine_model.py"
-    module.write_text("import os as _os, sys as _sys, pathlib as _pathlib\n"
-                      "_pathlib.Path(__file__).with_name(f'loaded-{_os.getpid()}').write_text("
-                      "str('pytorch_lightning' in _sys.modules))\n" + module.read_text())
-    at_once = max(2, os.cpu_count() or 2)  # So that most of Ray's idle workers run trials.
-    driver = subprocess.Popen(
-        [sys.executable, str(Path(__file__).parents[1] / "launch.py"), "sweep", str(tmp_path / "wine" / "sweep.yaml"),
-         "--trials", "2", "--max-epochs", "1", "--concurrency", str(at_once), "--out", str(tmp_path / "run")],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    output, _ = driver.communicate(timeout=600)
-    assert driver.returncode == 0, output
-    seen = {int(p.name.split("-")[1]): p.read_text() for p in (tmp_path / "wine").glob("loaded-*")}
-    seen.pop(driver.pid, None)  # The driver's spec check imports the module too.
-    assert seen and set(seen.values()) == {"True"}, seen
 
 
 # ---- a real two-node cluster on loopback --------------------------------------------------
