@@ -6,7 +6,8 @@ trials live at once, on a SQLite study (WAL) or a storage URL, under cProfile.
 
 Each trial is handed out, reports 3 epochs through ``record`` and its 4th through ``complete``
 (as Ray Tune hands the last one), with the benchmark timings on; prints CPU and wall ms per
-trial and the profile's top functions by cumulative time. Used for benchmarks/results/scale.md.
+trial, the process's memory at trials 100 and 1,000 (the ledger's share of the driver's growth,
+cProfile included) and the profile's top functions by cumulative time. Used for benchmarks/results/scale.md.
 """
 
 from __future__ import annotations
@@ -40,11 +41,17 @@ def main() -> None:
     live: list[str] = []
     handed = 0
 
+    import psutil
+
+    process, rss_at = psutil.Process(), {}
+
     def hand_out() -> None:
         nonlocal handed
         ledger.hand_out(f"r{handed}")
         live.append(f"r{handed}")
         handed += 1
+        if handed in (100, 1000):  # The driver memory points of benchmarks/scale.py.
+            rss_at[handed] = process.memory_info().rss / 2**20
 
     profiler = cProfile.Profile()
     cpu, wall = time.process_time(), time.perf_counter()
@@ -65,7 +72,8 @@ def main() -> None:
             hand_out()
     profiler.disable()
     print(f"{strategy}, {trials} trials: CPU {1000 * (time.process_time() - cpu) / trials:.1f} ms/trial, "
-          f"wall {1000 * (time.perf_counter() - wall) / trials:.1f} ms/trial")
+          f"wall {1000 * (time.perf_counter() - wall) / trials:.1f} ms/trial; RSS MB at trials handed out "
+          + ", ".join(f"{n}: {mb:.1f}" for n, mb in rss_at.items()))
     pstats.Stats(profiler).sort_stats("cumulative").print_stats(30)
 
 
