@@ -36,6 +36,12 @@ from finesweep.search.strategies import STRATEGIES
 from benchmarks.functions import FUNCTIONS, Function
 
 RESULTS = Path(__file__).resolve().parent / "results" / "strategies.md"
+ROOT = RESULTS.parents[2]
+
+
+def _shown(path: Path) -> str:
+    """``path`` relative to the repository when it is in it (the results file is committed)."""
+    return str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path)
 # `heuristic` is an alias (of `genetic` or `annealing`, as the registry says) and `grid` needs a
 # finite space: neither gets its own row; `random` is Optuna's RandomSampler (the stock row).
 OURS = ("auto", "global", "local", "annealing", "genetic")
@@ -281,7 +287,7 @@ def main(argv: list[str] | None = None) -> None:
         "",
         f"- Versions: {versions()}",
         f"- Machine: {machine()}; {args.workers} worker processes",
-        f"- Strategies imported from {Path(strategies_module.__file__).parent}",
+        f"- Strategies imported from {_shown(Path(strategies_module.__file__).resolve().parent)}",
         f"- {len(functions)} functions (benchmarks/functions.py), {seeds} seeds per cell; simple regret = "
         "noise-free value of the best observed trial - known optimum, shown as median "
         "[25th - 75th percentile]; lower is better.",
