@@ -54,7 +54,7 @@ def plot(results: list[dict[str, Any]], path: Path) -> None:
 
     figure, (rate, suggest) = plt.subplots(1, 2, figsize=(12, 4.5))
     for r in results:
-        label = f"{r['arm']} ({r['storage']})"
+        label = f"{r['arm']} ({r['storage']}, {r['trials']})"
         ends = r["series"]["ends"]
         step = 50
         xs = list(range(step, len(ends), step))
