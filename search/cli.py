@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from finesweep.models.data_sources import MissingDataSource
+from finesweep.search.signals import stop_on_ctrl_c
 from finesweep.search.spec import SpecError
 
 EXIT_BAD_INPUT = 2
@@ -288,6 +289,7 @@ def cmd_tensorboard(args: argparse.Namespace) -> int:
         print(f"finesweep: no tensorboard/ folder in {', '.join(missing)}", file=sys.stderr)
         return EXIT_BAD_INPUT
     print(f"finesweep: TensorBoard on http://{args.host}:{args.port}/ (Ctrl-C stops it)", flush=True)
+    stop_on_ctrl_c()
     try:
         return serve(args.run_dirs, host=args.host, port=args.port, reload_interval=args.reload_interval)
     except BoardError as error:
@@ -308,6 +310,7 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
         return _results_error(error)
     print(f"finesweep: optuna-dashboard (read-only) of {describe_storage(url)} on "
           f"http://{args.host}:{args.port}/ (Ctrl-C stops it)", flush=True)
+    stop_on_ctrl_c()
     from finesweep.search.dashboard import serve
 
     # In this process (no child left behind when it is stopped), and the URL, which may hold

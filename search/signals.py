@@ -66,5 +66,14 @@ class StopRequested:
         self.restore()
 
 
+def stop_on_ctrl_c() -> None:
+    """Let Ctrl-C (SIGINT) stop this process through KeyboardInterrupt, whatever it inherited: a
+    script's shell starts a background job (`launch.py tensorboard ... &`) with SIGINT ignored,
+    and so does any process that ignored it when it started this one (Lightning does, once it
+    has caught a KeyboardInterrupt), and a server that prints "Ctrl-C stops it" would not stop."""
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
 def signal_name(signum: int) -> str:
     return "Ctrl-C" if signum == signal.SIGINT else signal.Signals(signum).name

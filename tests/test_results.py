@@ -81,13 +81,15 @@ def _free_port() -> int:
 class TensorBoardServer:
     """`launch.py tensorboard` in its own process group, so stopping it stops TensorBoard too."""
 
-    def __init__(self, run_dirs: list[Path], log: Path) -> None:
+    def __init__(self, run_dirs: list[Path], log: Path, *, sigint_ignored: bool = False) -> None:
         self.port = _free_port()
         self.log = log.open("w")
+        # sigint_ignored: started as a script's shell starts a background job, SIGINT ignored.
+        ignore = (lambda: signal.signal(signal.SIGINT, signal.SIG_IGN)) if sigint_ignored else None
         self.process = subprocess.Popen(
             [sys.executable, str(ROOT / "launch.py"), "tensorboard", *map(str, run_dirs),
              "--port", str(self.port), "--reload-interval", "1"],
-            stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True, cwd=ROOT)
+            stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True, cwd=ROOT, preexec_fn=ignore)
 
     def post(self, path: str, body: dict) -> dict:
         request = urllib.request.Request(
@@ -668,14 +670,18 @@ def test_status_reads_a_database_a_killed_sweep_left_mid_write(tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
-def test_stopping_the_tensorboard_command_leaves_nothing_serving(tmp_path, stop):
+@pytest.mark.parametrize(("stop", "sigint_ignored"), [(signal.SIGTERM, False), (signal.SIGINT, False),
+                                                      (signal.SIGINT, True)],
+                         ids=["SIGTERM", "SIGINT", "SIGINT-ignored-by-the-parent"])
+def test_stopping_the_tensorboard_command_leaves_nothing_serving(tmp_path, stop, sigint_ignored):
     """A process manager signals the command's own PID only (not its process group): nothing
-    it started may go on listening on the port."""
+    it started may go on listening on the port. Ctrl-C stops it even when it inherited SIGINT
+    ignored (a background job of a script; this test process, once Lightning caught a
+    KeyboardInterrupt in it)."""
     import psutil
 
     (tmp_path / "run" / "tensorboard").mkdir(parents=True)
-    server = TensorBoardServer([tmp_path / "run"], tmp_path / "tensorboard.log")
+    server = TensorBoardServer([tmp_path / "run"], tmp_path / "tensorboard.log", sigint_ignored=sigint_ignored)
     try:
         server.wait_ready()
         command = psutil.Process(server.process.pid)
