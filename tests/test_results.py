@@ -676,8 +676,7 @@ def test_status_reads_a_database_a_killed_sweep_left_mid_write(tmp_path):
 def test_stopping_the_tensorboard_command_leaves_nothing_serving(tmp_path, stop, sigint_ignored):
     """A process manager signals the command's own PID only (not its process group): nothing
     it started may go on listening on the port. Ctrl-C stops it even when it inherited SIGINT
-    ignored (a background job of a script; this test process, once Lightning caught a
-    KeyboardInterrupt in it)."""
+    ignored (a background job of a script; the plain SIGINT case hung in full runs of the suite)."""
     import psutil
 
     (tmp_path / "run" / "tensorboard").mkdir(parents=True)
