@@ -126,23 +126,35 @@ def study_size(url: str, run_dir: Path) -> float:
         return connection.execute("SELECT pg_database_size(current_database())").fetchone()[0] / 2**20
 
 
-def reference_suggestions(spec: Any, url: str, count: int = 30) -> dict[str, float | None]:
-    """Suggestion time on a copy of the finished study: finesweep's sampler for the spec vs
-    Optuna's TPESampler with `global`'s settings (one long-lived sampler, as a user would)."""
+def reference_studies(spec: Any, url: str) -> list[tuple[str, Any]]:
+    """In-memory copies of the finished study, one per sampler compared: finesweep's sampler for
+    the spec, and Optuna's TPESampler with `global`'s default settings (one long-lived sampler,
+    as a user would)."""
     import warnings
 
     import optuna
+    from finesweep.search.strategies import STRATEGIES
     from finesweep.search.sweep import build_sampler
 
     warnings.simplefilter("ignore")
     source = optuna.load_study(study_name=spec.name, storage=url)
     trials = source.get_trials(deepcopy=False)
-    out: dict[str, float | None] = {"history": float(len(trials))}
-    tpe = optuna.samplers.TPESampler(n_startup_trials=8, n_ei_candidates=24, multivariate=True,
-                                     constant_liar=True, seed=0)
+    defaults = STRATEGIES["global"].options
+    tpe = optuna.samplers.TPESampler(seed=0, **{name: defaults[name] for name in (
+        "n_startup_trials", "n_ei_candidates", "multivariate", "constant_liar")})
+    copies = []
     for label, sampler in (("finesweep", build_sampler(spec)), ("optuna_tpe", tpe)):
         study = optuna.create_study(direction=source.direction, sampler=sampler)
         study.add_trials(trials)
+        copies.append((label, study))
+    return copies
+
+
+def reference_suggestions(spec: Any, url: str, count: int = 30) -> dict[str, float | None]:
+    """Suggestion time on copies of the finished study (:func:`reference_studies`)."""
+    out: dict[str, float | None] = {}
+    for label, study in reference_studies(spec, url):
+        out["history"] = float(len(study.trials))
         times = []
         for _ in range(count):
             started = time.perf_counter()

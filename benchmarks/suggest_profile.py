@@ -16,33 +16,27 @@ import io
 import pstats
 import sys
 import time
-import warnings
 from pathlib import Path
 
 
 def main() -> None:
     import optuna
     from finesweep.search.spec import parse_spec
-    from finesweep.search.sweep import build_sampler
 
-    warnings.simplefilter("ignore")
+    from benchmarks.scale_probe import reference_studies
+
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     folder = Path(sys.argv[1])
     spec = parse_spec(folder / "spec.yaml")
-    source = optuna.load_study(study_name=spec.name, storage=f"sqlite:///{folder / 'run' / 'study.db'}")
-    trials = source.get_trials(deepcopy=False)
-    tpe = optuna.samplers.TPESampler(n_startup_trials=8, n_ei_candidates=24, multivariate=True,
-                                     constant_liar=True, seed=0)
-    for label, sampler in (("finesweep", build_sampler(spec)), ("optuna TPESampler", tpe)):
-        study = optuna.create_study(direction=source.direction, sampler=sampler)
-        study.add_trials(trials)
+    for label, study in reference_studies(spec, f"sqlite:///{folder / 'run' / 'study.db'}"):
+        history = len(study.trials)
         profiler = cProfile.Profile()
         started = time.perf_counter()
         profiler.enable()
         for _ in range(30):
             spec.space.sample(study.ask())
         profiler.disable()
-        print(f"{label}: {1000 * (time.perf_counter() - started) / 30:.1f} ms per ask, {len(trials)} trials")
+        print(f"{label}: {1000 * (time.perf_counter() - started) / 30:.1f} ms per ask, {history} trials")
         text = io.StringIO()
         stats = pstats.Stats(profiler, stream=text)
         stats.sort_stats("tottime").print_stats(10)
