@@ -12,7 +12,7 @@ from typing import Any
 
 import yaml
 from finesweep.models import components
-from finesweep.search.spec_components import base_type
+from finesweep.search.spec_classes import base_type
 
 _WIDTH_WORDS = ("hidden", "width", "units", "channels", "dim", "neurons", "filters", "embed")
 _DEPTH_WORDS = ("layers", "depth", "blocks")
