@@ -17,6 +17,7 @@ The functions take the checker that records the problems (``checks``) and call b
 from __future__ import annotations
 
 import difflib
+import inspect
 import types
 import typing
 from collections.abc import Mapping
@@ -116,7 +117,7 @@ def walk(checks: Any, annotation: Any, value: Any, path: KeyPath, structural: bo
     bases = components.class_bases(annotation)
     if not bases:
         return False
-    if isinstance(value, Mapping) and "class_path" in value:
+    if isinstance(value, Mapping) and ("class_path" in value or "init_args" in value):
         return walk_class(checks, bases, value, path, structural)
     if structural and isinstance(value, str) and "." in value and base_type(annotation) is not str:
         return walk_class(checks, bases, value, path, structural)
@@ -130,6 +131,10 @@ def walk_class(checks: Any, bases: tuple[type, ...], value: Any, path: KeyPath, 
     by_path = isinstance(value, str)
     if not by_path and not isinstance(value, Mapping):
         return False
+    if not by_path and "class_path" not in value:
+        if structural:
+            checks.problem((*path, "class_path"), f"a class_path naming a subclass of {_names(bases)}", "none")
+        return len(checks.problems) > before
     class_path = value if by_path else value.get("class_path")
     at = path if by_path else (*path, "class_path")
     cls = resolve(checks, bases, class_path, at, structural)
@@ -143,6 +148,12 @@ def walk_class(checks: Any, bases: tuple[type, ...], value: Any, path: KeyPath, 
                 hint = (f"{key!r} is an argument of {cls.__name__}: write it under init_args" if key in names
                         else suggest(key, ["class_path", "init_args"]))
                 checks.problem((*path, key), "class_path and init_args", f"unknown key {key!r}", hint)
+        extra = value.get("dict_kwargs")
+        if isinstance(extra, Mapping) and not takes_kwargs(cls):
+            # jsonargparse parses these, and the class then refuses them when it is built.
+            for key in extra:
+                checks.problem((*path, "dict_kwargs", key), f"an argument of {cls.__name__} (it takes no **kwargs)",
+                               f"unknown key {key!r}", suggest(key, list(names)))
         init_args = value.get("init_args") or {}
         if not isinstance(init_args, Mapping):
             if structural:
@@ -150,6 +161,15 @@ def walk_class(checks: Any, bases: tuple[type, ...], value: Any, path: KeyPath, 
             return len(checks.problems) > before
     arguments_in(checks, cls, init_args, path if by_path else (*path, "init_args"), structural, by_path)
     return len(checks.problems) > before
+
+
+def takes_kwargs(cls: type) -> bool:
+    """Whether ``cls(...)`` takes keyword arguments beyond its named ones (``**kwargs``)."""
+    try:
+        parameters = inspect.signature(cls).parameters.values()
+    except (TypeError, ValueError):
+        return True  # no signature to read: leave it to the class
+    return any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters)
 
 
 def resolve(checks: Any, bases: tuple[type, ...], class_path: Any, at: KeyPath, report: bool = True) -> type | None:

@@ -194,8 +194,8 @@ class ComponentChecks(FieldChecks):
             return self.input_exists(target, value, path)
         if not (self.plain_value(target, value, path)
                 or spec_classes.walk(self, argument.annotation, value, path, structural=True)):
-            self.problem(path, components.describe_type(argument.annotation), describe(value),
-                         "" if components.BARE_TYPE_REASON.match(reason) else reason)
+            bare = components.BARE_TYPE_REASON.match(reason.replace(f". Got value: {value}", ""))
+            self.problem(path, components.describe_type(argument.annotation), describe(value), "" if bare else reason)
         return False
 
     def plain_value(self, target: Target, value: Any, path: KeyPath) -> bool:
@@ -243,11 +243,14 @@ class ComponentChecks(FieldChecks):
                 self.problem(("data",), "a `data:` entry ({class_path, init_args}) naming your "
                              "LightningDataModule", "none")
             return Component(""), None
-        entry = self.mapping(value, (section,), ["class_path", "init_args"])
+        keys = ["class_path", "init_args"]
         if not isinstance(value, dict):
+            self.mapping(value, (section,), keys)
             return Component(""), None
+        entry = {k: v for k, v in value.items() if k in keys}
         class_path = self.string(entry.get("class_path"), (section, "class_path"))
         if class_path is None:
+            self.mapping(value, (section,), keys)
             return Component(""), None
         cls = self.import_class(class_path, (section, "class_path"))
         if cls is not None:
@@ -260,8 +263,17 @@ class ComponentChecks(FieldChecks):
         if init_args is not None and not isinstance(init_args, dict):
             self.problem((section, "init_args"), "a mapping of arguments", describe(init_args))
             init_args = None
-        init_args = self.mapping(init_args, (section, "init_args"), argument_names(cls)) if cls else {}
-        return Component(class_path, self.init_arguments(cls, init_args, (section, "init_args"))), cls
+        names = argument_names(cls)
+        misplaced = [key for key in value if key not in keys and key in names]
+        for key in value:
+            if key not in keys:
+                self.problem((section, key), "one of the keys class_path, init_args", f"unknown key {key!r}",
+                             f"{key!r} is an argument of {cls.__name__}: write it under init_args"
+                             if key in misplaced else did_you_mean(key, keys))
+        init_args = self.mapping(init_args, (section, "init_args"), names) if cls else {}
+        fixed = self.init_arguments(cls, init_args, (section, "init_args"))
+        self.written.setdefault(section, set()).update(misplaced)
+        return Component(class_path, fixed), cls
 
     def import_class(self, class_path: str, path: KeyPath) -> type | None:
         try:

@@ -92,6 +92,23 @@ CASES = [
          "    class_path: pytorch_lightning.callbacks.EarlyStopping\n    init_args: {monitor: val_loss}\n", True),
     Case("trainer_options", model(CONV) + DATA + "trainer:\n  gradient_clip_val: 0.5\n  accumulate_grad_batches: 2\n"
          "  limit_train_batches: 0.5\n  precision: 32\n", True),
+    # ---- what jsonargparse makes of YAML's plain values: taken as LightningCLI takes them
+    Case("number_as_a_string", model(f"{CONV}\nmomentum: '1e-3'") + DATA, True),
+    Case("unsigned_exponent_read_as_a_string", model(f"{CONV}\nmomentum: 1e-3") + DATA, True),
+    Case("int_as_a_string", model(f"encoder: {{class_path: {M}.ConvEncoder, init_args: {{width: '4'}}}}") + DATA, True),
+    Case("yes_for_a_bool", model(f"encoder: {{class_path: {M}.MLPEncoder, init_args: {{bias: 'yes'}}}}") + DATA, True),
+    Case("null_for_a_float_with_a_default", model(f"{CONV}\nmomentum: null") + DATA, True),
+    Case("literal_int_as_a_string", model(f"encoder: {{class_path: {M}.ConvEncoder, init_args: {{kernel: '3'}}}}")
+         + DATA, True),
+    Case("list_of_int_strings", model(f"{CONV}\nhidden: ['8']") + DATA, True),
+    Case("data_as_a_class_path", model(CONV) + f"data: {M}.ParityData\n", True),
+    Case("no_callbacks", model(CONV) + DATA + "trainer:\n  callbacks: []\n", True),
+    Case("trainer_option_null", model(CONV) + DATA + "trainer:\n  gradient_clip_val: null\n", True),
+    Case("float_2_0_for_an_int", model(f"encoder: {{class_path: {M}.ConvEncoder, init_args: {{width: 2.0}}}}")
+         + DATA, False, "model.init_args.encoder.init_args.width", ("expected an integer", "2.0")),
+    Case("bool_for_an_int", model(f"encoder: {{class_path: {M}.ConvEncoder, init_args: {{width: true}}}}") + DATA,
+         False, "model.init_args.encoder.init_args.width", ("True (a boolean)",)),
+    Case("string_for_a_list", model(f"{CONV}\ntags: abc") + DATA, False, "model.init_args.tags", ("'abc'",)),
     # ---- refused by LightningCLI: unknown keys at each depth
     Case("unknown_key_depth_1", model(f"{CONV}\nmomentun: 0.5") + DATA, False,
          "model.init_args.momentun", ("did you mean `momentum`?",)),
@@ -146,7 +163,11 @@ CASES = [
          + DATA, False, "model.init_args.encoder.init_args.width", ("required argument 'width'",), "scale: 2.0"),
     Case("nested_required_null", model(f"encoder: {{class_path: {M}.SizedEncoder, init_args: {{width: null}}}}")
          + DATA, False, "model.init_args.encoder.init_args.width", ("required argument 'width'",)),
-    # ---- classes that are not what the argument takes
+    Case("class_by_path_without_its_required_argument", model(f"encoder: {M}.SizedEncoder") + DATA, False,
+         "model.init_args.encoder", ("required argument 'width'",)),
+    Case("model_by_path_without_its_required_argument", f"model: {M}.NeedsClasses\n" + DATA, False,
+         "model.init_args.n_classes", ("required argument 'n_classes'",), "model:"),
+    # ---- classes that are not what the argument takes, or not named at all
     Case("class_not_a_subclass", model(f"encoder: {{class_path: {M}.ParityData}}") + DATA, False,
          "model.init_args.encoder.class_path", ("Module", "ParityData")),
     Case("class_not_importable", model("encoder: {class_path: nowhere.Encoder}") + DATA, False,
@@ -157,6 +178,15 @@ CASES = [
          False, "trainer.callbacks[0].class_path", ("Callback",)),
     Case("init_args_not_a_mapping", model(f"encoder: {{class_path: {M}.ConvEncoder, init_args: [4]}}") + DATA, False,
          "model.init_args.encoder.init_args", ("a mapping",)),
+    Case("nested_class_without_class_path", model("encoder: {init_args: {width: 3}}") + DATA, False,
+         "model.init_args.encoder.class_path", ("a class_path naming a subclass of Module",), "encoder"),
+    Case("callback_without_class_path", model(CONV) + DATA + "trainer:\n  callbacks:\n    - init_args: {monitor: x}\n",
+         False, "trainer.callbacks[0].class_path", ("a class_path naming a subclass of Callback",), "init_args"),
+    Case("model_arguments_beside_class_path", f"model:\n  class_path: {M}.NeedsClasses\n  n_classes: 3\n" + DATA,
+         False, "model.n_classes", ("write it under init_args",)),
+    Case("dict_kwargs_for_a_class_without_kwargs",
+         model(f"encoder: {{class_path: {M}.ConvEncoder, dict_kwargs: {{widht: 1}}}}") + DATA, False,
+         "model.init_args.encoder.dict_kwargs.widht", ("takes no **kwargs", "did you mean `width`?")),
     Case("model_not_a_lightning_module", model("width: 3", "ConvEncoder") + DATA, False,
          "model.class_path", ("LightningModule",)),
     Case("data_not_a_datamodule", model(CONV) + f"data:\n  class_path: {M}.ConvEncoder\n", False,
@@ -225,6 +255,8 @@ def test_lightning_cli_and_finesweep_agree(case: Case, tmp_path):
         assert json.loads(json.dumps(config)) == config
         given = config_of(case)
         for section in ("model", "data"):
+            if isinstance(given[section], str):
+                given[section] = {"class_path": given[section]}
             given[section].setdefault("init_args", {})
         given["model"]["init_args"]["lr"] = 0.01
         assert {k: config[k] for k in given} == given
@@ -240,3 +272,29 @@ def test_lightning_cli_and_finesweep_agree(case: Case, tmp_path):
     assert problem.line is not None and last in text.splitlines()[problem.line - 1], message
     for fragment in case.says:
         assert fragment in rendered, message
+
+
+# Where finesweep refuses on purpose what LightningCLI's parser takes: each would fail every
+# trial the same way, or is set by finesweep itself.
+STRICTER = [
+    Case("input_file_missing", model(f"{CONV}\ninit_from: {MISSING}") + DATA, False, "model.init_args.init_from",
+         ("an existing file", "no_such_weights.pt")),
+    Case("nested_input_file_missing", model(CONV) + DATA + "  init_args: {data_file: missing.csv}\n", False,
+         "data.init_args.data_file", ("an existing file", "missing.csv")),
+    Case("option_finesweep_sets", model(CONV) + DATA + "trainer:\n  max_epochs: 3\n", False, "trainer.max_epochs",
+         ("budget.max_epochs",)),
+]
+
+
+@pytest.mark.parametrize("case", STRICTER, ids=lambda c: c.id)
+def test_where_finesweep_is_stricter_than_lightning_cli_on_purpose(case: Case, tmp_path):
+    accepted, said = lightning_cli_accepts(config_of(case))
+    assert accepted, said
+    path = tmp_path / "spec.yaml"
+    path.write_text(spec_text(case.config))
+    with pytest.raises(SpecError) as caught:
+        parse_spec(path)
+    (problem,) = caught.value.problems
+    assert f": {case.key}: expected " in problem.render(str(path))
+    for fragment in case.says:
+        assert fragment in problem.render(str(path))
