@@ -157,6 +157,10 @@ class ComponentChecks(FieldChecks):
     """The ``model:``, ``data:``, ``trainer:`` and ``metric:`` checks, and of any value bound for
     a class's ``__init__`` argument, at any depth of nested classes."""
 
+    # Whether the user's input files are looked at (see spec.parse_spec): not for the views of a
+    # finished run, which train nothing.
+    read_inputs = True
+
     def __init__(self, source: str, marks: Mapping[KeyPath, int], base_dir: Path | None = None) -> None:
         super().__init__(source, marks, base_dir)
         # (section, argument) whose value has searched parts (a class choice, a nested argument):
@@ -216,10 +220,12 @@ class ComponentChecks(FieldChecks):
     def input_exists(self, target: Target, value: Any, path: KeyPath) -> bool:
         """An input file of the user's model or data (see :mod:`~finesweep.search.spec_paths`)
         that exists; a problem when it does not."""
-        missing = spec_paths.missing_input(target.argument, value) if path[0] in ("model", "data") else None
+        if not self.read_inputs or target.section not in ("model", "data"):
+            return True
+        missing = spec_paths.missing_input(target.argument, value)
         if missing is not None:
             self.problem(path, f"an existing file: {target.cls.__name__} reads {target.argument}",
-                         f"{missing!r}, which does not exist", "relative paths are taken from the spec's folder")
+                         f"{missing!r}: no such file", "relative paths are taken from the spec's folder")
         return missing is None
 
     def component(self, section: str, alias_class: str | None, value: Any,

@@ -44,9 +44,6 @@ Targets = dict[str, tuple[str, ...]]
 class SpaceRules(ComponentChecks):
     """The ``space:`` checks, and those that need the space: required arguments, loading the data."""
 
-    # Whether inputs_load runs the classes' check_inputs hooks (see spec.parse_spec).
-    read_inputs = True
-
     def space(self, task: TaskAlias | None, model_cls: type | None, data_cls: type | None, model: Component,
               data_section: Component, value: Any, given: bool) -> tuple[SearchSpace, Targets]:
         if value is None and not given:

@@ -56,7 +56,10 @@ CASES = [
     # ---- accepted by LightningCLI: nested classes at any depth, every way of naming a class
     Case("nested_class", model(f"encoder:\n  class_path: {M}.ConvEncoder\n  init_args: {{width: 4}}") + DATA, True),
     Case("nested_class_as_a_path_string", model(f"encoder: {M}.MLPEncoder") + DATA, True),
-    Case("nested_class_by_short_name", model("encoder: {class_path: MLPEncoder}") + DATA, True),
+    # By its name alone, as jsonargparse finds a subclass among those imported: one no other module
+    # of the tests defines (examples/encoders has an MLPEncoder too, which makes that name ambiguous).
+    Case("nested_class_by_short_name", model(f"encoder: {{class_path: StackEncoder, init_args: {{block: "
+                                             f"{{class_path: {M}.MLPEncoder}}}}}}") + DATA, True),
     Case("nested_without_init_args", model(CONV) + DATA, True),
     Case("depth_2", model(f"encoder:\n  class_path: {M}.StackEncoder\n  init_args:\n    block:\n"
                           f"      class_path: {M}.ConvEncoder\n      init_args: {{width: 4, kernel: 5}}") + DATA, True),

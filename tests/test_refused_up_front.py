@@ -48,9 +48,9 @@ FAILURES = {
                               "model.init_args.encoder", "encoder: null", "required argument 'encoder'"),
     "missing_init_from": (edit("{num_classes: 10}", "{num_classes: 10, init_from: runs/old/model.pt}", SPEC),
                           "model.init_args.init_from", "init_args: {num_classes: 10, init_from",
-                          "which does not exist"),
+                          "no such file"),
     "missing_data_file": (edit("classes_file: all_digits.txt", "classes_file: some_digits.txt", SPEC),
-                          "data.init_args.classes_file", "classes_file:", "which does not exist"),
+                          "data.init_args.classes_file", "classes_file:", "no such file"),
 }
 
 LOOP = """
