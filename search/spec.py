@@ -1,13 +1,15 @@
 """The sweep spec: one YAML file parsed once into typed objects, with every problem reported at once.
 
 Validation collects :class:`~finesweep.search.spec_problems.Problem` objects (file, line, key
-path, expected, found, hint) instead of stopping at the first one, and nothing here starts Ray
-or imports torch, so a wrong spec is rejected in well under a second, before any compute or any
-file is written. The checks live beside what they check: the YAML loader in
+path, expected, found, hint) instead of stopping at the first one, and nothing here starts Ray,
+so a wrong spec is rejected before any compute or any file is written. The checks live beside
+what they check: the YAML loader in
 :mod:`~finesweep.search.spec_loading`, single values and storage in
 :mod:`~finesweep.search.spec_fields`, the model, data and trainer sections in
-:mod:`~finesweep.search.spec_components`, the space in :mod:`~finesweep.search.spec_space`;
-:class:`SpecChecker` puts them together with the strategy and scheduler sections.
+:mod:`~finesweep.search.spec_components` (nested classes in :mod:`~finesweep.search.spec_classes`,
+path arguments in :mod:`~finesweep.search.spec_paths`), the space in
+:mod:`~finesweep.search.spec_space`; :class:`SpecChecker` puts them together with the strategy
+and scheduler sections.
 """
 
 from __future__ import annotations

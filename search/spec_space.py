@@ -2,9 +2,10 @@
 
 An entry is a fixed value or a searched parameter (``{type: float | int | categorical, ...}``)
 for a model or data argument (bare or ``model.ARG``/``data.ARG``, nested class arguments as
-``model.ARG.init_args.NAME``) or a Trainer option (``trainer.OPTION``). Its values are checked
-against the argument's type hint and bounds; ``when:`` conditions are checked against the
-parameters they name and put in an order that samples a condition before what depends on it.
+``model.ARG.init_args.NAME``, the class of one as ``model.ARG.class_path``) or a Trainer option
+(``trainer.OPTION``). Its values are checked against the type hint and bounds of each class it
+may go to (:mod:`~finesweep.search.spec_classes`); ``when:`` conditions in
+:mod:`~finesweep.search.spec_conditions`, class choices in :mod:`~finesweep.search.spec_choices`.
 """
 
 from __future__ import annotations
