@@ -163,6 +163,30 @@ def walk_class(checks: Any, bases: tuple[type, ...], value: Any, path: KeyPath, 
     return len(checks.problems) > before
 
 
+def full_class_paths(annotation: Any, value: Any) -> Any:
+    """``value`` with each class given by its name alone (``class_path: EarlyStopping``) named by
+    its import path, as LightningCLI's parser records it, so that a trial's config names classes
+    a plain import finds; anything else as written."""
+    if isinstance(value, list):
+        item = components.list_item(annotation)
+        return [full_class_paths(item, entry) for entry in value] if item is not None else value
+    bases = components.class_bases(annotation)
+    if not bases or not isinstance(value, Mapping) or not isinstance(value.get("class_path"), str):
+        return value
+    try:
+        cls = components.resolve_class(value["class_path"], bases)
+    except components.ComponentError:
+        return value
+    new = dict(value)
+    if "." not in value["class_path"].replace(":", "."):
+        new["class_path"] = f"{cls.__module__}.{cls.__qualname__}"
+    if isinstance(value.get("init_args"), Mapping):
+        arguments = components.class_arguments(cls)
+        new["init_args"] = {k: full_class_paths(arguments[k].annotation, v) if k in arguments else v
+                            for k, v in value["init_args"].items()}
+    return new
+
+
 def takes_kwargs(cls: type) -> bool:
     """Whether ``cls(...)`` takes keyword arguments beyond its named ones (``**kwargs``)."""
     try:

@@ -299,7 +299,7 @@ class ComponentChecks(FieldChecks):
             value = self.resolve_paths(cls, name, value, (*path, name))
             if (path[0], name) in self.deferred or self.argument_value(Target(cls, name, path[0]), value,
                                                                         (*path, name)):
-                valid[name] = value
+                valid[name] = spec_classes.full_class_paths(components.class_arguments(cls)[name].annotation, value)
         return valid
 
     def resolve_paths(self, cls: type, name: str, value: Any, path: KeyPath) -> Any:
@@ -330,7 +330,8 @@ class ComponentChecks(FieldChecks):
                 self.problem(("trainer", name), "a pytorch_lightning.Trainer option",
                              f"unknown key {name!r}", suggest(name, allowed))
             elif self.argument_value(Target(cls, name, "trainer"), option, ("trainer", name)):
-                options[name] = option
+                options[name] = spec_classes.full_class_paths(components.class_arguments(cls)[name].annotation,
+                                                              option)
         return options
 
     def metric(self, model: Component, metric: Any, mode: Any, given: bool) -> tuple[str, str]:

@@ -21,6 +21,7 @@ from unittest import mock
 
 import pytest
 import yaml
+from finesweep.models import components
 from finesweep.search.spec import SpecError, parse_spec
 
 HERE = Path(__file__).resolve().parent
@@ -50,6 +51,8 @@ class Case:
     # The key on the line the problem names: the last of `key`, or the nearest one written
     # when that key is missing from the config.
     line_has: str = ""
+    # A class named by its name alone, and the import path a trial's config names it by.
+    expands: tuple[tuple[str, str], ...] = ()
 
 
 CASES = [
@@ -59,7 +62,8 @@ CASES = [
     # By its name alone, as jsonargparse finds a subclass among those imported: one no other module
     # of the tests defines (examples/encoders has an MLPEncoder too, which makes that name ambiguous).
     Case("nested_class_by_short_name", model(f"encoder: {{class_path: StackEncoder, init_args: {{block: "
-                                             f"{{class_path: {M}.MLPEncoder}}}}}}") + DATA, True),
+                                             f"{{class_path: {M}.MLPEncoder}}}}}}") + DATA, True,
+         expands=(("StackEncoder", f"{M}.StackEncoder"),)),
     Case("nested_without_init_args", model(CONV) + DATA, True),
     Case("depth_2", model(f"encoder:\n  class_path: {M}.StackEncoder\n  init_args:\n    block:\n"
                           f"      class_path: {M}.ConvEncoder\n      init_args: {{width: 4, kernel: 5}}") + DATA, True),
@@ -90,7 +94,9 @@ CASES = [
          "      init_args: {monitor: val_loss, patience: 2}\n", True),
     Case("trainer_callbacks_short_names", model(CONV) + DATA + "trainer:\n  callbacks:\n"
          "    - class_path: LearningRateMonitor\n      init_args: {logging_interval: epoch}\n"
-         "    - {class_path: EarlyStopping, init_args: {monitor: val_loss}}\n", True),
+         "    - {class_path: EarlyStopping, init_args: {monitor: val_loss}}\n", True,
+         expands=(("LearningRateMonitor", "pytorch_lightning.callbacks.lr_monitor.LearningRateMonitor"),
+                  ("EarlyStopping", "pytorch_lightning.callbacks.early_stopping.EarlyStopping"))),
     Case("trainer_one_callback", model(CONV) + DATA + "trainer:\n  callbacks:\n"
          "    class_path: pytorch_lightning.callbacks.EarlyStopping\n    init_args: {monitor: val_loss}\n", True),
     Case("trainer_options", model(CONV) + DATA + "trainer:\n  gradient_clip_val: 0.5\n  accumulate_grad_batches: 2\n"
@@ -224,6 +230,13 @@ def spec_text(config: str) -> str:
             "budget: {trials: 2, max_epochs: 1}\n")
 
 
+def class_paths(tree: object) -> list[str]:
+    if isinstance(tree, dict):
+        own = [tree["class_path"]] if isinstance(tree.get("class_path"), str) else []
+        return own + [p for v in tree.values() for p in class_paths(v)]
+    return [p for v in tree for p in class_paths(v)] if isinstance(tree, list) else []
+
+
 def config_of(case: Case) -> dict:
     return yaml.safe_load(case.config)
 
@@ -257,12 +270,16 @@ def test_lightning_cli_and_finesweep_agree(case: Case, tmp_path):
         # What a trial is sent is plain data (JSON), and the config LightningCLI took.
         assert json.loads(json.dumps(config)) == config
         given = config_of(case)
+        for short, full in case.expands:
+            given = yaml.safe_load(yaml.safe_dump(given).replace(f"class_path: {short}\n", f"class_path: {full}\n"))
         for section in ("model", "data"):
             if isinstance(given[section], str):
                 given[section] = {"class_path": given[section]}
             given[section].setdefault("init_args", {})
         given["model"]["init_args"]["lr"] = 0.01
         assert {k: config[k] for k in given} == given
+        for class_path in class_paths(config):  # what a trial imports, a plain import finds
+            components.import_class(class_path)
         return
     with pytest.raises(SpecError) as caught:
         parse_spec(path)
