@@ -1,13 +1,15 @@
 """The sweep spec: one YAML file parsed once into typed objects, with every problem reported at once.
 
 Validation collects :class:`~finesweep.search.spec_problems.Problem` objects (file, line, key
-path, expected, found, hint) instead of stopping at the first one, and nothing here starts Ray
-or imports torch, so a wrong spec is rejected in well under a second, before any compute or any
-file is written. The checks live beside what they check: the YAML loader in
+path, expected, found, hint) instead of stopping at the first one, and nothing here starts Ray,
+so a wrong spec is rejected before any compute or any file is written. The checks live beside
+what they check: the YAML loader in
 :mod:`~finesweep.search.spec_loading`, single values and storage in
 :mod:`~finesweep.search.spec_fields`, the model, data and trainer sections in
-:mod:`~finesweep.search.spec_components`, the space in :mod:`~finesweep.search.spec_space`;
-:class:`SpecChecker` puts them together with the strategy and scheduler sections.
+:mod:`~finesweep.search.spec_components` (nested classes in :mod:`~finesweep.search.spec_classes`,
+path arguments in :mod:`~finesweep.search.spec_paths`), the space in
+:mod:`~finesweep.search.spec_space`; :class:`SpecChecker` puts them together with the strategy
+and scheduler sections.
 """
 
 from __future__ import annotations
@@ -23,9 +25,11 @@ from finesweep.models.tasks import TASKS, TaskAlias
 from finesweep.search import spec_components as sc
 from finesweep.search.export import read_record
 from finesweep.search.space import SearchSpace
+from finesweep.search.spec_choices import deferred_arguments
 from finesweep.search.spec_components import Component
 from finesweep.search.spec_fields import number_rule
 from finesweep.search.spec_loading import parse_yaml_text, read_text, spec_dir_of
+from finesweep.search.spec_paths import resolve_relative
 from finesweep.search.spec_problems import KeyPath, Problem, SpecError, describe
 from finesweep.search.spec_space import SpaceRules
 
@@ -190,6 +194,7 @@ class SpecChecker(SpaceRules):
                 task = None  # The rest is checked as the spec of the model named, once.
         # A `task:` that names no task is reported alone, not again as missing model and data.
         named_task = "task" in data and "model" not in data
+        self.deferred = deferred_arguments(data.get("space"))
         model, model_cls = self.component("model", task.model if task else None, data.get("model"), named_task)
         data_section, data_cls = self.component("data", task.data if task else None, data.get("data"), named_task)
         trainer = self.trainer(data.get("trainer"))
@@ -234,6 +239,9 @@ class SpecChecker(SpaceRules):
 
         if isinstance(value, str):
             value = {"name": value}
+        if isinstance(value, dict):
+            value = self.misplaced_options(value, ("strategy",), ["name", "options", "seed"],
+                                           {n: list(s.options) for n, s in STRATEGIES.items()})
         entry = self.mapping(value, ("strategy",), ["name", "options", "seed"])
         name = entry.get("name", "global")
         if self.string(name, ("strategy", "name"), sorted(STRATEGIES)) is None:
@@ -253,10 +261,26 @@ class SpecChecker(SpaceRules):
             seed = self.number(seed, ("strategy", "seed"), integer=True, low=0, high=MAX_SEED)
         return StrategySpec(name=name, options=options, seed=seed)
 
+    def misplaced_options(self, entry: dict[str, Any], path: KeyPath, keys: list[str],
+                          options: Mapping[str, list[str]]) -> dict[str, Any]:
+        """``entry`` without the keys that are options of some strategy (or scheduler) written
+        beside ``name:``, each reported with where it belongs."""
+        kept = {}
+        for key, value in entry.items():
+            owners = [n for n, known in options.items() if key in known]
+            if key in keys or not owners:
+                kept[key] = value
+                continue
+            name = entry.get("name") if entry.get("name") in owners else owners[0]
+            self.problem((*path, key), f"one of the keys {', '.join(keys)}", f"{key!r} beside `name:`",
+                         f"{key} is an option of {name}: write it under `options:` ({path[0]}: "
+                         f"{{name: {name}, options: {{{key}: ...}}}})")
+        return kept
+
     def start_point(self, value: str) -> dict[str, Any] | None:
         """The searched values of an exported trial (best.yaml's ``#% params``), the file's path
         taken relative to the spec's folder; None (and a problem) when it has none."""
-        path = Path(sc.resolve_relative(value, self.base_dir))
+        path = Path(resolve_relative(value, self.base_dir))
         at = ("strategy", "options", "start_from")
         try:
             params = read_record(path).get("params")
@@ -274,6 +298,9 @@ class SpecChecker(SpaceRules):
 
         if isinstance(value, str):
             value = {"name": value}
+        if isinstance(value, dict):
+            value = self.misplaced_options(value, ("scheduler",), ["name", "options"],
+                                           {n: list(o) for n, o in SCHEDULERS.items()})
         entry = self.mapping(value, ("scheduler",), ["name", "options"])
         name = entry.get("name", "asha")
         if self.string(name, ("scheduler", "name"), sorted(SCHEDULERS)) is None:

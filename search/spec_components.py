@@ -11,25 +11,24 @@ the spec checker that does this; an exported config (``best.yaml``) is checked b
 
 from __future__ import annotations
 
-import inspect
-import os
-import pathlib
-import types
-import typing
-from collections.abc import Mapping, Sequence
+import contextlib
+import copy
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from finesweep.models import components
 from finesweep.models.tasks import KNOWN_METRICS, TaskAlias
+from finesweep.search import spec_classes, spec_paths
+from finesweep.search.spec_classes import Target
 from finesweep.search.spec_fields import FieldChecks
 from finesweep.search.spec_problems import (
     NUMBER_LIKE,
     KeyPath,
+    Problem,
     describe,
     did_you_mean,
-    format_path,
     is_number,
     suggest,
 )
@@ -38,8 +37,6 @@ SECTIONS = ("model", "data", "trainer")
 # Metric names whose direction a reader takes from the name alone; anything else needs `mode:`.
 _MIN_WORDS = ("loss", "err", "mse", "mae", "rmse", "perplexity", "ppl", "nll", "cost", "regret")
 _MAX_WORDS = ("acc", "f1", "auc", "precision", "recall", "r2", "iou", "map", "score", "bleu", "dice")
-# The value types a setting is checked as directly (bounds, choices); others go to jsonargparse.
-_BASE_TYPES = (int, float, str, bool)
 
 
 @dataclass(frozen=True)
@@ -61,21 +58,6 @@ def guess_mode(metric: str) -> str | None:
     if any(word in lowered for word in _MAX_WORDS):
         return "max"
     return None
-
-
-def is_path_argument(name: str, annotation: Any) -> bool:
-    """Arguments that hold a file or folder: resolved against the spec's folder when relative."""
-    if name in ("path", "init_from") or name.endswith(("_path", "_dir", "_file")):
-        return True
-    hints = [annotation, *typing.get_args(annotation)]
-    return any(inspect.isclass(h) and issubclass(h, (os.PathLike, pathlib.PurePath)) for h in hints)
-
-
-def resolve_relative(value: Any, base: Path) -> Any:
-    """``value`` made absolute against ``base`` when it is a relative path string."""
-    if isinstance(value, str) and value and not value.startswith("~") and not Path(value).is_absolute():
-        return str((base / value).resolve())
-    return value
 
 
 def trainer_class() -> type:
@@ -121,20 +103,6 @@ def probe_values(param: Any) -> list[Any]:
     return [param.low, param.high]
 
 
-def base_type(annotation: Any) -> type | None:
-    """int, float, str (also for a Literal of strings), bool, or None for anything else;
-    ``Annotated`` and ``Optional`` looked through."""
-    origin = typing.get_origin(annotation)
-    if origin is typing.Annotated:
-        return base_type(typing.get_args(annotation)[0])
-    if origin is typing.Literal:
-        return str if all(isinstance(a, str) for a in typing.get_args(annotation)) else None
-    if origin in (typing.Union, types.UnionType):
-        kinds = {base_type(a) for a in typing.get_args(annotation) if a is not type(None)}
-        return kinds.pop() if len(kinds) == 1 else None
-    return next((t for t in _BASE_TYPES if annotation is t), None)
-
-
 def _reason(error: Exception) -> str:
     text = " ".join(str(error).split())
     return f"{type(error).__name__}: {text}" if text else type(error).__name__
@@ -144,7 +112,9 @@ def run_config(model: Component, data: Component, trainer: Mapping[str, Any], va
                targets: Mapping[str, tuple[str, ...]], task: TaskAlias | None) -> dict[str, Any]:
     """A run's config in LightningCLI's terms (``model``, ``data``, ``trainer``): ``values``
     (by search name) put in place, and a task alias's linked data arguments copied to the model."""
-    config: dict[str, Any] = {"model": model.as_config(), "data": data.as_config(), "trainer": dict(trainer)}
+    # A deep copy: the values are the spec's, and a trial's config shares nothing with it.
+    config: dict[str, Any] = copy.deepcopy({"model": model.as_config(), "data": data.as_config(),
+                                            "trainer": dict(trainer)})
     for name, value in values.items():
         section, *rest = targets[name]
         if section == "trainer":
@@ -183,73 +153,80 @@ def input_problems(data: Component, data_args: Mapping[str, Any], model: Compone
     return []
 
 
-def required_missing(cls: type, given: Sequence[str]) -> list[str]:
-    return [a.name for a in components.class_arguments(cls).values() if a.required and a.name not in given]
-
-
-@dataclass(frozen=True)
-class Target:
-    """Where a spec value goes: argument ``argument`` of ``cls`` (in ``section``), or inside it at
-    ``nested`` (``init_args``, name, ...) when that argument is itself a class."""
-
-    cls: type
-    argument: str
-    nested: tuple[str, ...] = ()
-    section: str = "model"
-    # The argument's fixed value, into which a nested value is put for checking.
-    fixed_whole: Any = None
-
-    @property
-    def annotation(self) -> Any:
-        return components.class_arguments(self.cls)[self.argument].annotation
-
-    @property
-    def kind(self) -> type | None:
-        """The value type checked directly (see :func:`base_type`); None inside a nested class."""
-        return None if self.nested else base_type(self.annotation)
-
-    @property
-    def limits(self) -> components.Range | None:
-        return None if self.nested else components.bounds(self.annotation)
-
-    @property
-    def choices(self) -> tuple[str, ...]:
-        hint = self.annotation
-        if typing.get_origin(hint) is typing.Annotated:
-            hint = typing.get_args(hint)[0]
-        return tuple(typing.get_args(hint)) if typing.get_origin(hint) is typing.Literal else ()
-
-
 class ComponentChecks(FieldChecks):
     """The ``model:``, ``data:``, ``trainer:`` and ``metric:`` checks, and of any value bound for
-    a class's ``__init__`` argument."""
+    a class's ``__init__`` argument, at any depth of nested classes."""
+
+    # Whether the user's input files are looked at (see spec.parse_spec): not for the views of a
+    # finished run, which train nothing.
+    read_inputs = True
+
+    def __init__(self, source: str, marks: Mapping[KeyPath, int], base_dir: Path | None = None) -> None:
+        super().__init__(source, marks, base_dir)
+        # (section, argument) whose value has searched parts (a class choice, a nested argument):
+        # checked with the space, as each trial gets it (SpaceRules.check_with_searches).
+        self.deferred: set[tuple[str, str]] = set()
+        # The argument names each section's init_args wrote, valid or not.
+        self.written: dict[str, set[str]] = {}
+
+    @contextlib.contextmanager
+    def collecting(self) -> Iterator[list[Problem]]:
+        """Problems found inside the block go to the list it yields instead of the spec's."""
+        saved, self.problems = self.problems, []
+        try:
+            yield self.problems
+        finally:
+            self.problems = saved
 
     def argument_value(self, target: Target, value: Any, path: KeyPath) -> bool:
-        """Check one value for ``target`` against its class's signature: the type hint through
-        jsonargparse, the bounds of a :class:`~finesweep.models.components.Range`; one problem."""
+        """Check one value for ``target`` as LightningCLI's parser does (jsonargparse, through
+        nested classes), plus finesweep's rules: a required argument is not null, an input file
+        exists, a :class:`~finesweep.models.components.Range` holds. Problems are located at
+        any depth; True when the value is accepted."""
+        if target.class_slot:
+            return spec_classes.class_choice(self, target, value, path)
+        argument = components.class_arguments(target.cls)[target.argument]
+        if value is None and argument.required and not components.admits_none(argument.annotation):
+            self.problem(path, f"a value for {target.cls.__name__}'s required argument {target.argument!r}",
+                         describe(value), "null leaves it unset: "
+                         + spec_classes.required_hint(path, target.cls, target.argument))
+            return False
+        reason = components.check_argument(target.cls, target.argument, value)
+        if reason is None:
+            if spec_classes.walk(self, argument.annotation, value, path, structural=False):
+                return False
+            return self.input_exists(target, value, path)
+        if not (self.plain_value(target, value, path)
+                or spec_classes.walk(self, argument.annotation, value, path, structural=True)):
+            bare = components.BARE_TYPE_REASON.match(reason.replace(f". Got value: {value}", ""))
+            self.problem(path, components.describe_type(argument.annotation), describe(value), "" if bare else reason)
+        return False
+
+    def plain_value(self, target: Target, value: Any, path: KeyPath) -> bool:
+        """A refused number, name or boolean, said in finesweep's words (bounds, choices, the
+        YAML reading of the value); True when that reported it."""
+        before = len(self.problems)
         kind, limits = target.kind, target.limits
         if (kind is int or kind is float) and not isinstance(value, bool) and (
                 is_number(value) or (isinstance(value, str) and NUMBER_LIKE.match(value.strip()))):
-            low = limits.low if limits else None
-            high = limits.high if limits else None
-            return self.number(value, path, integer=kind is int, low=low, high=high) is not None
-        if kind is str and target.choices:
-            return self.string(value, path, target.choices) is not None
-        if kind is bool and not target.nested:
-            if isinstance(value, bool):
-                return True  # False is a value like any other: it must not read as "invalid"
+            self.number(value, path, integer=kind is int, low=limits.low if limits else None,
+                        high=limits.high if limits else None)
+        elif kind is str and target.choices:
+            self.string(value, path, target.choices)
+        elif kind is bool:
             self.boolean(value, path)
-            return False
-        whole = value
-        if target.nested:
-            whole = components.nested_set(target.fixed_whole or {}, target.nested, value)
-        reason = components.check_argument(target.cls, target.argument, whole)
-        if reason is not None:
-            self.problem(path, components.describe_type(target.annotation) if not target.nested
-                         else f"a valid {format_path((target.argument, *target.nested))}",
-                         describe(value), reason if target.nested or "Expected" not in reason else "")
-            return False
-        return True
+        return len(self.problems) > before
+
+    def input_exists(self, target: Target, value: Any, path: KeyPath) -> bool:
+        """An input file of the user's model or data (see :mod:`~finesweep.search.spec_paths`)
+        that exists; a problem when it does not."""
+        if not self.read_inputs or target.section not in ("model", "data"):
+            return True
+        missing = spec_paths.missing_input(target.argument, value)
+        if missing is not None:
+            self.problem(path, f"an existing file: {target.cls.__name__} reads {target.argument}",
+                         f"{missing!r}: no such file", "relative paths are taken from the spec's folder")
+        return missing is None
 
     def component(self, section: str, alias_class: str | None, value: Any,
                   named_task: bool = False) -> tuple[Component, type | None]:
@@ -263,6 +240,8 @@ class ComponentChecks(FieldChecks):
             cls = self.import_class(alias_class, (section,))
             init_args = self.mapping(value, (section,), argument_names(cls) if cls else [])
             return Component(alias_class, self.init_arguments(cls, init_args, (section,))), cls
+        if isinstance(value, str) and value:
+            value = {"class_path": value}  # LightningCLI takes a class by its path alone
         if named_task and not (isinstance(value, dict) and "class_path" in value):
             return Component(""), None
         if value is None:
@@ -270,11 +249,14 @@ class ComponentChecks(FieldChecks):
                 self.problem(("data",), "a `data:` entry ({class_path, init_args}) naming your "
                              "LightningDataModule", "none")
             return Component(""), None
-        entry = self.mapping(value, (section,), ["class_path", "init_args"])
+        keys = ["class_path", "init_args"]
         if not isinstance(value, dict):
+            self.mapping(value, (section,), keys)
             return Component(""), None
+        entry = {k: v for k, v in value.items() if k in keys}
         class_path = self.string(entry.get("class_path"), (section, "class_path"))
         if class_path is None:
+            self.mapping(value, (section,), keys)
             return Component(""), None
         cls = self.import_class(class_path, (section, "class_path"))
         if cls is not None:
@@ -287,8 +269,17 @@ class ComponentChecks(FieldChecks):
         if init_args is not None and not isinstance(init_args, dict):
             self.problem((section, "init_args"), "a mapping of arguments", describe(init_args))
             init_args = None
-        init_args = self.mapping(init_args, (section, "init_args"), argument_names(cls)) if cls else {}
-        return Component(class_path, self.init_arguments(cls, init_args, (section, "init_args"))), cls
+        names = argument_names(cls)
+        misplaced = [key for key in value if key not in keys and key in names]
+        for key in value:
+            if key not in keys:
+                self.problem((section, key), "one of the keys class_path, init_args", f"unknown key {key!r}",
+                             f"{key!r} is an argument of {cls.__name__}: write it under init_args"
+                             if key in misplaced else did_you_mean(key, keys))
+        init_args = self.mapping(init_args, (section, "init_args"), names) if cls else {}
+        fixed = self.init_arguments(cls, init_args, (section, "init_args"))
+        self.written.setdefault(section, set()).update(misplaced)
+        return Component(class_path, fixed), cls
 
     def import_class(self, class_path: str, path: KeyPath) -> type | None:
         try:
@@ -298,24 +289,26 @@ class ComponentChecks(FieldChecks):
             return None
 
     def init_arguments(self, cls: type | None, given: Mapping[str, Any], path: KeyPath) -> dict[str, Any]:
-        """The fixed arguments of ``cls`` that pass its checks, paths made absolute."""
+        """The fixed arguments of ``cls`` that pass its checks (those with searched parts are
+        checked with the space), relative paths made absolute at any depth."""
         if cls is None:
             return {}
+        self.written[path[0]] = set(given)
         valid = {}
         for name, value in given.items():
-            target = Target(cls, name, ())
-            if self.argument_value(target, value, (*path, name)):
-                valid[name] = self.resolve_path(target, value, (*path, name))
+            value = self.resolve_paths(cls, name, value, (*path, name))
+            if (path[0], name) in self.deferred or self.argument_value(Target(cls, name, path[0]), value,
+                                                                        (*path, name)):
+                valid[name] = spec_classes.full_class_paths(components.class_arguments(cls)[name].annotation, value)
         return valid
 
-    def resolve_path(self, target: Target, value: Any, path: KeyPath) -> Any:
-        """A relative path in a path argument, made absolute against the spec's folder, so a run
-        started from any working directory (and its exports) finds the same file."""
-        if target.nested or not is_path_argument(target.argument, target.annotation):
-            return value
-        resolved = resolve_relative(value, self.base_dir)
-        if resolved != value:
-            self.resolved_paths[path] = resolved
+    def resolve_paths(self, cls: type, name: str, value: Any, path: KeyPath) -> Any:
+        """``value`` with relative paths in path arguments made absolute against the spec's folder
+        (nested classes' too), so a run started from any working directory, and its exports,
+        find the same files; the run's copy of the spec records them so."""
+        resolved, changes = spec_paths.resolve_paths(cls, name, value, self.base_dir)
+        for at, absolute in changes.items():
+            self.resolved_paths[(*path, *at)] = absolute
         return resolved
 
     def trainer(self, value: Any) -> dict[str, Any]:
@@ -336,8 +329,9 @@ class ComponentChecks(FieldChecks):
             elif name not in allowed:
                 self.problem(("trainer", name), "a pytorch_lightning.Trainer option",
                              f"unknown key {name!r}", suggest(name, allowed))
-            elif self.argument_value(Target(cls, name, ()), option, ("trainer", name)):
-                options[name] = option
+            elif self.argument_value(Target(cls, name, "trainer"), option, ("trainer", name)):
+                options[name] = spec_classes.full_class_paths(components.class_arguments(cls)[name].annotation,
+                                                              option)
         return options
 
     def metric(self, model: Component, metric: Any, mode: Any, given: bool) -> tuple[str, str]:

@@ -2,18 +2,20 @@
 
 An entry is a fixed value or a searched parameter (``{type: float | int | categorical, ...}``)
 for a model or data argument (bare or ``model.ARG``/``data.ARG``, nested class arguments as
-``model.ARG.init_args.NAME``) or a Trainer option (``trainer.OPTION``). Its values are checked
-against the argument's type hint and bounds; ``when:`` conditions are checked against the
-parameters they name and put in an order that samples a condition before what depends on it.
+``model.ARG.init_args.NAME``, the class of one as ``model.ARG.class_path``) or a Trainer option
+(``trainer.OPTION``). Its values are checked against the type hint and bounds of each class it
+may go to (:mod:`~finesweep.search.spec_classes`); ``when:`` conditions in
+:mod:`~finesweep.search.spec_conditions`, class choices in :mod:`~finesweep.search.spec_choices`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Set
+from collections.abc import Mapping
 from typing import Any
 
 from finesweep.models import components
 from finesweep.models.tasks import TaskAlias
+from finesweep.search import spec_classes, spec_paths
 from finesweep.search import spec_components as sc
 from finesweep.search.space import (
     CategoricalParam,
@@ -22,9 +24,13 @@ from finesweep.search.space import (
     IntParam,
     Param,
     SearchSpace,
+    is_active,
 )
-from finesweep.search.spec_components import Component, ComponentChecks, Target
-from finesweep.search.spec_problems import KeyPath, describe, did_you_mean, format_path, is_number, suggest
+from finesweep.search.spec_choices import check_with_searches, class_choices
+from finesweep.search.spec_classes import Target
+from finesweep.search.spec_components import Component, ComponentChecks
+from finesweep.search.spec_conditions import conditions, order_by_conditions
+from finesweep.search.spec_problems import KeyPath, describe, did_you_mean, format_path, suggest
 
 MAX_CHOICES = 1_000
 # A searched entry's `type:`: the parameter it makes and the keys it takes.
@@ -39,9 +45,6 @@ Targets = dict[str, tuple[str, ...]]
 class SpaceRules(ComponentChecks):
     """The ``space:`` checks, and those that need the space: required arguments, loading the data."""
 
-    # Whether inputs_load runs the classes' check_inputs hooks (see spec.parse_spec).
-    read_inputs = True
-
     def space(self, task: TaskAlias | None, model_cls: type | None, data_cls: type | None, model: Component,
               data_section: Component, value: Any, given: bool) -> tuple[SearchSpace, Targets]:
         if value is None and not given:
@@ -51,6 +54,7 @@ class SpaceRules(ComponentChecks):
             return SearchSpace(params=()), {}
         classes = {"model": model_cls, "data": data_cls}
         fixed_components = {"model": model, "data": data_section}
+        choices = class_choices(value)
         params: list[Param] = []
         fixed: dict[str, Any] = {}
         targets: Targets = {}
@@ -58,12 +62,14 @@ class SpaceRules(ComponentChecks):
         rejected: set[str] = set()
         for name, entry in value.items():
             path = ("space", name)
-            target = self.target(name, task, classes, fixed_components, path)
-            if target is None and (model_cls is not None or data_cls is not None):
+            when = entry.get("when") if isinstance(entry, dict) and isinstance(entry.get("when"), dict) else {}
+            found = self.target(name, task, classes, fixed_components, choices, when, path)
+            if found is None and (model_cls is not None or data_cls is not None):
                 rejected.add(str(name))
                 continue
-            if target is not None:
-                targets[str(name)] = (target.section, target.argument, *target.nested)
+            where: list[Target] = []
+            if found is not None:
+                where, targets[str(name)] = found
             if isinstance(entry, dict) and "type" not in entry:
                 if set(entry) == {"value"}:
                     entry = entry["value"]
@@ -78,7 +84,7 @@ class SpaceRules(ComponentChecks):
                     rejected.add(name)
                     continue
             if isinstance(entry, dict):
-                param = self.param(name, entry, target, path)
+                param = self.param(name, entry, where, path)
                 if param is not None:
                     params.append(param)
                 else:
@@ -86,14 +92,32 @@ class SpaceRules(ComponentChecks):
             elif isinstance(entry, list):
                 self.problem(path, "a fixed value or a mapping with `type:`", describe(entry),
                              "to search a list, write {type: categorical, choices: [...]}")
-            elif target is None or self.argument_value(target, entry, path):
-                fixed[name] = self.resolve_path(target, entry, path) if target is not None else entry
-        ordered = self.order_by_conditions(params, rejected=rejected, fixed=fixed)
+                rejected.add(name)
+            else:
+                entry = self.resolve_fixed(where, entry, path)
+                if all(self.argument_value(t, entry, path) for t in where):
+                    fixed[name] = entry
+                else:
+                    rejected.add(name)
+        ordered = order_by_conditions(self, params, rejected=rejected, fixed=fixed)
+        check_with_searches(self, classes, fixed_components, ordered, fixed, targets, rejected)
         return SearchSpace(params=tuple(ordered), fixed=fixed), targets
 
+    def resolve_fixed(self, where: list[Target], value: Any, path: KeyPath | None = None) -> Any:
+        """A space value, a relative path in a path argument made absolute (and, for a fixed one
+        at ``path``, so recorded in the run's copy of the spec)."""
+        if len(where) != 1 or where[0].class_slot:
+            return value
+        resolved, changes = spec_paths.resolve_paths(where[0].cls, where[0].argument, value, self.base_dir)
+        if changes and path is not None:
+            self.resolved_paths[path] = resolved
+        return resolved
+
     def target(self, key: str, task: TaskAlias | None, classes: Mapping[str, type | None],
-               fixed: Mapping[str, Component], path: KeyPath) -> Target | None:
-        """Where the space entry ``key`` goes; None (and a problem) when nowhere."""
+               fixed: Mapping[str, Component], choices: spec_classes.ClassChoices, when: Mapping[str, Any],
+               path: KeyPath) -> tuple[list[Target], tuple[str, ...]] | None:
+        """Where the space entry ``key`` goes: the arguments it sets (one per class it may go to)
+        and its place in a run's config; None (and a problem) when nowhere."""
         from finesweep.models.run import RESERVED_TRAINER_OPTIONS
 
         parts = sc.split_target(str(key))
@@ -102,7 +126,7 @@ class SpaceRules(ComponentChecks):
             for section in ("model", "data"):
                 cls = classes[section]
                 if cls is not None and parts[0] in components.class_arguments(cls):
-                    return Target(cls, parts[0], (), section, fixed[section].init_args.get(parts[0]))
+                    return [Target(cls, parts[0], section)], (section, parts[0])
             if all(classes[s] is None for s in ("model", "data")):
                 return None
             names = [*sc.argument_names(classes["model"]), *sc.argument_names(classes["data"])]
@@ -111,7 +135,7 @@ class SpaceRules(ComponentChecks):
                          suggest(key, names) if task is not None else did_you_mean(key, names)
                          or "name it model.ARG, data.ARG or trainer.OPTION")
             return None
-        section, argument, *nested = parts
+        section, argument = parts[0], parts[1]
         if section not in sc.SECTIONS:
             self.problem(path, "model.ARG, data.ARG or trainer.OPTION", f"{key!r}",
                          did_you_mean(section, sc.SECTIONS))
@@ -128,25 +152,23 @@ class SpaceRules(ComponentChecks):
             self.problem(path, f"an argument of {cls.__name__}", f"unknown parameter {argument!r}",
                          suggest(argument, names))
             return None
-        if nested and nested[0] != "init_args":
-            self.problem(path, f"{section}.{argument}.init_args.NAME (an argument of the class it names)",
-                         repr(key))
-            return None
-        whole = fixed[section].init_args.get(argument) if section != "trainer" else None
-        return Target(cls, argument, tuple(nested), section, whole)
+        fixed_args = fixed[section].init_args if section != "trainer" else {}
+        where = spec_classes.space_targets(self, str(key), cls, fixed_args, choices, when, path)
+        return (where, tuple(parts)) if where is not None else None
 
-    def param(self, name: str, entry: dict[str, Any], target: Target | None, path: KeyPath) -> Param | None:
+    def param(self, name: str, entry: dict[str, Any], where: list[Target], path: KeyPath) -> Param | None:
         type_name = self.string(entry["type"], (*path, "type"), list(PARAM_TYPES))
         if type_name is None:
             return None
         kind, keys = PARAM_TYPES[type_name]
         entry = self.mapping(entry, path, keys)
-        takes = target.kind if target is not None else None
-        limits = target.limits if target is not None else None
-        when = self.conditions(entry.get("when"), (*path, "when"))
+        kinds = {t.kind for t in where}
+        takes = kinds.pop() if len(kinds) == 1 else None
+        limits = _tightest([t.limits for t in where])
+        when = conditions(self, entry.get("when"), (*path, "when"))
         if kind is CategoricalParam:
-            return self.categorical(name, entry, target, path, when)
-        if takes is str or takes is bool:
+            return self.categorical(name, entry, where, path, when)
+        if takes is str or takes is bool or any(t.class_slot for t in where):
             self.problem((*path, "type"), "categorical (this setting takes names)", repr(type_name))
             return None
         integer = kind is IntParam
@@ -185,11 +207,14 @@ class SpaceRules(ComponentChecks):
             self.problem((*path, "low"), "low > 0 on a log scale", repr(low),
                          "a log-scale range cannot include zero or negatives")
             return None
+        if takes is None and not all(self.argument_value(t, end, (*path, key)) for t in where
+                                     for key, end in (("low", low), ("high", high))):
+            return None  # a setting of another type (a union, a list...): the range's ends checked as values
         if integer:
             return IntParam(name, int(low), int(high), log=log, step=int(step or 1), when=when)
         return FloatParam(name, float(low), float(high), log=log, step=step, when=when)
 
-    def categorical(self, name: str, entry: dict[str, Any], target: Target | None, path: KeyPath,
+    def categorical(self, name: str, entry: dict[str, Any], where: list[Target], path: KeyPath,
                     when: tuple[Condition, ...]) -> CategoricalParam | None:
         choices = entry.get("choices")
         if not isinstance(choices, list) or not choices:
@@ -204,8 +229,8 @@ class SpaceRules(ComponentChecks):
             if isinstance(choice, (dict, list)):
                 self.problem((*path, "choices", index), "a plain value", describe(choice))
                 ok = False
-            elif target is not None and not self.argument_value(target, choice,
-                                                                 (*path, "choices", index)):
+            elif not all(self.argument_value(t, self.resolve_fixed(where, choice), (*path, "choices", index))
+                         for t in where):
                 ok = False
         if ok:
             # Equal, not identical: Optuna finds a choice by ==, so 1 and 1.0 (or 1 and true) collide.
@@ -219,79 +244,6 @@ class SpaceRules(ComponentChecks):
                 ok = False
         return CategoricalParam(name, tuple(choices), when=when) if ok else None
 
-    def conditions(self, value: Any, path: KeyPath) -> tuple[Condition, ...]:
-        if value is None:
-            return ()
-        if not isinstance(value, dict) or not value:
-            self.problem(path, "a mapping {parameter: value or [values]}", describe(value))
-            return ()
-        result = []
-        for parameter, expected in value.items():
-            values = tuple(expected) if isinstance(expected, list) else (expected,)
-            if not values:
-                self.problem((*path, parameter), "at least one value", "[]",
-                             "with no values the condition never holds and the parameter is never searched")
-                continue
-            result.append(Condition(str(parameter), values))
-        return tuple(result)
-
-    def order_by_conditions(self, params: list[Param], *, rejected: Set[str] = frozenset(),
-                            fixed: Mapping[str, Any] | None = None) -> list[Param]:
-        """Sampling order: a condition's parameter before the parameters that depend on it.
-        ``rejected`` names parameters whose own problems are already reported."""
-        by_name = {p.name: p for p in params}
-        for param in params:
-            for condition in param.when:
-                path = ("space", param.name, "when", condition.parameter)
-                other = by_name.get(condition.parameter)
-                if condition.parameter == param.name:
-                    self.problem(path, "another parameter", "a condition on itself")
-                elif condition.parameter in rejected:
-                    pass  # Its own definition is wrong and already reported.
-                elif other is None and condition.parameter in (fixed or {}):
-                    self.problem(path, "a searched parameter of this space",
-                                 f"{condition.parameter!r}, which is fixed to "
-                                 f"{describe(fixed[condition.parameter])}",
-                                 "a condition on a fixed value always or never holds")
-                elif other is None:
-                    self.problem(path, "a searched parameter of this space",
-                                 f"{condition.parameter!r}, which is not searched here",
-                                 suggest(condition.parameter, list(by_name)))
-                elif isinstance(other, FloatParam):
-                    self.problem(path, "a condition on a categorical or int parameter",
-                                 f"a condition on the float {other.name!r}",
-                                 "a sampled float almost never equals a given value")
-                else:
-                    for expected in condition.values:
-                        if not _can_take(other, expected):
-                            self.problem(path, f"a value {other.name} can take: {_describe_values(other)}",
-                                         repr(expected))
-        ordered: list[Param] = []
-        placed: set[str] = set()
-        pending = list(params)
-
-        def waits_for(param: Param) -> list[str]:
-            return [c.parameter for c in param.when
-                    if c.parameter in by_name and c.parameter != param.name and c.parameter not in placed]
-
-        while pending:
-            ready = [p for p in pending if not waits_for(p)]
-            if not ready:
-                # Every pending parameter waits for another pending one: following those links
-                # from any of them must come back round; report that loop, then carry on.
-                chain = [pending[0].name]
-                while (step := waits_for(by_name[chain[-1]])[0]) not in chain:
-                    chain.append(step)
-                cycle = [*chain[chain.index(step):], step]
-                self.problem(("space", cycle[0], "when", cycle[1]), "conditions without cycles",
-                             f"a cycle {' -> '.join(cycle)}", "one of them must not depend on the others")
-                ready = [by_name[name] for name in cycle[:-1]]
-            for param in ready:
-                ordered.append(param)
-                placed.add(param.name)
-                pending.remove(param)
-        return ordered
-
     def required_arguments(self, model: Component, model_cls: type | None, data_section: Component,
                            data_cls: type | None, targets: Targets, task: TaskAlias | None) -> None:
         """A required ``__init__`` argument neither fixed nor searched nor linked is a problem now,
@@ -299,10 +251,14 @@ class SpaceRules(ComponentChecks):
         for section, component, cls in (("model", model, model_cls), ("data", data_section, data_cls)):
             if cls is None:
                 continue
-            given = {*component.init_args, *(t[1] for t in targets.values() if t[0] == section)}
+            written = self.written.get(section, set())
+            # Written, meant (a misspelt key), or reached into by the space: reported there if wrong.
+            given = {*written, *spec_classes.meant(written, sc.argument_names(cls)), *component.init_args,
+                     *(t[1] for t in targets.values() if t[0] == section),
+                     *(argument for s, argument in self.deferred if s == section)}
             if task is not None and section == "model":
                 given |= set(task.links.values())
-            for argument in sc.required_missing(cls, sorted(given)):
+            for argument in components.required_missing(cls, sorted(given)):
                 where = (section,) if task is not None else (section, "init_args")
                 self.problem((*where, argument), f"a value for {cls.__name__}'s required argument {argument!r}",
                              "none", f"fix it under {format_path(where)} or search it as {section}.{argument}")
@@ -312,7 +268,10 @@ class SpaceRules(ComponentChecks):
         """Build the DataModule once (and the module, when it has ``check_inputs``) with the
         fixed values and each searched one's first probe: a missing or unreadable data file or
         ``init_from`` checkpoint is reported now, before any worker starts."""
-        probe = {p.name: sc.probe_values(p)[0] for p in space.params}
+        probe: dict[str, Any] = {}
+        for param in space.params:  # in sampling order, so only active parameters are probed
+            if is_active(param, probe):
+                probe[param.name] = sc.probe_values(param)[0]
         config = sc.run_config(model, data_section, {}, {**space.fixed, **probe}, targets, task)
         for section, reason in sc.input_problems(data_section, config["data"]["init_args"], model,
                                                  config["model"]["init_args"], hooks=self.read_inputs):
@@ -321,17 +280,10 @@ class SpaceRules(ComponentChecks):
             self.problem((section,), expected, reason)
 
 
-def _can_take(param: IntParam | CategoricalParam, value: Any) -> bool:
-    if isinstance(param, CategoricalParam):
-        return value in param.choices
-    # Arithmetic, not a list of the grid: an int range can span billions of values.
-    whole = isinstance(value, int) or (isinstance(value, float) and value.is_integer())
-    return (is_number(value) and whole and param.low <= value <= param.high
-            and (int(value) - param.low) % param.step == 0)
-
-
-def _describe_values(param: IntParam | CategoricalParam) -> str:
-    if isinstance(param, CategoricalParam):
-        return ", ".join(map(repr, param.choices[:10])) + (", ..." if len(param.choices) > 10 else "")
-    step = f" in steps of {param.step}" if param.step != 1 else ""
-    return f"an integer from {param.low} to {param.high}{step}"
+def _tightest(ranges: list[components.Range | None]) -> components.Range | None:
+    """The bounds every one of ``ranges`` allows."""
+    lows = [r.low for r in ranges if r is not None and r.low is not None]
+    highs = [r.high for r in ranges if r is not None and r.high is not None]
+    if not lows and not highs:
+        return None
+    return components.Range(max(lows) if lows else None, min(highs) if highs else None)

@@ -208,6 +208,12 @@ BAD_SPECS = [
         "strategy.options.n_startup_trials", "strategy:", ("expected no keys here",)),
     Bad("wrong_option_type", edit("seed: 0}", "seed: 0, options: {n_startup_trials: many}}"),
         "strategy.options.n_startup_trials", "strategy:", ("an integer", "'many'")),
+    Bad("strategy_option_beside_name", edit("{name: global, seed: 0}", "{name: local, start_from: best.yaml}"),
+        "strategy.start_from", "strategy:", ("beside `name:`", "start_from is an option of local: write it under "
+                                            "`options:`")),
+    Bad("scheduler_option_beside_name", edit("{name: asha, options: {reduction_factor: 3}}",
+                                             "{name: asha, grace_period: 2}"),
+        "scheduler.grace_period", "scheduler:", ("grace_period is an option of asha: write it under `options:`",)),
     Bad("negative_seed", edit("seed: 0}", "seed: -1}"), "strategy.seed", "strategy:", (">= 0",)),
     Bad("seed_beyond_numpy", edit("seed: 0}", "seed: 5000000000}"), "strategy.seed", "strategy:",
         ("<= 2147483647",)),

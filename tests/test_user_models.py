@@ -196,7 +196,7 @@ BAD_USER_SPECS = [
         "space.trainer.accelerator", "trainer.accelerator:", ("resources.gpus",)),
     Bad("nested_class_argument_wrong", edit("{act: relu}", "{act: relu, encoder: {class_path: torch.nn.Linear, "
                                                           "init_args: {in_featurez: 6, out_features: 4}}}"),
-        "model.init_args.encoder", "init_args: {act", ("in_featurez",)),
+        "model.init_args.encoder.init_args.in_featurez", "init_args: {act", ("did you mean `in_features`?",)),
     Bad("nested_searched_path_without_init_args", edit("model.hidden:", "model.encoder.width.x:"),
         "space.model.encoder.width.x", "model.encoder.width.x:", ("model.encoder.init_args.NAME",)),
     Bad("mode_missing_for_an_unknown_metric", edit("metric: val_loss\nmode: min", "metric: val_thing"),
