@@ -108,7 +108,7 @@ class _EpochEnd(pl.callbacks.Checkpoint):
             self.best, self.best_epoch = dict(metrics), epoch
             self.best_state = {k: v.detach().cpu().clone() for k, v in module.state_dict().items()}
             if self.checkpoint_path is not None:
-                torch.save(self.best_state, self.checkpoint_path)
+                save_weights(self.best_state, self.checkpoint_path)
         if self.state_path is not None:
             # Everything needed to go on after this epoch (weights, optimizer and scheduler
             # state, loop counters, this callback's history): written before the epoch is
@@ -131,7 +131,26 @@ class _EpochEnd(pl.callbacks.Checkpoint):
         self.resumed_from_epoch = len(self.history)
         if self.checkpoint_path is not None and self.best_state is not None:
             # The run that wrote the state may have died on another node with its files.
-            torch.save(self.best_state, self.checkpoint_path)
+            save_weights(self.best_state, self.checkpoint_path)
+
+
+def save_weights(state: Mapping[str, torch.Tensor], path: Path) -> None:
+    """Write a state dict whole or not at all. torch.save on a full disk reports a bare
+    RuntimeError and leaves a cut-short file; serialised in memory first, the write to disk
+    raises the system's own error (ENOSPC), and a file half-written is never left in place."""
+    import io
+    import os
+
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    partial = path.with_name(path.name + ".partial")
+    try:
+        with open(partial, "wb") as file:
+            file.write(buffer.getbuffer())
+        os.replace(partial, path)
+    except OSError:
+        partial.unlink(missing_ok=True)
+        raise
 
 
 def trained_epochs(state_path: Path) -> list[dict[str, float]]:

@@ -44,6 +44,11 @@ REPORT_FILE = "report.html"
 PLOT_DIR = "report"
 
 
+def default_run_dir(name: str) -> Path:
+    """Where a sweep named ``name`` runs unless told otherwise (``--out``)."""
+    return Path("runs") / name
+
+
 def trial_name(number: int) -> str:
     return f"trial_{number:04d}"
 

@@ -13,7 +13,7 @@ def _running_lines(record: SweepRecord) -> list[str]:
     running = record.study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))
     if not running:
         return []
-    total = f"/{record.spec.budget.max_epochs}" if record.spec is not None else ""
+    total = f"/{record.info.max_epochs}" if record.info is not None else ""
     lines = ["running:"]
     for trial in running:
         steps = trial.intermediate_values
@@ -27,7 +27,7 @@ def status_text(record: SweepRecord, top_k: int = 5) -> str:
     """Counts by state, best so far, running trials, the top-k table and failure reasons."""
     study = record.study
     trials = study.get_trials(deepcopy=False)
-    planned = f" of {record.spec.budget.trials} planned" if record.spec is not None else ""
+    planned = f" of {record.info.trials} planned" if record.info is not None else ""
     lines = [f"sweep {study.study_name!r}: {len(trials)} trials{planned}; study in {describe_storage(record.url)}"]
     ranked = record.ranked()
     if ranked:
