@@ -136,10 +136,7 @@ def load_ensemble(path: str | Path) -> dict[str, Any]:
     """A saved ``ensemble.yaml``, every field checked: read with the spec loader's limits (no
     alias bombs, no Python tags, UTF-8 only), members' checkpoints inside the run directory
     that holds the file (``trials/``), the spec folder that run's own. One line on a violation."""
-    try:
-        document, marks = read_yaml(path)
-    except RunFileError as error:
-        raise ResultsError(str(error)) from None
+    document, marks = read_yaml(path)
     if not isinstance(document, dict) or document.get("finesweep_ensemble") != ENSEMBLE_FORMAT:
         raise ResultsError(f"{path}: expected an ensemble written by `launch.py ensemble` "
                            f"(finesweep_ensemble: {ENSEMBLE_FORMAT})")

@@ -376,7 +376,7 @@ def _run_study(spec: SweepSpec, run_dir: Path, study: optuna.Study, url: str, ac
     return result
 
 
-def _write_spec_copy(path: Path, spec: SweepSpec, study: optuna.Study) -> None:
+def _write_spec_copy(path: Path, spec: SweepSpec, study: optuna.Study | None = None) -> None:
     """The spec as run, for resume and the views; a storage password is left out (a resume
     gets it from FINESWEEP_STORAGE, PGPASSWORD or ~/.pgpass) and the file is owner-only. The
     study records the copy's digest first, so a resume can tell an edited copy from its own
@@ -389,5 +389,6 @@ def _write_spec_copy(path: Path, spec: SweepSpec, study: optuna.Study) -> None:
         raw["storage"] = without_password(normalize_storage(str(raw["storage"])))
     # The original spec's folder: its relative paths and modules are found from there.
     text = f"{SPEC_DIR_RECORD}{spec.base_dir}\n" + yaml.safe_dump(raw, sort_keys=False)
-    record_spec_copy(study, text)
+    if study is not None:
+        record_spec_copy(study, text)
     write_atomically(path, text, private=True)

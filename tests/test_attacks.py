@@ -225,25 +225,36 @@ class Net(pl.LightningModule):
     def __init__(self, lr: float = 0.1):
         super().__init__()
         self.layer = torch.nn.Linear(2, 2)
+
+    def training_step(self, batch, batch_idx):
+        return torch.nn.functional.cross_entropy(self.layer(batch[0]), batch[1])
+
+    def validation_step(self, batch, batch_idx):
+        self.log("val_loss", torch.nn.functional.cross_entropy(self.layer(batch[0]), batch[1]))
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=self.hparams.get("lr", 0.1))
 '''
 
 USER_SPEC = """\
 name: mine
 model: {{class_path: {model}}}
 data: {{class_path: {data}, init_args: {{hang: {hang}}}}}
-metric: val_loss
+metric: {metric}
+mode: min
 space:
   model.lr: {{type: float, low: 0.01, high: 0.1}}
 budget: {{trials: {trials}, max_epochs: 1}}
+resources: {{cpus: 1, concurrency: 2}}
 """
 
 
 def user_spec(attack: Run, name: str = "mine.yaml", model: str = "mymodel.Net", data: str = "mymodel.Data",
-              hang: bool = False, trials: int = 1) -> Path:
+              hang: bool = False, trials: int = 1, metric: str = "val_loss") -> Path:
     """A spec of the user's own model in the (booby-trapped) spec folder."""
     (attack.spec / "mymodel.py").write_text(USER_MODULE)
     path = attack.spec / name
-    path.write_text(USER_SPEC.format(model=model, data=data, hang=str(hang).lower(), trials=trials))
+    path.write_text(USER_SPEC.format(model=model, data=data, hang=str(hang).lower(), trials=trials, metric=metric))
     return path
 
 
@@ -532,3 +543,209 @@ def test_views_import_run_and_end_nothing_of_a_booby_trapped_run_directory(attac
                                                 for o in outputs)] == []
     if view in ("export", "report"):
         assert changed, "the view wrote nothing"
+
+
+# ---- the mechanisms, unit by unit (fast) ------------------------------------------------------
+
+
+@pytest.mark.parametrize("url, path", [
+    ("sqlite:///rel.db", "{cwd}/rel.db"),
+    ("sqlite:///file:rel.db?uri=true", "{cwd}/rel.db"),
+    ("sqlite:///file:/abs/x.db?mode=rwc&uri=true", "/abs/x.db"),
+    ("sqlite:///file:///abs/a%20b.db?uri=true", "/abs/a b.db"),
+    ("sqlite:////abs/x.db", "/abs/x.db"),
+    ("sqlite+pysqlite:///sub/x.db?timeout=5", "{cwd}/sub/x.db"),
+])
+def test_every_sqlite_form_resolves_to_one_absolute_file(url, path, tmp_path, monkeypatch):
+    from finesweep.search.study import normalize_storage, sqlite_file
+
+    monkeypatch.chdir(tmp_path)
+    expected = Path(path.format(cwd=tmp_path))
+    assert sqlite_file(url) == expected
+    normal = normalize_storage(url)
+    assert sqlite_file(normal) == expected and "file:" not in normal and "uri=" not in normal
+    monkeypatch.chdir("/")
+    assert sqlite_file(normal) == expected  # the same file from any folder
+
+
+@pytest.mark.parametrize("url", ["sqlite://", "sqlite:///:memory:", "sqlite:///file:x.db?mode=memory&uri=true",
+                                 "postgresql://u@h/db"])
+def test_in_memory_and_other_databases_have_no_file(url):
+    from finesweep.search.study import normalize_storage, sqlite_file
+
+    assert sqlite_file(url) is None and normalize_storage(url) == url
+
+
+@pytest.mark.parametrize("url, shown, kept", [
+    ("postgresql://me:s3cret@db/x", "postgresql://me:***@db/x", "postgresql://me@db/x"),
+    ("postgresql://me@db/x?password=s3cret&sslmode=require", "postgresql://me@db/x?password=***&sslmode=require",
+     "postgresql://me@db/x?sslmode=require"),
+    ("mysql+pymysql://me:a@db/x?passwd=s3cret", "mysql+pymysql://me:***@db/x?passwd=***", "mysql+pymysql://me@db/x"),
+    ("postgresql://me@db/x?PassWord=s3cret", "postgresql://me@db/x?PassWord=***", "postgresql://me@db/x"),
+    ("sqlite:////runs/a/study.db", "sqlite:////runs/a/study.db", "sqlite:////runs/a/study.db"),
+])
+def test_passwords_are_redacted_in_messages_and_left_out_of_files_in_every_form(url, shown, kept):
+    from finesweep.search.study import redact, without_password
+
+    assert redact(url) == shown and without_password(url) == kept
+    assert "s3cret" not in redact(url) + without_password(url)
+
+
+def test_a_view_opens_sqlite_read_only_and_never_creates_the_file(tmp_path, monkeypatch):
+    from finesweep.search.results import ResultsError, read_only_url
+
+    monkeypatch.chdir(tmp_path)
+    for url in ("sqlite:///gone.db", "sqlite:///file:gone.db?uri=true", f"sqlite:///file:{tmp_path}/gone.db?uri=true"):
+        with pytest.raises(ResultsError, match="no study database"):
+            read_only_url(url)
+    assert list(tmp_path.iterdir()) == []
+    (tmp_path / "a b.db").write_bytes(b"")
+    assert read_only_url("sqlite:///file:a%20b.db?uri=true") == f"sqlite:///file:{tmp_path}/a%20b.db?mode=ro&uri=true"
+
+
+def test_a_study_file_is_created_owner_only_in_every_form(tmp_path, monkeypatch):
+    import stat
+
+    from finesweep.search.study import sqlite_file
+    from finesweep.search.sweep import _private_file
+
+    monkeypatch.chdir(tmp_path)
+    _private_file(sqlite_file("sqlite:///file:rel.db?uri=true"))
+    assert stat.S_IMODE((tmp_path / "rel.db").stat().st_mode) == 0o600
+
+
+def test_trials_of_an_earlier_run_on_the_same_machine_are_not_another_node():
+    from finesweep.search.cluster import machines, nodes_line
+
+    def trial(node: str, ip: str = "10.0.0.1") -> optuna.trial.FrozenTrial:
+        return optuna.trial.create_trial(value=1.0, user_attrs={"node": node, "node_ip": ip})
+
+    # A resumed sweep: its first Ray ran two trials as node aaaa..., this one runs as node bbbb...
+    trials = [trial("a" * 16), trial("a" * 16), trial("b" * 16)]
+    assert machines(trials) == 1
+    assert nodes_line(trials, {"b" * 16}) == "trials per node: 10.0.0.1 (earlier runs): 2, 10.0.0.1 (bbbbbbbb): 1"
+    two = [*trials, trial("c" * 16, "10.0.0.2")]
+    assert machines(two) == 2
+
+
+def test_a_user_module_named_like_an_installed_package_is_named_as_the_clash(tmp_path):
+    from finesweep.search.user_code import shadowing_problem
+
+    for name in ("optuna", "yaml", "json", "mymodel"):
+        (tmp_path / f"{name}.py").write_text("class M: pass\n")
+    assert "an installed package" in shadowing_problem("optuna.M", [str(tmp_path)])
+    assert "the standard library" in shadowing_problem("json.M", [str(tmp_path)])
+    assert shadowing_problem("mymodel.M", [str(tmp_path)]) is None
+    assert shadowing_problem("finesweep.models.debug.DebugClassifier", [str(tmp_path)]) is None
+
+
+def test_user_folders_go_after_the_installed_packages(tmp_path, monkeypatch):
+    from finesweep.search import user_code
+
+    monkeypatch.setattr(sys, "path", ["", str(tmp_path), *sys.path])
+    monkeypatch.chdir(tmp_path)
+    user_code.demote_working_directory()
+    user_code.add_user_folders([str(tmp_path)])
+    site = next(i for i, p in enumerate(sys.path) if p.endswith("site-packages"))
+    assert "" not in sys.path and sys.path.index(str(tmp_path)) > site
+
+
+def test_the_users_code_is_bounded_in_time_and_a_broad_except_does_not_swallow_it(monkeypatch, capsys):
+    from finesweep.search.user_code import TIMEOUT_VAR, UserCodeTimeout, time_limit
+
+    monkeypatch.setenv(TIMEOUT_VAR, "0.5")
+    started = time.monotonic()
+    with pytest.raises(UserCodeTimeout, match=r"did not finish within 0.5 s"), time_limit("the DataModule"):
+        while True:
+            try:
+                time.sleep(0.05)
+            except Exception:  # noqa: BLE001 - as a user's code might
+                pass
+    assert time.monotonic() - started < 5
+    assert "still waiting for the DataModule" in capsys.readouterr().err
+
+
+def test_clean_ends_a_recorded_ray_process_and_nothing_that_only_claims_a_raylet(tmp_path):
+    """Processes titled as Ray's (``ray::IDLE``), owned by this user: the recorded one, same pid
+    and start time, is ended; one merely carrying a recorded pid as RAY_RAYLET_PID is not,
+    nor one of another Ray session."""
+    from finesweep.search.leftovers import SessionRecord, clean_up
+
+    def titled(title: str, env: dict[str, str] | None = None) -> subprocess.Popen:
+        return subprocess.Popen(["bash", "-c", f'exec -a "{title}" sleep 600'], env={**os.environ, **(env or {})})
+
+    recorded, claiming, other = titled("ray::IDLE"), titled("ray::IDLE", {"RAY_RAYLET_PID": "1"}), \
+        titled("ray::IDLE --session-dir=/tmp/ray/session_other")
+    try:
+        time.sleep(0.5)
+        driver, started = dead_pid()
+        record = SessionRecord(socket.gethostname(), driver, started, "/tmp/ray/session_mine",
+                               {p.pid: psutil.Process(p.pid).create_time() for p in (recorded, other)} | {1: 1.0})
+        (tmp_path / "ray_session.json").write_text(json.dumps({
+            "host": record.host, "driver": record.driver, "driver_started": record.driver_started,
+            "session_dir": record.session_dir, "processes": {str(k): v for k, v in record.processes.items()}}))
+        ended = clean_up(tmp_path)
+        assert [leftover.pid for leftover in ended] == [recorded.pid]
+        assert recorded.wait(timeout=10) is not None
+        assert claiming.poll() is None and other.poll() is None
+        assert not (tmp_path / "ray_session.json").exists()
+    finally:
+        for process in (recorded, claiming, other):
+            process.kill()
+            process.wait()
+
+
+# ---- real sweeps (Ray): what a failing trial prints, and where its study is stored ------------
+
+
+@pytest.mark.slow
+def test_a_metric_never_logged_prints_one_line_per_failed_trial_and_no_ray_traceback(attack):
+    """A spec folder full of planted packages, a relative `file:` URI storage: the sweep stops
+    after its first trial (the metric is never logged), each failed trial gets one progress line
+    with its reason, Ray's own tracebacks stay behind --verbose, the study file is the one
+    absolute file (owner-only) that a view reads from any folder without creating another."""
+    import stat
+
+    spec = user_spec(attack, metric="val_never", trials=2)
+    result = cli(["sweep", str(spec), "--out", str(attack.other / "out"), "--storage",
+                  "sqlite:///file:rel.db?uri=true"], attack.other, timeout=600)
+    output = result.stdout + result.stderr
+    assert result.returncode == 2, output[-3000:]
+    for noise in ("Traceback", "Unhandled error", "(raylet)", "ray::"):
+        assert noise not in output, output[-3000:]
+    failed = [line for line in result.stdout.splitlines() if " FAIL " in line and line.startswith("[")]
+    assert len(failed) == 2, result.stdout
+    assert "val_never' was never logged" in failed[0]
+    assert attack.ran() == []
+    database = attack.other / "rel.db"
+    assert stat.S_IMODE(database.stat().st_mode) == 0o600
+    copy = yaml.safe_load((attack.other / "out" / "spec.yaml").read_text())
+    assert copy["storage"] == f"sqlite:///{database}"
+    status = cli(["status", str(attack.other / "out")], attack.spec)
+    assert status.returncode == 0 and "FAIL 2" in status.stdout, status.stderr
+    assert not (attack.spec / "rel.db").exists()
+
+
+@pytest.mark.slow
+def test_a_hung_trial_is_one_line_with_its_reason(tmp_path):
+    spec = tmp_path / "hang.yaml"
+    spec.write_text("""\
+name: hang
+task: debug
+metric: val_acc
+space:
+  learning_rate: {type: float, low: 0.01, high: 0.1}
+  fail_mode: hang
+  fail_at_epoch: 1
+strategy: {name: random, seed: 1}
+scheduler: none
+budget: {trials: 1, max_epochs: 2, trial_timeout_s: 3}
+resources: {cpus: 1, concurrency: 1}
+""")
+    result = cli(["sweep", str(spec), "--out", str(tmp_path / "out")], tmp_path, timeout=600)
+    output = result.stdout + result.stderr
+    assert result.returncode == 1, output[-3000:]  # no trial completed
+    for noise in ("Traceback", "(raylet)", "A worker died"):
+        assert noise not in output, output[-3000:]
+    failed = [line for line in result.stdout.splitlines() if " FAIL " in line and line.startswith("[")]
+    assert len(failed) == 1 and "TrialHung: no epoch finished within 3 s" in failed[0], result.stdout
