@@ -17,7 +17,7 @@ from typing import Any
 
 import pytorch_lightning as pl
 import torch
-from finesweep.models.components import instantiate
+from finesweep.models.components import ComponentError, import_class, instantiate
 from finesweep.models.run import (
     MetricNotLoggedError,
     NonFiniteMetricError,
@@ -161,14 +161,16 @@ def trained_epochs(state_path: Path) -> list[dict[str, float]]:
 
 def build(run: TrainingRun) -> tuple[pl.LightningModule, pl.LightningDataModule]:
     """The run's model and DataModule, seeded as LightningCLI seeds them (before building)."""
+    # The classes are checked before either is built: a config (a tampered record, say) that
+    # names another kind of class, subprocess.Popen for one, never gets it constructed.
+    if not issubclass(import_class(run.model["class_path"]), pl.LightningModule):
+        raise ComponentError(f"model {run.model['class_path']} is not a LightningModule"
+                             + (" (a simulated model runs only in sweeps)" if is_simulated(run) else ""))
+    if not issubclass(import_class(run.data["class_path"]), pl.LightningDataModule):
+        raise ComponentError(f"data {run.data['class_path']} is not a LightningDataModule")
     pl.seed_everything(run.seed, workers=True, verbose=False)
     data = instantiate(run.data["class_path"], run.data.get("init_args") or {})
     model = instantiate(run.model["class_path"], run.model.get("init_args") or {})
-    if not isinstance(model, pl.LightningModule):
-        raise TypeError(f"model {run.model['class_path']} is not a LightningModule"
-                        + (" (a simulated model runs only in sweeps)" if is_simulated(run) else ""))
-    if not isinstance(data, pl.LightningDataModule):
-        raise TypeError(f"data {run.data['class_path']} is not a LightningDataModule")
     return model, data
 
 
@@ -183,6 +185,9 @@ def make_trainer(run: TrainingRun, callbacks: list[pl.Callback], accelerator: st
     extra = options.pop("callbacks", None) or []
     if isinstance(extra, Mapping) or not isinstance(extra, list):
         extra = [extra]
+    for callback in extra:  # Checked before any is built, as build() checks the model and data.
+        if isinstance(callback, Mapping) and not issubclass(import_class(str(callback.get("class_path"))), pl.Callback):
+            raise ComponentError(f"trainer.callbacks: {callback.get('class_path')} is not a Lightning Callback")
     built_extra = [instantiate(c["class_path"], c.get("init_args") or {}) if isinstance(c, Mapping) else c
                    for c in extra]
     # enable_checkpointing stays on: Lightning then counts finesweep's own Checkpoint callback

@@ -59,6 +59,7 @@ def _member_names(members: Sequence[Mapping[str, Any]]) -> list[str]:
 
 def _evaluate(members: Sequence[Mapping[str, Any]], metric: str, mode: str,
               import_paths: Sequence[str] = ()) -> dict[str, Any]:
+    from finesweep.models.components import ComponentError
     from finesweep.models.inference import (
         CheckpointMismatchError,
         Member,
@@ -81,7 +82,7 @@ def _evaluate(members: Sequence[Mapping[str, Any]], metric: str, mode: str,
     splits = {}
     try:
         results = evaluate_ensemble(models, ("val", "test"))
-    except (CheckpointMismatchError, NotEnsemblable) as error:
+    except (CheckpointMismatchError, NotEnsemblable, ComponentError) as error:
         raise ResultsError(f"cannot ensemble: {error}") from None
     except UnreadableCheckpoint as error:
         raise ResultsError(str(error)) from None

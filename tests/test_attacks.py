@@ -338,6 +338,25 @@ def _tampered_trial_config(attack: Run) -> list[str]:
     return ["export", str(attack.run)]
 
 
+def _recorded_configs(attack: Run, run_config: dict) -> list[str]:
+    """Every trial of the study recorded ``run_config`` (as a tampered study.db would), with
+    real weights beside each: an ensemble of them builds what the configs name."""
+    import sqlite3
+
+    import torch
+
+    for number in range(3):
+        (attack.run / "trials" / f"trial_{number:04d}").mkdir(parents=True, exist_ok=True)
+        torch.save({"w": torch.zeros(1)}, attack.run / "trials" / f"trial_{number:04d}" / "model.pt")
+    with contextlib.closing(sqlite3.connect(attack.run / "study.db")) as db, db:
+        db.execute("UPDATE trial_user_attributes SET value_json = ? WHERE key = 'config'", (json.dumps(run_config),))
+    return ["ensemble", str(attack.run), "--top-k", "1"]
+
+
+def popen(marker: Path) -> dict:
+    return {"class_path": "subprocess.Popen", "init_args": {"args": ["sh", "-c", f"echo popen >> {marker}"]}}
+
+
 def _robust(attack: Run, text: str) -> list[str]:
     best_yaml(attack)
     (attack.run / "robust.yaml").write_text(text)
@@ -432,6 +451,14 @@ CASES = [
          2, "not a model.pt of finesweep's"),
     Case("ensemble_with_a_checkpoint_outside_the_run",
          lambda a: ["ensemble", str(ensemble_yaml(a, "/etc/hostname"))], 2, "checkpoint: expected a path inside"),
+    Case("ensemble_of_recorded_configs_naming_a_class_that_is_not_a_datamodule",
+         lambda a: _recorded_configs(a, {**debug_config(), "data": popen(a.marker)}), 2,
+         "subprocess.Popen is not a LightningDataModule"),
+    Case("train_with_a_trainer_callback_that_is_not_one",
+         lambda a: ["train", str(best_yaml(a, {"spec_dir": str(a.root / "standalone"), "checkpoint": None},
+                                           a.root / "standalone",
+                                           {**debug_config(), "trainer": {"callbacks": [popen(a.marker)]}}))],
+         2, "trainer.callbacks", lines=2),
     # 2. Commands that train put the user's folders after the installed packages.
     Case("sweep_of_a_module_named_like_an_installed_package",
          lambda a: _sweep(a, model="optuna.M", data="yaml.D"), 2, "has the name of an installed package", lines=3),
@@ -749,3 +776,21 @@ resources: {cpus: 1, concurrency: 1}
         assert noise not in output, output[-3000:]
     failed = [line for line in result.stdout.splitlines() if " FAIL " in line and line.startswith("[")]
     assert len(failed) == 1 and "TrialHung: no epoch finished within 3 s" in failed[0], result.stdout
+
+
+def test_a_recorded_trainer_callback_that_is_not_one_is_never_built(tmp_path):
+    """`export --reseed` trains the configs the study recorded: a tampered one naming another
+    kind of class as a Trainer callback (or as the model or data) is refused before it is built."""
+    from finesweep.models.components import ComponentError
+    from finesweep.models.run import TrainingRun
+    from finesweep.models.training import build, make_trainer
+
+    marker = tmp_path / "ran.txt"
+    tampered = {**debug_config(), "trainer": {"callbacks": [popen(marker)]}}
+    run = TrainingRun.from_config(tampered, max_epochs=1, seed=0, metric="val_acc", mode="max")
+    with pytest.raises(ComponentError, match="subprocess.Popen is not a Lightning Callback"):
+        make_trainer(run, [])
+    with pytest.raises(ComponentError, match="subprocess.Popen is not a LightningModule"):
+        build(run.with_changes(model=popen(marker)))
+    time.sleep(0.5)
+    assert not marker.exists()
