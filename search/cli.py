@@ -244,7 +244,10 @@ def _leftovers_hint(target: str) -> None:
 
     if "://" in target or not Path(target).is_dir():
         return
-    record = read_session(Path(target))
+    try:
+        record = read_session(Path(target))
+    except SpecError:
+        return  # Not a record a driver wrote: `clean` says what is wrong with it.
     if record is not None and leftovers(record):
         print(f"finesweep: a killed sweep of {target} left Ray processes running; "
               f"`finesweep clean {target}` ends them", file=sys.stderr)
