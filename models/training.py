@@ -145,7 +145,8 @@ def save_weights(state: Mapping[str, torch.Tensor], path: Path) -> None:
     torch.save(state, buffer)
     partial = path.with_name(path.name + ".partial")
     try:
-        with open(partial, "wb") as file:
+        partial.unlink(missing_ok=True)  # Never write through a link planted in its place.
+        with os.fdopen(os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644), "wb") as file:
             file.write(buffer.getbuffer())
         os.replace(partial, path)
     except OSError:

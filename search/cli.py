@@ -385,7 +385,10 @@ def main(argv: list[str] | None = None) -> int:
         print("finesweep: interrupted", file=sys.stderr)
         return 130
     except OSError as error:
-        if error.errno != errno.ENOSPC:
+        if error.errno == errno.ELOOP:  # A link planted where the run's own folder or file belongs.
+            print(f"finesweep: {error.filename}: {error.strerror}; nothing was written there", file=sys.stderr)
+            return EXIT_BAD_INPUT
+        if error.errno not in (errno.ENOSPC, errno.EDQUOT):
             raise
         # Files are written whole or not at all (written aside, then renamed).
         print(f"finesweep: no space left on the device{f' writing {error.filename}' if error.filename else ''}; "

@@ -24,6 +24,7 @@ from finesweep.search.run_dir import (
     ROBUST_FILE,
     SINGLE_BEST_FILE,
     checkpoint_path,
+    own_folder,
     rank_path,
     write_atomically,
 )
@@ -172,6 +173,7 @@ def write_exports(info: RunInfo, run_dir: Path, ranked: list[optuna.trial.Frozen
                                                          f"Rank {rank} of sweep {info.name!r}"))
                   for rank, frozen in enumerate(ranked[:top_k], start=1)]
     for target, text in texts:
+        own_folder(target.parent)
         write_atomically(target, text)
     written = [target for target, _ in texts]
     return written

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 from finesweep.models.run import Direction
 from finesweep.search.importance import Importances, importances
 from finesweep.search.results import SweepRecord, format_value, param_cells, trial_value
-from finesweep.search.run_dir import PLOT_DIR, REPORT_FILE, tensorboard_dir
+from finesweep.search.run_dir import PLOT_DIR, REPORT_FILE, own_folder, tensorboard_dir
 from finesweep.search.study import describe_storage, state_counts
 
 if TYPE_CHECKING:
@@ -352,6 +352,7 @@ def write_files(out_dir: Path, files: dict[str, bytes]) -> None:
     created = [p for p in (out_dir, *out_dir.parents) if not p.exists()]
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
+        own_folder(out_dir / PLOT_DIR)
         staging = Path(tempfile.mkdtemp(prefix=".report-", dir=out_dir))
         try:
             for name, content in files.items():

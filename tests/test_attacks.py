@@ -357,6 +357,18 @@ def popen(marker: Path) -> dict:
     return {"class_path": "subprocess.Popen", "init_args": {"args": ["sh", "-c", f"echo popen >> {marker}"]}}
 
 
+def _planted_link(attack: Run, name: str, command: str, folder: bool = False) -> list[str]:
+    """``run/name`` planted as a symbolic link to a file (or folder) of the user's elsewhere."""
+    target = attack.root / ("precious" if folder else "precious.txt")
+    if folder:
+        target.mkdir()
+        (target / "keep.txt").write_text("mine\n")
+    else:
+        target.write_text("mine\n")
+    (attack.run / name).symlink_to(target)
+    return [command, str(attack.run)]
+
+
 def _robust(attack: Run, text: str) -> list[str]:
     best_yaml(attack)
     (attack.run / "robust.yaml").write_text(text)
@@ -459,6 +471,11 @@ CASES = [
                                            a.root / "standalone",
                                            {**debug_config(), "trainer": {"callbacks": [popen(a.marker)]}}))],
          2, "trainer.callbacks", lines=2),
+    # Links planted where a command writes: the files they point to are never written.
+    Case("export_through_a_planted_partial_file_link", lambda a: _planted_link(a, "best.yaml.partial", "export"),
+         0, "best.yaml", writes=("run/best.yaml", "run/best.yaml.partial")),
+    Case("report_into_a_planted_folder_link", lambda a: _planted_link(a, "report", "report", folder=True),
+         2, "a symbolic link where a folder of the run belongs"),
     # 2. Commands that train put the user's folders after the installed packages.
     Case("sweep_of_a_module_named_like_an_installed_package",
          lambda a: _sweep(a, model="optuna.M", data="yaml.D"), 2, "has the name of an installed package", lines=3),
@@ -794,3 +811,15 @@ def test_a_recorded_trainer_callback_that_is_not_one_is_never_built(tmp_path):
         build(run.with_changes(model=popen(marker)))
     time.sleep(0.5)
     assert not marker.exists()
+
+
+def test_the_lock_is_never_taken_through_a_planted_link(tmp_path):
+    from finesweep.search.lock import LockError, RunLock
+
+    precious = tmp_path / "precious.txt"
+    precious.write_text("mine\n")
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / ".finesweep.lock").symlink_to(precious)
+    with pytest.raises(LockError, match="cannot take the lock"):
+        RunLock(tmp_path / "run").acquire()
+    assert precious.read_text() == "mine\n"
