@@ -11,6 +11,7 @@ never runs.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -146,8 +147,9 @@ def load_sweep(target: str | Path, study_name: str | None = None) -> SweepRecord
     if info.storage is None and not (run_dir / STUDY_FILE).exists():
         raise ResultsError(f"{run_dir} has no {STUDY_FILE} yet: the sweep has not opened its study")
     study = _load(study_name or info.name, url)
-    return SweepRecord(study, url, _recorded_metric(study, info.metric), _direction(study),
-                       _recorded_params(study, info.param_names), info, run_dir)
+    # The study's record wins over the copy's (whose `mode:` may have been left to the metric's name).
+    info = dataclasses.replace(info, metric=_recorded_metric(study, info.metric), mode=_direction(study))
+    return SweepRecord(study, url, info.metric, info.mode, _recorded_params(study, info.param_names), info, run_dir)
 
 
 def _direction(study: optuna.Study) -> str:
