@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import re
+
 from finesweep.search.progress import trials_summary
 from finesweep.search.results import SweepRecord
 from finesweep.search.study import describe_storage
+
+CONTROL = re.compile(r"[\x00-\x09\x0b-\x1f\x7f-\x9f]")
 
 
 def _running_lines(record: SweepRecord) -> list[str]:
@@ -38,4 +42,7 @@ def status_text(record: SweepRecord, top_k: int = 5) -> str:
         lines.append("best so far: no COMPLETE trial yet")
     summary = trials_summary(study, record.metric, record.mode, list(record.param_names), top_k).splitlines()
     # The counts line first, then what is running now, then the table and failure reasons.
-    return "\n".join([lines[0], summary[0], lines[1], *_running_lines(record), *summary[1:]])
+    text = "\n".join([lines[0], summary[0], lines[1], *_running_lines(record), *summary[1:]])
+    # The study is data of the run directory: a value holding terminal control sequences (a
+    # crafted failure reason, say) is shown escaped, never sent to the terminal as it is.
+    return CONTROL.sub(lambda match: repr(match.group())[1:-1], text)

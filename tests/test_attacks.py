@@ -369,6 +369,16 @@ def _planted_link(attack: Run, name: str, command: str, folder: bool = False) ->
     return [command, str(attack.run)]
 
 
+def _escape_in_a_reason(attack: Run) -> list[str]:
+    storage = optuna.storages.RDBStorage(f"sqlite:///{attack.run / 'study.db'}")
+    study = optuna.load_study(study_name="attack", storage=storage)
+    study.add_trial(optuna.trial.create_trial(
+        state=optuna.trial.TrialState.FAIL, params={"lr": 0.01, "units": 2}, distributions=PARAMS,
+        user_attrs={"fail_reason": "\x1b]0;pwned\x07\x1b[2Jcleared your screen", "epochs": 0}))
+    storage.engine.dispose()
+    return ["status", str(attack.run)]
+
+
 def _robust(attack: Run, text: str) -> list[str]:
     best_yaml(attack)
     (attack.run / "robust.yaml").write_text(text)
@@ -407,6 +417,8 @@ CASES = [
          lambda a: _session(a, processes={str(pid): 1.0 for pid in range(1, 5000)}), 2, "at most 1024 entries"),
     Case("clean_session_record_session_dir_relative", lambda a: _session(a, session_dir="tmp/ray"),
          2, "session_dir: expected an absolute path"),
+    Case("status_of_a_study_holding_terminal_control_sequences", _escape_in_a_reason, 0,
+         "\\x1b[2Jcleared your screen", hidden=("\x1b",)),
     # 4. Resume checks the spec copy against the study's own record, before importing anything.
     Case("resume_of_a_copy_whose_name_was_edited", lambda a: _copy(a, "name: attack", "name: attack2", "resume"),
          2, "is not the name of the study it resumes"),
