@@ -116,7 +116,7 @@ def write_rank(info: RunInfo, run_dir: Path, frozen: optuna.trial.FrozenTrial, r
 def recorded_config(frozen: optuna.trial.FrozenTrial) -> dict[str, Any]:
     """The LightningCLI config a trial ran, as the study recorded it, checked as data: a
     ``model`` and a ``data`` section, each a ``class_path`` with ``init_args``."""
-    check = Fields(f"study trial {frozen.number}", prefix=("user_attrs",))
+    check = Fields(f"study trial {frozen.number}", prefix="user_attrs.")
     config = check.mapping(frozen.user_attrs.get("config"), ("config",), limit=16)
     for section in ("model", "data"):
         entry = check.mapping(config.get(section), ("config", section))
@@ -131,7 +131,7 @@ def recorded_config(frozen: optuna.trial.FrozenTrial) -> dict[str, Any]:
 def recorded_seed(frozen: optuna.trial.FrozenTrial) -> int:
     from finesweep.search.spec import MAX_SEED
 
-    check = Fields(f"study trial {frozen.number}", prefix=("user_attrs",))
+    check = Fields(f"study trial {frozen.number}", prefix="user_attrs.")
     return check.integer(frozen.user_attrs.get("seed"), ("seed",), 0, 2 * MAX_SEED)
 
 
@@ -199,11 +199,12 @@ class ExportedRun:
 
 def _record(source: str, text: str) -> dict[str, Any]:
     """The ``#%`` record of an export, every field checked (see run_files.check_export_record)."""
-    lines = [line[len(RECORD_PREFIX):] for line in text.splitlines() if line.startswith(RECORD_PREFIX)]
-    if not lines:
+    numbered = [(number, line[len(RECORD_PREFIX):]) for number, line in enumerate(text.splitlines(), start=1)
+                if line.startswith(RECORD_PREFIX)]
+    if not numbered:
         return {}
-    record, marks = read_yaml(source, "\n".join(lines))
-    return check_export_record(source, record, marks)
+    record, marks = read_yaml(source, "\n".join(line for _, line in numbered))
+    return check_export_record(source, record, marks, [number for number, _ in numbered])
 
 
 def read_record(path: str | Path) -> dict[str, Any]:
@@ -232,8 +233,9 @@ def read_export(path: str | Path) -> ExportedRun:
     record = _record(source, text)
     for key in ("metric", "mode"):
         if not record.get(key):
-            raise Fields(source).fail(("#%", key), "finesweep's record of the trial (#% lines with metric and mode)",
-                                      "none", "export it with `launch.py export RUN_DIR`")
+            raise Fields(source, prefix="#% ").fail(
+                (key,), "finesweep's record of the trial (#% lines with metric and mode)", "none",
+                "export it with `launch.py export RUN_DIR`")
     run_dir = run_dir_of(source)
     spec_dir = record.get("spec_dir") or (read_spec_copy(run_dir).spec_dir if run_dir is not None
                                           else Path(source).resolve().parent)

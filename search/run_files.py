@@ -79,14 +79,21 @@ def read_json(path: str | Path) -> Any:
 class Fields:
     """Checks of the values read from one file; each failure raises at once (one line)."""
 
-    def __init__(self, source: str | Path, marks: Mapping[KeyPath, int] | None = None, prefix: KeyPath = ()) -> None:
+    def __init__(self, source: str | Path, marks: Mapping[KeyPath, int] | None = None, prefix: str = "",
+                 lines: list[int] | None = None) -> None:
         self.source = str(source)
         self.marks = marks or {}
+        # Shown before the first key ("#% " for an export's record lines, "user_attrs." for a study's).
         self.prefix = prefix
+        # The file's line of each line of the text that was parsed (the `#%` lines of an export).
+        self.lines = lines
 
     def fail(self, key: KeyPath, expected: str, found: str, hint: str = "") -> RunFileError:
         line = next((self.marks[key[:depth]] for depth in range(len(key), 0, -1) if key[:depth] in self.marks), None)
-        return RunFileError(self.source, Problem((*self.prefix, *key), expected, found, hint, line))
+        if line is not None and self.lines is not None:
+            line = self.lines[line - 1] if 0 < line <= len(self.lines) else None
+        shown = (f"{self.prefix}{key[0]}", *key[1:]) if self.prefix and key else key
+        return RunFileError(self.source, Problem(shown, expected, found, hint, line))
 
     def mapping(self, value: Any, key: KeyPath, *, limit: int = MAX_ENTRIES) -> dict[str, Any]:
         if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):
@@ -237,13 +244,15 @@ def run_dir_of(path: str | Path) -> Path | None:
     return None
 
 
-def check_export_record(source: str | Path, record: Any, marks: Mapping[KeyPath, int] | None = None) -> dict[str, Any]:
+def check_export_record(source: str | Path, record: Any, marks: Mapping[KeyPath, int] | None = None,
+                        lines: list[int] | None = None) -> dict[str, Any]:
     """finesweep's ``#%`` record of an export, every field it may hold checked; an export in a
-    run directory must also name that run's spec folder and its own checkpoints."""
-    check = Fields(source, marks, ("#%",))
+    run directory must also name that run's spec folder and its own checkpoints. ``lines``: the
+    file's line of each record line, for the messages."""
+    check = Fields(source, marks, "#% ", lines)
     if record is None:
         return {}
-    record = check.mapping(record, (), limit=64)
+    record = check.mapping(record, ("record",), limit=64)
     if "finesweep_export" in record:
         check.integer(record["finesweep_export"], ("finesweep_export",), 1, 100)
     for key in ("sweep", "task", "metric"):

@@ -454,7 +454,7 @@ CASES = [
     Case("train_with_threads_100000", lambda a: _train(a, threads=100000), 2, "threads: expected an integer from 1"),
     Case("train_with_threads_0", lambda a: _train(a, threads=0), 2, "threads: expected an integer from 1"),
     Case("train_with_a_metric_that_is_a_list", lambda a: _train(a, metric=[1, 2]), 2, "metric: expected a name"),
-    Case("train_without_a_metric", lambda a: _train(a, metric=None), 2, "#%.metric"),
+    Case("train_without_a_metric", lambda a: _train(a, metric=None), 2, "#% metric: expected finesweep's record"),
     Case("train_with_a_mode_that_is_neither", lambda a: _train(a, mode="sideways"), 2, "mode: expected one of min"),
     Case("train_with_a_value_that_is_nan", lambda a: _train(a, value=float("nan")), 2, "value: expected a number"),
     Case("train_with_a_spec_dir_pointing_elsewhere",
