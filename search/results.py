@@ -62,7 +62,22 @@ def read_only_url(url: str) -> str:
         raise ResultsError(f"no study database at {path}")
     if Path(f"{path}-journal").exists():
         _roll_back_interrupted_write(path)
-    return f"sqlite:///file:{quote(str(path))}?mode=ro&uri=true"
+    # A database left in WAL mode without its -wal and -shm files (a killed sweep's study.db
+    # copied alone): SQLite would create both beside it, even read-only. No WAL file means no
+    # writer and nothing outside the main file, which is then read as it is (immutable).
+    immutable = "&immutable=1" if _wal_mode(path) and not any(
+        Path(f"{path}-{suffix}").exists() for suffix in ("wal", "shm")) else ""
+    return f"sqlite:///file:{quote(str(path))}?mode=ro{immutable}&uri=true"
+
+
+def _wal_mode(path: Path) -> bool:
+    """Whether the SQLite file's header marks it as in write-ahead-log mode."""
+    try:
+        with open(path, "rb") as file:
+            header = file.read(20)
+    except OSError:
+        return False
+    return header.startswith(b"SQLite format 3\x00") and header[18:20] == b"\x02\x02"
 
 
 def _roll_back_interrupted_write(path: Path) -> None:

@@ -835,3 +835,21 @@ def test_the_lock_is_never_taken_through_a_planted_link(tmp_path):
     with pytest.raises(LockError, match="cannot take the lock"):
         RunLock(tmp_path / "run").acquire()
     assert precious.read_text() == "mine\n"
+
+
+def test_a_view_of_a_study_left_in_wal_mode_creates_no_files_beside_it(tmp_path):
+    """A killed sweep's study.db (write-ahead log mode) copied without its -wal and -shm files:
+    a read-only SQLite connection would create both, and leave them."""
+    import sqlite3
+
+    from finesweep.search.results import read_only_studies
+
+    storage = optuna.storages.RDBStorage(f"sqlite:///{tmp_path / 'study.db'}")
+    optuna.create_study(study_name="wal", storage=storage)
+    storage.engine.dispose()
+    with contextlib.closing(sqlite3.connect(tmp_path / "study.db")) as db:
+        db.execute("PRAGMA journal_mode=WAL")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["study.db"]
+    _, names = read_only_studies(f"sqlite:///{tmp_path / 'study.db'}")
+    assert names == ["wal"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["study.db"]
