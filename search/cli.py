@@ -226,7 +226,10 @@ def _robust_export(args: argparse.Namespace) -> int:
 def cmd_clean(args: argparse.Namespace) -> int:
     from finesweep.search.leftovers import clean_up, driver_alive, read_session
 
-    record = read_session(args.run_dir) if args.run_dir.is_dir() else None
+    if not args.run_dir.is_dir():
+        print(f"finesweep: {args.run_dir} is not a run directory", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    record = read_session(args.run_dir)
     if record is not None and driver_alive(record):
         print(f"finesweep: the sweep of {args.run_dir} is running (driver pid {record.driver}); nothing ended")
         return 0
