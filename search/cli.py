@@ -224,36 +224,22 @@ def _robust_export(args: argparse.Namespace) -> int:
 
 
 def cmd_clean(args: argparse.Namespace) -> int:
-    from finesweep.search.leftovers import clean_up, driver_alive, read_session
+    from finesweep.search.leftovers import clean_lines
 
     if not args.run_dir.is_dir():
         print(f"finesweep: {args.run_dir} is not a run directory", file=sys.stderr)
         return EXIT_BAD_INPUT
-    record = read_session(args.run_dir)
-    if record is not None and driver_alive(record):
-        print(f"finesweep: the sweep of {args.run_dir} is running (driver pid {record.driver}); nothing ended")
-        return 0
-    ended = clean_up(args.run_dir) if record is not None else []
-    for leftover in ended:
-        print(f"finesweep: ended {leftover.describe()}, left by a killed sweep of {args.run_dir}")
-    if not ended:
-        print(f"finesweep: no Ray process of a killed sweep of {args.run_dir} is running; nothing ended")
+    for line in clean_lines(args.run_dir):
+        print(f"finesweep: {line}")
     return 0
 
 
 def _leftovers_hint(target: str) -> None:
-    """A view ends nothing, but says when a killed sweep left Ray processes running."""
-    from finesweep.search.leftovers import leftovers, read_session
+    from finesweep.search.leftovers import view_hint
 
-    if "://" in target or not Path(target).is_dir():
-        return
-    try:
-        record = read_session(Path(target))
-    except SpecError:
-        return  # Not a record a driver wrote: `clean` says what is wrong with it.
-    if record is not None and leftovers(record):
-        print(f"finesweep: a killed sweep of {target} left Ray processes running; "
-              f"`finesweep clean {target}` ends them", file=sys.stderr)
+    hint = view_hint(target)
+    if hint:
+        print(f"finesweep: {hint}", file=sys.stderr)
 
 
 def _bad_top_k(top_k: int) -> bool:

@@ -207,3 +207,31 @@ def clean_up(run_dir: Path) -> list[Leftover]:
     if record.host == socket.gethostname():
         (run_dir / SESSION_FILE).unlink(missing_ok=True)  # Its processes are gone now.
     return ended
+
+
+def clean_lines(run_dir: Path) -> list[str]:
+    """``finesweep clean RUN_DIR``: end what a killed sweep of the run directory left, and say
+    what was ended (each process by pid and name), or why nothing was."""
+    record = read_session(run_dir)
+    if record is not None and driver_alive(record):
+        return [f"the sweep of {run_dir} is running (driver pid {record.driver}); nothing ended"]
+    ended = clean_up(run_dir) if record is not None else []
+    return ([f"ended {leftover.describe()}, left by a killed sweep of {run_dir}" for leftover in ended]
+            or [f"no Ray process of a killed sweep of {run_dir} is running; nothing ended"])
+
+
+def view_hint(target: str) -> str | None:
+    """What a view says when a killed sweep of its run directory left Ray processes running
+    (a view ends nothing itself); None otherwise, or when the record is not one a driver wrote
+    (`clean` says what is wrong with it)."""
+    from finesweep.search.spec_problems import SpecError
+
+    if "://" in target or not Path(target).is_dir():
+        return None
+    try:
+        record = read_session(Path(target))
+    except SpecError:
+        return None
+    if record is None or not leftovers(record):
+        return None
+    return f"a killed sweep of {target} left Ray processes running; `finesweep clean {target}` ends them"
