@@ -30,15 +30,42 @@ class NotEnsemblable(ValueError):
     """The model's predictions or the data's batches are not of a kind an ensemble can average."""
 
 
-def load_model(run: TrainingRun, checkpoint: str | Path) -> tuple[pl.LightningModule, pl.LightningDataModule]:
+class UnreadableCheckpoint(ValueError):
+    """A file that is not a state dict of tensors: refused without unpickling anything else."""
+
+
+def read_weights(checkpoint: str | Path) -> Mapping[str, torch.Tensor]:
+    """The state dict saved at ``checkpoint``, loaded weights only (nothing in the file runs);
+    :class:`UnreadableCheckpoint`, in one line, for anything else."""
+    import pickle
+
+    try:
+        state = torch.load(Path(checkpoint), map_location="cpu", weights_only=True)
+    except Exception as error:  # torch raises UnpicklingError, EOFError, RuntimeError, ...
+        if isinstance(error, pickle.UnpicklingError):
+            why = "it holds Python objects besides tensors, and unpickling them could run code"
+        elif isinstance(error, EOFError):
+            why = "the file is empty or cut short"
+        else:
+            why = f"{type(error).__name__}: {(str(error).strip().splitlines() or [''])[0][:200]}"
+        raise UnreadableCheckpoint(f"{checkpoint}: not a model.pt of finesweep's, refused ({why})") from None
+    if not isinstance(state, Mapping) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise UnreadableCheckpoint(f"{checkpoint}: expected a state dict of tensors (finesweep's model.pt)")
+    return state
+
+
+def load_model(run: TrainingRun, checkpoint: str | Path,
+               state: Mapping[str, torch.Tensor] | None = None) -> tuple[pl.LightningModule, pl.LightningDataModule]:
     """The run's model with the weights saved at ``checkpoint``, and its DataModule set up.
 
     The model is set up by a Trainer exactly as in training (``setup`` hooks, so a model that
-    builds its layers from the data is complete), with no batch run, then the weights load."""
+    builds its layers from the data is complete), with no batch run, then the weights load.
+    The file is read first (or ``state``, read from it already): one that is not weights is
+    refused before any model is built."""
+    state = read_weights(checkpoint) if state is None else state
     model, data = build(run)
     trainer = make_trainer(run.with_changes(trainer={"limit_val_batches": 0}), [])
     trainer.validate(model, datamodule=data, verbose=False)
-    state = torch.load(Path(checkpoint), map_location="cpu", weights_only=True)
     try:
         model.load_state_dict(state)
     except RuntimeError as error:
@@ -116,8 +143,10 @@ def evaluate_ensemble(members: Sequence[Member], splits: Sequence[str] = SPLITS)
     the first member: members of one sweep share their data)."""
     if not members:
         raise ValueError("an ensemble needs at least one member")
+    # Every member's file is read before the first model is built: a bad one builds nothing.
+    states = {m.name: read_weights(m.checkpoint) for m in members}
     loaded: Mapping[str, tuple[pl.LightningModule, pl.LightningDataModule]] = {
-        m.name: load_model(m.run, m.checkpoint) for m in members}
+        m.name: load_model(m.run, m.checkpoint, states[m.name]) for m in members}
     data = loaded[members[0].name][1]
     results = []
     for split in splits:

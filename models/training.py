@@ -17,7 +17,7 @@ from typing import Any
 
 import pytorch_lightning as pl
 import torch
-from finesweep.models.components import instantiate
+from finesweep.models.components import ComponentError, import_class, instantiate
 from finesweep.models.run import (
     MetricNotLoggedError,
     NonFiniteMetricError,
@@ -108,7 +108,7 @@ class _EpochEnd(pl.callbacks.Checkpoint):
             self.best, self.best_epoch = dict(metrics), epoch
             self.best_state = {k: v.detach().cpu().clone() for k, v in module.state_dict().items()}
             if self.checkpoint_path is not None:
-                torch.save(self.best_state, self.checkpoint_path)
+                save_weights(self.best_state, self.checkpoint_path)
         if self.state_path is not None:
             # Everything needed to go on after this epoch (weights, optimizer and scheduler
             # state, loop counters, this callback's history): written before the epoch is
@@ -131,7 +131,27 @@ class _EpochEnd(pl.callbacks.Checkpoint):
         self.resumed_from_epoch = len(self.history)
         if self.checkpoint_path is not None and self.best_state is not None:
             # The run that wrote the state may have died on another node with its files.
-            torch.save(self.best_state, self.checkpoint_path)
+            save_weights(self.best_state, self.checkpoint_path)
+
+
+def save_weights(state: Mapping[str, torch.Tensor], path: Path) -> None:
+    """Write a state dict whole or not at all. torch.save on a full disk reports a bare
+    RuntimeError and leaves a cut-short file; serialised in memory first, the write to disk
+    raises the system's own error (ENOSPC), and a file half-written is never left in place."""
+    import io
+    import os
+
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    partial = path.with_name(path.name + ".partial")
+    try:
+        partial.unlink(missing_ok=True)  # Never write through a link planted in its place.
+        with os.fdopen(os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644), "wb") as file:
+            file.write(buffer.getbuffer())
+        os.replace(partial, path)
+    except OSError:
+        partial.unlink(missing_ok=True)
+        raise
 
 
 def trained_epochs(state_path: Path) -> list[dict[str, float]]:
@@ -142,14 +162,16 @@ def trained_epochs(state_path: Path) -> list[dict[str, float]]:
 
 def build(run: TrainingRun) -> tuple[pl.LightningModule, pl.LightningDataModule]:
     """The run's model and DataModule, seeded as LightningCLI seeds them (before building)."""
+    # The classes are checked before either is built: a config (a tampered record, say) that
+    # names another kind of class, subprocess.Popen for one, never gets it constructed.
+    if not issubclass(import_class(run.model["class_path"]), pl.LightningModule):
+        raise ComponentError(f"model {run.model['class_path']} is not a LightningModule"
+                             + (" (a simulated model runs only in sweeps)" if is_simulated(run) else ""))
+    if not issubclass(import_class(run.data["class_path"]), pl.LightningDataModule):
+        raise ComponentError(f"data {run.data['class_path']} is not a LightningDataModule")
     pl.seed_everything(run.seed, workers=True, verbose=False)
     data = instantiate(run.data["class_path"], run.data.get("init_args") or {})
     model = instantiate(run.model["class_path"], run.model.get("init_args") or {})
-    if not isinstance(model, pl.LightningModule):
-        raise TypeError(f"model {run.model['class_path']} is not a LightningModule"
-                        + (" (a simulated model runs only in sweeps)" if is_simulated(run) else ""))
-    if not isinstance(data, pl.LightningDataModule):
-        raise TypeError(f"data {run.data['class_path']} is not a LightningDataModule")
     return model, data
 
 
@@ -164,6 +186,9 @@ def make_trainer(run: TrainingRun, callbacks: list[pl.Callback], accelerator: st
     extra = options.pop("callbacks", None) or []
     if isinstance(extra, Mapping) or not isinstance(extra, list):
         extra = [extra]
+    for callback in extra:  # Checked before any is built, as build() checks the model and data.
+        if isinstance(callback, Mapping) and not issubclass(import_class(str(callback.get("class_path"))), pl.Callback):
+            raise ComponentError(f"trainer.callbacks: {callback.get('class_path')} is not a Lightning Callback")
     built_extra = [instantiate(c["class_path"], c.get("init_args") or {}) if isinstance(c, Mapping) else c
                    for c in extra]
     # enable_checkpointing stays on: Lightning then counts finesweep's own Checkpoint callback

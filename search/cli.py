@@ -87,6 +87,9 @@ def _parser() -> argparse.ArgumentParser:
     init.add_argument("--out", type=Path, help="write the spec here (default: print it)")
 
     commands.add_parser("tasks", help="list the built-in tasks (short names for model + data classes)")
+
+    clean = commands.add_parser("clean", help="end the Ray processes a killed sweep of RUN_DIR left running")
+    clean.add_argument("run_dir", type=Path)
     return parser
 
 
@@ -131,10 +134,19 @@ def _overrides(args: argparse.Namespace) -> dict[tuple[str, ...], object]:
 
 def _run(spec_path: Path | str, overrides: dict, run_dir: Path | None, args: argparse.Namespace,
          resume: bool) -> int:
+    from finesweep.search.resume import ResumeRefused, check_before_resume
     from finesweep.search.spec import parse_spec
     from finesweep.search.sweep import SweepError, SweepStopped, default_run_dir, run_sweep
+    from finesweep.search.user_code import time_limit
 
-    spec = parse_spec(spec_path, overrides)
+    try:
+        if resume:  # The run's spec copy is checked against its study before anything is imported.
+            check_before_resume(spec_path, run_dir)
+    except ResumeRefused as error:
+        print(f"finesweep: {error}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    with time_limit("the spec's classes and data (importing your module, the DataModule, check_inputs)"):
+        spec = parse_spec(spec_path, overrides)
     try:
         result = run_sweep(spec, run_dir or default_run_dir(spec), address=args.address,
                            verbose=args.verbose, resume=resume)
@@ -169,7 +181,6 @@ def cmd_export(args: argparse.Namespace) -> int:
 
     if _bad_top_k(args.top_k):
         return EXIT_BAD_INPUT
-    _clean_up_after_a_killed_driver(args.run_dir)
     if args.reseed is not None:
         return _robust_export(args)
     try:
@@ -179,7 +190,7 @@ def cmd_export(args: argparse.Namespace) -> int:
         return _results_error(error)
     ranked = record.ranked()
     robust = robust_choice(args.run_dir)
-    paths = write_exports(record.spec, args.run_dir, ranked, args.top_k)
+    paths = write_exports(record.info, args.run_dir, ranked, args.top_k)
     if not paths:
         print("finesweep: no COMPLETE trial to export", file=sys.stderr)
         return 1
@@ -212,12 +223,23 @@ def _robust_export(args: argparse.Namespace) -> int:
     return 0
 
 
-def _clean_up_after_a_killed_driver(target: str | Path) -> None:
-    from finesweep.search.leftovers import clean_up_run_dir
+def cmd_clean(args: argparse.Namespace) -> int:
+    from finesweep.search.leftovers import clean_lines
 
-    ended = clean_up_run_dir(target)
-    if ended:
-        print(f"finesweep: ended {ended} Ray processes left by a killed sweep of {target}", file=sys.stderr)
+    if not args.run_dir.is_dir():
+        print(f"finesweep: {args.run_dir} is not a run directory", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    for line in clean_lines(args.run_dir):
+        print(f"finesweep: {line}")
+    return 0
+
+
+def _leftovers_hint(target: str) -> None:
+    from finesweep.search.leftovers import view_hint
+
+    hint = view_hint(target)
+    if hint:
+        print(f"finesweep: {hint}", file=sys.stderr)
 
 
 def _bad_top_k(top_k: int) -> bool:
@@ -232,11 +254,11 @@ def cmd_status(args: argparse.Namespace) -> int:
 
     if _bad_top_k(args.top_k):
         return EXIT_BAD_INPUT
-    _clean_up_after_a_killed_driver(args.target)
     try:
         print(status_text(load_sweep(args.target, args.study), args.top_k))
     except ResultsError as error:
         return _results_error(error)
+    _leftovers_hint(args.target)
     return 0
 
 
@@ -246,7 +268,6 @@ def cmd_report(args: argparse.Namespace) -> int:
 
     if _bad_top_k(args.top_k):
         return EXIT_BAD_INPUT
-    _clean_up_after_a_killed_driver(args.run_dir)
     try:
         print(write_report(load_sweep(args.run_dir), args.out, args.top_k))
     except ResultsError as error:
@@ -270,14 +291,18 @@ def cmd_ensemble(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from finesweep.search.retrain import retrain
+    from finesweep.search.retrain import RetrainError, retrain
 
     for flag, value in (("--max-epochs", args.max_epochs), ("--seed", args.seed)):
         if value is not None and value < (1 if flag == "--max-epochs" else 0):
             print(f"finesweep: {flag} must be at least {1 if flag == '--max-epochs' else 0}, but got {value}",
                   file=sys.stderr)
             return EXIT_BAD_INPUT
-    retrain(args.config, args.out, max_epochs=args.max_epochs, seed=args.seed)
+    try:
+        retrain(args.config, args.out, max_epochs=args.max_epochs, seed=args.seed)
+    except RetrainError as error:
+        print(f"finesweep: {error}", file=sys.stderr)
+        return EXIT_BAD_INPUT
     return 0
 
 
@@ -321,15 +346,26 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
 
 COMMANDS = {"sweep": cmd_sweep, "resume": cmd_resume, "export": cmd_export, "train": cmd_train,
             "tensorboard": cmd_tensorboard, "status": cmd_status, "report": cmd_report, "ensemble": cmd_ensemble,
-            "dashboard": cmd_dashboard, "init": cmd_init, "tasks": cmd_tasks}
+            "dashboard": cmd_dashboard, "init": cmd_init, "tasks": cmd_tasks, "clean": cmd_clean}
 
 
 def main(argv: list[str] | None = None) -> int:
+    from finesweep.search.run_files import RunFileError
+    from finesweep.search.user_code import UserCodeTimeout, demote_working_directory
+
     args = _parser().parse_args(argv)
+    # No command imports from the folder it runs in ahead of the installed packages.
+    demote_working_directory()
     try:
         return COMMANDS[args.command](args)
+    except RunFileError as error:  # A run directory's file holds what no finesweep command wrote.
+        print(f"finesweep: {error}", file=sys.stderr)
+        return EXIT_BAD_INPUT
     except SpecError as error:
         print(error, file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except UserCodeTimeout as error:
+        print(f"finesweep: {error}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except MissingDataSource as error:
         print(f"finesweep: {error}", file=sys.stderr)
@@ -338,7 +374,10 @@ def main(argv: list[str] | None = None) -> int:
         print("finesweep: interrupted", file=sys.stderr)
         return 130
     except OSError as error:
-        if error.errno != errno.ENOSPC:
+        if error.errno == errno.ELOOP:  # A link planted where the run's own folder or file belongs.
+            print(f"finesweep: {error.filename}: {error.strerror}; nothing was written there", file=sys.stderr)
+            return EXIT_BAD_INPUT
+        if error.errno not in (errno.ENOSPC, errno.EDQUOT):
             raise
         # Files are written whole or not at all (written aside, then renamed).
         print(f"finesweep: no space left on the device{f' writing {error.filename}' if error.filename else ''}; "

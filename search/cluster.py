@@ -12,7 +12,7 @@ import logging
 import os
 import secrets
 from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from typing import Any
 
 LOOPBACK_NAMES = ("localhost",)
@@ -147,15 +147,28 @@ def node_label(node_id: str | None, node_ip: str | None) -> str:
     return f"{node_ip or '?'} ({node_id[:8]})"
 
 
-def trials_per_node(trials: Iterable[Any]) -> dict[str, int]:
+def trials_per_node(trials: Iterable[Any], current: Collection[str] | None = None) -> dict[str, int]:
     """Finished or running trials counted by the node they (last) ran on, busiest first;
-    ``trials`` are Optuna trials with the ``node``/``node_ip`` user attributes."""
-    counts = Counter(node_label(t.user_attrs.get("node"), t.user_attrs.get("node_ip")) for t in trials)
+    ``trials`` are Optuna trials with the ``node``/``node_ip`` user attributes. Given the ids of
+    the ``current`` Ray's nodes, a node of an earlier run (a resumed sweep's first Ray: the
+    same machine under another node id) counts under its address as ``(earlier runs)``."""
+    def label(trial: Any) -> str:
+        node, ip = trial.user_attrs.get("node"), trial.user_attrs.get("node_ip")
+        if current is not None and node and node not in current:
+            return f"{ip or '?'} (earlier runs)"
+        return node_label(node, ip)
+
+    counts = Counter(label(t) for t in trials)
     return dict(sorted(counts.items(), key=lambda item: (-item[1], item[0])))
 
 
-def nodes_line(trials: Iterable[Any]) -> str:
-    counts = trials_per_node(trials)
+def machines(trials: Iterable[Any]) -> int:
+    """How many addresses the trials ran at (one machine may have had several Ray node ids)."""
+    return len({t.user_attrs.get("node_ip") for t in trials if t.user_attrs.get("node")})
+
+
+def nodes_line(trials: Iterable[Any], current: Collection[str] | None = None) -> str:
+    counts = trials_per_node(trials, current)
     if not counts:
         return "trials per node: none ran"
     return "trials per node: " + ", ".join(f"{label}: {count}" for label, count in counts.items())

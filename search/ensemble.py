@@ -15,9 +15,10 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from finesweep.search.export import recorded_config
 from finesweep.search.results import ResultsError, SweepRecord, text_table, top_candidates, trial_value
-from finesweep.search.run_dir import ENSEMBLE_FILE, checkpoint_path, trial_name
-from finesweep.search.spec_loading import load_yaml
+from finesweep.search.run_dir import ENSEMBLE_FILE, TRIALS_DIR, checkpoint_path, trial_name, write_atomically
+from finesweep.search.run_files import Fields, RunFileError, read_spec_copy, read_yaml, run_dir_of
 
 ENSEMBLE_FORMAT = 1
 
@@ -58,21 +59,33 @@ def _member_names(members: Sequence[Mapping[str, Any]]) -> list[str]:
 
 def _evaluate(members: Sequence[Mapping[str, Any]], metric: str, mode: str,
               import_paths: Sequence[str] = ()) -> dict[str, Any]:
-    from finesweep.models.inference import CheckpointMismatchError, Member, NotEnsemblable, evaluate_ensemble
+    from finesweep.models.components import ComponentError
+    from finesweep.models.inference import (
+        CheckpointMismatchError,
+        Member,
+        NotEnsemblable,
+        UnreadableCheckpoint,
+        evaluate_ensemble,
+    )
     from finesweep.models.run import TrainingRun
     from finesweep.search.trial import quiet_training_logs
-    from finesweep.search.user_code import add_import_paths
+    from finesweep.search.user_code import prepare_recorded_configs
 
     quiet_training_logs()
-    for folder in import_paths:
-        add_import_paths(folder)
+    try:
+        for folder in import_paths:
+            prepare_recorded_configs([m["config"] for m in members], folder)
+    except ValueError as error:
+        raise ResultsError(str(error)) from None
     models = [Member(name, TrainingRun.from_config(m["config"], max_epochs=1, seed=0, metric=metric, mode=mode),
                      m["checkpoint"]) for name, m in zip(_member_names(members), members, strict=True)]
     splits = {}
     try:
         results = evaluate_ensemble(models, ("val", "test"))
-    except (CheckpointMismatchError, NotEnsemblable) as error:
+    except (CheckpointMismatchError, NotEnsemblable, ComponentError) as error:
         raise ResultsError(f"cannot ensemble: {error}") from None
+    except UnreadableCheckpoint as error:
+        raise ResultsError(str(error)) from None
     for result in results:
         best = result.members[models[0].name]
         splits[result.split] = {"ensemble": result.ensemble, "best_single": best, "members": result.members}
@@ -81,7 +94,7 @@ def _evaluate(members: Sequence[Mapping[str, Any]], metric: str, mode: str,
 
 def build_ensemble(record: SweepRecord, top_k: int = 5) -> EnsembleReport:
     """Evaluate the ensemble of the best ``top_k`` trials and write ``ensemble.yaml``."""
-    if record.spec is None or record.run_dir is None:
+    if record.info is None or record.run_dir is None:
         raise ResultsError("an ensemble needs the sweep's run directory (its spec and checkpoints)")
     chosen = top_candidates(record, top_k)
     members, missing = [], []
@@ -92,46 +105,70 @@ def build_ensemble(record: SweepRecord, top_k: int = 5) -> EnsembleReport:
             continue
         members.append({"trial": trial.number, "rank": rank, "state": trial.state.name,
                         "value": trial_value(trial, record.mode), "best_epoch": trial.user_attrs.get("best_epoch"),
-                        "checkpoint": str(path.resolve()), "config": dict(trial.user_attrs["config"])})
+                        "checkpoint": str(path.resolve()), "config": _config(trial)})
     if missing:
         raise ResultsError(f"no checkpoint for {len(missing)} of the top {top_k}: {'; '.join(missing)} "
                            "(removed by the checkpoint retention policy? ensemble fewer with --top-k)")
-    spec = record.spec
-    splits = _evaluate(members, spec.metric, spec.mode, [spec.base_dir])
+    info = record.info
+    splits = _evaluate(members, record.metric, record.mode, [info.spec_dir])
     path = record.run_dir / ENSEMBLE_FILE
     kind = "mean of class probabilities" if "acc" in splits["val"]["ensemble"] else "mean of predictions"
     document = {
-        "finesweep_ensemble": ENSEMBLE_FORMAT, "sweep": spec.name, "task": spec.task_label,
-        "spec_dir": spec.base_dir, "metric": spec.metric, "mode": spec.mode, "combine": kind,
+        "finesweep_ensemble": ENSEMBLE_FORMAT, "sweep": info.name, "task": info.task_label,
+        "spec_dir": info.spec_dir, "metric": record.metric, "mode": record.mode, "combine": kind,
         "members": members,
         "scores": {split: {"ensemble": s["ensemble"], "best_single": s["best_single"]} for split, s in splits.items()},
         "created_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
     }
-    path.write_text(f"# Ensemble of the top {len(members)} trials of sweep {spec.name!r}, by finesweep.\n"
-                    f"# Re-evaluate: python launch.py ensemble {path}\n"
-                    + yaml.safe_dump(document, sort_keys=False))
+    write_atomically(path, f"# Ensemble of the top {len(members)} trials of sweep {info.name!r}, by finesweep.\n"
+                           f"# Re-evaluate: python launch.py ensemble {path}\n"
+                     + yaml.safe_dump(document, sort_keys=False))
     return EnsembleReport(path, splits, members)
 
 
+def _config(trial: object) -> dict[str, Any]:
+    try:
+        return dict(recorded_config(trial))
+    except RunFileError as error:
+        raise ResultsError(str(error)) from None
+
+
 def load_ensemble(path: str | Path) -> dict[str, Any]:
-    """A saved ``ensemble.yaml``, its members checked. Read with the spec loader's limits (no
-    alias bombs, no Python tags, UTF-8 only): a bad file is a SpecError like a bad spec."""
-    document, _ = load_yaml(path)
-    problems = []
+    """A saved ``ensemble.yaml``, every field checked: read with the spec loader's limits (no
+    alias bombs, no Python tags, UTF-8 only), members' checkpoints inside the run directory
+    that holds the file (``trials/``), the spec folder that run's own. One line on a violation."""
+    document, marks = read_yaml(path)
     if not isinstance(document, dict) or document.get("finesweep_ensemble") != ENSEMBLE_FORMAT:
         raise ResultsError(f"{path}: expected an ensemble written by `launch.py ensemble` "
                            f"(finesweep_ensemble: {ENSEMBLE_FORMAT})")
-    for key, kind in (("metric", str), ("members", list)):
-        if not isinstance(document.get(key), kind):
-            problems.append(f"{key}: expected a {kind.__name__}, found {document.get(key)!r}")
-    for index, member in enumerate(document.get("members") or []):
-        for key in ("trial", "checkpoint", "config"):
-            if not isinstance(member, dict) or key not in member:
-                problems.append(f"members[{index}].{key}: missing")
-            elif key == "checkpoint" and not Path(member[key]).exists():
-                problems.append(f"members[{index}].checkpoint: no file at {member[key]}")
-    if problems:
-        raise ResultsError(f"{path}: " + "; ".join(problems))
+    check = Fields(path, marks)
+    run_dir = run_dir_of(path)
+    try:
+        check.name(document.get("metric"), ("metric",))
+        check.choice(document.get("mode", "max"), ("mode",), ("min", "max"))
+        members = document.get("members")
+        if not isinstance(members, list) or not 1 <= len(members) <= 1000:
+            raise check.fail(("members",), "a list of 1 to 1000 members", f"{type(members).__name__}")
+        for index, member in enumerate(members):
+            at = ("members", index)
+            check.mapping(member, at)
+            check.integer(member.get("trial"), (*at, "trial"), 0, 2**31 - 1)
+            config = check.mapping(member.get("config"), (*at, "config"), limit=16)
+            for section in ("model", "data"):
+                check.name(check.mapping(config.get(section), (*at, "config", section)).get("class_path"),
+                           (*at, "config", section, "class_path"))
+            given = member.get("checkpoint")
+            checkpoint = (check.path_inside(given, (*at, "checkpoint"), run_dir / TRIALS_DIR) if run_dir is not None
+                          else check.absolute_path(given, (*at, "checkpoint")))
+            if not checkpoint.is_file():
+                raise check.fail((*at, "checkpoint"), "a model.pt that exists", repr(member["checkpoint"]))
+        if document.get("spec_dir") is not None:
+            spec_dir = check.absolute_path(document["spec_dir"], ("spec_dir",))
+            if run_dir is not None and str(spec_dir) != str(Path(read_spec_copy(run_dir).spec_dir)):
+                raise check.fail(("spec_dir",), f"the spec folder of the run in {run_dir}", repr(document["spec_dir"]),
+                                 "the user's modules are imported from there: an ensemble names its own run's")
+    except RunFileError as error:
+        raise ResultsError(str(error)) from None
     return document
 
 

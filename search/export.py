@@ -24,8 +24,18 @@ from finesweep.search.run_dir import (
     ROBUST_FILE,
     SINGLE_BEST_FILE,
     checkpoint_path,
+    own_folder,
     rank_path,
     write_atomically,
+)
+from finesweep.search.run_files import (
+    Fields,
+    RunFileError,
+    RunInfo,
+    check_export_record,
+    read_spec_copy,
+    read_yaml,
+    run_dir_of,
 )
 from finesweep.search.spec_components import ComponentChecks
 from finesweep.search.spec_loading import parse_yaml_text, read_text
@@ -33,7 +43,6 @@ from finesweep.search.spec_problems import Problem, SpecError
 
 if TYPE_CHECKING:
     import optuna
-    from finesweep.search.spec import SweepSpec
 
 EXPORT_FORMAT = 2
 RECORD_PREFIX = "#% "
@@ -59,33 +68,33 @@ def lightning_config(config: Mapping[str, Any], seed: int, max_epochs: int) -> d
             "model": dict(config["model"]), "data": dict(config["data"])}
 
 
-def export_record(spec: SweepSpec, run_dir: Path, frozen: optuna.trial.FrozenTrial, rank: int) -> dict[str, Any]:
+def export_record(info: RunInfo, run_dir: Path, frozen: optuna.trial.FrozenTrial, rank: int) -> dict[str, Any]:
     """finesweep's record of an exported trial (the ``#%`` lines)."""
     checkpoint = checkpoint_path(run_dir, frozen.number)
     return {
         "finesweep_export": EXPORT_FORMAT,
-        "sweep": spec.name,
-        "task": spec.task_label,
-        "metric": spec.metric,
-        "mode": spec.mode,
+        "sweep": info.name,
+        "task": info.task_label,
+        "metric": info.metric,
+        "mode": info.mode,
         "value": float(frozen.value),
         "best_epoch": frozen.user_attrs.get("best_epoch"),
         "trial": frozen.number,
         "rank": rank,
         "params": dict(frozen.params),
-        "threads": max(1, int(spec.resources.cpus)),
+        "threads": info.threads,
         # Where the spec's own modules are imported from, wherever the export is read.
-        "spec_dir": spec.base_dir,
+        "spec_dir": info.spec_dir,
         "checkpoint": str(checkpoint.resolve()) if checkpoint.exists() else None,
         "versions": library_versions(),
         "exported_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
     }
 
 
-def export_text(spec: SweepSpec, run_dir: Path, frozen: optuna.trial.FrozenTrial, rank: int,
+def export_text(info: RunInfo, run_dir: Path, frozen: optuna.trial.FrozenTrial, rank: int,
                 title: str) -> str:
-    record = export_record(spec, run_dir, frozen, rank)
-    config = lightning_config(frozen.user_attrs["config"], int(frozen.user_attrs["seed"]), spec.budget.max_epochs)
+    record = export_record(info, run_dir, frozen, rank)
+    config = lightning_config(recorded_config(frozen), recorded_seed(frozen), info.max_epochs)
     path = (run_dir / BEST_FILE).resolve()
     header = [f"# {title}, exported by finesweep as a LightningCLI config.",
               f"# Retrain it here:   python launch.py train {path} [--max-epochs N] [--seed S]",
@@ -95,30 +104,54 @@ def export_text(spec: SweepSpec, run_dir: Path, frozen: optuna.trial.FrozenTrial
     return "\n".join(header + record_lines) + "\n" + yaml.safe_dump(config, sort_keys=False)
 
 
-def write_rank(spec: SweepSpec, run_dir: Path, frozen: optuna.trial.FrozenTrial, rank: int,
+def write_rank(info: RunInfo, run_dir: Path, frozen: optuna.trial.FrozenTrial, rank: int,
                note: str = "", out_dir: Path | None = None) -> Path:
     """Write ``top/rank_NN.yaml`` for ``frozen`` into ``out_dir`` (default ``run_dir``);
     ``note`` goes into its header."""
     path = rank_path(Path(out_dir or run_dir), rank)
-    write_atomically(path, export_text(spec, run_dir, frozen, rank, f"Rank {rank} of sweep {spec.name!r}{note}"))
+    write_atomically(path, export_text(info, run_dir, frozen, rank, f"Rank {rank} of sweep {info.name!r}{note}"))
     return path
+
+
+def recorded_config(frozen: optuna.trial.FrozenTrial) -> dict[str, Any]:
+    """The LightningCLI config a trial ran, as the study recorded it, checked as data: a
+    ``model`` and a ``data`` section, each a ``class_path`` with ``init_args``."""
+    check = Fields(f"study trial {frozen.number}", prefix="user_attrs.")
+    config = check.mapping(frozen.user_attrs.get("config"), ("config",), limit=16)
+    for section in ("model", "data"):
+        entry = check.mapping(config.get(section), ("config", section))
+        check.name(entry.get("class_path"), ("config", section, "class_path"))
+        if entry.get("init_args") is not None:
+            check.mapping(entry["init_args"], ("config", section, "init_args"))
+    if config.get("trainer") is not None:
+        check.mapping(config["trainer"], ("config", "trainer"))
+    return config
+
+
+def recorded_seed(frozen: optuna.trial.FrozenTrial) -> int:
+    from finesweep.search.spec import MAX_SEED
+
+    check = Fields(f"study trial {frozen.number}", prefix="user_attrs.")
+    return check.integer(frozen.user_attrs.get("seed"), ("seed",), 0, 2 * MAX_SEED)
 
 
 def robust_choice(run_dir: Path) -> int | None:
     """The trial of ``best.yaml`` when it is the robust choice of ``export --reseed`` (the
-    trial ``robust.yaml`` chose); None when best.yaml is a plain export or missing."""
+    trial ``robust.yaml`` chose); None when best.yaml is a plain export or missing. Both files
+    are read with the run directory's bounds: a file no finesweep command wrote is an error."""
     robust, best = run_dir / ROBUST_FILE, run_dir / BEST_FILE
     if not (robust.is_file() and best.is_file()):
         return None
-    try:
-        chosen = (yaml.safe_load(robust.read_text()) or {}).get("chosen_trial")
-        exported = _record(str(best), read_text(best)).get("trial")
-    except (yaml.YAMLError, AttributeError, SpecError):
-        return None  # not files finesweep wrote; best.yaml is then treated as a plain export
+    document, marks = read_yaml(robust)
+    check = Fields(robust, marks)
+    chosen = check.mapping(document, (), limit=64).get("chosen_trial")
+    if chosen is not None:
+        check.integer(chosen, ("chosen_trial",), 0, 2**31 - 1)
+    exported = read_record(best).get("trial")
     return chosen if chosen is not None and chosen == exported else None
 
 
-def write_exports(spec: SweepSpec, run_dir: Path, ranked: list[optuna.trial.FrozenTrial],
+def write_exports(info: RunInfo, run_dir: Path, ranked: list[optuna.trial.FrozenTrial],
                   top_k: int = 1) -> list[Path]:
     """Write ``best.yaml`` and, for ``top_k`` > 1, ``top/rank_NN.yaml``; return the paths.
 
@@ -129,14 +162,20 @@ def write_exports(spec: SweepSpec, run_dir: Path, ranked: list[optuna.trial.Froz
     if not ranked:
         return []
     name = SINGLE_BEST_FILE if robust_choice(run_dir) is not None else BEST_FILE
-    title = f"Best trial of sweep {spec.name!r}" + (
+    title = f"Best trial of sweep {info.name!r}" + (
         f" ({BEST_FILE} holds the robust best of `export --reseed` instead; see robust.md)"
         if name == SINGLE_BEST_FILE else "")
     path = run_dir / name
-    write_atomically(path, export_text(spec, run_dir, ranked[0], 1, title))
-    written = [path]
+    # Every text is built (and every trial's record checked) before the first file is written.
+    texts = [(path, export_text(info, run_dir, ranked[0], 1, title))]
     if top_k > 1:
-        written += [write_rank(spec, run_dir, frozen, rank) for rank, frozen in enumerate(ranked[:top_k], start=1)]
+        texts += [(rank_path(run_dir, rank), export_text(info, run_dir, frozen, rank,
+                                                         f"Rank {rank} of sweep {info.name!r}"))
+                  for rank, frozen in enumerate(ranked[:top_k], start=1)]
+    for target, text in texts:
+        own_folder(target.parent)
+        write_atomically(target, text)
+    written = [target for target, _ in texts]
     return written
 
 
@@ -159,16 +198,22 @@ class ExportedRun:
 
 
 def _record(source: str, text: str) -> dict[str, Any]:
-    lines = [line[len(RECORD_PREFIX):] for line in text.splitlines() if line.startswith(RECORD_PREFIX)]
-    if not lines:
+    """The ``#%`` record of an export, every field checked (see run_files.check_export_record)."""
+    numbered = [(number, line[len(RECORD_PREFIX):]) for number, line in enumerate(text.splitlines(), start=1)
+                if line.startswith(RECORD_PREFIX)]
+    if not numbered:
         return {}
-    record, _, _ = parse_yaml_text(source, "\n".join(lines))
-    return record if isinstance(record, dict) else {}
+    record, marks = read_yaml(source, "\n".join(line for _, line in numbered))
+    return check_export_record(source, record, marks, [number for number, _ in numbered])
 
 
 def read_record(path: str | Path) -> dict[str, Any]:
-    """finesweep's record of an exported trial (the ``#%`` lines of its file)."""
-    return _record(str(path), read_text(path))
+    """finesweep's record of an exported trial (the ``#%`` lines of its file), checked."""
+    try:
+        text = read_text(path)
+    except SpecError as error:
+        raise RunFileError(path, error.problems[0]) from None
+    return _record(str(path), text)
 
 
 def read_export(path: str | Path) -> ExportedRun:
@@ -183,8 +228,17 @@ def read_export(path: str | Path) -> ExportedRun:
         raise SpecError(source, [Problem((), "an exported config (best.yaml)", type(data).__name__)])
     from finesweep.search.user_code import add_import_paths
 
+    # The record is checked in full before anything is imported: a tampered line (a spec
+    # folder elsewhere, a thread count no machine has) is refused with nothing run.
     record = _record(source, text)
-    spec_dir = Path(str(record.get("spec_dir") or Path(source).resolve().parent))
+    for key in ("metric", "mode"):
+        if not record.get(key):
+            raise Fields(source, prefix="#% ").fail(
+                (key,), "finesweep's record of the trial (#% lines with metric and mode)", "none",
+                "export it with `launch.py export RUN_DIR`")
+    run_dir = run_dir_of(source)
+    spec_dir = record.get("spec_dir") or (read_spec_copy(run_dir).spec_dir if run_dir is not None
+                                          else Path(source).resolve().parent)
     add_import_paths(spec_dir)
     checker = ComponentChecks(source, marks, Path(source).resolve().parent)
     checker.problems.extend(duplicates)
@@ -192,18 +246,14 @@ def read_export(path: str | Path) -> ExportedRun:
     for key in ("model", "data"):
         if key not in data:
             checker.problem((key,), f"a `{key}:` entry", "none", "export it with `launch.py export RUN_DIR`")
-    if not record.get("metric"):
-        checker.problem(("#% metric",), "finesweep's record of the trial (#% lines with metric and mode)",
-                        "none", "export it with `launch.py export RUN_DIR`")
     model, _ = checker.component("model", None, data.get("model"))
     data_section, _ = checker.component("data", None, data.get("data"))
     trainer = dict(data.get("trainer") or {})
     epochs = checker.number(trainer.pop("max_epochs", None), ("trainer", "max_epochs"), integer=True, low=1)
     trainer = checker.trainer(trainer)
     seed = checker.number(data.get("seed_everything"), ("seed_everything",), integer=True, low=0)
-    mode = record.get("mode") if record.get("mode") in ("min", "max") else "max"
     if checker.problems:
         raise SpecError(source, checker.problems)
     run = TrainingRun(model=model.as_config(), data=data_section.as_config(), trainer=trainer,
-                      max_epochs=int(epochs), seed=int(seed), metric=str(record["metric"]), mode=mode)
+                      max_epochs=int(epochs), seed=int(seed), metric=str(record["metric"]), mode=record["mode"])
     return ExportedRun(run=run, record=record, source=source)

@@ -67,8 +67,12 @@ class RunLock:
         self._fd: int | None = None
 
     def acquire(self) -> None:
-        # Owner-only: the file names this machine and process.
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        # Owner-only: the file names this machine and process. Never through a symbolic link
+        # (a planted one would have its target truncated).
+        try:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+        except OSError as error:
+            raise LockError(f"cannot take the lock {self.path}: {error.strerror} (a symbolic link?)") from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

@@ -47,16 +47,21 @@ class SweepMonitor:
 
     def close_unfinished(self, study: optuna.Study) -> None:
         """Give trials that never reported an end (the sweep stopped around them) their final
-        HParams record from the study; call after ``fail_unfinished``."""
-        if self.hparams is None:
-            self.running.clear()
-            return
+        HParams record from the study and their progress line; call after ``fail_unfinished``."""
         for frozen in study.get_trials(deepcopy=False):
             if frozen.number in self.running and frozen.state.is_finished():
                 value = frozen.value if frozen.state.name == "COMPLETE" else None
-                self.hparams.write_trial(trial_name(frozen.number), frozen.params, frozen.state.name,
-                                         value, int(frozen.user_attrs.get("epochs", 0)))
+                epochs = int(frozen.user_attrs.get("epochs", 0))
+                if self.hparams is not None:
+                    self.hparams.write_trial(trial_name(frozen.number), frozen.params, frozen.state.name,
+                                             value, epochs)
                 self.running.discard(frozen.number)
+                if frozen.state.name == "FAIL":  # One line per failed trial, with its reason.
+                    self.counts["FAIL"] += 1
+                    self.out.write(f"[{self.elapsed():>6}] trial {frozen.number:>3} FAIL     after {epochs:>2} "
+                                   f"epochs ({frozen.user_attrs.get('fail_reason')}) | {self.status_line()}\n")
+        self.running.clear()
+        self.out.flush()
 
     def trial_ended(self, number: int, params: Mapping[str, Any], outcome: Outcome, epochs: int) -> None:
         self.running.discard(number)

@@ -15,7 +15,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from finesweep.search import cluster, tune_run
+from finesweep.search import cluster, tune_run, user_code
 
 for _name, _value in tune_run.TUNE_ENVIRONMENT.items():  # Read when Ray Tune is imported: set first.
     os.environ.setdefault(_name, _value)
@@ -40,7 +40,11 @@ def start_ray(address: str | None, *, verbose: bool = False, py_modules: Sequenc
         return False
     tune_run.quiet_tune_logs(verbose)
     try:
-        ray.init(**cluster.init_arguments(address, verbose, py_modules))
+        # Ray puts the driver's working directory first on every worker's import path (ahead of
+        # the standard library): started from a folder of the user's, a planted `optuna.py` there
+        # would run in the workers. The user's folders reach them through SweepContext instead.
+        with contextlib.chdir(user_code.neutral_directory()):
+            ray.init(**cluster.init_arguments(address, verbose, py_modules))
     except (ray.exceptions.AuthenticationError, ConnectionError) as error:
         if address is None:
             raise
@@ -56,6 +60,11 @@ def session_dir() -> str:
     """The session folder of the Ray this process started or joined."""
     context = ray.get_runtime_context()
     return os.path.join(context.get_temp_dir(), context.get_session_name())
+
+
+def node_ids() -> set[str]:
+    """The ids of the Ray nodes alive now."""
+    return {node["NodeID"] for node in ray.nodes() if node.get("Alive")}
 
 
 def check_resources(cpus: float, gpus: float) -> None:
@@ -148,7 +157,8 @@ def run_trials(ledger: TrialLedger, *, trials: int, verbose: bool = False,
                                   checkpoint_config=tune.CheckpointConfig(checkpoint_at_end=False, num_to_keep=1),
                                   callbacks=[control], stop=control, **tune_run.storage_settings(run_dir, verbose)),
     )
-    tuner.fit()
+    with tune_run.hidden_raylet_errors(verbose):
+        tuner.fit()
     return ledger.abort_reason
 
 

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 from finesweep.models.run import Direction
 from finesweep.search.importance import Importances, importances
 from finesweep.search.results import SweepRecord, format_value, param_cells, trial_value
-from finesweep.search.run_dir import PLOT_DIR, REPORT_FILE, tensorboard_dir
+from finesweep.search.run_dir import PLOT_DIR, REPORT_FILE, own_folder, tensorboard_dir
 from finesweep.search.study import describe_storage, state_counts
 
 if TYPE_CHECKING:
@@ -276,8 +276,6 @@ img { max-width: 100%; border: 1px solid #eee; }
 def write_report(record: SweepRecord, out_dir: Path | None = None, top_k: int = 5) -> Path:
     """Write ``report.html`` and ``report/*.png`` into ``out_dir`` (default: the run directory)."""
     out_dir = Path(out_dir or record.run_dir or ".")
-    plot_dir = out_dir / PLOT_DIR
-    plot_dir.mkdir(parents=True, exist_ok=True)
     trials = record.study.get_trials(deepcopy=False)
     weights = importances(record, trials)
     plots = [
@@ -298,7 +296,6 @@ def write_report(record: SweepRecord, out_dir: Path | None = None, top_k: int = 
     sections = []
     for plot in plots:
         if plot.png:
-            (plot_dir / f"{plot.name}.png").write_bytes(plot.png)
             image = (f'<img alt="{html.escape(plot.title)}" src="data:image/png;base64,'
                      f'{base64.b64encode(plot.png).decode()}">')
         else:
@@ -339,6 +336,37 @@ parameter that was inactive for the trial.</p>
 {every}
 </body></html>
 """
-    path = out_dir / REPORT_FILE
-    path.write_text(page, encoding="utf-8")
-    return path
+    files = {f"{PLOT_DIR}/{plot.name}.png": plot.png for plot in plots if plot.png}
+    files[REPORT_FILE] = page.encode("utf-8")
+    write_files(out_dir, files)
+    return out_dir / REPORT_FILE
+
+
+def write_files(out_dir: Path, files: dict[str, bytes]) -> None:
+    """Write ``files`` (relative name -> content) into ``out_dir`` all or none: each is written
+    into a staging folder first and moved into place only once every one was written, so a
+    full disk leaves neither half a report nor an empty folder behind."""
+    import shutil
+    import tempfile
+
+    created = [p for p in (out_dir, *out_dir.parents) if not p.exists()]
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        own_folder(out_dir / PLOT_DIR)
+        staging = Path(tempfile.mkdtemp(prefix=".report-", dir=out_dir))
+        try:
+            for name, content in files.items():
+                (staging / name).parent.mkdir(parents=True, exist_ok=True)
+                (staging / name).write_bytes(content)
+            for name in files:
+                (out_dir / name).parent.mkdir(parents=True, exist_ok=True)
+                (staging / name).replace(out_dir / name)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+    except OSError:
+        for folder in created:
+            shutil.rmtree(folder, ignore_errors=True)
+        if not (out_dir / REPORT_FILE).exists() and (out_dir / PLOT_DIR).is_dir() \
+                and not any((out_dir / PLOT_DIR).iterdir()):
+            (out_dir / PLOT_DIR).rmdir()
+        raise

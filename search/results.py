@@ -1,12 +1,17 @@
-"""Reading a sweep's record, finished or still running, for `status`, `report`, `export
---reseed` and `ensemble`.
+"""Reading a sweep's record, finished or still running, for `status`, `report`, `export`,
+`dashboard`, `export --reseed` and `ensemble`.
 
 The study database is the record of truth; it is opened read-only where the backend allows
-it (SQLite), so reading never blocks or alters a sweep that is writing to it.
+it (SQLite: a missing file is an error, never a new database), so reading never blocks or
+alters a sweep that is writing to it. The run directory's spec copy is read as plain data
+(:func:`finesweep.search.run_files.read_spec_copy`): no view imports the user's module, so a
+run directory copied to a machine without it can still be read, and a module planted in it
+never runs.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -14,12 +19,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from finesweep.models.run import Direction
-from finesweep.search.run_dir import STUDY_FILE
-from finesweep.search.study import describe_storage, ranked_trials, storage_url
+from finesweep.search.run_dir import SPEC_COPY, STUDY_FILE
+from finesweep.search.run_files import NAME, Fields, RunFileError, RunInfo, read_spec_copy
+from finesweep.search.study import describe_storage, ranked_trials, sqlite_file, storage_url
 
 if TYPE_CHECKING:
     import optuna
-    from finesweep.search.spec import SweepSpec
 
 
 class ResultsError(RuntimeError):
@@ -28,14 +33,14 @@ class ResultsError(RuntimeError):
 
 @dataclass(frozen=True)
 class SweepRecord:
-    """One sweep as stored: its study, and its spec and run directory when known."""
+    """One sweep as stored: its study, and what its run directory records when known."""
 
     study: optuna.Study
     url: str
     metric: str
     mode: str
     param_names: tuple[str, ...]
-    spec: SweepSpec | None = None
+    info: RunInfo | None = None
     run_dir: Path | None = None
 
     def ranked(self) -> list[optuna.trial.FrozenTrial]:
@@ -44,16 +49,35 @@ class SweepRecord:
 
 
 def read_only_url(url: str) -> str:
-    """The SQLite URL opened read-only (the file must exist); other databases unchanged."""
-    prefix = "sqlite:///"
-    if not url.startswith(prefix) or url.startswith(prefix + "file:"):
+    """The URL opened read-only: an SQLite file, in whichever form it is named, must exist and
+    is opened with ``mode=ro`` (a view never creates a database); other databases unchanged."""
+    from urllib.parse import quote
+
+    path = sqlite_file(url)
+    if path is None:
+        if url.split("://", 1)[0].startswith("sqlite"):
+            raise ResultsError(f"{describe_storage(url)} is an in-memory database: it holds no sweep")
         return url
-    path = Path(url[len(prefix):])
-    if not path.exists():
+    if not path.is_file():
         raise ResultsError(f"no study database at {path}")
     if Path(f"{path}-journal").exists():
         _roll_back_interrupted_write(path)
-    return f"{prefix}file:{path}?mode=ro&uri=true"
+    # A database left in WAL mode without its -wal and -shm files (a killed sweep's study.db
+    # copied alone): SQLite would create both beside it, even read-only. No WAL file means no
+    # writer and nothing outside the main file, which is then read as it is (immutable).
+    immutable = "&immutable=1" if _wal_mode(path) and not any(
+        Path(f"{path}-{suffix}").exists() for suffix in ("wal", "shm")) else ""
+    return f"sqlite:///file:{quote(str(path))}?mode=ro{immutable}&uri=true"
+
+
+def _wal_mode(path: Path) -> bool:
+    """Whether the SQLite file's header marks it as in write-ahead-log mode."""
+    try:
+        with open(path, "rb") as file:
+            header = file.read(20)
+    except OSError:
+        return False
+    return header.startswith(b"SQLite format 3\x00") and header[18:20] == b"\x02\x02"
 
 
 def _roll_back_interrupted_write(path: Path) -> None:
@@ -71,22 +95,31 @@ def _roll_back_interrupted_write(path: Path) -> None:
         connection.close()
 
 
-def _load(name: str | None, url: str) -> optuna.Study:
+def read_only_studies(url: str) -> tuple[optuna.storages.RDBStorage, list[str]]:
+    """The storage at ``url`` opened for reading only (see :func:`read_only_url`), and the
+    names of the studies it holds; ResultsError, in one line, when it cannot be read."""
     import optuna
     from sqlalchemy.exc import SQLAlchemyError
     from sqlalchemy.pool import NullPool
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+    readable = read_only_url(url)
     try:
         # No pooled connections left open between reads: a reader that lingers (the dashboard, a
         # status poll) would keep a finished sweep's driver from putting the file back in its
         # rollback-journal mode (study.leave_write_ahead).
-        storage = optuna.storages.RDBStorage(read_only_url(url), engine_kwargs={
-            "connect_args": {"timeout": 60}, "poolclass": NullPool} if url.startswith("sqlite") else {})
-        names = optuna.study.get_all_study_names(storage)
+        storage = optuna.storages.RDBStorage(readable, engine_kwargs={
+            "connect_args": {"timeout": 60}, "poolclass": NullPool} if readable.startswith("sqlite") else {})
+        return storage, optuna.study.get_all_study_names(storage)
     except SQLAlchemyError as error:
         reason = str(getattr(error, "orig", None) or error).strip().splitlines()[0]
         raise ResultsError(f"cannot read the study storage {describe_storage(url)}: {reason}") from None
+
+
+def _load(name: str | None, url: str) -> optuna.Study:
+    import optuna
+
+    storage, names = read_only_studies(url)
     if name is None:
         if len(names) != 1:
             raise ResultsError(f"storage {describe_storage(url)} holds {len(names)} studies "
@@ -100,40 +133,58 @@ def _load(name: str | None, url: str) -> optuna.Study:
 
 def storage_of(target: str | Path) -> str:
     """The study storage URL of ``target``: a storage URL as it is, or a run directory's (from
-    its ``spec.yaml``)."""
-    from finesweep.search.run_dir import SPEC_COPY
-    from finesweep.search.spec import parse_spec
-
+    its ``spec.yaml``, read as data)."""
     if "://" in str(target):
         return str(target)
-    spec_path = Path(target) / SPEC_COPY
-    if not spec_path.exists():
-        raise ResultsError(f"{target} is neither a storage URL nor a sweep run directory (no {SPEC_COPY})")
-    return storage_url(parse_spec(spec_path, read_inputs=False).storage, target)
+    return storage_url(_run_info(Path(target)).storage, target)
+
+
+def _run_info(run_dir: Path) -> RunInfo:
+    if not (run_dir / SPEC_COPY).exists():
+        raise ResultsError(f"{run_dir} is neither a storage URL nor a sweep run directory (no {SPEC_COPY})")
+    try:
+        return read_spec_copy(run_dir)
+    except RunFileError as error:
+        raise ResultsError(str(error)) from None
 
 
 def load_sweep(target: str | Path, study_name: str | None = None) -> SweepRecord:
-    """A run directory (with its ``spec.yaml``) or a storage URL, for reading only."""
-    from finesweep.search.run_dir import SPEC_COPY
-    from finesweep.search.spec import parse_spec
-
+    """A run directory (with its ``spec.yaml``) or a storage URL, for reading only. The metric,
+    direction and searched names come from the study's own record where it has one."""
     text = str(target)
     if "://" in text:
         study = _load(study_name, text)
-        names = sorted({name for trial in study.get_trials(deepcopy=False) for name in trial.params})
-        metric = str(study.user_attrs.get("metric", "value"))
-        mode = Direction.from_optuna(study.direction.name).mode
-        return SweepRecord(study, text, metric, mode, tuple(names))
+        return SweepRecord(study, text, _recorded_metric(study, "value"), _direction(study),
+                           _recorded_params(study, None))
     run_dir = Path(target)
-    spec_path = run_dir / SPEC_COPY
-    if not spec_path.exists():
-        raise ResultsError(f"{run_dir} is not a sweep run directory (no {SPEC_COPY})")
-    spec = parse_spec(spec_path, read_inputs=False)
-    url = storage_url(spec.storage, run_dir)
-    if spec.storage is None and not (run_dir / STUDY_FILE).exists():
+    info = _run_info(run_dir)
+    url = storage_url(info.storage, run_dir)
+    if info.storage is None and not (run_dir / STUDY_FILE).exists():
         raise ResultsError(f"{run_dir} has no {STUDY_FILE} yet: the sweep has not opened its study")
-    study = _load(study_name or spec.name, url)
-    return SweepRecord(study, url, spec.metric, spec.mode, tuple(spec.space.names), spec, run_dir)
+    study = _load(study_name or info.name, url)
+    # The study's record wins over the copy's (whose `mode:` may have been left to the metric's name).
+    info = dataclasses.replace(info, metric=_recorded_metric(study, info.metric), mode=_direction(study))
+    return SweepRecord(study, url, info.metric, info.mode, _recorded_params(study, info.param_names), info, run_dir)
+
+
+def _direction(study: optuna.Study) -> str:
+    return Direction.from_optuna(study.direction.name).mode
+
+
+def _recorded_metric(study: optuna.Study, default: str) -> str:
+    metric = study.user_attrs.get("metric", default)
+    try:
+        return Fields(f"study {study.study_name!r}").name(metric, ("user_attrs", "metric"), NAME)
+    except RunFileError as error:
+        raise ResultsError(str(error)) from None
+
+
+def _recorded_params(study: optuna.Study, names: tuple[str, ...] | None) -> tuple[str, ...]:
+    """The searched names in the spec's order, else in the order the trials first drew them."""
+    if names is not None:
+        return names
+    found = dict.fromkeys(name for trial in study.get_trials(deepcopy=False) for name in trial.params)
+    return tuple(found)
 
 
 def trial_value(trial: optuna.trial.FrozenTrial, mode: str) -> float | None:

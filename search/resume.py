@@ -8,6 +8,7 @@ seed), so nothing finished is lost or repeated and the total stays at the reques
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from finesweep.search.space import CategoricalParam
@@ -69,3 +70,77 @@ def finished_count(study: optuna.Study) -> int:
 def interrupted_trials(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
     """Trials left RUNNING by a driver that died: they are run again, once, as they were."""
     return [t for t in study.get_trials(deepcopy=False) if t.state.name == "RUNNING"]
+
+
+# The study's record of its spec copy: the digests of the last two copies the driver wrote (the
+# previous one too, for a driver killed between recording a new copy and writing it).
+SPEC_COPY_ATTR = "spec_copies"
+
+
+class ResumeRefused(RuntimeError):
+    """A resume that would run something other than the study's own sweep; nothing was run."""
+
+
+def spec_digest(text: str) -> str:
+    import hashlib
+
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def record_spec_copy(study: optuna.Study, text: str) -> None:
+    """Record the digest of the spec copy about to be written (before it is written)."""
+    known = study.user_attrs.get(SPEC_COPY_ATTR)
+    previous = [d for d in known if isinstance(d, str)][-1:] if isinstance(known, list) else []
+    digest = spec_digest(text)
+    if previous != [digest]:
+        study.set_user_attr(SPEC_COPY_ATTR, [*previous, digest])
+
+
+def check_spec_copy(run_dir: Path) -> None:
+    """Before anything of the user's is imported for a resume: the run directory's spec copy,
+    read as data, must be the one its study recorded. An edited ``name:`` would start a second
+    study beside the first; an edited model, data or spec folder would import and train
+    something else under the study's name. Raises :class:`ResumeRefused` (one line)."""
+    import optuna
+    from finesweep.search.results import ResultsError, read_only_studies
+    from finesweep.search.run_dir import SPEC_COPY
+    from finesweep.search.run_files import read_spec_copy
+    from finesweep.search.spec_loading import read_text
+    from finesweep.search.study import describe_storage, storage_url
+
+    path = run_dir / SPEC_COPY
+    info = read_spec_copy(run_dir)
+    url = storage_url(info.storage, run_dir)
+    try:
+        storage, names = read_only_studies(url)
+    except ResultsError as error:
+        raise ResumeRefused(f"nothing to resume in {run_dir}: {error}") from None
+    if info.name not in names:
+        raise ResumeRefused(f"{path}: name {info.name!r} is not the name of the study it resumes "
+                            f"({describe_storage(url)} holds {', '.join(map(repr, sorted(names))) or 'no study'}): "
+                            "the spec copy was edited; put its name back (a new name is a new sweep: "
+                            "`finesweep sweep SPEC --out NEW_DIR`)")
+    known = optuna.load_study(study_name=info.name, storage=storage).user_attrs.get(SPEC_COPY_ATTR)
+    if isinstance(known, list) and spec_digest(read_text(path)) not in known:
+        raise ResumeRefused(f"{path} is not the spec that study {info.name!r} last ran (it was edited): to "
+                            "change the sweep, give the new spec to `finesweep sweep NEW_SPEC.yaml --resume "
+                            f"--out {run_dir}`, which checks what may change")
+
+
+def check_before_resume(spec_path: str | Path, run_dir: Path | None) -> None:
+    """:func:`check_spec_copy` for ``resume RUN_DIR`` and ``sweep SPEC --resume [--out RUN_DIR]``
+    (the run directory of the latter named by the spec's ``name:``, read as data)."""
+    from finesweep.search.run_dir import SPEC_COPY, default_run_dir
+    from finesweep.search.run_files import SWEEP_NAME, RunFileError, read_yaml
+
+    if run_dir is None:
+        try:
+            data, _ = read_yaml(spec_path)
+        except RunFileError:
+            return  # Reported with every other problem when the spec is checked.
+        name = data.get("name") if isinstance(data, dict) else None
+        if not isinstance(name, str) or not SWEEP_NAME.fullmatch(name):
+            return
+        run_dir = default_run_dir(name)
+    if (run_dir / SPEC_COPY).is_file():
+        check_spec_copy(run_dir)

@@ -2,13 +2,27 @@
 
 from __future__ import annotations
 
+import shutil
 import sys
 from pathlib import Path
 from typing import TextIO
 
 import yaml
 from finesweep.search.export import read_export
-from finesweep.search.run_dir import CHECKPOINT_FILE, RESULT_FILE, RETRAIN_DIR
+from finesweep.search.run_dir import CHECKPOINT_FILE, RESULT_FILE, RETRAIN_DIR, write_atomically
+
+
+class RetrainError(RuntimeError):
+    """The export cannot be trained as it is (its weights, its metric); nothing was kept."""
+
+
+def _untrainable() -> tuple[type[BaseException], ...]:
+    from finesweep.models.common import CheckpointMismatch
+    from finesweep.models.components import ComponentError
+    from finesweep.models.inference import UnreadableCheckpoint
+    from finesweep.models.run import MetricNotLoggedError, NonFiniteMetricError
+
+    return CheckpointMismatch, ComponentError, UnreadableCheckpoint, MetricNotLoggedError, NonFiniteMetricError
 
 
 def retrain(config_path: Path, out_dir: Path | None = None, out: TextIO | None = None, *,
@@ -22,6 +36,7 @@ def retrain(config_path: Path, out_dir: Path | None = None, out: TextIO | None =
 
     out = out or sys.stdout
     exported = read_export(config_path)
+    untrainable = _untrainable()
     run = exported.run.with_changes(**{k: v for k, v in (("max_epochs", max_epochs), ("seed", seed))
                                        if v is not None})
     if is_simulated(run):
@@ -29,22 +44,39 @@ def retrain(config_path: Path, out_dir: Path | None = None, out: TextIO | None =
             ("model", "class_path"), "a LightningModule to train", f"{run.model['class_path']}, a simulated model",
             "a simulated model (e.g. the replay task) only stands in for training inside sweeps")])
     out_dir = out_dir or config_path.parent / RETRAIN_DIR
+    created = [] if out_dir.exists() else [p for p in (out_dir, *out_dir.parents) if not p.exists()]
     out_dir.mkdir(parents=True, exist_ok=True)
     quiet_training_logs()
     out.write(f"finesweep: retraining {exported.label} from {config_path} "
               f"({run.max_epochs} epochs, seed {run.seed})\n")
     out.flush()
-    # The trial's thread count: the same number of intra-op threads gives the same sums.
+    # The trial's thread count (checked: at most this machine's CPUs): the same number of
+    # intra-op threads gives the same sums.
     threads = exported.record.get("threads")
-    result = fit(run, checkpoint_path=out_dir / CHECKPOINT_FILE, evaluate_test=True,
-                 threads=int(threads) if isinstance(threads, int) else None)
+    # The weights are kept aside until the run has finished: a failed run (a full disk, an
+    # error in training) leaves an earlier retrain's model.pt and result.yaml as they were.
+    training = out_dir / f".{CHECKPOINT_FILE}.training"
+    try:
+        try:
+            result = fit(run, checkpoint_path=training, evaluate_test=True,
+                         threads=int(threads) if isinstance(threads, int) else None)
+        except untrainable as error:  # The config cannot train here: one line, not a traceback.
+            raise RetrainError(f"{config_path}: {type(error).__name__}: {error}") from None
+        metrics = {**{k: float(v) for k, v in result.best.items()}, **(result.test or {}),
+                   "best_epoch": result.best_epoch, "seconds": round(result.seconds, 2)}
+        text = yaml.safe_dump({"config": str(config_path), "sweep_value": exported.value, "max_epochs": run.max_epochs,
+                               "seed": run.seed, "data": result.data_summary, **metrics}, sort_keys=False)
+        write_atomically(out_dir / f".{RESULT_FILE}.training", text)
+        training.replace(out_dir / CHECKPOINT_FILE)
+        (out_dir / f".{RESULT_FILE}.training").replace(out_dir / RESULT_FILE)
+    except BaseException:
+        training.unlink(missing_ok=True)
+        (out_dir / f".{RESULT_FILE}.training").unlink(missing_ok=True)
+        for folder in created:  # Nothing of a failed run left in folders it made.
+            shutil.rmtree(folder, ignore_errors=True)
+        raise
     if result.data_summary:
         out.write(f"data: {result.data_summary}\n")
-    metrics = {**{k: float(v) for k, v in result.best.items()}, **(result.test or {}),
-               "best_epoch": result.best_epoch, "seconds": round(result.seconds, 2)}
-    (out_dir / RESULT_FILE).write_text(yaml.safe_dump(
-        {"config": str(config_path), "sweep_value": exported.value, "max_epochs": run.max_epochs,
-         "seed": run.seed, "data": result.data_summary, **metrics}, sort_keys=False))
     same = run == exported.run
     sweep = f" (sweep: {exported.value:.4f})" if exported.value is not None and same else ""
     out.write(f"best epoch {result.best_epoch}: {run.metric} {result.best[run.metric]:.4f}{sweep}\n")

@@ -18,11 +18,12 @@ from typing import Any, TextIO
 
 import yaml
 from finesweep.models.run import Direction, TrainingRun
-from finesweep.search.export import export_text, write_rank
+from finesweep.search.export import export_text, recorded_config, recorded_seed, write_rank
 from finesweep.search.results import ResultsError, SweepRecord, mean_std, top_candidates, trial_value
-from finesweep.search.run_dir import BEST_FILE, ROBUST_FILE, ROBUST_TABLE
+from finesweep.search.run_dir import BEST_FILE, ROBUST_FILE, ROBUST_TABLE, write_atomically
+from finesweep.search.run_files import Fields, RunFileError
 from finesweep.search.spec import MAX_SEED
-from finesweep.search.user_code import import_roots, put_first_on_path
+from finesweep.search.user_code import add_user_folders, import_roots
 
 
 @dataclass(frozen=True)
@@ -46,7 +47,7 @@ def run_job(job: RetrainJob, accelerator: str = "cpu") -> dict[str, float]:
     from finesweep.search.trial import quiet_training_logs
 
     quiet_training_logs()
-    put_first_on_path(job.import_roots)
+    add_user_folders(job.import_roots)
     result = fit(job.run, accelerator=accelerator, threads=job.threads, evaluate_test=True)
     return {**{k: float(v) for k, v in result.best.items()}, **(result.test or {}),
             "best_epoch": float(result.best_epoch), "seconds": round(result.seconds, 2)}
@@ -134,23 +135,23 @@ def robust_export(record: SweepRecord, runner: Runner, *, top_k: int = 5, reseed
     exception per job, in order), choose the best mean validation value, and write
     ``best.yaml``, ``robust.yaml`` and ``robust.md``, and for ``top_k`` > 1 ``top/rank_NN.yaml``
     of every retrained config (as a plain ``export --top-k`` does)."""
-    if record.spec is None or record.run_dir is None:
+    if record.info is None or record.run_dir is None:
         raise ResultsError("a robust export needs the sweep's run directory (its spec)")
     if reseed < 1:
         raise ResultsError(f"--reseed must be at least 1, but got {reseed}")
-    spec = record.spec
+    info = record.info
     out_dir = Path(out_dir or record.run_dir)
-    seed_base = int(record.study.user_attrs.get("seed_base", spec.strategy.seed or 0))
-    threads = max(1, int(spec.resources.cpus))
+    seed_base = seed_base_of(record)
     chosen_trials = top_candidates(record, top_k)
     configs, jobs = [], []
     for rank, trial in enumerate(chosen_trials, start=1):
-        seeds = new_seeds(seed_base, trial.number, int(trial.user_attrs.get("seed", -1)), reseed)
-        configs.append(ConfigResult(trial.number, rank, trial.state.name, float(trial_value(trial, spec.mode)), seeds))
-        config = trial.user_attrs["config"]
-        jobs += [RetrainJob(trial.number, TrainingRun.from_config(config, max_epochs=spec.budget.max_epochs,
-                                                                  seed=seed, metric=spec.metric, mode=spec.mode),
-                            threads, tuple(import_roots(spec.base_dir)) if ship_roots else ())
+        seeds = new_seeds(seed_base, trial.number, recorded_seed(trial), reseed)
+        value = float(trial_value(trial, record.mode))
+        configs.append(ConfigResult(trial.number, rank, trial.state.name, value, seeds))
+        config = recorded_config(trial)
+        jobs += [RetrainJob(trial.number, TrainingRun.from_config(config, max_epochs=info.max_epochs,
+                                                                  seed=seed, metric=record.metric, mode=record.mode),
+                            info.threads, tuple(import_roots(info.spec_dir)) if ship_roots else ())
                  for seed in seeds]
     by_trial = {c.trial: c for c in configs}
     for job, outcome in zip(jobs, runner(jobs), strict=True):
@@ -158,14 +159,23 @@ def robust_export(record: SweepRecord, runner: Runner, *, top_k: int = 5, reseed
             by_trial[job.trial].errors.append(f"seed {job.seed}: {type(outcome).__name__}: {outcome}"[:300])
         else:
             by_trial[job.trial].runs.append({"seed": float(job.seed), **outcome})
-    scored = [c for c in configs if c.summary(spec.metric) is not None]
+    scored = [c for c in configs if c.summary(record.metric) is not None]
     if not scored:
         reasons = "; ".join(error for c in configs for error in c.errors[:1])
         raise ResultsError(f"every retraining failed: {reasons}")
-    direction = Direction(spec.mode)
-    chosen = min(scored, key=lambda c: (direction.sort_key(c.summary(spec.metric)["mean"]), c.rank))
+    direction = Direction(record.mode)
+    chosen = min(scored, key=lambda c: (direction.sort_key(c.summary(record.metric)["mean"]), c.rank))
     paths = _write(record, out_dir, configs, chosen, chosen_trials, reseed, top_k)
-    return RobustResult(chosen, configs, spec.metric, spec.mode, paths)
+    return RobustResult(chosen, configs, record.metric, record.mode, paths)
+
+
+def seed_base_of(record: SweepRecord) -> int:
+    """The sweep's seed base, as its study recorded it (the strategy seed, else a random one)."""
+    value = record.study.user_attrs.get("seed_base", (record.info.seed if record.info else None) or 0)
+    try:
+        return Fields(f"study {record.study.study_name!r}").integer(value, ("user_attrs", "seed_base"), 0, MAX_SEED)
+    except RunFileError as error:
+        raise ResultsError(str(error)) from None
 
 
 def robust_export_on_ray(record: SweepRecord, address: str | None, *, top_k: int, reseed: int,
@@ -173,26 +183,34 @@ def robust_export_on_ray(record: SweepRecord, address: str | None, *, top_k: int
     """:func:`robust_export` with every retraining a Ray task with a trial's resources, on a
     local Ray (the user's modules imported from the spec's folder) or on the cluster at
     ``address`` (the module files shipped to its nodes)."""
-    from finesweep.search.cluster import prepare_ray_environment
-    from finesweep.search.user_code import shipped_modules
-
-    prepare_ray_environment(address)  # Before Ray is imported: it reads these settings then.
-    from finesweep.search import ray_backend
+    from finesweep.search.cluster import ResourceError, prepare_ray_environment
+    from finesweep.search.user_code import prepare_recorded_configs
 
     if reseed < 1:  # Before Ray starts.
         raise ResultsError(f"--reseed must be at least 1, but got {reseed}")
-    if record.spec is None:
+    if record.info is None:
         raise ResultsError("a robust export needs the sweep's run directory (its spec)")
+    info = record.info
+    try:
+        modules = prepare_recorded_configs([recorded_config(t) for t in top_candidates(record, top_k)], info.spec_dir)
+    except (ValueError, RunFileError) as error:
+        raise ResultsError(str(error)) from None
+    prepare_ray_environment(address)  # Before Ray is imported: it reads these settings then.
+    from finesweep.search import ray_backend
+
     out = out or sys.stdout
     out.write(f"finesweep: starting Ray ({'local, 127.0.0.1' if address is None else address}); retraining the "
               f"top {top_k} configs with {reseed} new seed{'s' if reseed != 1 else ''} each\n")
     out.flush()
-    ray_backend.start_ray(address, py_modules=shipped_modules(record.spec))
-    resources = record.spec.resources
+    ray_backend.start_ray(address, py_modules=modules)
+    try:
+        ray_backend.check_resources(info.cpus, info.gpus)
+    except ResourceError as error:
+        raise ResultsError(str(error)) from None
 
     def runner(jobs: Sequence[RetrainJob]) -> list[Any]:
-        return ray_backend.run_retrains(jobs, run_job, cpus=resources.cpus, gpus=resources.gpus,
-                                        concurrency=resources.concurrency)
+        return ray_backend.run_retrains(jobs, run_job, cpus=info.cpus, gpus=info.gpus,
+                                        concurrency=info.concurrency)
 
     return robust_export(record, runner, top_k=top_k, reseed=reseed, ship_roots=address is None)
 
@@ -215,36 +233,37 @@ def _proxy(frozen: Any, value: float) -> Any:
 
 def _write(record: SweepRecord, out_dir: Path, configs: list[ConfigResult], chosen: ConfigResult,
            trials: Sequence[Any], reseed: int, top_k: int) -> list[Path]:
-    spec = record.spec
+    info, metric = record.info, record.metric
     tests = _test_metrics(configs)
-    robust = {"metric": spec.metric, "mode": spec.mode, "top_k": len(configs), "seeds_per_config": reseed,
-              "max_epochs": spec.budget.max_epochs, "chosen_trial": chosen.trial, "chosen_rank": chosen.rank,
-              "chosen_by": f"best mean {spec.metric} over the new seeds (validation)",
-              "configs": [_config_record(c, tests, spec.metric) for c in configs],
+    robust = {"metric": metric, "mode": record.mode, "top_k": len(configs), "seeds_per_config": reseed,
+              "max_epochs": info.max_epochs, "chosen_trial": chosen.trial, "chosen_rank": chosen.rank,
+              "chosen_by": f"best mean {metric} over the new seeds (validation)",
+              "configs": [_config_record(c, tests, metric) for c in configs],
               "created_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
     robust_path = out_dir / ROBUST_FILE
-    robust_path.write_text(f"# Robust best of sweep {spec.name!r}: top {len(configs)} configs, "
-                           f"{reseed} new seed{'s' if reseed != 1 else ''} each.\n"
-                           + yaml.safe_dump(robust, sort_keys=False))
+    write_atomically(robust_path, f"# Robust best of sweep {info.name!r}: top {len(configs)} configs, "
+                                  f"{reseed} new seed{'s' if reseed != 1 else ''} each.\n"
+                     + yaml.safe_dump(robust, sort_keys=False))
     table_path = out_dir / ROBUST_TABLE
-    table_path.write_text(f"# Robust best of sweep `{spec.name}`\n\n" + _markdown(configs, chosen, spec.metric) + "\n")
+    write_atomically(table_path, f"# Robust best of sweep `{info.name}`\n\n"
+                     + _markdown(configs, chosen, metric) + "\n")
     exported = _proxy(trials[chosen.rank - 1], chosen.sweep_value)
-    summary = [f"{name} {_pm(chosen.summary(name))}" for name in (spec.metric, *tests)]
-    header = (f"# Robust best of sweep {spec.name!r}: trial {chosen.trial} "
+    summary = [f"{name} {_pm(chosen.summary(name))}" for name in (metric, *tests)]
+    header = (f"# Robust best of sweep {info.name!r}: trial {chosen.trial} "
               f"(rank {chosen.rank} of the top {len(configs)} in the sweep), chosen by the best mean "
-              f"{spec.metric} over {reseed} new seed{'s' if reseed != 1 else ''} at {spec.budget.max_epochs} epochs.\n"
+              f"{metric} over {reseed} new seed{'s' if reseed != 1 else ''} at {info.max_epochs} epochs.\n"
               f"# mean +- std over seeds: {', '.join(summary)}; every config: {robust_path.name}, {table_path.name}\n")
     best_path = out_dir / BEST_FILE
-    best_path.write_text(header + export_text(spec, record.run_dir, exported, chosen.rank,
-                                              f"Robust best of sweep {spec.name!r}"))
+    write_atomically(best_path, header + export_text(info, record.run_dir, exported, chosen.rank,
+                                                     f"Robust best of sweep {info.name!r}"))
     paths = [best_path, robust_path, table_path]
     if top_k > 1:
         # The retrained configs in their sweep order (COMPLETE and PRUNED trials by value, the
         # pool that was retrained), so rank N is the same trial in robust.md; each header adds
         # its numbers over the new seeds and says which one best.yaml holds.
         for c, frozen in zip(configs, trials, strict=True):
-            numbers = ", ".join(f"{name} {_pm(c.summary(name))}" for name in (spec.metric, *tests))
+            numbers = ", ".join(f"{name} {_pm(c.summary(name))}" for name in (metric, *tests))
             note = (f"; mean +- std over {reseed} new seeds: {numbers}"
                     + (f"; the robust best, also {BEST_FILE}" if c is chosen else ""))
-            paths.append(write_rank(spec, record.run_dir, _proxy(frozen, c.sweep_value), c.rank, note, out_dir))
+            paths.append(write_rank(info, record.run_dir, _proxy(frozen, c.sweep_value), c.rank, note, out_dir))
     return paths

@@ -13,6 +13,7 @@ named here once. Everything else asks this module for a path instead of spelling
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 from pathlib import Path
 
@@ -42,6 +43,11 @@ ROBUST_FILE = "robust.yaml"
 ROBUST_TABLE = "robust.md"
 REPORT_FILE = "report.html"
 PLOT_DIR = "report"
+
+
+def default_run_dir(name: str) -> Path:
+    """Where a sweep named ``name`` runs unless told otherwise (``--out``)."""
+    return Path("runs") / name
 
 
 def trial_name(number: int) -> str:
@@ -88,6 +94,14 @@ def rank_path(run_dir: str | Path, rank: int) -> Path:
     return Path(run_dir) / TOP_DIR / f"rank_{rank:02d}.yaml"
 
 
+def own_folder(path: Path) -> Path:
+    """``path``, a folder a command writes into inside a run directory, refused (OSError) when
+    it is a symbolic link: files written there would land wherever it points."""
+    if path.is_symlink():
+        raise OSError(errno.ELOOP, "a symbolic link where a folder of the run belongs", str(path))
+    return path
+
+
 def write_atomically(path: Path, text: str, *, private: bool = False) -> None:
     """Write ``text`` to ``path`` whole or not at all: a reader, a killed process or a full
     disk never leaves half a file, nor the folder this call created for it. ``private``
@@ -96,7 +110,10 @@ def write_atomically(path: Path, text: str, *, private: bool = False) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_name(path.name + ".partial")
     try:
-        fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600 if private else 0o644)
+        # A new file, never one already there: a `.partial` planted as a symbolic link would
+        # otherwise have its target overwritten.
+        partial.unlink(missing_ok=True)
+        fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600 if private else 0o644)
         with os.fdopen(fd, "w", encoding="utf-8") as file:
             file.write(text)
         partial.replace(path)

@@ -282,6 +282,12 @@ class ComponentChecks(FieldChecks):
         return Component(class_path, fixed), cls
 
     def import_class(self, class_path: str, path: KeyPath) -> type | None:
+        from finesweep.search.user_code import shadowing_problem
+
+        clash = shadowing_problem(class_path)
+        if clash is not None:  # Its module is never the user's: the installed one comes first.
+            self.problem(path, "a module of your own, named unlike any installed package", repr(class_path), clash)
+            return None
         try:
             return components.import_class(class_path)
         except components.ComponentError as error:

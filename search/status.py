@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import re
+
 from finesweep.search.progress import trials_summary
 from finesweep.search.results import SweepRecord
 from finesweep.search.study import describe_storage
+
+CONTROL = re.compile(r"[\x00-\x09\x0b-\x1f\x7f-\x9f]")
 
 
 def _running_lines(record: SweepRecord) -> list[str]:
@@ -13,7 +17,7 @@ def _running_lines(record: SweepRecord) -> list[str]:
     running = record.study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))
     if not running:
         return []
-    total = f"/{record.spec.budget.max_epochs}" if record.spec is not None else ""
+    total = f"/{record.info.max_epochs}" if record.info is not None else ""
     lines = ["running:"]
     for trial in running:
         steps = trial.intermediate_values
@@ -27,7 +31,7 @@ def status_text(record: SweepRecord, top_k: int = 5) -> str:
     """Counts by state, best so far, running trials, the top-k table and failure reasons."""
     study = record.study
     trials = study.get_trials(deepcopy=False)
-    planned = f" of {record.spec.budget.trials} planned" if record.spec is not None else ""
+    planned = f" of {record.info.trials} planned" if record.info is not None else ""
     lines = [f"sweep {study.study_name!r}: {len(trials)} trials{planned}; study in {describe_storage(record.url)}"]
     ranked = record.ranked()
     if ranked:
@@ -38,4 +42,7 @@ def status_text(record: SweepRecord, top_k: int = 5) -> str:
         lines.append("best so far: no COMPLETE trial yet")
     summary = trials_summary(study, record.metric, record.mode, list(record.param_names), top_k).splitlines()
     # The counts line first, then what is running now, then the table and failure reasons.
-    return "\n".join([lines[0], summary[0], lines[1], *_running_lines(record), *summary[1:]])
+    text = "\n".join([lines[0], summary[0], lines[1], *_running_lines(record), *summary[1:]])
+    # The study is data of the run directory: a value holding terminal control sequences (a
+    # crafted failure reason, say) is shown escaped, never sent to the terminal as it is.
+    return CONTROL.sub(lambda match: repr(match.group())[1:-1], text)

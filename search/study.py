@@ -9,11 +9,13 @@ from __future__ import annotations
 import contextlib
 import math
 import os
+import re
 import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from urllib.parse import unquote
 
 from finesweep.models.run import Direction
 from finesweep.search.run_dir import STUDY_FILE
@@ -29,7 +31,10 @@ STORAGE_VAR = "FINESWEEP_STORAGE"
 
 
 def storage_url(spec_storage: str | None, run_dir: str | Path) -> str:
+    """The study's URL: the spec's storage (an SQLite file in any form resolved to one
+    absolute path, see :func:`normalize_storage`) or ``run_dir/study.db``."""
     if spec_storage:
+        spec_storage = normalize_storage(spec_storage)
         given = os.environ.get(STORAGE_VAR)
         if given and without_password(given) == without_password(spec_storage):
             return given  # The same database, with the password that spec.yaml leaves out.
@@ -37,24 +42,88 @@ def storage_url(spec_storage: str | None, run_dir: str | Path) -> str:
     return f"sqlite:///{(Path(run_dir) / STUDY_FILE).resolve()}"
 
 
-def redact(url: str) -> str:
-    """A storage URL fit for printing: the password, if any, replaced."""
-    if "@" not in url or "://" not in url:
+# sqlalchemy's URL grammar: user info is `user[:password]@`, the password anything but '@'.
+_USER_INFO = re.compile(r"^(?P<user>[^:/@]*)(?::(?P<password>[^@]*))?@")
+# Query parameters that carry a secret (libpq's `password`, MySQL drivers' `passwd`, ...).
+SECRET_PARAMETERS = frozenset({"password", "passwd", "pwd", "pass", "secret", "token", "sslpassword",
+                               "access_token", "auth_token"})
+
+
+def _secret_free(url: str, replacement: str | None) -> str:
+    """``url`` with its password (user info and secret query parameters) replaced by
+    ``replacement``, or left out when it is None."""
+    if "://" not in url:
         return url
     scheme, rest = url.split("://", 1)
-    credentials, host = rest.rsplit("@", 1)
-    user = credentials.split(":", 1)[0]
-    return f"{scheme}://{user}:***@{host}" if ":" in credentials else url
+    user_info = _USER_INFO.match(rest)
+    if user_info and user_info.group("password") is not None:
+        user = user_info.group("user")
+        rest = (f"{user}:{replacement}@" if replacement is not None else f"{user}@") + rest[user_info.end():]
+    main, mark, query = rest.partition("?")
+    if mark:
+        pairs = []
+        for pair in query.split("&"):
+            key = unquote(pair.split("=", 1)[0]).strip().lower()
+            if key not in SECRET_PARAMETERS:
+                pairs.append(pair)
+            elif replacement is not None:
+                pairs.append(f"{pair.split('=', 1)[0]}={replacement}")
+        rest = main + ("?" + "&".join(pairs) if pairs else "")
+    return f"{scheme}://{rest}"
+
+
+def redact(url: str) -> str:
+    """A storage URL fit for printing: every password in it (user info, query) replaced."""
+    return _secret_free(url, "***")
 
 
 def without_password(url: str) -> str:
-    """The storage URL with its password, if any, left out (for files written to disk);
-    the database driver then takes it from PGPASSWORD or ~/.pgpass."""
-    if "@" not in url or "://" not in url:
+    """The storage URL with its passwords left out (for files written to disk); the
+    database driver then takes it from PGPASSWORD or ~/.pgpass."""
+    return _secret_free(url, None)
+
+
+# SQLite URI parameters that only mean something in the `file:` URI form.
+_URI_ONLY = frozenset({"uri", "mode", "cache", "vfs", "immutable", "nolock", "psow", "modeof"})
+
+
+def sqlite_file(url: str) -> Path | None:
+    """The database file of an SQLite URL, absolute, in each of its forms (``sqlite:///rel.db``,
+    ``sqlite:////abs.db``, ``sqlite:///file:rel.db?uri=true``); a relative one resolves against
+    the working directory, as SQLite would open it. None for other databases and in-memory ones."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        parsed = make_url(url)
+    except (ArgumentError, ValueError):
+        return None
+    if not parsed.drivername.startswith("sqlite"):
+        return None
+    name = parsed.database or ""
+    query = {key: str(value) for key, value in parsed.query.items()}
+    if name.startswith("file:") and query.get("uri", "").lower() in ("true", "1"):
+        if query.get("mode") == "memory":
+            return None
+        name = unquote(name[len("file:"):])
+        if name.startswith("//"):  # file://localhost/abs or file:///abs
+            name = "/" + name[2:].split("/", 1)[1] if "/" in name[2:] else ""
+    if not name or name == ":memory:":
+        return None
+    return Path(os.path.abspath(name))
+
+
+def normalize_storage(url: str) -> str:
+    """An SQLite URL in its one canonical form, ``sqlite:///`` and the file's absolute path
+    (options of the `file:` URI form dropped); any other URL unchanged. Resolved once, when the
+    sweep starts, so every later command opens the same file from any working directory."""
+    path = sqlite_file(url)
+    if path is None:
         return url
-    scheme, rest = url.split("://", 1)
-    credentials, host = rest.rsplit("@", 1)
-    return f"{scheme}://{credentials.split(':', 1)[0]}@{host}"
+    scheme = url.split("://", 1)[0]
+    query = url.partition("?")[2]
+    kept = [pair for pair in query.split("&") if pair and pair.split("=", 1)[0].lower() not in _URI_ONLY]
+    return f"{scheme}:///{path}" + ("?" + "&".join(kept) if kept else "")
 
 
 def _storage(url: str) -> optuna.storages.BaseStorage:

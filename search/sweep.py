@@ -18,8 +18,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
 import yaml
+from finesweep.search import run_dir as run_paths
 from finesweep.search.checkpoints import apply_retention
-from finesweep.search.cluster import ClusterError, ResourceError, nodes_line, prepare_ray_environment, trials_per_node
+from finesweep.search.cluster import ClusterError, ResourceError, machines, nodes_line, prepare_ray_environment
 from finesweep.search.export import write_exports
 from finesweep.search.ledger import TrialLedger
 from finesweep.search.leftovers import clean_up as clean_up_leftovers
@@ -41,6 +42,7 @@ from finesweep.search.run_dir import (
     tune_dir,
     write_atomically,
 )
+from finesweep.search.run_files import RunInfo
 from finesweep.search.signals import StopRequested, signal_name
 from finesweep.search.spec import SweepSpec
 from finesweep.search.spec_loading import SPEC_DIR_RECORD
@@ -49,15 +51,17 @@ from finesweep.search.study import (
     describe_storage,
     fail_unfinished,
     leave_write_ahead,
+    normalize_storage,
     open_study,
     ranked_trials,
+    sqlite_file,
     storage_url,
     without_password,
 )
 from finesweep.search.tensorboard_log import HParamsLog
 from finesweep.search.trial import clear_trial_outputs
 from finesweep.search.tune_run import remove_empty_trial_dirs
-from finesweep.search.user_code import shipped_modules
+from finesweep.search.user_code import shipped_modules, time_limit
 
 if TYPE_CHECKING:
     import optuna
@@ -99,7 +103,7 @@ def describe_data(spec: SweepSpec) -> str | None:
 
 
 def default_run_dir(spec: SweepSpec) -> Path:
-    return Path("runs") / spec.name
+    return run_paths.default_run_dir(spec.name)
 
 
 def _check_resume(spec: SweepSpec, run_dir: Path, resume: bool) -> str | None:
@@ -116,7 +120,8 @@ def _check_resume(spec: SweepSpec, run_dir: Path, resume: bool) -> str | None:
         return None
     if not stored.exists():
         raise SweepError(f"nothing to resume: {run_dir} holds no sweep ({SPEC_COPY} is missing)")
-    changes = compare_specs(parse_spec(stored, read_inputs=False), spec)
+    with time_limit("the stored spec's classes (importing your module, the DataModule)"):
+        changes = compare_specs(parse_spec(stored, read_inputs=False), spec)
     if changes.incompatible:
         raise SweepError("cannot resume with this spec, its trials would not be comparable: "
                          + "; ".join(changes.incompatible))
@@ -186,10 +191,17 @@ class SweepStopped(RuntimeError):
                          f"`{resume_hint(run_dir)}`")
 
 
-def _private_file(path: Path) -> None:
-    """Create ``path`` empty and owner-only if it does not exist (SQLite keeps the mode)."""
-    if not path.exists():
-        os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600))
+def _private_file(path: Path | None) -> None:
+    """Create an SQLite study file empty and owner-only if it does not exist (SQLite keeps the
+    mode, and gives its journal and WAL files the same); nothing for other databases."""
+    if path is None or path.exists() or not path.parent.is_dir():
+        return  # A missing folder is reported when the study is opened.
+    try:
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+    except FileExistsError:
+        pass
+    except OSError as error:
+        raise SweepError(f"cannot create the study database {path}: {error.strerror}") from None
 
 
 def run_sweep(spec: SweepSpec, run_dir: Path, *, address: str | None = None, verbose: bool = False,
@@ -242,7 +254,13 @@ def _run_locked(spec: SweepSpec, run_dir: Path, *, address: str | None, verbose:
     accepted_changes = _check_resume(spec, run_dir, resume)
     cleaned = clean_up_leftovers(run_dir)
     if cleaned:
-        out.write(f"finesweep: ended {cleaned} Ray processes left by an earlier driver of {run_dir}\n")
+        out.write(f"finesweep: ended {len(cleaned)} Ray processes left by an earlier driver of {run_dir}: "
+                  f"{', '.join(leftover.describe() for leftover in cleaned)}\n")
+    # The study is opened before Ray starts: a storage that cannot be reached (a wrong URL or
+    # password, a folder that does not exist) is refused at once, not after Ray's start-up.
+    sampler = build_sampler(spec)
+    _private_file(sqlite_file(url))
+    study = _open_fresh_or_resumed(spec, url, sampler, resume)
 
     prepare_ray_environment(address)  # Before Ray is imported: it reads these settings then.
     from finesweep.search import ray_backend  # Ray's import and start-up come after validation.
@@ -260,10 +278,6 @@ def _run_locked(spec: SweepSpec, run_dir: Path, *, address: str | None, verbose:
     except ResourceError as error:
         raise SweepError(str(error)) from None
 
-    sampler = build_sampler(spec)
-    if spec.storage is None:
-        _private_file(run_dir / STUDY_FILE)
-    study = _open_fresh_or_resumed(spec, url, sampler, resume)
     if spec.storage is None:
         return _run_study(spec, run_dir, study, url, accepted_changes, address=address, verbose=verbose,
                           resume=resume, out=out, stop=stop, started=started)
@@ -286,7 +300,7 @@ def _run_study(spec: SweepSpec, run_dir: Path, study: optuna.Study, url: str, ac
     from finesweep.search import ray_backend
     from finesweep.search.resume import finished_count, interrupted_trials
 
-    _write_spec_copy(run_dir / SPEC_COPY, spec)
+    _write_spec_copy(run_dir / SPEC_COPY, spec, study)
     # Trial seeds derive from the strategy seed, so a seeded sweep retrains identically.
     seed_base = study.user_attrs.get("seed_base")
     if seed_base is None:
@@ -303,7 +317,8 @@ def _run_study(spec: SweepSpec, run_dir: Path, study: optuna.Study, url: str, ac
             out.write(f"finesweep: spec changes accepted: {accepted_changes}\n")
         for frozen in rerun:
             clear_trial_outputs(run_dir, frozen.number)
-    summary = describe_data(spec)
+    with time_limit("the DataModule's summary()"):
+        summary = describe_data(spec)
     if summary:
         # What the trials train on, once per sweep: rows read and dropped, labels, split sizes.
         out.write(f"finesweep: data: {summary}\n")
@@ -332,7 +347,7 @@ def _run_study(spec: SweepSpec, run_dir: Path, study: optuna.Study, url: str, ac
         fail_unfinished(study, "the sweep ended while the trial was running")
         monitor.close_unfinished(study)
     ranked = ranked_trials(study, spec.mode)
-    exports = write_exports(spec, run_dir, ranked)
+    exports = write_exports(RunInfo.of_spec(spec), run_dir, ranked)
     apply_retention(run_dir, study, spec.mode, spec.keep_best_checkpoints)
     seconds = time.monotonic() - started
     best = ranked[0] if ranked else None
@@ -349,8 +364,8 @@ def _run_study(spec: SweepSpec, run_dir: Path, study: optuna.Study, url: str, ac
     out.write(f"\nfinesweep: sweep {spec.name!r} finished in {seconds:.0f} s\n")
     out.write(summary_table(study, spec) + "\n")
     trials = study.get_trials(deepcopy=False)
-    if address is not None or len(trials_per_node(trials)) > 1:
-        out.write(nodes_line(trials) + "\n")
+    if address is not None or machines(trials) > 1:
+        out.write(nodes_line(trials, ray_backend.node_ids()) + "\n")
     if exports:
         out.write(f"best config: {exports[0]}\n")
     else:
@@ -361,12 +376,19 @@ def _run_study(spec: SweepSpec, run_dir: Path, study: optuna.Study, url: str, ac
     return result
 
 
-def _write_spec_copy(path: Path, spec: SweepSpec) -> None:
+def _write_spec_copy(path: Path, spec: SweepSpec, study: optuna.Study | None = None) -> None:
     """The spec as run, for resume and the views; a storage password is left out (a resume
-    gets it from FINESWEEP_STORAGE, PGPASSWORD or ~/.pgpass) and the file is owner-only."""
+    gets it from FINESWEEP_STORAGE, PGPASSWORD or ~/.pgpass) and the file is owner-only. The
+    study records the copy's digest first, so a resume can tell an edited copy from its own
+    (:func:`finesweep.search.resume.check_spec_copy`)."""
+    from finesweep.search.resume import record_spec_copy
+
     raw = dict(spec.raw)
     if raw.get("storage"):
-        raw["storage"] = without_password(str(raw["storage"]))
+        # One absolute path for an SQLite file in any form: the same file from any folder.
+        raw["storage"] = without_password(normalize_storage(str(raw["storage"])))
     # The original spec's folder: its relative paths and modules are found from there.
     text = f"{SPEC_DIR_RECORD}{spec.base_dir}\n" + yaml.safe_dump(raw, sort_keys=False)
+    if study is not None:
+        record_spec_copy(study, text)
     write_atomically(path, text, private=True)

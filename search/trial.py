@@ -23,7 +23,7 @@ from typing import Any
 from finesweep.models.run import TrainingRun, is_better
 from finesweep.search import run_dir as run_paths
 from finesweep.search.run_dir import STATE_FILE, tensorboard_dir, trial_dir
-from finesweep.search.user_code import put_first_on_path
+from finesweep.search.user_code import add_user_folders
 
 # Called after every epoch with its metrics and, when the sweep keeps training state for
 # retries, the directory holding the state after that epoch (None otherwise).
@@ -160,7 +160,7 @@ def run_trial(context: SweepContext, request: TrialRequest, report: Report,
     from finesweep.search.tensorboard_log import ScalarWriter
 
     quiet_training_logs()
-    put_first_on_path(context.import_roots)
+    add_user_folders(context.import_roots)
     artifacts = trial_dir(context.run_dir, request.number)
     artifacts.mkdir(parents=True, exist_ok=True)
     error_file = artifacts / run_paths.ERROR_FILE

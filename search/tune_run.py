@@ -7,13 +7,17 @@ decisions stay here, where tests drive them without starting Ray.
 
 from __future__ import annotations
 
+import contextlib
+import io
 import logging
 import os
+import re
+import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TextIO
 
 from finesweep.search.run_dir import ERROR_FILE, TUNE_EXPERIMENT, ray_error_path, ray_storage, ray_trial_name
 from finesweep.search.trial import SweepContext, timing_requested
@@ -43,9 +47,14 @@ TUNE_ENVIRONMENT = {
 
 def quiet_tune_logs(verbose: bool) -> None:
     """Tune logs every failed trial's traceback; finesweep records the reason in the study and
-    the traceback in trials/trial_NNNN/error.txt, and prints one line instead."""
+    the traceback in trials/trial_NNNN/error.txt, and prints one line instead (``--verbose``
+    shows Ray's own logs again)."""
     if not verbose:
         logging.getLogger("ray.tune").setLevel(logging.CRITICAL)
+        # A trial still running when the sweep stops (after a metric that is never logged) ends
+        # with an error no one asks for, which Ray logs as an "Unhandled error" with its whole
+        # traceback; the trial's reason is already recorded and printed in one line.
+        os.environ["RAY_IGNORE_UNHANDLED_ERRORS"] = "1"
 
 
 def sweep_context(spec: SweepSpec, run_dir: Path, on_cluster: bool) -> SweepContext:
@@ -163,3 +172,45 @@ def remove_empty_trial_dirs(tune_dir: Path) -> list[Path]:
                 continue  # written into meanwhile (another driver on the same folder): keep it
             removed.append(folder)
     return removed
+
+
+# How Ray's driver prints an error its raylet pushed (a worker that died): "(raylet) ...",
+# coloured or not. finesweep has already recorded the trial's own reason and printed it.
+RAYLET_LINE = re.compile(r"^(\x1b\[[0-9;]*m)?\(raylet[^)]*\)")
+
+
+class RayNoiseFilter(io.TextIOBase):
+    """A text stream that passes every line on to ``stream`` but those of Ray's raylet."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self.stream = stream
+        self.pending = ""
+        self.lock = threading.Lock()
+
+    def write(self, text: str) -> int:
+        with self.lock:
+            self.pending += text
+            *lines, self.pending = self.pending.split("\n")
+            for line in lines:
+                if not RAYLET_LINE.match(line):
+                    self.stream.write(line + "\n")
+        return len(text)
+
+    def flush(self) -> None:
+        self.stream.flush()
+
+
+@contextlib.contextmanager
+def hidden_raylet_errors(verbose: bool) -> Iterator[None]:
+    """Without ``verbose``, drop the lines Ray prints for its raylet's errors while a run goes
+    on (a trial's worker that died: the trial is recorded FAIL with its reason and shown in
+    one progress line). Ray prints them through ``sys.stdout`` and ``sys.stderr``."""
+    if verbose:
+        yield
+        return
+    streams = sys.stdout, sys.stderr
+    sys.stdout, sys.stderr = RayNoiseFilter(streams[0]), RayNoiseFilter(streams[1])
+    try:
+        yield
+    finally:
+        sys.stdout, sys.stderr = streams

@@ -8,8 +8,8 @@ to be interrupted; every wait is bounded by a timeout, none asserts on wall-cloc
 
 from __future__ import annotations
 
-import json
 import os
+import re
 import signal
 import socket
 import sqlite3
@@ -22,7 +22,7 @@ from pathlib import Path
 
 import optuna
 import pytest
-from finesweep.search.leftovers import leftovers
+from finesweep.search.leftovers import leftovers, read_session
 from finesweep.search.lock import Holder, owner_is_live
 from finesweep.search.run_dir import SESSION_FILE
 from finesweep.search.spec import SpecError, parse_spec
@@ -95,8 +95,8 @@ def _spec(tmp_path: Path, text: str = SLOW_TRIALS, name: str = "spec.yaml") -> P
 
 
 def _left_ray_processes(run_dir: Path) -> list:
-    record = json.loads((run_dir / SESSION_FILE).read_text())
-    return leftovers(record)
+    record = read_session(run_dir)
+    return leftovers(record) if record is not None else []
 
 
 # ---- signals ------------------------------------------------------------------------------
@@ -176,24 +176,29 @@ def test_second_ctrl_c_stops_at_once_keeping_finished_trials(tmp_path):
 
 
 @pytest.mark.slow
-def test_ray_processes_left_by_a_sigkilled_driver_are_ended_by_the_next_command(tmp_path):
+def test_ray_processes_left_by_a_sigkilled_driver_are_ended_by_clean_not_by_a_view(tmp_path):
     spec, run_dir = _spec(tmp_path), tmp_path / "run"
     db = run_dir / "study.db"
     sweep = _launch("sweep", spec, "--out", run_dir)
     _wait_for(lambda: "RUNNING" in _states(db).values() and (run_dir / SESSION_FILE).exists(), 240, sweep)
-    record = json.loads((run_dir / SESSION_FILE).read_text())
+    record = read_session(run_dir)
     sweep.kill()
     sweep.communicate(timeout=60)
     # Some of Ray's processes (its agents) outlive a SIGKILLed driver; they are found from the record.
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline and not leftovers(record):
         time.sleep(0.5)  # (or all died with it: then there is nothing to end, which is fine too)
-    left = leftovers(record)
-    status = _run("status", run_dir, timeout=120)  # any command on the run directory ends them
+    left = {p.pid for p in leftovers(record)}
+    status = _run("status", run_dir, timeout=120)  # a view ends nothing, but says so
     assert status.returncode == 0, status.stderr[-3000:]
+    assert "ended" not in status.stdout + status.stderr
+    if leftovers(record):  # (some may still die on their own meanwhile) they were there during status
+        assert f"finesweep clean {run_dir}" in status.stderr
+    cleaned = _run("clean", run_dir, timeout=120)  # names each process it ends
+    assert cleaned.returncode == 0, cleaned.stderr[-3000:]
     assert leftovers(record) == []
-    if left:
-        assert "Ray processes left by a killed sweep" in status.stderr
+    ended = {int(pid) for pid in re.findall(r"ended pid (\d+) ", cleaned.stdout)}
+    assert ended <= left, cleaned.stdout
     resumed = _run("resume", run_dir)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert sorted(_states(db)) == list(range(6))
