@@ -9,6 +9,7 @@ Lightning at module level: a spec is checked before any of that is loaded where 
 
 from __future__ import annotations
 
+import copy
 import functools
 import importlib
 import inspect
@@ -146,7 +147,9 @@ def check_argument(cls: type, name: str, value: Any) -> str | None:
     then the bounds of a :class:`Range`), or None when it is."""
     argument = class_arguments(cls)[name]
     try:
-        _parser(cls).parse_object({name: value}, _skip_required=True)
+        # A copy: jsonargparse turns the mappings inside a list (trainer.callbacks) into Namespaces in
+        # place, and the spec keeps plain data (it is stored as JSON in the study).
+        _parser(cls).parse_object({name: copy.deepcopy(value)}, _skip_required=True)
     except Exception as error:  # jsonargparse's ArgumentError, or a resolver's own error.
         lines = [line.strip() for line in str(error).splitlines() if line.strip()]
         # The type hint says what was expected; the innermost lines of a nested class_path's

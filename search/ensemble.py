@@ -57,7 +57,7 @@ def _member_names(members: Sequence[Mapping[str, Any]]) -> list[str]:
 
 
 def _evaluate(members: Sequence[Mapping[str, Any]], metric: str, mode: str,
-              import_paths: Sequence[str] = ()) -> dict[str, Any]:
+              import_paths: Sequence[str] = (), outputs: str = "auto") -> dict[str, Any]:
     from finesweep.models.inference import CheckpointMismatchError, Member, NotEnsemblable, evaluate_ensemble
     from finesweep.models.run import TrainingRun
     from finesweep.search.trial import quiet_training_logs
@@ -70,17 +70,20 @@ def _evaluate(members: Sequence[Mapping[str, Any]], metric: str, mode: str,
                      m["checkpoint"]) for name, m in zip(_member_names(members), members, strict=True)]
     splits = {}
     try:
-        results = evaluate_ensemble(models, ("val", "test"))
+        results = evaluate_ensemble(models, ("val", "test"), outputs)
     except (CheckpointMismatchError, NotEnsemblable) as error:
         raise ResultsError(f"cannot ensemble: {error}") from None
     for result in results:
         best = result.members[models[0].name]
-        splits[result.split] = {"ensemble": result.ensemble, "best_single": best, "members": result.members}
+        splits[result.split] = {"ensemble": result.ensemble, "best_single": best, "members": result.members,
+                                "kind": result.kind}
     return splits
 
 
-def build_ensemble(record: SweepRecord, top_k: int = 5) -> EnsembleReport:
-    """Evaluate the ensemble of the best ``top_k`` trials and write ``ensemble.yaml``."""
+def build_ensemble(record: SweepRecord, top_k: int = 5, outputs: str = "auto") -> EnsembleReport:
+    """Evaluate the ensemble of the best ``top_k`` trials and write ``ensemble.yaml``; ``outputs``
+    says what their ``predict_step`` returns (logits, probabilities, regression; "auto" reads it
+    from the outputs: rows of non-negative values summing to 1 are probabilities)."""
     if record.spec is None or record.run_dir is None:
         raise ResultsError("an ensemble needs the sweep's run directory (its spec and checkpoints)")
     chosen = top_candidates(record, top_k)
@@ -97,12 +100,15 @@ def build_ensemble(record: SweepRecord, top_k: int = 5) -> EnsembleReport:
         raise ResultsError(f"no checkpoint for {len(missing)} of the top {top_k}: {'; '.join(missing)} "
                            "(removed by the checkpoint retention policy? ensemble fewer with --top-k)")
     spec = record.spec
-    splits = _evaluate(members, spec.metric, spec.mode, [spec.base_dir])
+    splits = _evaluate(members, spec.metric, spec.mode, [spec.base_dir], outputs)
     path = record.run_dir / ENSEMBLE_FILE
-    kind = "mean of class probabilities" if "acc" in splits["val"]["ensemble"] else "mean of predictions"
+    kind = {"logits": "mean of class probabilities (softmax of the members' logits)",
+            "probabilities": "mean of the members' class probabilities"}.get(splits["val"]["kind"],
+                                                                               "mean of predictions")
     document = {
         "finesweep_ensemble": ENSEMBLE_FORMAT, "sweep": spec.name, "task": spec.task_label,
-        "spec_dir": spec.base_dir, "metric": spec.metric, "mode": spec.mode, "combine": kind,
+        "spec_dir": spec.base_dir, "metric": spec.metric, "mode": spec.mode, "outputs": splits["val"]["kind"],
+        "combine": kind,
         "members": members,
         "scores": {split: {"ensemble": s["ensemble"], "best_single": s["best_single"]} for split, s in splits.items()},
         "created_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
@@ -140,5 +146,7 @@ def reevaluate(path: str | Path) -> EnsembleReport:
     document = load_ensemble(path)
     members = list(document["members"])
     folders = [str(document["spec_dir"])] if isinstance(document.get("spec_dir"), str) else []
-    return EnsembleReport(Path(path), _evaluate(members, document["metric"], document.get("mode", "max"),
-                                                folders), members)
+    outputs = document.get("outputs", "auto")
+    return EnsembleReport(Path(path), _evaluate(members, document["metric"], document.get("mode", "max"), folders,
+                                                outputs if outputs in ("logits", "probabilities", "regression")
+                                                else "auto"), members)

@@ -13,19 +13,20 @@ import shutil
 import signal
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
 import yaml
 from finesweep.search.checkpoints import apply_retention
 from finesweep.search.cluster import ClusterError, ResourceError, nodes_line, prepare_ray_environment, trials_per_node
+from finesweep.search.dry_run import describe_data
 from finesweep.search.export import write_exports
 from finesweep.search.ledger import TrialLedger
 from finesweep.search.leftovers import clean_up as clean_up_leftovers
 from finesweep.search.leftovers import record_session
 from finesweep.search.lock import LockError, RunLock, claim_study, release_study, renew_study
-from finesweep.search.progress import SweepMonitor, summary_table
+from finesweep.search.progress import SweepMonitor, strategy_text, summary_table
 from finesweep.search.run_dir import (
     BEST_FILE,
     DATA_SUMMARY,
@@ -42,7 +43,7 @@ from finesweep.search.run_dir import (
     write_atomically,
 )
 from finesweep.search.signals import StopRequested, signal_name
-from finesweep.search.spec import SweepSpec
+from finesweep.search.spec import SpecError, SweepSpec
 from finesweep.search.spec_loading import SPEC_DIR_RECORD
 from finesweep.search.strategies import make_sampler
 from finesweep.search.study import (
@@ -55,7 +56,7 @@ from finesweep.search.study import (
     without_password,
 )
 from finesweep.search.tensorboard_log import HParamsLog
-from finesweep.search.trial import clear_trial_outputs
+from finesweep.search.trial import prepare_rerun
 from finesweep.search.tune_run import remove_empty_trial_dirs
 from finesweep.search.user_code import shipped_modules
 
@@ -66,6 +67,10 @@ if TYPE_CHECKING:
 
 class SweepError(RuntimeError):
     """The sweep cannot start; nothing has been trained."""
+
+    def __init__(self, message: str, exit_code: int = 2) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
 
 
 @dataclass(frozen=True)
@@ -82,20 +87,6 @@ class SweepResult:
     stopped_because: str | None = None
 
 
-
-
-def describe_data(spec: SweepSpec) -> str | None:
-    """The DataModule's one-line account of its data (``summary()``, where it has one), built
-    with the spec's fixed data arguments; None when it gives none or cannot build it here."""
-    from finesweep.models.components import import_class, instantiate
-
-    if not callable(getattr(import_class(spec.data.class_path), "summary", None)):
-        return None
-    try:
-        data = instantiate(spec.data.class_path, spec.training_config({})["data"]["init_args"])
-        return str(data.summary())
-    except Exception as error:  # the trials will report it with their traceback
-        return f"(no summary: {type(error).__name__}: {error})"
 
 
 def default_run_dir(spec: SweepSpec) -> Path:
@@ -194,12 +185,14 @@ def _private_file(path: Path) -> None:
 
 def run_sweep(spec: SweepSpec, run_dir: Path, *, address: str | None = None, verbose: bool = False,
               resume: bool = False, out: TextIO | None = None,
-              stop: StopRequested | None = None) -> SweepResult:
-    """Run (or resume) the sweep into ``run_dir``, holding its lock throughout.
+              stop: StopRequested | None = None, dry_run: bool = True) -> SweepResult:
+    """Run (or resume) the sweep into ``run_dir``, holding its lock throughout; first, unless
+    ``dry_run`` is False, dry-run its configurations (:mod:`search.dry_run`) before Ray starts.
 
-    Raises SweepError for anything refused before training (nothing is left behind in a
-    run directory this call created), SweepStopped after a second Ctrl-C/SIGTERM. After a
-    first one, returns with ``interrupted`` set: the running trials stay resumable."""
+    Raises SweepError for anything refused before training, SpecError for a dry run that
+    failed (nothing is left behind in a run directory this call created), SweepStopped after a
+    second Ctrl-C/SIGTERM. After a first one, returns with ``interrupted`` set: the running
+    trials stay resumable."""
     out = out or sys.stdout
     stop = stop or StopRequested(lambda signum: (
         f"finesweep: {signal_name(signum)}: stopping, no new trials; running trials will run again "
@@ -219,8 +212,9 @@ def run_sweep(spec: SweepSpec, run_dir: Path, *, address: str | None = None, ver
         raise SweepError(str(error)) from None  # Never remove what the holder is using.
     stop.install()
     try:
-        return _run_locked(spec, run_dir, address=address, verbose=verbose, resume=resume, out=out, stop=stop)
-    except SweepError:
+        return _run_locked(spec, run_dir, address=address, verbose=verbose, resume=resume, out=out, stop=stop,
+                           dry_run=dry_run)
+    except (SweepError, SpecError):
         if created:  # Refused before any trial: leave nothing behind.
             shutil.rmtree(run_dir, ignore_errors=True)
         raise
@@ -233,27 +227,57 @@ def run_sweep(spec: SweepSpec, run_dir: Path, *, address: str | None = None, ver
         lock.release()
 
 
-def _run_locked(spec: SweepSpec, run_dir: Path, *, address: str | None, verbose: bool, resume: bool,
-                out: TextIO, stop: StopRequested) -> SweepResult:
-    """The sweep proper, under the run directory's lock."""
+@dataclass
+class _Session:
+    """One run of the sweep command, under the run directory's lock: what every step reads."""
 
-    started = time.monotonic()
-    url = storage_url(spec.storage, run_dir)
-    accepted_changes = _check_resume(spec, run_dir, resume)
+    spec: SweepSpec
+    run_dir: Path
+    address: str | None
+    verbose: bool
+    resume: bool
+    out: TextIO
+    stop: StopRequested
+    started: float = field(default_factory=time.monotonic)
+    url: str = ""
+    accepted_changes: str | None = None
+    dry_run_summary: str | None = None
+    dry_run_done: bool = False
+
+
+def _run_locked(spec: SweepSpec, run_dir: Path, *, address: str | None, verbose: bool, resume: bool,
+                out: TextIO, stop: StopRequested, dry_run: bool) -> SweepResult:
+    """The sweep proper, under the run directory's lock."""
+    run = _Session(spec, run_dir, address, verbose, resume, out, stop)
+    run.url = storage_url(spec.storage, run_dir)
+    run.accepted_changes = _check_resume(spec, run_dir, resume)
     cleaned = clean_up_leftovers(run_dir)
     if cleaned:
         out.write(f"finesweep: ended {cleaned} Ray processes left by an earlier driver of {run_dir}\n")
+    if dry_run:
+        from finesweep.search.dry_run import run_dry_run
+
+        report = run_dry_run(spec)  # Raises a located SpecError: nothing has started yet.
+        out.write(report.line() + "\n")
+        out.flush()
+        run.dry_run_summary, run.dry_run_done = report.data_summary, not report.simulated
+    if stop.requested:
+        raise SweepError(f"stopped by {signal_name(stop.signum or signal.SIGINT)} before any trial started",
+                         exit_code=stop.exit_code)
 
     prepare_ray_environment(address)  # Before Ray is imported: it reads these settings then.
     from finesweep.search import ray_backend  # Ray's import and start-up come after validation.
 
     out.write(f"finesweep: starting Ray ({'local, 127.0.0.1' if address is None else address})\n")
     out.flush()
+    ray_started = time.monotonic()
     try:
         if ray_backend.start_ray(address, verbose=verbose, py_modules=shipped_modules(spec)):
             record_session(run_dir, ray_backend.session_dir())
     except ClusterError as error:
         raise SweepError(str(error)) from None
+    out.write(f"finesweep: Ray {'started' if address is None else 'joined'} in "
+              f"{time.monotonic() - ray_started:.1f} s\n")
     stop.install()  # ray.init installs its own SIGTERM handler.
     try:
         ray_backend.check_resources(spec.resources.cpus, spec.resources.gpus)
@@ -263,29 +287,26 @@ def _run_locked(spec: SweepSpec, run_dir: Path, *, address: str | None, verbose:
     sampler = build_sampler(spec)
     if spec.storage is None:
         _private_file(run_dir / STUDY_FILE)
-    study = _open_fresh_or_resumed(spec, url, sampler, resume)
+    study = _open_fresh_or_resumed(spec, run.url, sampler, resume)
     if spec.storage is None:
-        return _run_study(spec, run_dir, study, url, accepted_changes, address=address, verbose=verbose,
-                          resume=resume, out=out, stop=stop, started=started)
+        return _run_study(run, study)
     try:
         claim_study(study)
     except LockError as error:
         raise SweepError(str(error)) from None
     try:
-        return _run_study(spec, run_dir, study, url, accepted_changes, address=address, verbose=verbose,
-                          resume=resume, out=out, stop=stop, started=started)
+        return _run_study(run, study)
     finally:
         with contextlib.suppress(Exception):  # Unreachable database: the lease runs out by itself.
             release_study(study)
 
 
-def _run_study(spec: SweepSpec, run_dir: Path, study: optuna.Study, url: str, accepted_changes: str | None, *,
-               address: str | None, verbose: bool, resume: bool, out: TextIO, stop: StopRequested,
-               started: float) -> SweepResult:
+def _run_study(run: _Session, study: optuna.Study) -> SweepResult:
     """Run the trials into the opened (and, in shared storage, claimed) study and export."""
     from finesweep.search import ray_backend
     from finesweep.search.resume import finished_count, interrupted_trials
 
+    spec, run_dir, out, stop = run.spec, run.run_dir, run.out, run.stop
     _write_spec_copy(run_dir / SPEC_COPY, spec)
     # Trial seeds derive from the strategy seed, so a seeded sweep retrains identically.
     seed_base = study.user_attrs.get("seed_base")
@@ -296,14 +317,15 @@ def _run_study(spec: SweepSpec, run_dir: Path, study: optuna.Study, url: str, ac
     study.set_user_attr("metric", spec.metric)
     done = finished_count(study)
     rerun = interrupted_trials(study)
-    if resume:
+    going_on = [frozen.number for frozen in rerun if prepare_rerun(run_dir, frozen.number)]
+    if run.resume:
+        kept = f"; {len(going_on)} of them go on after their last finished epoch" if going_on else ""
         out.write(f"finesweep: resuming {spec.name!r}: {done} trials finished, {len(rerun)} interrupted "
-                  f"(run again as they were), {max(spec.budget.trials - done, 0)} to go\n")
-        if accepted_changes:
-            out.write(f"finesweep: spec changes accepted: {accepted_changes}\n")
-        for frozen in rerun:
-            clear_trial_outputs(run_dir, frozen.number)
-    summary = describe_data(spec)
+                  f"(run again with the same parameters and seed{kept}), "
+                  f"{max(spec.budget.trials - done, 0)} to go\n")
+        if run.accepted_changes:
+            out.write(f"finesweep: spec changes accepted: {run.accepted_changes}\n")
+    summary = run.dry_run_summary if run.dry_run_done else describe_data(spec)
     if summary:
         # What the trials train on, once per sweep: rows read and dropped, labels, split sizes.
         out.write(f"finesweep: data: {summary}\n")
@@ -312,53 +334,52 @@ def _run_study(spec: SweepSpec, run_dir: Path, study: optuna.Study, url: str, ac
     hparams.write_experiment()
     to_run = max(spec.budget.trials - done, 0)
     stopped_because = None
-    monitor = SweepMonitor(spec, spec.budget.trials, hparams, out, already_done=done)
-    best_so_far = ranked_trials(study, spec.mode)
-    if best_so_far:
-        monitor.best = (best_so_far[0].value, best_so_far[0].number)
+    monitor = SweepMonitor(spec, spec.budget.trials, hparams, out, study=study, started_at=run.started)
     if to_run and not stop.requested:
         out.write(f"finesweep: sweep {spec.name!r}: {to_run} trials of {spec.task_label}, "
-                  f"strategy {spec.strategy.name}, scheduler {spec.scheduler.name}, "
-                  f"{spec.resources.concurrency} at a time; study in {describe_storage(url)}\n")
+                  f"strategy {strategy_text(spec)}, scheduler {spec.scheduler.name}, "
+                  f"{spec.resources.concurrency} at a time; study in {describe_storage(run.url)}\n")
         out.flush()
-        ledger = TrialLedger(study, spec, seed_base, run_dir, monitor, rerun, stop.event)
+        ledger = TrialLedger(study, spec, seed_base, run_dir, monitor, rerun, stop.event, going_on=going_on)
         try:
             stopped_because = ray_backend.run_trials(
-                ledger, trials=to_run, verbose=verbose, on_cluster=address is not None,
+                ledger, trials=to_run, verbose=run.verbose, on_cluster=run.address is not None,
                 tick=(lambda: renew_study(study)) if spec.storage is not None else None)
         finally:
             remove_empty_trial_dirs(tune_dir(run_dir))
-    if not stop.requested:
+    if not stop.requested and not stopped_because:
         fail_unfinished(study, "the sweep ended while the trial was running")
         monitor.close_unfinished(study)
     ranked = ranked_trials(study, spec.mode)
     exports = write_exports(spec, run_dir, ranked)
     apply_retention(run_dir, study, spec.mode, spec.keep_best_checkpoints)
-    seconds = time.monotonic() - started
     best = ranked[0] if ranked else None
-    result = SweepResult(run_dir, url, seconds, best.value if best else None,
+    result = SweepResult(run_dir, run.url, time.monotonic() - run.started, best.value if best else None,
                          best.number if best else None, exports,
                          interrupted=stop.exit_code if stop.requested else None, stopped_because=stopped_because)
-    if stop.requested:
-        left = max(spec.budget.trials - finished_count(study), 0)
-        out.write(f"\nfinesweep: sweep {spec.name!r} stopped by {signal_name(stop.signum or signal.SIGINT)}: "
-                  f"{finished_count(study)} trials finished, {left} to go; continue with "
-                  f"`{resume_hint(run_dir)}`\n")
+    _closing_lines(run, study, result, finished_count(study))
+    return result
+
+
+def _closing_lines(run: _Session, study: optuna.Study, result: SweepResult, finished: int) -> None:
+    spec, out = run.spec, run.out
+    if result.interrupted is not None:
+        left = max(spec.budget.trials - finished, 0)
+        out.write(f"\nfinesweep: sweep {spec.name!r} stopped by {signal_name(run.stop.signum or signal.SIGINT)}: "
+                  f"{finished} trials finished, {left} to go; continue with `{resume_hint(run.run_dir)}`\n")
         out.flush()
-        return result
-    out.write(f"\nfinesweep: sweep {spec.name!r} finished in {seconds:.0f} s\n")
+        return
+    out.write(f"\nfinesweep: sweep {spec.name!r} {'stopped' if result.stopped_because else 'finished'} "
+              f"in {result.seconds:.0f} s\n")
     out.write(summary_table(study, spec) + "\n")
     trials = study.get_trials(deepcopy=False)
-    if address is not None or len(trials_per_node(trials)) > 1:
+    if run.address is not None or len(trials_per_node(trials)) > 1:
         out.write(nodes_line(trials) + "\n")
-    if exports:
-        out.write(f"best config: {exports[0]}\n")
-    else:
-        out.write("no trial completed; nothing exported\n")
-    if stopped_because:
-        out.write(f"finesweep: the sweep stopped after its first failing trial, since every trial would fail "
-                  f"the same way: {stopped_because}\n")
-    return result
+    out.write(f"best config: {result.exports[0]}\n" if result.exports else "no trial completed; nothing exported\n")
+    if result.stopped_because:
+        out.write(f"finesweep: the sweep stopped early, since every trial would fail the same way: "
+                  f"{result.stopped_because}. Fix it, then `{resume_hint(run.run_dir)}` runs the "
+                  f"{max(spec.budget.trials - finished, 0)} trials not run yet (interrupted ones included)\n")
 
 
 def _write_spec_copy(path: Path, spec: SweepSpec) -> None:

@@ -1,0 +1,206 @@
+"""The dry run before Ray: which configurations it tries (every class choice at least once),
+where in the spec a failure is reported, and the command's behaviour around it: exit 2 before
+Ray starts, a located message naming what was logged or which key raised, nothing created.
+The commands run in a subprocess, as a user runs them; no Ray is started by any of them."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+from finesweep.search.dry_run import configurations, spec_key
+from finesweep.search.space import CategoricalParam, Condition, FloatParam, IntParam, SearchSpace
+
+ROOT = Path(__file__).resolve().parents[1]
+
+OWN_MODEL = '''
+from __future__ import annotations
+
+import pytorch_lightning as pl
+import torch
+from torch import nn
+from torch.nn import functional as F
+from torch.utils.data import DataLoader, TensorDataset
+
+
+class Encoder(nn.Module):
+    def __init__(self, width: int = 8) -> None:
+        super().__init__()
+        self.net = nn.Sequential(nn.Linear(8, width), nn.ReLU())
+        self.out_features = width
+
+    def forward(self, x):
+        return self.net(x)
+
+
+class Classifier(pl.LightningModule):
+    def __init__(self, encoder: nn.Module, lr: float = 0.05, init_from: str | None = None) -> None:
+        super().__init__()
+        self.encoder, self.head = encoder, nn.Linear(encoder.out_features, 2)
+        self.lr, self.init_from = lr, init_from
+
+    def setup(self, stage=None):
+        if self.init_from:
+            self.load_state_dict(torch.load(self.init_from, weights_only=True))
+
+    def forward(self, x):
+        return self.head(self.encoder(x))
+
+    def training_step(self, batch, batch_idx):
+        x, y = batch
+        loss = F.cross_entropy(self(x), y)
+        self.log("train/loss", loss, on_step=False, on_epoch=True)
+        return loss
+
+    def validation_step(self, batch, batch_idx):
+        x, y = batch
+        logits = self(x)
+        self.log("val/loss", F.cross_entropy(logits, y))
+        self.log("val/acc", (logits.argmax(1) == y).float().mean())
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=self.lr)
+
+
+class Blobs(pl.LightningDataModule):
+    def __init__(self, batch_size: int = 32) -> None:
+        super().__init__()
+        self.batch_size = batch_size
+
+    def setup(self, stage=None):
+        g = torch.Generator().manual_seed(0)
+        y = torch.randint(0, 2, (128,), generator=g)
+        x = torch.randn(2, 8, generator=g)[y] + torch.randn(128, 8, generator=g)
+        self.train_set, self.val_set = TensorDataset(x[:96], y[:96]), TensorDataset(x[96:], y[96:])
+
+    def train_dataloader(self):
+        return DataLoader(self.train_set, batch_size=self.batch_size, shuffle=True)
+
+    def val_dataloader(self):
+        return DataLoader(self.val_set, batch_size=self.batch_size)
+'''
+
+SPEC = """\
+name: own
+model:
+  class_path: own_dry.Classifier
+  init_args:
+    encoder: {class_path: own_dry.Encoder}
+    init_from: null
+data:
+  class_path: own_dry.Blobs
+trainer:
+  callbacks:
+    - class_path: pytorch_lightning.callbacks.LearningRateMonitor
+    - class_path: pytorch_lightning.callbacks.EarlyStopping
+      init_args: {monitor: val/loss, patience: 1}
+metric: val/acc
+space:
+  model.lr: {type: float, low: 1.0e-2, high: 1.0e-1, log: true}
+  model.encoder.init_args.width: {type: int, low: 4, high: 16}
+strategy: {name: random, seed: 0}
+budget: {trials: 2, max_epochs: 2}
+"""
+
+
+def _sweep(tmp_path: Path, spec: str, *flags: str) -> tuple[subprocess.CompletedProcess, float]:
+    (tmp_path / "own_dry.py").write_text(OWN_MODEL)
+    (tmp_path / "spec.yaml").write_text(spec)
+    started = time.monotonic()
+    done = subprocess.run([sys.executable, str(ROOT / "launch.py"), "sweep", "spec.yaml", "--out", "run", *flags],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    return done, time.monotonic() - started
+
+
+@pytest.mark.parametrize(("edit", "line", "located"), [
+    # A path argument of the user's own module naming a missing file (read in its setup).
+    (("init_from: null", "init_from: missing.pt"), 6,
+     "model.init_args.init_from: expected a configuration that trains (the dry run failed setup and one training "
+     "and one validation batch), found FileNotFoundError: [Errno 2] No such file or directory: '{tmp}/missing.pt'"),
+    # A callback watching a metric the module does not log: the callback's own argument.
+    (("monitor: val/loss", "monitor: val_loss"), 13, "trainer.callbacks[1].init_args.monitor: expected a "
+     "configuration that trains (the dry run failed setup and one training and one validation batch), found "
+     "RuntimeError: Early stopping conditioned on metric `val_loss` which is not available."),
+    # The metric to rank trials by, not among what the module logs: named with what it does log.
+    (("metric: val/acc", "metric: val_acc"), 14, "metric: expected a metric the module logs in validation (the dry "
+     "run's batch logged none of that name), found metric 'val_acc' was not logged; the module logged: "
+     "lr-SGD, train/loss, val/acc, val/loss"),
+], ids=["missing_file", "callback_argument", "metric"])
+@pytest.mark.slow
+def test_a_config_that_cannot_train_is_refused_before_ray_at_its_key(tmp_path, edit, line, located):
+    done, seconds = _sweep(tmp_path, SPEC.replace(*edit))
+    assert done.returncode == 2, done.stderr[-3000:]
+    problem = located.format(tmp=tmp_path)
+    assert f"spec.yaml:{line}: {problem}" in done.stderr, done.stderr
+    assert "dry run configuration 1 of 1: model.lr=" in done.stderr and "--no-dry-run" in done.stderr
+    assert "Traceback" not in done.stderr
+    assert "starting Ray" not in done.stdout
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["own_dry.py", "spec.yaml"]  # nothing created
+    print(f"refused in {seconds:.1f} s")
+
+
+@pytest.mark.slow
+def test_a_passing_dry_run_prints_one_line_with_its_time(tmp_path):
+    """A spec that trains passes its dry run. (An existing file as --out stops the command before
+    the dry run: the run directory is checked first, in no time.)"""
+    (tmp_path / "run").write_text("a file, not a run directory")
+    done, _ = _sweep(tmp_path, SPEC)
+    assert done.returncode == 2 and "--out run is a file" in done.stderr
+    assert "dry run" not in done.stdout
+    done = subprocess.run([sys.executable, "-c", (
+        "from finesweep.search.spec import parse_spec; from finesweep.search.dry_run import run_dry_run; "
+        "print(run_dry_run(parse_spec('spec.yaml')).line())")], cwd=tmp_path, capture_output=True, text=True,
+        timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.startswith("finesweep: dry run passed in ")
+    assert "(setup, one training and one validation batch, 1 configuration;" in done.stdout
+
+
+# ---- which configurations --------------------------------------------------------------------
+
+def test_every_class_choice_is_tried_with_the_parameters_conditional_on_it():
+    conv, mlp, gru = "pkg.ConvEncoder", "pkg.MLPEncoder", "pkg.GRUEncoder"
+    space = SearchSpace(params=(
+        FloatParam("model.lr", 1e-3, 1e-1, log=True),
+        CategoricalParam("model.encoder.class_path", (conv, mlp, gru)),
+        IntParam("model.encoder.init_args.width", 4, 16, when=(Condition("model.encoder.class_path", (conv,)),)),
+        IntParam("model.encoder.init_args.hidden", 4, 16, when=(Condition("model.encoder.class_path", (mlp,)),)),
+        CategoricalParam("model.optimizer", ("adam", "sgd")),
+        # A class choice that only exists for one optimizer: its condition is made to hold.
+        CategoricalParam("model.scheduler.class_path", ("pkg.Step", "pkg.Cosine"),
+                         when=(Condition("model.optimizer", ("sgd",)),)),
+    ))
+    classes = {"model.encoder.class_path": (conv, mlp, gru), "model.scheduler.class_path": ("pkg.Step", "pkg.Cosine")}
+    chosen = configurations(space, classes, seed=0)
+    assert {c["model.encoder.class_path"] for c in chosen} == {conv, mlp, gru}
+    assert {c.get("model.scheduler.class_path") for c in chosen} >= {"pkg.Step", "pkg.Cosine"}
+    assert len(chosen) == 3
+    for values in chosen:
+        assert ("model.encoder.init_args.width" in values) == (values["model.encoder.class_path"] == conv)
+        assert ("model.encoder.init_args.hidden" in values) == (values["model.encoder.class_path"] == mlp)
+        assert 1e-3 <= values["model.lr"] <= 1e-1
+    assert configurations(space, classes, seed=0) == chosen  # seeded
+    assert len(configurations(space, {}, seed=0)) == 1
+
+
+def test_a_failure_is_reported_at_the_spec_key_its_value_came_from():
+    spec = SimpleNamespace(
+        task=None, raw={"model": {"class_path": "pkg.Net", "init_args": {"init_from": "x.pt"}}},
+        targets={"model.lr": ("model", "lr"), "model.encoder.class_path": ("model", "encoder", "class_path"),
+                 "model.encoder.init_args.width": ("model", "encoder", "init_args", "width"),
+                 "trainer.gradient_clip_val": ("trainer", "gradient_clip_val")})
+    assert spec_key(spec, ("model", "init_args", "lr")) == ("space", "model.lr")
+    assert spec_key(spec, ("model", "init_args", "encoder", "init_args", "width")) == \
+        ("space", "model.encoder.init_args.width")
+    # The class itself raised, and the space chose it: its choice is where to look.
+    assert spec_key(spec, ("model", "init_args", "encoder")) == ("space", "model.encoder.class_path")
+    assert spec_key(spec, ("model", "init_args", "init_from")) == ("model", "init_args", "init_from")
+    assert spec_key(spec, ("trainer", "gradient_clip_val")) == ("space", "trainer.gradient_clip_val")
+    assert spec_key(spec, ("trainer", "callbacks", 1)) == ("trainer", "callbacks", 1)
+    task = SimpleNamespace(task=object(), raw={"task": "debug", "data": {"samples": 64}}, targets={})
+    assert spec_key(task, ("data", "init_args", "samples")) == ("data", "samples")
+    assert spec_key(task, ("model",)) == ("task",)
