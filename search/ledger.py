@@ -99,8 +99,8 @@ class TrialLedger:
             again = ("interrupted, goes on after its last finished epoch" if frozen.number in self.going_on
                      else "interrupted, runs again from its start")
             self.monitor.trial_started(frozen.number, frozen.params, phase=_phase(frozen.system_attrs), again=again)
-        return {"number": frozen.number, "seed": frozen.user_attrs["seed"],
-                "config": dict(frozen.user_attrs["config"])}
+        return {"number": frozen.number, "seed": frozen.user_attrs["seed"], "config": dict(frozen.user_attrs["config"]),
+                "reported_epochs": max(frozen.intermediate_values, default=0)}
 
     def _hand_out(self, runner_id: str, trial: optuna.Trial) -> dict[str, Any]:
         """Draw the trial's parameters, record its config and seed, and hand it out."""

@@ -65,6 +65,10 @@ class TrialRequest:
     seed: int
     # The trial's complete config in LightningCLI's terms: model, data and trainer sections.
     config: Mapping[str, Any]
+    # Epochs the study already holds for this trial (a resumed sweep's re-run): epochs after these
+    # that its training state holds are reported again, since their report never reached the
+    # study (the state is written before each report); the earlier ones are not.
+    reported_epochs: int = 0
 
     def training_run(self, context: SweepContext) -> TrainingRun:
         return TrainingRun.from_config(self.config, max_epochs=context.max_epochs, seed=self.seed,
@@ -182,10 +186,11 @@ def run_trial(context: SweepContext, request: TrialRequest, report: Report, acce
         by_step.update(metrics)
         writer.add(metrics, step)
 
-    def on_epoch_end(epoch: int, metrics: dict[str, float]) -> None:
+    def on_epoch_end(epoch: int, metrics: dict[str, float], *, trained: bool = True) -> None:
         if watchdog is not None:
             watchdog.beat()
-        writer.add({k: v for k, v in metrics.items() if k not in by_step}, epoch)
+        if trained:  # (an epoch of the training state, re-reported, is in TensorBoard already)
+            writer.add({k: v for k, v in metrics.items() if k not in by_step}, epoch)
         keep_best(epoch, metrics[context.metric])
         stamp = {"reported_at": time.time()} if context.record_timing else {}
         report({**metrics, "epoch": epoch, "best_value": best["value"], "best_epoch": best["epoch"],
@@ -207,7 +212,7 @@ def run_trial(context: SweepContext, request: TrialRequest, report: Report, acce
                 simulate(run, on_epoch_end=on_epoch_end)
             else:
                 _train(context, run, artifacts, accelerator, keep_best, extra, on_epoch_end, log_by_step,
-                       tensorboard_dir(context.run_dir, request.number))
+                       tensorboard_dir(context.run_dir, request.number), request.reported_epochs)
     except Exception as error:
         text = traceback.format_exc()
         if _is_out_of_memory(error):
@@ -223,11 +228,12 @@ def run_trial(context: SweepContext, request: TrialRequest, report: Report, acce
 
 def _train(context: SweepContext, run: TrainingRun, artifacts: Path, accelerator: str,
            keep_best: Callable[[int, float], None], extra: dict[str, Any],
-           on_epoch_end: Callable[[int, dict[str, float]], None], log_by_step: Callable[[dict[str, float], int], None],
-           log_dir: Path) -> None:
+           on_epoch_end: Callable[..., None], log_by_step: Callable[[dict[str, float], int], None],
+           log_dir: Path, reported_epochs: int) -> None:
     """Train a Lightning model for :func:`run_trial` (imported here: a simulated trial never
     loads torch), going on from the training state in ``artifacts`` when an earlier attempt
-    left one. The state is rewritten after every epoch and removed once training has ended."""
+    left one (its epochs after ``reported_epochs`` reported again first). The state is rewritten
+    after every epoch and removed once training has ended."""
     from finesweep.models.training import fit, trained_epochs
 
     state = artifacts / STATE_FILE
@@ -238,9 +244,13 @@ def _train(context: SweepContext, run: TrainingRun, artifacts: Path, accelerator
         except Exception:  # Not a state this code can read: train from the start instead.
             state.unlink(missing_ok=True)
         else:
-            for past in history:
-                keep_best(int(past["epoch"]), past[context.metric])
             extra["resumed_from_epoch"] = int(history[-1]["epoch"]) if history else 0
+            for past in history:
+                epoch, metrics = int(past["epoch"]), {k: v for k, v in past.items() if k != "epoch"}
+                if epoch > reported_epochs:
+                    on_epoch_end(epoch, metrics, trained=False)
+                else:
+                    keep_best(epoch, metrics[context.metric])
             resume_from = state
     fit(run, on_epoch_end=on_epoch_end, checkpoint_path=artifacts / run_paths.CHECKPOINT_FILE,
         accelerator=accelerator, threads=max(1, int(context.cpus_per_trial)), state_path=state,
