@@ -204,3 +204,20 @@ def test_a_failure_is_reported_at_the_spec_key_its_value_came_from():
     task = SimpleNamespace(task=object(), raw={"task": "debug", "data": {"samples": 64}}, targets={})
     assert spec_key(task, ("data", "init_args", "samples")) == ("data", "samples")
     assert spec_key(task, ("model",)) == ("task",)
+
+
+def test_a_simulated_task_is_dry_run_without_torch(tmp_path):
+    """The replay benchmark's kind of task: its model and data are built, nothing imports torch."""
+    from test_ledger import SPEC as SIMULATED
+    from test_ledger import TASK
+
+    (tmp_path / "ledger_task.py").write_text(TASK)
+    (tmp_path / "spec.yaml").write_text(SIMULATED)
+    code = ("import sys; from finesweep.search.spec import parse_spec; "
+            "from finesweep.search.dry_run import run_dry_run; print(run_dry_run(parse_spec('spec.yaml')).line()); "
+            "print(sorted(m for m in ('torch', 'pytorch_lightning') if m in sys.modules))")
+    done = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    line, imported = done.stdout.strip().splitlines()
+    assert "dry run passed in" in line and "built the simulated model and data, 1 configuration" in line
+    assert imported == "[]"
