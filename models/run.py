@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any
 
 # Trainer options finesweep sets itself, and what a spec should use instead (the spec check
@@ -28,6 +29,13 @@ RESERVED_CALLBACKS = {
     "ProgressBar": "finesweep prints the sweep's progress itself: remove it (or set no progress bar)",
 }
 _LIGHTNING_PACKAGES = ("pytorch_lightning.", "lightning.pytorch.")
+
+
+def staging_folder(path: Path) -> Path:
+    """The owner-only folder beside a training-state file ``path`` through which it is written
+    (``models.training.save_private_checkpoint``); named here, where no torch is imported, so
+    the driver can remove it too."""
+    return path.with_name(f".{path.name}.partial")
 
 
 def reserved_callback(cls: type) -> str | None:

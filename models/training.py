@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import tempfile
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -28,6 +27,7 @@ from finesweep.models.run import (
     check_epoch,
     is_better,
     reserved_callback,
+    staging_folder,
 )
 from finesweep.models.simulation import is_simulated
 
@@ -75,8 +75,10 @@ class _EpochEnd(pl.callbacks.Checkpoint):
     def __init__(self, metric: str, mode: str, checkpoint_path: Path | None,
                  on_epoch_end: EpochCallback | None, state_path: Path | None = None,
                  on_first_step: Callable[[float], None] | None = None,
-                 on_stop_early: Callable[[int], None] | None = None) -> None:
+                 on_stop_early: Callable[[int], None] | None = None, final_state: bool = True) -> None:
         self.metric, self.mode = metric, mode
+        # Whether the state is written after the last epoch too (a later run may go on from it).
+        self.final_state = final_state
         self.on_stop_early = on_stop_early
         self.stopped_early = False
         self.on_first_step = on_first_step
@@ -117,14 +119,16 @@ class _EpochEnd(pl.callbacks.Checkpoint):
             self.best_state = {k: v.detach().cpu().clone() for k, v in module.state_dict().items()}
             if self.checkpoint_path is not None:
                 torch.save(self.best_state, self.checkpoint_path)
-        if self.state_path is not None:
+        # Checkpoint callbacks run after every other one, EarlyStopping included: whether the
+        # user's callbacks or settings (max_steps, max_time) end training now is known here.
+        # (Lightning's `done` is asked only before the last epoch: there it also moves a counter.)
+        last = epoch >= (trainer.max_epochs or 0) or trainer.fit_loop.done
+        if self.state_path is not None and (self.final_state or not last):
             # Everything needed to go on after this epoch (weights, optimizer and scheduler
             # state, loop counters, this callback's history): written before the epoch is
             # reported, so a report always comes with the state it describes.
             save_private_checkpoint(trainer, self.state_path)
-        # Checkpoint callbacks run after every other one, EarlyStopping included: whether the
-        # user's callbacks or settings (max_steps, max_time) end training now is known here.
-        if epoch < (trainer.max_epochs or 0) and trainer.fit_loop.done:
+        if last and epoch < (trainer.max_epochs or 0):
             self.stopped_early = True
             if self.on_stop_early is not None:
                 self.on_stop_early(epoch)
@@ -150,18 +154,26 @@ class _EpochEnd(pl.callbacks.Checkpoint):
 
 def save_private_checkpoint(trainer: pl.Trainer, path: Path) -> None:
     """``trainer.save_checkpoint`` to ``path``, owner-only and whole or not at all: written in a
-    private folder beside it (Lightning writes world-readable files), then moved into place."""
-    staging = Path(tempfile.mkdtemp(prefix=".state-", dir=path.parent))
-    try:
-        partial = staging / path.name
-        trainer.save_checkpoint(partial)
-        os.chmod(partial, 0o600)
-        os.replace(partial, path)
-    finally:
-        with contextlib.suppress(OSError):
-            for leftover in staging.iterdir():
-                leftover.unlink()
-            staging.rmdir()
+    private folder beside it (Lightning writes world-readable files), then moved into place. The
+    folder is made once and kept for the next epoch's write (making it each time cost as much as a
+    third of a write); :func:`discard_checkpoint` removes both."""
+    staging = staging_folder(path)
+    if not staging.is_dir():
+        staging.mkdir(mode=0o700)
+    partial = staging / path.name
+    trainer.save_checkpoint(partial)
+    os.chmod(partial, 0o600)
+    os.replace(partial, path)
+
+
+def discard_checkpoint(path: Path) -> None:
+    """Remove a checkpoint written by :func:`save_private_checkpoint` and its staging folder."""
+    path.unlink(missing_ok=True)
+    staging = staging_folder(path)
+    with contextlib.suppress(FileNotFoundError):
+        for leftover in staging.iterdir():
+            leftover.unlink()
+        staging.rmdir()
 
 
 def trained_epochs(state_path: Path) -> list[dict[str, float]]:
@@ -278,14 +290,15 @@ def fit(run: TrainingRun, *, on_epoch_end: EpochCallback | None = None,
         evaluate_test: bool = False, state_path: Path | None = None,
         resume_from: Path | None = None, on_first_step: Callable[[float], None] | None = None,
         on_stop_early: Callable[[int], None] | None = None, scalars: ScalarSink | None = None,
-        log_dir: str | Path | None = None) -> FitResult:
+        log_dir: str | Path | None = None, final_state: bool = True) -> FitResult:
     """Train ``run`` and return its best epoch's metrics.
 
     The best epoch by ``run.metric`` is the model's result (its weights are saved to
     ``checkpoint_path``); the DataModule's test split is evaluated (its ``test_step``) only
     when asked, on those best weights. With ``state_path`` the full training state is written
-    there (owner-only) after every epoch; ``resume_from`` (such a file) continues after its
-    last epoch. ``on_stop_early(epoch)`` is called, before that epoch's ``on_epoch_end``, when
+    there (owner-only) after every epoch (but the last, unless ``final_state``); ``resume_from``
+    (such a file) continues after its last epoch. ``on_stop_early(epoch)`` is called, before
+    that epoch's ``on_epoch_end``, when
     the run's own callbacks or Trainer settings (EarlyStopping, max_steps, max_time) end
     training before ``run.max_epochs``. What callbacks log to the logger goes to ``scalars``.
     """
@@ -298,7 +311,7 @@ def fit(run: TrainingRun, *, on_epoch_end: EpochCallback | None = None,
     if checkpoint_path is not None:
         checkpoint_path.parent.mkdir(parents=True, exist_ok=True)
     tracker = _EpochEnd(run.metric, run.mode, checkpoint_path, on_epoch_end, state_path, on_first_step,
-                        on_stop_early)
+                        on_stop_early, final_state)
     logger = CallbackScalars(scalars, str(log_dir) if log_dir is not None else None)
     trainer = make_trainer(run, [tracker], accelerator, scalars=logger, root_dir=log_dir)
     # weights_only: a checkpoint is data; loading it never runs code from the file.

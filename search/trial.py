@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from finesweep.models.run import TrainingRun, is_better
+from finesweep.models.run import TrainingRun, is_better, staging_folder
 from finesweep.search import run_dir as run_paths
 from finesweep.search.run_dir import STATE_FILE, tensorboard_dir, trial_dir
 from finesweep.search.user_code import put_first_on_path
@@ -234,7 +234,7 @@ def _train(context: SweepContext, run: TrainingRun, artifacts: Path, accelerator
     loads torch), going on from the training state in ``artifacts`` when an earlier attempt
     left one (its epochs after ``reported_epochs`` reported again first). The state is rewritten
     after every epoch and removed once training has ended."""
-    from finesweep.models.training import fit, trained_epochs
+    from finesweep.models.training import discard_checkpoint, fit, trained_epochs
 
     state = artifacts / STATE_FILE
     resume_from = None
@@ -255,10 +255,10 @@ def _train(context: SweepContext, run: TrainingRun, artifacts: Path, accelerator
     fit(run, on_epoch_end=on_epoch_end, checkpoint_path=artifacts / run_paths.CHECKPOINT_FILE,
         accelerator=accelerator, threads=max(1, int(context.cpus_per_trial)), state_path=state,
         resume_from=resume_from, on_stop_early=lambda epoch: extra.update(stopped_early=True),
-        scalars=log_by_step, log_dir=log_dir,
+        scalars=log_by_step, log_dir=log_dir, final_state=False,
         on_first_step=(lambda at: extra.update(first_step_at=at)) if context.record_timing else None)
     # Finished: nothing to go on from. (A trial that raised keeps it: Ray may retry it.)
-    state.unlink(missing_ok=True)
+    discard_checkpoint(state)
 
 
 def prepare_rerun(run_dir: str | Path, number: int) -> bool:
@@ -275,8 +275,13 @@ def prepare_rerun(run_dir: str | Path, number: int) -> bool:
 
 
 def discard_training_state(run_dir: str | Path, number: int) -> None:
-    """The trial has ended for good: the state kept for going on is no longer needed."""
-    (trial_dir(run_dir, number) / STATE_FILE).unlink(missing_ok=True)
+    """The trial has ended for good: the state kept for going on is no longer needed (nor the
+    private folder it is written through, named after it)."""
+    import shutil
+
+    state = trial_dir(run_dir, number) / STATE_FILE
+    state.unlink(missing_ok=True)
+    shutil.rmtree(staging_folder(state), ignore_errors=True)
 
 
 def failure_reason(run_dir: str | Path, number: int) -> str | None:

@@ -280,7 +280,8 @@ def test_two_sweeps_into_one_directory_one_is_refused_and_the_other_runs_as_alon
 
     def record(db: Path) -> list[tuple]:
         study = optuna.load_study(study_name="lifecycle", storage=f"sqlite:///{db}")
-        return [(t.number, t.state.name, t.params, t.user_attrs["seed"], round(t.value, 6))
+        return [(t.number, t.state.name, t.params, t.user_attrs["seed"],
+                 round(t.value, 6) if t.value is not None else t.user_attrs.get("fail_reason"))
                 for t in study.trials]
 
     assert record(run_dir / "study.db") == record(tmp_path / "alone" / "study.db")

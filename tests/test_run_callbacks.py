@@ -77,11 +77,34 @@ def test_callbacks_that_do_finesweeps_own_job_are_refused():
         user_callbacks([EARLY_STOP, {"class_path": "pytorch_lightning.callbacks.ModelCheckpoint"}])
 
 
-def test_the_training_state_is_owner_only_and_nothing_is_left_beside_it(tmp_path):
+def test_the_training_state_is_owner_only_and_written_through_an_owner_only_folder(tmp_path):
+    from finesweep.models.training import discard_checkpoint
+
     state = tmp_path / "state.ckpt"
     fit(debug_run(epochs=2), threads=1, state_path=state)
     assert stat.S_IMODE(state.stat().st_mode) == 0o600
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["state.ckpt"]
+    staging = tmp_path / ".state.ckpt.partial"
+    assert stat.S_IMODE(staging.stat().st_mode) == 0o700 and not any(staging.iterdir())
+    discard_checkpoint(state)
+    assert not any(tmp_path.iterdir())
+
+
+def test_a_trials_state_is_not_written_after_its_last_epoch(tmp_path):
+    writes = []
+    from finesweep.models import training
+
+    original = training.save_private_checkpoint
+    training.save_private_checkpoint = lambda trainer, path: (writes.append(trainer.current_epoch + 1),
+                                                              original(trainer, path))
+    try:
+        fit(debug_run(epochs=3), threads=1, state_path=tmp_path / "a.ckpt", final_state=False)
+        fit(debug_run(trainer={"callbacks": [EARLY_STOP]}, epochs=5), threads=1, state_path=tmp_path / "b.ckpt",
+            final_state=False)
+        fit(debug_run(epochs=2), threads=1, state_path=tmp_path / "c.ckpt")
+    finally:
+        training.save_private_checkpoint = original
+    # Nothing goes on after a run's last epoch (3 of 3; 2 of 5, stopped early): no state for it.
+    assert writes == [1, 2, 1, 1, 2]
 
 
 def test_metric_names_say_their_split_with_any_separator():
