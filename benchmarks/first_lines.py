@@ -64,7 +64,8 @@ def main(argv: list[str] | None = None) -> int:
             for spec in args.spec or SPECS:
                 # Alternate which arm goes first, so neither always follows the other.
                 for dry_run in ((True, False) if round_number % 2 == 0 else (False, True)):
-                    seen = timed_sweep(spec, dry_run, Path(folder) / f"{round_number}-{Path(spec).stem}-{dry_run}")
+                    out = Path(folder) / f"{round_number}-{Path(spec).parent.name}-{dry_run}"
+                    seen = timed_sweep(spec, dry_run, out)
                     rows.setdefault((spec, dry_run), []).append(seen)
                     cells = [f"{seen[c]:.1f}" if c in seen else "-" for c in columns]
                     print(f"| {spec} | {'on' if dry_run else 'off'} | " + " | ".join(cells) + " |", flush=True)

@@ -155,8 +155,8 @@ class _EpochEnd(pl.callbacks.Checkpoint):
 def save_private_checkpoint(trainer: pl.Trainer, path: Path) -> None:
     """``trainer.save_checkpoint`` to ``path``, owner-only and whole or not at all: written in a
     private folder beside it (Lightning writes world-readable files), then moved into place. The
-    folder is made once and kept for the next epoch's write (making it each time cost as much as a
-    third of a write); :func:`discard_checkpoint` removes both."""
+    folder is made once and kept for the next epoch's write; :func:`discard_checkpoint` removes
+    both."""
     staging = staging_folder(path)
     if not staging.is_dir():
         staging.mkdir(mode=0o700)
