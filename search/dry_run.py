@@ -49,8 +49,8 @@ class DryRunReport:
 
 def class_choices(spec: SweepSpec) -> dict[str, tuple[Any, ...]]:
     """Searched parameters that choose a class (their key ends in ``class_path``), with their choices."""
-    return {p.name: tuple(p.choices) for p in spec.space.params
-            if isinstance(p, CategoricalParam) and spec.targets.get(p.name, ())[-1:] == (CLASS_PATH,)}
+    return {p.name: tuple(p.choices) for p in spec.space.params if isinstance(p, CategoricalParam)
+            and (spec.targets.get(p.name, ())[-1:] == (CLASS_PATH,) or p.name.endswith(f".{CLASS_PATH}"))}
 
 
 def _draw(param: Param, rng: random.Random) -> Any:

@@ -221,3 +221,26 @@ def test_a_simulated_task_is_dry_run_without_torch(tmp_path):
     line, imported = done.stdout.strip().splitlines()
     assert "dry run passed in" in line and "built the simulated model and data, 1 configuration" in line
     assert imported == "[]"
+
+
+def test_a_callback_that_does_finesweeps_job_and_a_bad_failure_limit_are_located_spec_errors(tmp_path):
+    from finesweep.search.spec import SpecError, parse_spec
+
+    (tmp_path / "own_dry.py").write_text(OWN_MODEL)
+    path = tmp_path / "spec.yaml"
+    path.write_text(SPEC.replace("    - class_path: pytorch_lightning.callbacks.LearningRateMonitor\n",
+                                 "    - class_path: TQDMProgressBar\n"
+                                 "    - class_path: pytorch_lightning.callbacks.ModelCheckpoint\n")
+                    .replace("budget: {trials: 2, max_epochs: 2}", "budget: {trials: 2, stop_after_failures: -1}"))
+    with pytest.raises(SpecError) as raised:
+        parse_spec(path)
+    rendered = [p.render(str(path)) for p in raised.value.problems]
+    assert rendered == [
+        f"{path}:11: trainer.callbacks[0].class_path: expected a callback that leaves checkpoints and progress to "
+        "finesweep, found TQDMProgressBar, a ProgressBar: finesweep prints the sweep's progress itself: remove it "
+        "(or set no progress bar)",
+        f"{path}:12: trainer.callbacks[1].class_path: expected a callback that leaves checkpoints and progress to "
+        "finesweep, found pytorch_lightning.callbacks.ModelCheckpoint, a ModelCheckpoint: finesweep keeps each "
+        "trial's best weights itself (and best.yaml names them): remove it",
+        f"{path}:21: budget.stop_after_failures: expected an integer >= 0, found -1",
+    ], rendered
