@@ -242,5 +242,5 @@ def test_a_callback_that_does_finesweeps_job_and_a_bad_failure_limit_are_located
         f"{path}:12: trainer.callbacks[1].class_path: expected a callback that leaves checkpoints and progress to "
         "finesweep, found pytorch_lightning.callbacks.ModelCheckpoint, a ModelCheckpoint: finesweep keeps each "
         "trial's best weights itself (and best.yaml names them): remove it",
-        f"{path}:21: budget.stop_after_failures: expected an integer >= 0, found -1",
+        f"{path}:20: budget.stop_after_failures: expected an integer >= 0, found -1",
     ], rendered
