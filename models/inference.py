@@ -114,7 +114,7 @@ def scores(mean_prediction: torch.Tensor, targets: torch.Tensor, kind: str) -> d
 def as_averageable(outputs: torch.Tensor, kind: str) -> torch.Tensor:
     """What is averaged across members: probabilities (softmax of logits; probabilities as they
     are), regression outputs as they are."""
-    if kind == "logits":
+    if kind in ("logits", "classification"):  # (what the first version called class scores)
         return F.softmax(outputs, dim=1)
     return outputs if kind == "probabilities" else outputs.reshape(-1)
 

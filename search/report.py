@@ -303,6 +303,8 @@ def write_report(record: SweepRecord, out_dir: Path | None = None, top_k: int = 
     plot_dir.mkdir(parents=True, exist_ok=True)
     trials = record.study.get_trials(deepcopy=False)
     weights = importances(record, trials)
+    curves = plot_curves(record, trials, top_k)
+    loss_name = curves.axes[1].get_ylabel().split(" (mean", 1)[0]  # the tag(s) the trials logged it under
     plots = [
         Plot("history", "Optimisation history", "Each trial's value by trial number; the line is the best "
              "COMPLETE trial so far.", _png(plot_history(record, trials))),
@@ -314,9 +316,8 @@ def write_report(record: SweepRecord, out_dir: Path | None = None, top_k: int = 
              "colour bar gives the value of a COMPLETE trial's line.",
              _png(plot_parallel(record, trials))),
         Plot("learning_curves", f"Learning curves: top {top_k} vs pruned",
-             f"{record.metric} (left) and the training loss (right, from the trials' TensorBoard scalars) per epoch "
-             f"of the best {top_k} COMPLETE trials against every PRUNED one.",
-             _png(plot_curves(record, trials, top_k))),
+             f"{record.metric} (left) and {loss_name} (right, from the trials' TensorBoard scalars) per epoch "
+             f"of the best {top_k} COMPLETE trials against every PRUNED one.", _png(curves)),
     ]
     sections = []
     for plot in plots:
