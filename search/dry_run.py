@@ -216,17 +216,32 @@ def _named_in(value: Any, text: str) -> bool:
     return False
 
 
+def _nodes(tree: Any, path: KeyPath = ()) -> list[KeyPath]:
+    """The path of every entry of a mapping inside ``tree`` (leaves and inner ones)."""
+    found: list[KeyPath] = []
+    items = tree.items() if isinstance(tree, Mapping) else enumerate(tree) if isinstance(tree, (list, tuple)) else ()
+    for key, value in items:
+        if isinstance(key, str):
+            found.append((*path, key))
+        found += _nodes(value, (*path, key))
+    return found
+
+
 def blamed_path(config: Mapping[str, Any], culprit: KeyPath, message: str) -> KeyPath:
-    """Within the part that raised (``culprit``), the value the message names, if any (a
-    missing file's path, an argument's value); else a string value it names anywhere in the
-    config (the path of a file another part tried to read); else the part itself."""
+    """Within the part that raised (``culprit``), the value the message names (a missing file's
+    path, an argument's value), else the argument it names (jsonargparse's "Option 'widht' is not
+    accepted", "required: encoder"); else a string value it names anywhere in the config (the path
+    of a file another part tried to read); else the part itself."""
     leaves = [(path, value) for path, value in _leaves(config) if path[-1:] != (CLASS_PATH,)]
     inside = [(p, v) for p, v in leaves if p[:len(culprit)] == culprit and _named_in(v, message)]
+    if inside:  # the longest value named is the most specific
+        return max(inside, key=lambda pv: len(str(pv[1])))[0]
+    keys = [p for p in _nodes(config) if p[:len(culprit)] == culprit and len(p[-1]) >= 3
+            and p[-1] not in (CLASS_PATH, "init_args") and re.search(rf"\b{re.escape(p[-1])}\b", message)]
+    if keys:  # the deepest argument named is the most specific
+        return max(keys, key=len)
     anywhere = [(p, v) for p, v in leaves if isinstance(v, str) and _named_in(v, message)]
-    for candidates in (inside, anywhere):
-        if candidates:  # the longest value named is the most specific
-            return max(candidates, key=lambda pv: len(str(pv[1])))[0]
-    return culprit
+    return max(anywhere, key=lambda pv: len(str(pv[1])))[0] if anywhere else culprit
 
 
 def _located(spec: SweepSpec, values: Mapping[str, Any], run: TrainingRun, stage: str, culprit: KeyPath,

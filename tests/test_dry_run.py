@@ -244,3 +244,28 @@ def test_a_callback_that_does_finesweeps_job_and_a_bad_failure_limit_are_located
         "trial's best weights itself (and best.yaml names them): remove it",
         f"{path}:20: budget.stop_after_failures: expected an integer >= 0, found -1",
     ], rendered
+
+
+def test_the_value_or_argument_an_error_names_is_blamed_within_the_part_that_raised():
+    from finesweep.search.dry_run import blamed_path
+
+    config = {"model": {"class_path": "pkg.Net", "init_args": {
+                  "encoder": {"class_path": "pkg.Conv", "init_args": {"widht": 12, "depth": 2}},
+                  "init_from": "/runs/x/missing.pt", "hidden": 64}},
+              "data": {"class_path": "pkg.Data", "init_args": {"path": "/data/train.csv", "batch_size": 64}},
+              "trainer": {"callbacks": [{"class_path": "EarlyStopping", "init_args": {"monitor": "val_los"}}]}}
+    model = ("model",)
+    assert blamed_path(config, model, "No such file: '/runs/x/missing.pt'") == ("model", "init_args", "init_from")
+    # jsonargparse names the argument, not its value: the deepest argument named.
+    assert blamed_path(config, model, "Parser key \"encoder\": Option 'widht' is not accepted") == \
+        ("model", "init_args", "encoder", "init_args", "widht")
+    assert blamed_path(config, model, "the following arguments are required: encoder") == \
+        ("model", "init_args", "encoder")
+    # A number is named only as a whole token, and only within the part that raised.
+    assert blamed_path(config, model, "expected 64 features, got 8") == ("model", "init_args", "hidden")
+    assert blamed_path(config, model, "expected 640 features") == model
+    # A file another part read: a string value named anywhere.
+    assert blamed_path(config, model, "cannot open /data/train.csv") == ("data", "init_args", "path")
+    assert blamed_path(config, ("trainer", "callbacks", 0), "metric `val_los` which is not available") == \
+        ("trainer", "callbacks", 0, "init_args", "monitor")
+    assert blamed_path(config, model, "CUDA out of memory") == model
