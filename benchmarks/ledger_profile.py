@@ -31,9 +31,9 @@ def main() -> None:
                                                   epoch_seconds=0, concurrency=64, scheduler="none", storage=""))
     os.environ["FINESWEEP_RECORD_TIMING"] = "1"
     from finesweep.search.ledger import TrialLedger
+    from finesweep.search.seeding import build_sampler
     from finesweep.search.spec import parse_spec
     from finesweep.search.study import open_study
-    from finesweep.search.sweep import build_sampler
 
     spec = parse_spec(folder / "spec.yaml")
     url = sys.argv[3] if len(sys.argv) > 3 else f"sqlite:///{folder / 'study.db'}"

@@ -1,9 +1,11 @@
 """Predictions from saved weights: rebuild a run's model and DataModule, load a checkpoint, and
 average the predictions of several models (an ensemble).
 
-Works for any LightningModule whose ``predict_step`` returns class scores (batch, classes) or
-one regression output per example (batch,), on batches whose last element is the target; it
-says clearly why not otherwise. Knows nothing of the search.
+Works for any LightningModule whose ``predict_step`` returns, per example, class scores
+(batch, classes): logits, log-probabilities or probabilities; or one regression output
+(batch,) or (batch, 1); on batches whose last element is the target. It says clearly why not
+otherwise. Probabilities are told from logits by their rows (non-negative, summing to 1) unless
+the caller says which they are (:data:`OUTPUTS`). Knows nothing of the search.
 """
 
 from __future__ import annotations
@@ -64,7 +66,8 @@ def load_model(run: TrainingRun, checkpoint: str | Path,
     refused before any model is built."""
     state = read_weights(checkpoint) if state is None else state
     model, data = build(run)
-    trainer = make_trainer(run.with_changes(trainer={"limit_val_batches": 0}), [])
+    # The run's own Trainer options and callbacks, as in training; no validation batch is run.
+    trainer = make_trainer(run, [], overrides={"limit_val_batches": 0})
     trainer.validate(model, datamodule=data, verbose=False)
     try:
         model.load_state_dict(state)
@@ -98,10 +101,29 @@ def predictions(model: pl.LightningModule, loader: Any) -> tuple[torch.Tensor, t
     return torch.cat(outputs), torch.cat(targets)
 
 
-def kind_of(outputs: torch.Tensor) -> str:
+# What predict_step returns: "auto" tells probabilities from logits by their rows.
+OUTPUTS = ("auto", "logits", "probabilities", "regression")
+CLASSIFICATION = ("logits", "probabilities")
+
+
+def kind_of(outputs: torch.Tensor, declared: str = "auto") -> str:
+    """"logits" (or log-probabilities), "probabilities" or "regression" for ``predict_step``'s
+    ``outputs``: ``declared`` when given (and the shape fits it), else read from the outputs."""
+    if declared not in OUTPUTS:
+        raise ValueError(f"outputs must be one of {', '.join(OUTPUTS)}, but got {declared!r}")
     if outputs.dim() == 2 and outputs.shape[1] > 1:
-        return "classification"
+        if declared == "regression":
+            raise NotEnsemblable(f"predict_step returned shape {tuple(outputs.shape)}, not one regression "
+                                 "output per example")
+        if declared != "auto":
+            return declared
+        rows = outputs.sum(dim=1)
+        probabilities = bool((outputs >= 0).all()) and bool(torch.allclose(rows, torch.ones_like(rows), atol=1e-3))
+        return "probabilities" if probabilities else "logits"
     if outputs.dim() == 1 or (outputs.dim() == 2 and outputs.shape[1] == 1):
+        if declared in CLASSIFICATION:
+            raise NotEnsemblable(f"predict_step returned shape {tuple(outputs.shape)}, not class scores "
+                                 "(batch, classes)")
         return "regression"
     raise NotEnsemblable(f"predict_step returned shape {tuple(outputs.shape)}: ensembles need class scores "
                          "(batch, classes) or one regression output per example (batch,)")
@@ -109,7 +131,7 @@ def kind_of(outputs: torch.Tensor) -> str:
 
 def scores(mean_prediction: torch.Tensor, targets: torch.Tensor, kind: str) -> dict[str, float]:
     """acc and nll of averaged probabilities, or mse and mae of averaged regression outputs."""
-    if kind == "classification":
+    if kind in CLASSIFICATION or kind == "classification":
         nll = F.nll_loss(torch.log(mean_prediction.clamp_min(1e-12)), targets.long())
         return {"acc": float((mean_prediction.argmax(dim=1) == targets).float().mean()), "nll": float(nll)}
     prediction, target = mean_prediction.reshape(-1), targets.float().reshape(-1)
@@ -117,8 +139,11 @@ def scores(mean_prediction: torch.Tensor, targets: torch.Tensor, kind: str) -> d
 
 
 def as_averageable(outputs: torch.Tensor, kind: str) -> torch.Tensor:
-    """What is averaged across members: probabilities for class scores, the values otherwise."""
-    return F.softmax(outputs, dim=1) if kind == "classification" else outputs.reshape(-1)
+    """What is averaged across members: probabilities (softmax of logits; probabilities as they
+    are), regression outputs as they are."""
+    if kind in ("logits", "classification"):  # (what the first version called class scores)
+        return F.softmax(outputs, dim=1)
+    return outputs if kind == "probabilities" else outputs.reshape(-1)
 
 
 @dataclass(frozen=True)
@@ -138,9 +163,11 @@ class EnsembleScores:
     ensemble: dict[str, float]
 
 
-def evaluate_ensemble(members: Sequence[Member], splits: Sequence[str] = SPLITS) -> list[EnsembleScores]:
+def evaluate_ensemble(members: Sequence[Member], splits: Sequence[str] = SPLITS,
+                      outputs: str = "auto") -> list[EnsembleScores]:
     """Each member's scores and those of the mean of their predictions, per split (the data of
-    the first member: members of one sweep share their data)."""
+    the first member: members of one sweep share their data). ``outputs`` says what the members'
+    ``predict_step`` returns (:data:`OUTPUTS`; "auto" reads it from each member's outputs)."""
     if not members:
         raise ValueError("an ensemble needs at least one member")
     # Every member's file is read before the first model is built: a bad one builds nothing.
@@ -158,12 +185,15 @@ def evaluate_ensemble(members: Sequence[Member], splits: Sequence[str] = SPLITS)
                 raise NotEnsemblable(f"{type(data).__name__} has no val_dataloader to score the members on")
             continue  # No held-out test split: the ensemble is scored on validation only.
         loader = getattr(data, hook)()
-        outputs, targets, kind = {}, None, None
+        averaged, targets, kinds = {}, None, {}
         for name, (model, _) in loaded.items():
             raw, targets = predictions(model, loader)
-            kind = kind or kind_of(raw)
-            outputs[name] = as_averageable(raw, kind)
-        mean = torch.stack(list(outputs.values())).mean(dim=0)
-        results.append(EnsembleScores(split, kind, {n: scores(o, targets, kind) for n, o in outputs.items()},
+            kinds[name] = kind_of(raw, outputs)
+            averaged[name] = as_averageable(raw, kinds[name])
+        if len({kind == "regression" for kind in kinds.values()}) > 1:
+            raise NotEnsemblable(f"members predict different kinds of output: {kinds}")
+        kind = next(iter(kinds.values()))
+        mean = torch.stack(list(averaged.values())).mean(dim=0)
+        results.append(EnsembleScores(split, kind, {n: scores(o, targets, kind) for n, o in averaged.items()},
                                       scores(mean, targets, kind)))
     return results

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any
 
 # Trainer options finesweep sets itself, and what a spec should use instead (the spec check
@@ -20,6 +21,44 @@ RESERVED_TRAINER_OPTIONS = {
     "enable_progress_bar": "finesweep prints the sweep's progress",
     "default_root_dir": "the run directory holds every trial's files",
 }
+# Lightning callbacks (by the name of a Lightning base class) that would do what finesweep does
+# itself in every run, and what to do instead. A class is matched on its MRO's names, so the
+# spec check needs no import of Lightning to apply the rule.
+RESERVED_CALLBACKS = {
+    "ModelCheckpoint": "finesweep keeps each trial's best weights itself (and best.yaml names them): remove it",
+    "ProgressBar": "finesweep prints the sweep's progress itself: remove it (or set no progress bar)",
+}
+_LIGHTNING_PACKAGES = ("pytorch_lightning.", "lightning.pytorch.")
+
+
+def staging_folder(path: Path) -> Path:
+    """The owner-only folder beside a training-state file ``path`` through which it is written
+    (``models.training.save_private_checkpoint``); named here, where no torch is imported, so
+    the driver can remove it too."""
+    return path.with_name(f".{path.name}.partial")
+
+
+def reserved_callback(cls: type) -> str | None:
+    """Why ``cls``, a callback class, clashes with what finesweep does itself; None when it does not."""
+    for base in getattr(cls, "__mro__", ()):
+        if base.__module__.startswith(_LIGHTNING_PACKAGES) and base.__name__ in RESERVED_CALLBACKS:
+            return f"a {base.__name__}: {RESERVED_CALLBACKS[base.__name__]}"
+    return None
+
+
+# How metric names say which split they were measured on: `val_acc`, `val/acc`, `test-loss`.
+SPLIT_SEPARATORS = ("_", "/", "-", ".")
+
+
+def metric_split(name: str) -> str | None:
+    """"train", "val" or "test" for a metric named after its split (``val_acc``, ``val/acc``,
+    ``valid_loss``, ``test/acc``), else None."""
+    lowered = name.lower()
+    for split, words in (("train", ("train", "training")), ("val", ("val", "valid", "validation")),
+                         ("test", ("test",))):
+        if any(lowered.startswith(word + sep) for word in words for sep in SPLIT_SEPARATORS):
+            return split
+    return None
 
 
 @dataclass(frozen=True)

@@ -9,8 +9,10 @@ callback (a sweep trial reports to its scheduler there; raising from it ends tra
 
 from __future__ import annotations
 
+import contextlib
+import os
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,15 +26,16 @@ from finesweep.models.run import (
     TrainingRun,
     check_epoch,
     is_better,
+    reserved_callback,
+    staging_folder,
 )
 from finesweep.models.simulation import is_simulated
 
 __all__ = ["MetricNotLoggedError", "NonFiniteMetricError", "TrainingRun", "fit", "is_better"]
 
 EpochCallback = Callable[[int, dict[str, float]], None]
-
-# Trainer options finesweep sets itself: the budget gives the epochs, Ray the device, and
-# the trial records metrics, checkpoints and progress its own way.
+# Where the scalars that Lightning's callbacks log (LearningRateMonitor's learning rates) go: (metrics, step).
+ScalarSink = Callable[[dict[str, float], int], None]
 
 
 @dataclass
@@ -45,6 +48,8 @@ class FitResult:
     test: dict[str, float] | None = None
     # Epochs a resumed run took from its training-state checkpoint instead of training.
     resumed_from_epoch: int = 0
+    # The run's own callbacks or Trainer settings ended training before its max_epochs.
+    stopped_early: bool = False
     # What the DataModule said about its data (sizes, classes), when it says anything.
     data_summary: str | None = None
 
@@ -69,8 +74,13 @@ class _EpochEnd(pl.callbacks.Checkpoint):
 
     def __init__(self, metric: str, mode: str, checkpoint_path: Path | None,
                  on_epoch_end: EpochCallback | None, state_path: Path | None = None,
-                 on_first_step: Callable[[float], None] | None = None) -> None:
+                 on_first_step: Callable[[float], None] | None = None,
+                 on_stop_early: Callable[[int], None] | None = None, final_state: bool = True) -> None:
         self.metric, self.mode = metric, mode
+        # Whether the state is written after the last epoch too (a later run may go on from it).
+        self.final_state = final_state
+        self.on_stop_early = on_stop_early
+        self.stopped_early = False
         self.on_first_step = on_first_step
         self.first_step_at: float | None = None
         self.state_path = state_path
@@ -109,11 +119,19 @@ class _EpochEnd(pl.callbacks.Checkpoint):
             self.best_state = {k: v.detach().cpu().clone() for k, v in module.state_dict().items()}
             if self.checkpoint_path is not None:
                 save_weights(self.best_state, self.checkpoint_path)
-        if self.state_path is not None:
+        # Checkpoint callbacks run after every other one, EarlyStopping included: whether the
+        # user's callbacks or settings (max_steps, max_time) end training now is known here.
+        # (Lightning's `done` is asked only before the last epoch: there it also moves a counter.)
+        last = epoch >= (trainer.max_epochs or 0) or trainer.fit_loop.done
+        if self.state_path is not None and (self.final_state or not last):
             # Everything needed to go on after this epoch (weights, optimizer and scheduler
             # state, loop counters, this callback's history): written before the epoch is
             # reported, so a report always comes with the state it describes.
-            trainer.save_checkpoint(self.state_path)
+            save_private_checkpoint(trainer, self.state_path)
+        if last and epoch < (trainer.max_epochs or 0):
+            self.stopped_early = True
+            if self.on_stop_early is not None:
+                self.on_stop_early(epoch)
         if self.on_epoch_end is not None:
             self.on_epoch_end(epoch, metrics)
 
@@ -154,6 +172,30 @@ def save_weights(state: Mapping[str, torch.Tensor], path: Path) -> None:
         raise
 
 
+def save_private_checkpoint(trainer: pl.Trainer, path: Path) -> None:
+    """``trainer.save_checkpoint`` to ``path``, owner-only and whole or not at all: written in a
+    private folder beside it (Lightning writes world-readable files), then moved into place. The
+    folder is made once and kept for the next epoch's write; :func:`discard_checkpoint` removes
+    both."""
+    staging = staging_folder(path)
+    if not staging.is_dir():
+        staging.mkdir(mode=0o700)
+    partial = staging / path.name
+    trainer.save_checkpoint(partial)
+    os.chmod(partial, 0o600)
+    os.replace(partial, path)
+
+
+def discard_checkpoint(path: Path) -> None:
+    """Remove a checkpoint written by :func:`save_private_checkpoint` and its staging folder."""
+    path.unlink(missing_ok=True)
+    staging = staging_folder(path)
+    with contextlib.suppress(FileNotFoundError):
+        for leftover in staging.iterdir():
+            leftover.unlink()
+        staging.rmdir()
+
+
 def trained_epochs(state_path: Path) -> list[dict[str, float]]:
     """The per-epoch metrics recorded in a training-state checkpoint written by :func:`fit`."""
     state = torch.load(state_path, map_location="cpu", weights_only=True)
@@ -162,40 +204,111 @@ def trained_epochs(state_path: Path) -> list[dict[str, float]]:
 
 def build(run: TrainingRun) -> tuple[pl.LightningModule, pl.LightningDataModule]:
     """The run's model and DataModule, seeded as LightningCLI seeds them (before building)."""
-    # The classes are checked before either is built: a config (a tampered record, say) that
+    # Both classes are checked before either is built: a config (a tampered record, say) that
     # names another kind of class, subprocess.Popen for one, never gets it constructed.
-    if not issubclass(import_class(run.model["class_path"]), pl.LightningModule):
-        raise ComponentError(f"model {run.model['class_path']} is not a LightningModule"
-                             + (" (a simulated model runs only in sweeps)" if is_simulated(run) else ""))
-    if not issubclass(import_class(run.data["class_path"]), pl.LightningDataModule):
-        raise ComponentError(f"data {run.data['class_path']} is not a LightningDataModule")
+    _check_kind(run, "model")
+    _check_kind(run, "data")
     pl.seed_everything(run.seed, workers=True, verbose=False)
-    data = instantiate(run.data["class_path"], run.data.get("init_args") or {})
-    model = instantiate(run.model["class_path"], run.model.get("init_args") or {})
-    return model, data
+    data = build_data(run)
+    return build_model(run), data
+
+
+def _check_kind(run: TrainingRun, section: str) -> None:
+    """Refuse, before building it, a model that is not a LightningModule or data that is not
+    a LightningDataModule."""
+    class_path = (run.model if section == "model" else run.data)["class_path"]
+    expected = pl.LightningModule if section == "model" else pl.LightningDataModule
+    if not issubclass(import_class(class_path), expected):
+        raise ComponentError(f"{section} {class_path} is not a {expected.__name__}"
+                             + (" (a simulated model runs only in sweeps)" if is_simulated(run) else ""))
+
+
+def build_data(run: TrainingRun) -> pl.LightningDataModule:
+    _check_kind(run, "data")
+    return instantiate(run.data["class_path"], run.data.get("init_args") or {})
+
+
+def build_model(run: TrainingRun) -> pl.LightningModule:
+    _check_kind(run, "model")
+    return instantiate(run.model["class_path"], run.model.get("init_args") or {})
+
+
+class CallbackScalars(pl.loggers.Logger):
+    """The trial's logger: it passes on what callbacks log straight to a logger
+    (LearningRateMonitor's ``lr-Adam``, DeviceStatsMonitor's), and nothing the module logs with
+    ``self.log``, which the run already records once per epoch. Without ``sink`` it keeps
+    nothing: such callbacks still find a logger (LearningRateMonitor refuses to run without one)."""
+
+    def __init__(self, sink: ScalarSink | None = None, log_dir: str | None = None) -> None:
+        super().__init__()
+        self.sink = sink
+        self._log_dir = log_dir
+        self.trainer: pl.Trainer | None = None
+
+    @property
+    def name(self) -> str:
+        return "finesweep"
+
+    @property
+    def version(self) -> str:
+        return "0"
+
+    @property
+    def log_dir(self) -> str | None:
+        return self._log_dir
+
+    def log_hyperparams(self, params: Any, *args: Any, **kwargs: Any) -> None:
+        pass  # The search records a trial's parameters itself.
+
+    def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
+        if self.sink is None:
+            return
+        # Lightning adds what the module logged to trainer.logged_metrics before it hands
+        # them to the loggers (with an `epoch` entry); a callback's own values never go there.
+        own = set(self.trainer.logged_metrics) if self.trainer is not None else set()
+        extra = _floats({k: v for k, v in metrics.items() if k not in own and k != "epoch"})
+        if extra:
+            self.sink(extra, int(step or 0))
+
+
+def user_callbacks(given: Any) -> list[pl.Callback]:
+    """The Trainer's ``callbacks`` option (LightningCLI's list of ``{class_path, init_args}``, one
+    such mapping, or callback objects), built; one that does finesweep's own job is refused."""
+    items = [] if given is None else list(given) if isinstance(given, Sequence) and not isinstance(given, str) \
+        else [given]
+    # A jsonargparse Namespace (a config its parser has read) stands for the mapping it holds.
+    items = [c.as_dict() if callable(getattr(c, "as_dict", None)) else c for c in items]
+    for callback in items:  # Checked before any is built, as build() checks the model and data.
+        if isinstance(callback, Mapping) and not issubclass(import_class(str(callback.get("class_path"))), pl.Callback):
+            raise ComponentError(f"trainer.callbacks: {callback.get('class_path')} is not a Lightning Callback")
+    built = [instantiate(c["class_path"], c.get("init_args") or {}) if isinstance(c, Mapping) else c for c in items]
+    for index, callback in enumerate(built):
+        clash = reserved_callback(type(callback))
+        if clash is not None:
+            raise ValueError(f"trainer.callbacks[{index}] is {clash}")
+    return built
 
 
 def make_trainer(run: TrainingRun, callbacks: list[pl.Callback], accelerator: str = "cpu",
-                 max_epochs: int | None = None) -> pl.Trainer:
-    """A Trainer with the run's options, and finesweep's own settings for the reserved ones."""
-    options = dict(run.trainer)
+                 max_epochs: int | None = None, *, scalars: CallbackScalars | None = None,
+                 overrides: Mapping[str, Any] | None = None, root_dir: str | Path | None = None) -> pl.Trainer:
+    """A Trainer with the run's options and callbacks, finesweep's own settings for the reserved
+    options, and ``overrides`` (a dry run's batch limits) over both."""
+    options = {**dict(run.trainer), **(overrides or {})}
     # Lightning's sanity check repeats part of validation before training; a trial pays for
     # it on every start, so it is off unless the spec asks for it.
     options.setdefault("num_sanity_val_steps", 0)
     options.setdefault("enable_model_summary", False)
-    extra = options.pop("callbacks", None) or []
-    if isinstance(extra, Mapping) or not isinstance(extra, list):
-        extra = [extra]
-    for callback in extra:  # Checked before any is built, as build() checks the model and data.
-        if isinstance(callback, Mapping) and not issubclass(import_class(str(callback.get("class_path"))), pl.Callback):
-            raise ComponentError(f"trainer.callbacks: {callback.get('class_path')} is not a Lightning Callback")
-    built_extra = [instantiate(c["class_path"], c.get("init_args") or {}) if isinstance(c, Mapping) else c
-                   for c in extra]
+    extra = user_callbacks(options.pop("callbacks", None))
+    logger = scalars or CallbackScalars()
     # enable_checkpointing stays on: Lightning then counts finesweep's own Checkpoint callback
     # and adds no ModelCheckpoint of its own.
-    return pl.Trainer(max_epochs=max_epochs or run.max_epochs, accelerator=accelerator, devices=1,
-                      logger=False, enable_checkpointing=True, enable_progress_bar=False,
-                      callbacks=[*built_extra, *callbacks], **options)
+    trainer = pl.Trainer(max_epochs=max_epochs or run.max_epochs, accelerator=accelerator, devices=1,
+                         logger=logger, enable_checkpointing=True, enable_progress_bar=False,
+                         default_root_dir=str(root_dir) if root_dir is not None else None,
+                         callbacks=[*extra, *callbacks], **options)
+    logger.trainer = trainer
+    return trainer
 
 
 def data_summary(data: pl.LightningDataModule) -> str | None:
@@ -207,13 +320,19 @@ def data_summary(data: pl.LightningDataModule) -> str | None:
 def fit(run: TrainingRun, *, on_epoch_end: EpochCallback | None = None,
         checkpoint_path: Path | None = None, accelerator: str = "cpu", threads: int | None = None,
         evaluate_test: bool = False, state_path: Path | None = None,
-        resume_from: Path | None = None, on_first_step: Callable[[float], None] | None = None) -> FitResult:
+        resume_from: Path | None = None, on_first_step: Callable[[float], None] | None = None,
+        on_stop_early: Callable[[int], None] | None = None, scalars: ScalarSink | None = None,
+        log_dir: str | Path | None = None, final_state: bool = True) -> FitResult:
     """Train ``run`` and return its best epoch's metrics.
 
     The best epoch by ``run.metric`` is the model's result (its weights are saved to
     ``checkpoint_path``); the DataModule's test split is evaluated (its ``test_step``) only
     when asked, on those best weights. With ``state_path`` the full training state is written
-    there after every epoch; ``resume_from`` (such a file) continues after its last epoch.
+    there (owner-only) after every epoch (but the last, unless ``final_state``); ``resume_from``
+    (such a file) continues after its last epoch. ``on_stop_early(epoch)`` is called, before
+    that epoch's ``on_epoch_end``, when
+    the run's own callbacks or Trainer settings (EarlyStopping, max_steps, max_time) end
+    training before ``run.max_epochs``. What callbacks log to the logger goes to ``scalars``.
     """
     started = time.perf_counter()
     if threads is not None:
@@ -223,8 +342,10 @@ def fit(run: TrainingRun, *, on_epoch_end: EpochCallback | None = None,
     model, data = build(run)
     if checkpoint_path is not None:
         checkpoint_path.parent.mkdir(parents=True, exist_ok=True)
-    tracker = _EpochEnd(run.metric, run.mode, checkpoint_path, on_epoch_end, state_path, on_first_step)
-    trainer = make_trainer(run, [tracker], accelerator)
+    tracker = _EpochEnd(run.metric, run.mode, checkpoint_path, on_epoch_end, state_path, on_first_step,
+                        on_stop_early, final_state)
+    logger = CallbackScalars(scalars, str(log_dir) if log_dir is not None else None)
+    trainer = make_trainer(run, [tracker], accelerator, scalars=logger, root_dir=log_dir)
     # weights_only: a checkpoint is data; loading it never runs code from the file.
     trainer.fit(model, datamodule=data,
                 ckpt_path=str(resume_from) if resume_from is not None else None, weights_only=True)
@@ -237,7 +358,8 @@ def fit(run: TrainingRun, *, on_epoch_end: EpochCallback | None = None,
                                    + reason)
     result = FitResult(best_epoch=tracker.best_epoch, best=tracker.best, history=tracker.history,
                        seconds=time.perf_counter() - started, checkpoint=checkpoint_path,
-                       resumed_from_epoch=tracker.resumed_from_epoch, data_summary=data_summary(data))
+                       resumed_from_epoch=tracker.resumed_from_epoch, data_summary=data_summary(data),
+                       stopped_early=tracker.stopped_early)
     if evaluate_test and tracker.best_state is not None:
         model.load_state_dict(tracker.best_state)
         result.test = test(trainer, model, data)

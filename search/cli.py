@@ -30,12 +30,15 @@ def _parser() -> argparse.ArgumentParser:
     sweep.add_argument("--resume", action="store_true",
                        help="continue the sweep in the run directory (after a crash, or with more --trials)")
     sweep.add_argument("--verbose", action="store_true", help="show Ray's and Lightning's own logs")
+    sweep.add_argument("--no-dry-run", dest="dry_run", action="store_false",
+                       help="skip the dry run (one training and one validation batch in the driver before Ray)")
 
     resume = commands.add_parser("resume", help="continue the sweep of a run directory")
     resume.add_argument("run_dir", type=Path)
     resume.add_argument("--trials", type=int, help="new total number of trials (to extend a finished sweep)")
     resume.add_argument("--address", help="join the Ray cluster at HOST:PORT instead of a local Ray")
     resume.add_argument("--verbose", action="store_true", help="show Ray's and Lightning's own logs")
+    resume.add_argument("--no-dry-run", dest="dry_run", action="store_false", help="skip the dry run")
 
     export = commands.add_parser("export", help="(re)write best.yaml of a finished sweep")
     export.add_argument("run_dir", type=Path)
@@ -66,6 +69,9 @@ def _parser() -> argparse.ArgumentParser:
                                                     "single on validation and the held-out test split")
     ensemble.add_argument("target", type=Path, help="a run directory, or an ensemble.yaml to re-evaluate")
     ensemble.add_argument("--top-k", type=int, default=5, help="members: the best K trials")
+    ensemble.add_argument("--outputs", choices=("auto", "logits", "probabilities", "regression"), default="auto",
+                          help="what predict_step returns (auto: rows of non-negative values summing to 1 are "
+                               "probabilities, other class scores logits, one value per example regression)")
 
     board = commands.add_parser("tensorboard", help="TensorBoard over every trial of one or more sweeps")
     board.add_argument("run_dirs", type=Path, nargs="+")
@@ -145,14 +151,16 @@ def _run(spec_path: Path | str, overrides: dict, run_dir: Path | None, args: arg
     except ResumeRefused as error:
         print(f"finesweep: {error}", file=sys.stderr)
         return EXIT_BAD_INPUT
+    # Checking a spec imports the user's classes (torch, Lightning): seconds before anything else shows.
+    print(f"finesweep: checking {spec_path}", flush=True)
     with time_limit("the spec's classes and data (importing your module, the DataModule, check_inputs)"):
         spec = parse_spec(spec_path, overrides)
     try:
         result = run_sweep(spec, run_dir or default_run_dir(spec), address=args.address,
-                           verbose=args.verbose, resume=resume)
+                           verbose=args.verbose, resume=resume, dry_run=args.dry_run)
     except SweepError as error:
         print(f"finesweep: {error}", file=sys.stderr)
-        return EXIT_BAD_INPUT
+        return error.exit_code
     except SweepStopped as stopped:
         print(f"finesweep: {stopped}", file=sys.stderr)
         return stopped.exit_code
@@ -283,7 +291,7 @@ def cmd_ensemble(args: argparse.Namespace) -> int:
         if args.target.is_file():
             report = reevaluate(args.target)
         else:
-            report = build_ensemble(load_sweep(args.target), args.top_k)
+            report = build_ensemble(load_sweep(args.target), args.top_k, args.outputs)
     except ResultsError as error:
         return _results_error(error)
     print(report.text())

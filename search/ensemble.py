@@ -58,7 +58,7 @@ def _member_names(members: Sequence[Mapping[str, Any]]) -> list[str]:
 
 
 def _evaluate(members: Sequence[Mapping[str, Any]], metric: str, mode: str,
-              import_paths: Sequence[str] = ()) -> dict[str, Any]:
+              import_paths: Sequence[str] = (), outputs: str = "auto") -> dict[str, Any]:
     from finesweep.models.components import ComponentError
     from finesweep.models.inference import (
         CheckpointMismatchError,
@@ -81,19 +81,22 @@ def _evaluate(members: Sequence[Mapping[str, Any]], metric: str, mode: str,
                      m["checkpoint"]) for name, m in zip(_member_names(members), members, strict=True)]
     splits = {}
     try:
-        results = evaluate_ensemble(models, ("val", "test"))
+        results = evaluate_ensemble(models, ("val", "test"), outputs)
     except (CheckpointMismatchError, NotEnsemblable, ComponentError) as error:
         raise ResultsError(f"cannot ensemble: {error}") from None
     except UnreadableCheckpoint as error:
         raise ResultsError(str(error)) from None
     for result in results:
         best = result.members[models[0].name]
-        splits[result.split] = {"ensemble": result.ensemble, "best_single": best, "members": result.members}
+        splits[result.split] = {"ensemble": result.ensemble, "best_single": best, "members": result.members,
+                                "kind": result.kind}
     return splits
 
 
-def build_ensemble(record: SweepRecord, top_k: int = 5) -> EnsembleReport:
-    """Evaluate the ensemble of the best ``top_k`` trials and write ``ensemble.yaml``."""
+def build_ensemble(record: SweepRecord, top_k: int = 5, outputs: str = "auto") -> EnsembleReport:
+    """Evaluate the ensemble of the best ``top_k`` trials and write ``ensemble.yaml``; ``outputs``
+    says what their ``predict_step`` returns (logits, probabilities, regression; "auto" reads it
+    from the outputs: rows of non-negative values summing to 1 are probabilities)."""
     if record.info is None or record.run_dir is None:
         raise ResultsError("an ensemble needs the sweep's run directory (its spec and checkpoints)")
     chosen = top_candidates(record, top_k)
@@ -110,12 +113,15 @@ def build_ensemble(record: SweepRecord, top_k: int = 5) -> EnsembleReport:
         raise ResultsError(f"no checkpoint for {len(missing)} of the top {top_k}: {'; '.join(missing)} "
                            "(removed by the checkpoint retention policy? ensemble fewer with --top-k)")
     info = record.info
-    splits = _evaluate(members, record.metric, record.mode, [info.spec_dir])
+    splits = _evaluate(members, record.metric, record.mode, [info.spec_dir], outputs)
     path = record.run_dir / ENSEMBLE_FILE
-    kind = "mean of class probabilities" if "acc" in splits["val"]["ensemble"] else "mean of predictions"
+    kind = {"logits": "mean of class probabilities (softmax of the members' logits)",
+            "probabilities": "mean of the members' class probabilities"}.get(splits["val"]["kind"],
+                                                                               "mean of predictions")
     document = {
         "finesweep_ensemble": ENSEMBLE_FORMAT, "sweep": info.name, "task": info.task_label,
-        "spec_dir": info.spec_dir, "metric": record.metric, "mode": record.mode, "combine": kind,
+        "spec_dir": info.spec_dir, "metric": record.metric, "mode": record.mode, "outputs": splits["val"]["kind"],
+        "combine": kind,
         "members": members,
         "scores": {split: {"ensemble": s["ensemble"], "best_single": s["best_single"]} for split, s in splits.items()},
         "created_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
@@ -177,5 +183,7 @@ def reevaluate(path: str | Path) -> EnsembleReport:
     document = load_ensemble(path)
     members = list(document["members"])
     folders = [str(document["spec_dir"])] if isinstance(document.get("spec_dir"), str) else []
-    return EnsembleReport(Path(path), _evaluate(members, document["metric"], document.get("mode", "max"),
-                                                folders), members)
+    outputs = document.get("outputs", "auto")
+    return EnsembleReport(Path(path), _evaluate(members, document["metric"], document.get("mode", "max"), folders,
+                                                outputs if outputs in ("logits", "probabilities", "regression")
+                                                else "auto"), members)

@@ -7,15 +7,16 @@ in milliseconds.
 
 from __future__ import annotations
 
+import re
 import threading
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from finesweep.models.run import MetricNotLoggedError
+from finesweep.models.run import MetricNotLoggedError, NonFiniteMetricError
 from finesweep.search.study import set_user_attrs, tell, trial_outcome
-from finesweep.search.trial import failure_reason
+from finesweep.search.trial import discard_training_state, failure_reason
 
 if TYPE_CHECKING:
     import optuna
@@ -25,6 +26,18 @@ if TYPE_CHECKING:
 # Failures that every trial of the sweep would repeat: the first one stops the sweep.
 SWEEP_ENDING_ERRORS = (f"{MetricNotLoggedError.__module__}.{MetricNotLoggedError.__qualname__}",
                        MetricNotLoggedError.__qualname__)
+# Failures that say something about the trial's values, not about the sweep (a learning rate
+# too high for the loss to stay finite): never a reason to stop the sweep, however many in a row.
+VALUE_FAILURES = (f"{NonFiniteMetricError.__module__}.{NonFiniteMetricError.__qualname__}",
+                  NonFiniteMetricError.__qualname__, "non-finite metric")
+_PATH = re.compile(r"(?:[A-Za-z]:)?(?:~|\.{1,2})?(?:[/\\][\w.@+-]+)+[/\\]?")
+_NUMBER = re.compile(r"(?<![A-Za-z_])[-+]?(?:0x[0-9a-fA-F]+|\d+(?:\.\d*)?(?:[eE][-+]?\d+)?)")
+
+
+def failure_key(reason: str) -> str:
+    """A failure's reason with what differs between trials failing the same way masked: file
+    paths (a trial's folder), numbers (epochs, sizes, values, addresses)."""
+    return _NUMBER.sub("#", _PATH.sub("<path>", reason.strip()))
 # What hand_out returns when no trial will be handed out any more (Ray Tune's Searcher.FINISHED).
 FINISHED = "FINISHED"
 
@@ -34,18 +47,24 @@ class TrialLedger:
 
     def __init__(self, study: optuna.Study, spec: SweepSpec, seed_base: int, run_dir: Path,
                  monitor: SweepMonitor | None = None,
-                 rerun: Sequence[optuna.trial.FrozenTrial] = (), stop: threading.Event | None = None) -> None:
+                 rerun: Sequence[optuna.trial.FrozenTrial] = (), stop: threading.Event | None = None,
+                 going_on: Collection[int] = ()) -> None:
         self.study = study
         self.spec = spec
         self.seed_base = seed_base
         self.run_dir = run_dir
         self.monitor = monitor
         self._live: dict[str, optuna.Trial] = {}
-        # Set when a trial shows that every trial would fail the same way (the metric is never
-        # logged): no new trials are handed out and the sweep stops.
+        # Set when trials show that every trial would fail the same way (the metric is never
+        # logged; budget.stop_after_failures trials in a row failed with the same error): no new
+        # trials are handed out, the running ones stay resumable and the sweep stops.
         self.abort_reason: str | None = None
+        # The last trials' common failure (its failure_key) and how many ended with it in a row.
+        self._streak: tuple[str, int] | None = None
         self._last: dict[str, dict[str, Any]] = {}
         self._rerun = list(rerun)
+        # Interrupted trials that left their training state: their re-run goes on from there.
+        self.going_on = set(going_on)
         self.stop = stop or threading.Event()
 
     def hand_out(self, runner_id: str) -> dict[str, Any] | str | None:
@@ -77,9 +96,11 @@ class TrialLedger:
         set_user_attrs(trial, {"ray_trial_id": runner_id, "attempts": int(frozen.user_attrs.get("attempts", 1)) + 1})
         self._live[runner_id] = trial
         if self.monitor is not None:
-            self.monitor.trial_started(frozen.number, frozen.params)
-        return {"number": frozen.number, "seed": frozen.user_attrs["seed"],
-                "config": dict(frozen.user_attrs["config"])}
+            again = ("interrupted, goes on after its last finished epoch" if frozen.number in self.going_on
+                     else "interrupted, runs again from its start")
+            self.monitor.trial_started(frozen.number, frozen.params, phase=_phase(frozen.system_attrs), again=again)
+        return {"number": frozen.number, "seed": frozen.user_attrs["seed"], "config": dict(frozen.user_attrs["config"]),
+                "reported_epochs": max(frozen.intermediate_values, default=0)}
 
     def _hand_out(self, runner_id: str, trial: optuna.Trial) -> dict[str, Any]:
         """Draw the trial's parameters, record its config and seed, and hand it out."""
@@ -91,7 +112,8 @@ class TrialLedger:
         set_user_attrs(trial, {"seed": seed, "config": config, "ray_trial_id": runner_id})
         self._live[runner_id] = trial
         if self.monitor is not None:
-            self.monitor.trial_started(trial.number, sampled)
+            self.monitor.trial_started(trial.number, sampled,
+                                       phase=_phase(trial.storage.get_trial_system_attrs(trial._trial_id)))
         return {"number": trial.number, "seed": seed, "config": config}
 
     def record(self, runner_id: str, result: dict[str, Any]) -> None:
@@ -129,27 +151,58 @@ class TrialLedger:
         seen = self._last.get(runner_id, {}).get("epoch")
         if result and "epoch" in result and result["epoch"] != seen:
             self._record(runner_id, trial, result)
-        last = self._last.pop(runner_id, None)
-        if self.stop.is_set() and int((last or {}).get("epoch", 0)) < self.spec.budget.max_epochs:
-            # Stopped by the interrupt, not by its scheduler: left RUNNING in the study, so a
-            # resume runs it again with the same parameters and seed, as after a crash. An error
-            # now counts too: a terminal's Ctrl-C also reaches Ray's processes (same process
-            # group), which may take the trial's worker down first.
+        last = self._last.pop(runner_id, None) or {}
+        epochs = int(last.get("epoch", 0))
+        if (self.stop.is_set() or self.abort_reason is not None) and epochs < self.spec.budget.max_epochs \
+                and not last.get("stopped_early"):
+            # Stopped by the interrupt (or the sweep stopping on a repeated failure), not by its
+            # scheduler: left RUNNING in the study, so a resume runs it again with the same
+            # parameters and seed, from its last epoch, as after a crash. An error now counts too:
+            # a terminal's Ctrl-C also reaches Ray's processes (same process group), which may
+            # take the trial's worker down first.
             return
         reason = (failure_reason(self.run_dir, trial.number) or runner_error()) if error else None
-        if reason and reason.startswith(SWEEP_ENDING_ERRORS):
-            self.abort_reason = reason
-        outcome = trial_outcome(last, error, self.spec.budget.max_epochs, reason)
-        epochs = int((last or {}).get("epoch", 0))
+        outcome = trial_outcome(last or None, error, self.spec.budget.max_epochs, reason)
         ending: dict[str, Any] = {"epochs": epochs}
-        if last and "reported_at" in last:
+        if "reported_at" in last:
             ending["ended_at"] = last["reported_at"]  # A benchmark timing, as first_step_at.
-        if last and "best_epoch" in last:
+        if "best_epoch" in last:
             ending["best_epoch"] = int(last["best_epoch"])
-        if last and last.get("resumed_from_epoch"):
-            # Retried after a failure, it went on from that epoch's training state.
+        if last.get("stopped_early") and outcome.state == "COMPLETE":
+            ending["stopped_early"] = True  # by its own callbacks (EarlyStopping), not the scheduler
+        if last.get("resumed_from_epoch"):
+            # Retried or resumed, it went on from that epoch's training state.
             ending["resumed_from_epoch"] = int(last["resumed_from_epoch"])
         set_user_attrs(trial, ending)
         tell(self.study, trial, outcome)
+        discard_training_state(self.run_dir, trial.number)
+        self._count_failure(outcome.reason if outcome.state == "FAIL" else None)
         if self.monitor is not None:
-            self.monitor.trial_ended(trial.number, trial.params, outcome, epochs)
+            self.monitor.trial_ended(trial.number, trial.params, outcome, epochs, best_epoch=ending.get("best_epoch"),
+                                     stopped_early=bool(ending.get("stopped_early")))
+
+    def _count_failure(self, reason: str | None) -> None:
+        """Stop the sweep on a failure every trial would repeat: a metric never logged at once,
+        any other after ``budget.stop_after_failures`` trials in a row failed the same way."""
+        if reason is None or reason.startswith(VALUE_FAILURES):
+            self._streak = None
+            return
+        key = failure_key(reason)
+        count = self._streak[1] + 1 if self._streak is not None and self._streak[0] == key else 1
+        self._streak = (key, count)
+        limit = self.spec.budget.stop_after_failures
+        if reason.startswith(SWEEP_ENDING_ERRORS):
+            self.abort_reason = reason
+        elif limit and count >= limit:
+            self.abort_reason = (f"{count} trials in a row failed with the same error "
+                                 f"(budget.stop_after_failures: {limit}): {reason}")
+
+
+def _phase(system_attrs: dict[str, Any]) -> str | None:
+    """What the strategy did for the trial, where it says: `auto`'s phase, `global`'s GP."""
+    from finesweep.search.strategies import ENGINE_ATTR, PHASE_ATTR
+
+    phase = system_attrs.get(PHASE_ATTR)
+    if system_attrs.get(ENGINE_ATTR) == "gp":
+        return f"{phase or 'global'}, Gaussian process"
+    return phase

@@ -23,27 +23,67 @@ def _format_value(value: Any) -> str:
     return str(value)
 
 
+# A start line shows the trial's parameters up to about this many characters.
+PARAMS_WIDTH = 110
+
+
+def params_text(params: Mapping[str, Any], width: int = PARAMS_WIDTH) -> str:
+    """``learning_rate 0.003756, optimizer adam, ...``: the trial's active parameters in space
+    order, class paths by their class name, cut at about ``width`` characters."""
+    parts = [f"{name} {_short(value)}" for name, value in params.items()]
+    text = ""
+    for index, part in enumerate(parts):
+        candidate = f"{text}, {part}" if text else part
+        if len(candidate) > width and text:
+            return f"{text}, ... (+{len(parts) - index})"
+        text = candidate
+    return text
+
+
+def _short(value: Any) -> str:
+    if isinstance(value, str) and "." in value and value.rsplit(".", 1)[-1][:1].isupper():
+        return value.rsplit(".", 1)[-1]  # a class path: its class
+    return _format_value(value)
+
+
 class SweepMonitor:
-    """Receives trial starts and ends from the backend; prints progress and records HParams."""
+    """Receives trial starts and ends from the backend; prints one line for each and records
+    HParams. Counts and the best so far start from the study, so a resumed sweep goes on
+    counting where the last one stopped; the clock starts at ``started_at`` (the command's start)."""
 
     def __init__(self, spec: SweepSpec, total: int, hparams: HParamsLog | None = None,
-                 out: TextIO | None = None, already_done: int = 0) -> None:
+                 out: TextIO | None = None, already_done: int = 0, *, study: optuna.Study | None = None,
+                 started_at: float | None = None) -> None:
         self.spec = spec
         self.total = total
         self.hparams = hparams
         self.out = out or sys.stdout
-        self.started_at = time.monotonic()
+        self.started_at = started_at if started_at is not None else time.monotonic()
         self.running: set[int] = set()
         self.counts = {"COMPLETE": 0, "PRUNED": 0, "FAIL": 0}
         self.best: tuple[float, int] | None = None
+        # Trials that finished before this monitor started, beyond those counted by state below.
         self.already_done = already_done
-        self.last_output = self.started_at
+        if study is not None:
+            for state, count in state_counts(study).items():
+                if state in self.counts:
+                    self.counts[state] += count
+            ranked = ranked_trials(study, spec.mode)
+            if ranked:
+                self.best = (float(ranked[0].value), ranked[0].number)
+        self.last_output = time.monotonic()
 
-    def trial_started(self, number: int, params: Mapping[str, Any]) -> None:
+    def trial_started(self, number: int, params: Mapping[str, Any], *, phase: str | None = None,
+                      again: str | None = None) -> None:
+        """A trial was handed out; ``phase`` is the strategy's phase for it (`auto`: global or
+        local), ``again`` why it runs again (a resumed sweep's interrupted trial)."""
         self.running.add(number)
         if self.hparams is not None:
             # TensorBoard lists the trial from now on, as RUNNING until it ends.
             self.hparams.write_trial_start(trial_name(number), params)
+        notes = "; ".join(note for note in (phase and f"{self.spec.strategy.name}: {phase}", again) if note)
+        shown = params_text(params) or "no searched parameters"
+        self._line(f"trial {number:>3} started{f' ({notes})' if notes else ''}: {shown} | running {len(self.running)}")
 
     def close_unfinished(self, study: optuna.Study) -> None:
         """Give trials that never reported an end (the sweep stopped around them) their final
@@ -63,7 +103,8 @@ class SweepMonitor:
         self.running.clear()
         self.out.flush()
 
-    def trial_ended(self, number: int, params: Mapping[str, Any], outcome: Outcome, epochs: int) -> None:
+    def trial_ended(self, number: int, params: Mapping[str, Any], outcome: Outcome, epochs: int, *,
+                    best_epoch: int | None = None, stopped_early: bool = False) -> None:
         self.running.discard(number)
         self.counts[outcome.state] += 1
         if outcome.state == "COMPLETE" and Direction(self.spec.mode).better(
@@ -71,9 +112,18 @@ class SweepMonitor:
             self.best = (outcome.value, number)
         if self.hparams is not None:
             self.hparams.write_trial(trial_name(number), params, outcome.state, outcome.value, epochs)
-        detail = f"{self.spec.metric} {outcome.value:.4f}" if outcome.value is not None else outcome.reason
-        self.out.write(f"[{self.elapsed():>6}] trial {number:>3} {outcome.state:<8} after {epochs:>2} "
-                       f"epochs ({detail}) | {self.status_line()}\n")
+        if outcome.value is None:
+            detail = outcome.reason
+        else:
+            detail = f"{self.spec.metric} {outcome.value:.4f}"
+            if best_epoch is not None and best_epoch != epochs:
+                detail += f" at epoch {best_epoch}"
+            if stopped_early:
+                detail += "; its own callbacks stopped it"
+        self._line(f"trial {number:>3} {outcome.state:<8} after {epochs:>2} epochs ({detail}) | {self.status_line()}")
+
+    def _line(self, text: str) -> None:
+        self.out.write(f"[{self.elapsed():>6}] {text}\n")
         self.out.flush()
         self.last_output = time.monotonic()
 
@@ -84,11 +134,8 @@ class SweepMonitor:
     def heartbeat(self, every_s: float = 30.0) -> None:
         """Print the status when nothing else was printed for ``every_s`` seconds, so a sweep
         of long trials still shows it is alive."""
-        now = time.monotonic()
-        if now - self.last_output >= every_s:
-            self.out.write(f"[{self.elapsed():>6}] {self.status_line()}\n")
-            self.out.flush()
-            self.last_output = now
+        if time.monotonic() - self.last_output >= every_s:
+            self._line(self.status_line())
 
     def status_line(self) -> str:
         done = self.already_done + sum(self.counts.values())
@@ -96,6 +143,18 @@ class SweepMonitor:
                 if self.best else "no complete trial yet")
         return (f"done {done}/{self.total}, running {len(self.running)}, "
                 f"pruned {self.counts['PRUNED']}, failed {self.counts['FAIL']} | {best}")
+
+
+def strategy_text(spec: SweepSpec) -> str:
+    """The strategy as the sweep's first line names it; `auto` with its hand-off point."""
+    if spec.strategy.name != "auto":
+        return spec.strategy.name
+    from finesweep.search.strategies import STRATEGIES
+
+    options = {**STRATEGIES["auto"].options, **spec.strategy.options}
+    stall = (f" or after {options['stall_after']} without a better one" if options.get("stall_after") else "")
+    return (f"auto (global, then local once {options['switch_after']} trials are COMPLETE{stall}; "
+            "not while global runs its Gaussian process)")
 
 
 def summary_table(study: optuna.Study, spec: SweepSpec, top_k: int = 5) -> str:

@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import os
 from collections.abc import Callable, Sequence
-from pathlib import Path
 from typing import Any
 
 from finesweep.search import cluster, tune_run, user_code
@@ -78,16 +77,12 @@ def _trainable(config: dict[str, Any], context: SweepContext) -> None:
     where = {"node_id": ray.get_runtime_context().get_node_id(), "node_ip": ray.util.get_node_ip_address(),
              "gpu_ids": gpu_ids, "accelerator": accelerator}
 
-    def report(metrics: dict[str, Any], state_dir: Path | None) -> None:
-        # Ray copies the state into the run's storage before the result reaches the driver;
-        # a retry of this trial, on any node, gets the latest copy from tune.get_checkpoint().
-        checkpoint = tune.Checkpoint.from_directory(str(state_dir)) if state_dir is not None else None
-        tune.report({**metrics, **where}, checkpoint=checkpoint)
+    def report(metrics: dict[str, Any]) -> None:
+        tune.report({**metrics, **where})
 
-    previous = tune.get_checkpoint()  # Set when Ray retries this trial after a failure.
-    with previous.as_directory() if previous is not None else contextlib.nullcontext() as resume_from:
-        run_trial(context, TrialRequest(**config), report, accelerator=accelerator,
-                  resume_from=Path(resume_from) if resume_from is not None else None)
+    # A retry of this trial (its worker or node died, max_failures) finds the training state its
+    # last attempt left in the trial's folder, which every node reaches (--out), and goes on there.
+    run_trial(context, TrialRequest(**config), report, accelerator=accelerator)
 
 
 class StudySearcher(tune.search.Searcher):
@@ -154,7 +149,7 @@ def run_trials(ledger: TrialLedger, *, trials: int, verbose: bool = False,
         tune_config=tune.TuneConfig(search_alg=StudySearcher(ledger), scheduler=scheduler,
                                     **tune_run.tune_settings(spec, trials)),
         run_config=tune.RunConfig(failure_config=tune.FailureConfig(max_failures=spec.max_failures),
-                                  checkpoint_config=tune.CheckpointConfig(checkpoint_at_end=False, num_to_keep=1),
+                                  checkpoint_config=tune.CheckpointConfig(checkpoint_at_end=False),
                                   callbacks=[control], stop=control, **tune_run.storage_settings(run_dir, verbose)),
     )
     with tune_run.hidden_raylet_errors(verbose):

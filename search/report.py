@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from finesweep.models.run import Direction
+from finesweep.models.run import Direction, metric_split
 from finesweep.search.importance import Importances, importances
 from finesweep.search.results import SweepRecord, format_value, param_cells, trial_value
 from finesweep.search.run_dir import PLOT_DIR, REPORT_FILE, own_folder, tensorboard_dir
@@ -32,8 +32,10 @@ if TYPE_CHECKING:
 # Where an inactive parameter sits on the parallel-coordinates axes (active values span 0..1).
 _INACTIVE_Y = -0.15
 _COLORS = {"COMPLETE": "#1f77b4", "PRUNED": "#9a9a9a", "FAIL": "#d62728"}
-# The training loss per epoch, as the trial's worker writes it to TensorBoard (search.trial).
-LOSS_TAG = "train_loss"
+# The training loss per epoch, as the trial's worker writes what the module logged to
+# TensorBoard (search.trial): the first of these names a trial logged, else any training-split
+# name with "loss" in it (`train/nll`, `training_loss`).
+LOSS_TAGS = ("train_loss", "train/loss", "train_loss_epoch", "train/loss_epoch", "loss")
 
 
 @dataclass(frozen=True)
@@ -192,20 +194,34 @@ def plot_parallel(record: SweepRecord, trials: list[optuna.trial.FrozenTrial]) -
     return figure
 
 
-def epoch_scalars(run_dir: Path | None, number: int, tag: str) -> dict[int, float]:
-    """``tag`` per epoch as trial ``number`` wrote it to its TensorBoard run; empty when the
-    run or the tag is missing (a trial that failed before its first epoch, a copied study)."""
+def epoch_scalars(run_dir: Path | None, number: int, tag: str | None) -> dict[int, float]:
+    """``tag`` per epoch as trial ``number`` wrote it to its TensorBoard run (None: its training
+    loss, see :data:`LOSS_TAGS`); empty when the run or the tag is missing (a trial that failed
+    before its first epoch, a copied study)."""
+    return epoch_series(run_dir, number, tag)[1]
+
+
+def loss_tag(tags: list[str]) -> str | None:
+    """The name a trial logged its training loss under (see :data:`LOSS_TAGS`), if any."""
+    found = next((t for t in LOSS_TAGS if t in tags), None)
+    return found or next((t for t in sorted(tags) if metric_split(t) == "train" and "loss" in t.lower()), None)
+
+
+def epoch_series(run_dir: Path | None, number: int, tag: str | None) -> tuple[str | None, dict[int, float]]:
+    """:func:`epoch_scalars` with the tag it read."""
     if run_dir is None or not tensorboard_dir(run_dir, number).is_dir():
-        return {}
+        return None, {}
     from tensorboard.backend.event_processing import event_accumulator
 
     run = event_accumulator.EventAccumulator(str(tensorboard_dir(run_dir, number)),
                                              size_guidance={event_accumulator.SCALARS: 0})
     run.Reload()
-    if tag not in run.Tags().get(event_accumulator.SCALARS, []):
-        return {}
+    tags = run.Tags().get(event_accumulator.SCALARS, [])
+    tag = tag if tag is not None else loss_tag(tags)
+    if tag is None or tag not in tags:
+        return tag, {}
     # A retried trial writes its first epochs again: the last value of an epoch wins.
-    return {int(event.step): float(event.value) for event in run.Scalars(tag)}
+    return tag, {int(event.step): float(event.value) for event in run.Scalars(tag)}
 
 
 def plot_curves(record: SweepRecord, trials: list[optuna.trial.FrozenTrial], top_k: int) -> Figure:
@@ -220,11 +236,16 @@ def plot_curves(record: SweepRecord, trials: list[optuna.trial.FrozenTrial], top
         steps = sorted(values)
         return axes.plot(steps, [values[s] for s in steps], **style)[0] if steps else None
 
+    names: list[str] = []
+
     def losses(trial: optuna.trial.FrozenTrial) -> dict[int, float]:
         # A pruned trial's worker may finish one more epoch before Ray stops it; the study
         # never saw that epoch, so both panels end where the trial's record does.
         last = max(trial.intermediate_values, default=0)
-        return {e: v for e, v in epoch_scalars(record.run_dir, trial.number, LOSS_TAG).items() if e <= last}
+        tag, values = epoch_series(record.run_dir, trial.number, None)
+        if tag is not None and values and tag not in names:
+            names.append(tag)
+        return {e: v for e, v in values.items() if e <= last}
 
     losses_seen = False
     pruned = [t for t in trials if t.state.name == "PRUNED" and t.intermediate_values]
@@ -239,13 +260,15 @@ def plot_curves(record: SweepRecord, trials: list[optuna.trial.FrozenTrial], top
         # Same colour in both panels, so the legend on the left names the curves on the right.
         losses_seen |= curve(loss_axes, losses(trial), linewidth=1.8,
                              color=line.get_color() if line is not None else None) is not None
-    for axes, label in ((metric_axes, record.metric), (loss_axes, f"{LOSS_TAG} (mean over the epoch's batches)")):
+    loss_label = " / ".join(names) or "training loss"
+    for axes, label in ((metric_axes, record.metric), (loss_axes, f"{loss_label} (mean over the epoch's batches)")):
         axes.xaxis.set_major_locator(MaxNLocator(integer=True))
         axes.set_xlabel("epoch")
         axes.set_ylabel(label)
         axes.grid(alpha=0.3)
     if not losses_seen:
-        loss_axes.text(0.5, 0.5, f"no {LOSS_TAG} in the trials' TensorBoard runs", ha="center",
+        loss_axes.text(0.5, 0.5, f"no training loss ({', '.join(LOSS_TAGS)}) in the trials' TensorBoard runs",
+                       ha="center",
                        transform=loss_axes.transAxes)
     if metric_axes.get_legend_handles_labels()[0]:
         metric_axes.legend(loc="best", fontsize="small")
@@ -278,6 +301,8 @@ def write_report(record: SweepRecord, out_dir: Path | None = None, top_k: int = 
     out_dir = Path(out_dir or record.run_dir or ".")
     trials = record.study.get_trials(deepcopy=False)
     weights = importances(record, trials)
+    curves = plot_curves(record, trials, top_k)
+    loss_name = curves.axes[1].get_ylabel().split(" (mean", 1)[0]  # the tag(s) the trials logged it under
     plots = [
         Plot("history", "Optimisation history", "Each trial's value by trial number; the line is the best "
              "COMPLETE trial so far.", _png(plot_history(record, trials))),
@@ -289,9 +314,8 @@ def write_report(record: SweepRecord, out_dir: Path | None = None, top_k: int = 
              "colour bar gives the value of a COMPLETE trial's line.",
              _png(plot_parallel(record, trials))),
         Plot("learning_curves", f"Learning curves: top {top_k} vs pruned",
-             f"{record.metric} (left) and {LOSS_TAG} (right, from the trials' TensorBoard scalars) per epoch "
-             f"of the best {top_k} COMPLETE trials against every PRUNED one.",
-             _png(plot_curves(record, trials, top_k))),
+             f"{record.metric} (left) and {loss_name} (right, from the trials' TensorBoard scalars) per epoch "
+             f"of the best {top_k} COMPLETE trials against every PRUNED one.", _png(curves)),
     ]
     sections = []
     for plot in plots:

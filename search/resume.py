@@ -11,7 +11,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import yaml
+from finesweep.search.run_dir import write_atomically
 from finesweep.search.space import CategoricalParam
+from finesweep.search.spec_loading import SPEC_DIR_RECORD
+from finesweep.search.study import normalize_storage, without_password
 
 if TYPE_CHECKING:
     import optuna
@@ -144,3 +148,19 @@ def check_before_resume(spec_path: str | Path, run_dir: Path | None) -> None:
         run_dir = default_run_dir(name)
     if (run_dir / SPEC_COPY).is_file():
         check_spec_copy(run_dir)
+
+
+def write_spec_copy(path: Path, spec: SweepSpec, study: optuna.Study | None = None) -> None:
+    """The spec as run, for resume and the views; a storage password is left out (a resume
+    gets it from FINESWEEP_STORAGE, PGPASSWORD or ~/.pgpass) and the file is owner-only. The
+    study records the copy's digest first, so a resume can tell an edited copy from its own
+    (:func:`finesweep.search.resume.check_spec_copy`)."""
+    raw = dict(spec.raw)
+    if raw.get("storage"):
+        # One absolute path for an SQLite file in any form: the same file from any folder.
+        raw["storage"] = without_password(normalize_storage(str(raw["storage"])))
+    # The original spec's folder: its relative paths and modules are found from there.
+    text = f"{SPEC_DIR_RECORD}{spec.base_dir}\n" + yaml.safe_dump(raw, sort_keys=False)
+    if study is not None:
+        record_spec_copy(study, text)
+    write_atomically(path, text, private=True)

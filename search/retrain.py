@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import TextIO
 
 import yaml
+from finesweep.models.run import metric_split
 from finesweep.search.export import read_export
 from finesweep.search.run_dir import CHECKPOINT_FILE, RESULT_FILE, RETRAIN_DIR, write_atomically
 
@@ -63,7 +64,8 @@ def retrain(config_path: Path, out_dir: Path | None = None, out: TextIO | None =
         except untrainable as error:  # The config cannot train here: one line, not a traceback.
             raise RetrainError(f"{config_path}: {type(error).__name__}: {error}") from None
         metrics = {**{k: float(v) for k, v in result.best.items()}, **(result.test or {}),
-                   "best_epoch": result.best_epoch, "seconds": round(result.seconds, 2)}
+                   "best_epoch": result.best_epoch, "epochs": len(result.history),
+                   "seconds": round(result.seconds, 2)}
         text = yaml.safe_dump({"config": str(config_path), "sweep_value": exported.value, "max_epochs": run.max_epochs,
                                "seed": run.seed, "data": result.data_summary, **metrics}, sort_keys=False)
         write_atomically(out_dir / f".{RESULT_FILE}.training", text)
@@ -79,8 +81,10 @@ def retrain(config_path: Path, out_dir: Path | None = None, out: TextIO | None =
         out.write(f"data: {result.data_summary}\n")
     same = run == exported.run
     sweep = f" (sweep: {exported.value:.4f})" if exported.value is not None and same else ""
-    out.write(f"best epoch {result.best_epoch}: {run.metric} {result.best[run.metric]:.4f}{sweep}\n")
-    out.write("validation: " + ", ".join(f"{k} {v:.4f}" for k, v in result.best.items() if k.startswith("val"))
+    stopped = (f" (its callbacks stopped training after epoch {len(result.history)} of {run.max_epochs})"
+               if result.stopped_early else "")
+    out.write(f"best epoch {result.best_epoch}: {run.metric} {result.best[run.metric]:.4f}{sweep}{stopped}\n")
+    out.write("validation: " + ", ".join(f"{k} {v:.4f}" for k, v in result.best.items() if metric_split(k) == "val")
               + "\n")
     test = result.test or {}
     none = "none (the DataModule has no test_dataloader or the module no test_step)"

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 import yaml
-from finesweep.models.run import Direction, TrainingRun
+from finesweep.models.run import Direction, TrainingRun, metric_split
 from finesweep.search.export import export_text, recorded_config, recorded_seed, write_rank
 from finesweep.search.results import ResultsError, SweepRecord, mean_std, top_candidates, trial_value
 from finesweep.search.run_dir import BEST_FILE, ROBUST_FILE, ROBUST_TABLE, write_atomically
@@ -108,7 +108,7 @@ def _pm(summary: Mapping[str, Any] | None) -> str:
 
 
 def _test_metrics(configs: Sequence[ConfigResult]) -> list[str]:
-    return sorted({name for c in configs for run in c.runs for name in run if name.startswith("test_")})
+    return sorted({name for c in configs for run in c.runs for name in run if metric_split(name) == "test"})
 
 
 def _markdown(configs: Sequence[ConfigResult], chosen: ConfigResult, metric: str) -> str:

@@ -4,7 +4,7 @@ named here once. Everything else asks this module for a path instead of spelling
     runs/<name>/
       spec.yaml  study.db  data.txt  .finesweep.lock  ray_session.json
       best.yaml  best_single.yaml  top/rank_NN.yaml
-      trials/trial_NNNN/{model.pt, error.txt}
+      trials/trial_NNNN/{model.pt, error.txt, training_state.ckpt while it runs}
       tensorboard/trial_NNNN[/running]
       ray/tune/ray_<trial id>/          Ray Tune's own state
       retrain/{model.pt, result.yaml}   robust.yaml  robust.md  ensemble.yaml  report.html  report/
@@ -34,7 +34,8 @@ RAY_DIR = "ray"
 TUNE_EXPERIMENT = "tune"
 CHECKPOINT_FILE = "model.pt"
 ERROR_FILE = "error.txt"
-# The full training state a retried trial resumes from (in a temporary folder Ray copies).
+# A running trial's full training state after its last finished epoch (owner-only), which a
+# retry or a resumed sweep's re-run goes on from; removed when the trial ends.
 STATE_FILE = "training_state.ckpt"
 RETRAIN_DIR = "retrain"
 RESULT_FILE = "result.yaml"

@@ -26,9 +26,10 @@ SCHEDULERS: dict[str, dict[str, int | float]] = {
 
 def scheduler_arguments(name: str, options: Mapping[str, Any], max_epochs: int) -> dict[str, Any]:
     """Keyword arguments of Ray Tune's scheduler ``name``: the spec's ``options`` over the
-    defaults above, in epochs (Tune's ``training_iteration``: one report per epoch)."""
+    defaults above, in epochs: the ``epoch`` every report carries, not Tune's count of reports
+    (``training_iteration``), which starts over when a trial goes on from its training state."""
     given = {**SCHEDULERS[name], **options}
-    epochs = {"time_attr": "training_iteration"}
+    epochs = {"time_attr": "epoch"}
     if name == "asha":
         return {**epochs, "max_t": max_epochs, "grace_period": min(int(given["grace_period"]), max_epochs),
                 "reduction_factor": given["reduction_factor"], "brackets": int(given["brackets"])}

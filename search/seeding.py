@@ -10,11 +10,14 @@ sampler's knowledge from the study's trials, never from hidden state.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import optuna
 from optuna.distributions import BaseDistribution
 from optuna.trial import FrozenTrial
+
+if TYPE_CHECKING:
+    from finesweep.search.spec import SweepSpec
 
 
 def trial_seed(seed: int, number: int) -> int:
@@ -54,3 +57,15 @@ class PerTrialSeededSampler(optuna.samplers.BaseSampler):
     def after_trial(self, study: optuna.Study, trial: FrozenTrial, state: optuna.trial.TrialState,
                     values: Any) -> None:
         self._current.after_trial(study, trial, state, values)
+
+
+def build_sampler(spec: SweepSpec) -> optuna.samplers.BaseSampler:
+    """The spec's strategy; a seeded one draws per trial, so a resumed sweep goes on as
+    an uninterrupted one would instead of repeating its first suggestions."""
+    from finesweep.search.strategies import make_sampler
+
+    strategy = spec.strategy
+    if strategy.seed is None:
+        return make_sampler(strategy.name, spec.space, strategy.options, None)
+    return PerTrialSeededSampler(
+        lambda seed: make_sampler(strategy.name, spec.space, strategy.options, seed), strategy.seed)

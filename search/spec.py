@@ -73,6 +73,9 @@ class BudgetSpec:
     time_limit_s: float | None = field(default=None, metadata=number_rule(low=0, low_open=True))
     # A trial that reports no epoch for this long is killed and recorded FAIL.
     trial_timeout_s: float | None = field(default=None, metadata=number_rule(low=0, low_open=True))
+    # The sweep stops (exit 2, the rest resumable) once this many trials in a row failed with
+    # the same error (type and message, numbers and paths aside); 0 never stops it.
+    stop_after_failures: int = field(default=3, metadata=number_rule(integer=True, low=0))
 
 
 def _shareable_gpus(gpus: float) -> bool:
@@ -198,6 +201,7 @@ class SpecChecker(SpaceRules):
         model, model_cls = self.component("model", task.model if task else None, data.get("model"), named_task)
         data_section, data_cls = self.component("data", task.data if task else None, data.get("data"), named_task)
         trainer = self.trainer(data.get("trainer"))
+        self.reserved_callbacks(trainer.get("callbacks"))
         metric, mode = self.metric(model, data.get("metric"), data.get("mode"), "metric" in data)
         space, targets = self.space(task, model_cls, data_cls, model, data_section, data.get("space"),
                                     "space" in data)
@@ -225,6 +229,21 @@ class SpecChecker(SpaceRules):
             storage=storage, max_failures=int(max_failures), source=self.source, raw=data,
             keep_best_checkpoints=keep_best, targets=targets, base_dir=str(self.base_dir),
         )
+
+    def reserved_callbacks(self, callbacks: Any) -> None:
+        """A ``trainer.callbacks`` entry that would do finesweep's own job (checkpointing, a
+        progress bar) is a problem at its class path, not a clash inside every trial."""
+        from finesweep.models.run import reserved_callback
+
+        listed = isinstance(callbacks, list)
+        for index, item in enumerate(callbacks if listed else [callbacks]):
+            class_path = item.get("class_path") if isinstance(item, dict) else None
+            cls = _callback_class(class_path) if isinstance(class_path, str) else None
+            clash = reserved_callback(cls) if cls is not None else None
+            if clash is not None:
+                at = ("trainer", "callbacks", *((index,) if listed else ()), "class_path")
+                self.problem(at, "a callback that leaves checkpoints and progress to finesweep",
+                             f"{class_path}, {clash}")
 
     def checkpoints(self, value: Any) -> int | None:
         entry = self.mapping(value, ("checkpoints",), ["keep_best"])
@@ -314,6 +333,17 @@ class SpecChecker(SpaceRules):
             self.number(option_value, ("scheduler", "options", key), integer=isinstance(default, int),
                         low=low)
         return SchedulerSpec(name=name, options=options)
+
+
+def _callback_class(class_path: str) -> type | None:
+    """The class a callback's class path names; a bare name, as LightningCLI takes it, from
+    Lightning's own callbacks."""
+    from finesweep.models.components import ComponentError, import_class
+
+    try:
+        return import_class(class_path if "." in class_path else f"pytorch_lightning.callbacks.{class_path}")
+    except ComponentError:
+        return None  # Reported by the trainer section's own check.
 
 
 def _set_in(tree: dict[str, Any], path: KeyPath, value: Any) -> None:

@@ -208,8 +208,10 @@ def trial_outcome(last_result: Mapping[str, Any] | None, errored: bool, max_epoc
     """How a trial that Ray has finished is recorded.
 
     A trial that stopped before ``max_epochs`` without an error was stopped by the scheduler
-    (or the time limit): PRUNED, never COMPLETE with a partly trained value. A non-finite
-    objective is a failure, so it can never be chosen as best.
+    (or the time limit): PRUNED, never COMPLETE with a partly trained value; unless its last
+    report says its own callbacks or Trainer settings ended training (``stopped_early``: an
+    EarlyStopping in ``trainer.callbacks``), which is how the trial was meant to end: COMPLETE
+    with its best epoch. A non-finite objective is a failure, so it can never be chosen as best.
     """
     if errored:
         return Outcome("FAIL", None, reason or "the trial raised an error")
@@ -218,7 +220,7 @@ def trial_outcome(last_result: Mapping[str, Any] | None, errored: bool, max_epoc
     value = float(last_result["best_value"])
     if not math.isfinite(value):
         return Outcome("FAIL", None, f"non-finite metric {value}")
-    if int(last_result.get("epoch", 0)) < max_epochs:
+    if int(last_result.get("epoch", 0)) < max_epochs and not last_result.get("stopped_early"):
         return Outcome("PRUNED", value)
     return Outcome("COMPLETE", value)
 

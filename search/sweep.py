@@ -13,20 +13,21 @@ import shutil
 import signal
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
-import yaml
 from finesweep.search import run_dir as run_paths
 from finesweep.search.checkpoints import apply_retention
 from finesweep.search.cluster import ClusterError, ResourceError, machines, nodes_line, prepare_ray_environment
+from finesweep.search.dry_run import describe_data
 from finesweep.search.export import write_exports
 from finesweep.search.ledger import TrialLedger
 from finesweep.search.leftovers import clean_up as clean_up_leftovers
 from finesweep.search.leftovers import record_session
 from finesweep.search.lock import LockError, RunLock, claim_study, release_study, renew_study
-from finesweep.search.progress import SweepMonitor, summary_table
+from finesweep.search.progress import SweepMonitor, strategy_text, summary_table
+from finesweep.search.resume import compare_specs, finished_count, interrupted_trials, write_spec_copy
 from finesweep.search.run_dir import (
     BEST_FILE,
     DATA_SUMMARY,
@@ -43,23 +44,20 @@ from finesweep.search.run_dir import (
     write_atomically,
 )
 from finesweep.search.run_files import RunInfo
+from finesweep.search.seeding import build_sampler
 from finesweep.search.signals import StopRequested, signal_name
-from finesweep.search.spec import SweepSpec
-from finesweep.search.spec_loading import SPEC_DIR_RECORD
-from finesweep.search.strategies import make_sampler
+from finesweep.search.spec import SpecError, SweepSpec
 from finesweep.search.study import (
     describe_storage,
     fail_unfinished,
     leave_write_ahead,
-    normalize_storage,
     open_study,
     ranked_trials,
     sqlite_file,
     storage_url,
-    without_password,
 )
 from finesweep.search.tensorboard_log import HParamsLog
-from finesweep.search.trial import clear_trial_outputs
+from finesweep.search.trial import prepare_rerun
 from finesweep.search.tune_run import remove_empty_trial_dirs
 from finesweep.search.user_code import shipped_modules, time_limit
 
@@ -70,6 +68,10 @@ if TYPE_CHECKING:
 
 class SweepError(RuntimeError):
     """The sweep cannot start; nothing has been trained."""
+
+    def __init__(self, message: str, exit_code: int = 2) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
 
 
 @dataclass(frozen=True)
@@ -88,20 +90,6 @@ class SweepResult:
 
 
 
-def describe_data(spec: SweepSpec) -> str | None:
-    """The DataModule's one-line account of its data (``summary()``, where it has one), built
-    with the spec's fixed data arguments; None when it gives none or cannot build it here."""
-    from finesweep.models.components import import_class, instantiate
-
-    if not callable(getattr(import_class(spec.data.class_path), "summary", None)):
-        return None
-    try:
-        data = instantiate(spec.data.class_path, spec.training_config({})["data"]["init_args"])
-        return str(data.summary())
-    except Exception as error:  # the trials will report it with their traceback
-        return f"(no summary: {type(error).__name__}: {error})"
-
-
 def default_run_dir(spec: SweepSpec) -> Path:
     return run_paths.default_run_dir(spec.name)
 
@@ -109,7 +97,6 @@ def default_run_dir(spec: SweepSpec) -> Path:
 def _check_resume(spec: SweepSpec, run_dir: Path, resume: bool) -> str | None:
     """Refuse a second sweep into the same run directory unless resuming, and a resume that
     would mix incomparable trials; returns a note on the accepted changes."""
-    from finesweep.search.resume import compare_specs
     from finesweep.search.spec import parse_spec
 
     stored = run_dir / SPEC_COPY
@@ -126,18 +113,6 @@ def _check_resume(spec: SweepSpec, run_dir: Path, resume: bool) -> str | None:
         raise SweepError("cannot resume with this spec, its trials would not be comparable: "
                          + "; ".join(changes.incompatible))
     return "; ".join(changes.compatible) or None
-
-
-def build_sampler(spec: SweepSpec) -> object:
-    """The spec's strategy; a seeded one draws per trial, so a resumed sweep goes on as
-    an uninterrupted one would instead of repeating its first suggestions."""
-    from finesweep.search.seeding import PerTrialSeededSampler
-
-    strategy = spec.strategy
-    if strategy.seed is None:
-        return make_sampler(strategy.name, spec.space, strategy.options, None)
-    return PerTrialSeededSampler(
-        lambda seed: make_sampler(strategy.name, spec.space, strategy.options, seed), strategy.seed)
 
 
 def _open_fresh_or_resumed(spec: SweepSpec, url: str, sampler: object, resume: bool):
@@ -206,12 +181,14 @@ def _private_file(path: Path | None) -> None:
 
 def run_sweep(spec: SweepSpec, run_dir: Path, *, address: str | None = None, verbose: bool = False,
               resume: bool = False, out: TextIO | None = None,
-              stop: StopRequested | None = None) -> SweepResult:
-    """Run (or resume) the sweep into ``run_dir``, holding its lock throughout.
+              stop: StopRequested | None = None, dry_run: bool = True) -> SweepResult:
+    """Run (or resume) the sweep into ``run_dir``, holding its lock throughout; first, unless
+    ``dry_run`` is False, dry-run its configurations (:mod:`search.dry_run`) before Ray starts.
 
-    Raises SweepError for anything refused before training (nothing is left behind in a
-    run directory this call created), SweepStopped after a second Ctrl-C/SIGTERM. After a
-    first one, returns with ``interrupted`` set: the running trials stay resumable."""
+    Raises SweepError for anything refused before training, SpecError for a dry run that
+    failed (nothing is left behind in a run directory this call created), SweepStopped after a
+    second Ctrl-C/SIGTERM. After a first one, returns with ``interrupted`` set: the running
+    trials stay resumable."""
     out = out or sys.stdout
     stop = stop or StopRequested(lambda signum: (
         f"finesweep: {signal_name(signum)}: stopping, no new trials; running trials will run again "
@@ -231,8 +208,9 @@ def run_sweep(spec: SweepSpec, run_dir: Path, *, address: str | None = None, ver
         raise SweepError(str(error)) from None  # Never remove what the holder is using.
     stop.install()
     try:
-        return _run_locked(spec, run_dir, address=address, verbose=verbose, resume=resume, out=out, stop=stop)
-    except SweepError:
+        return _run_locked(spec, run_dir, address=address, verbose=verbose, resume=resume, out=out, stop=stop,
+                           dry_run=dry_run)
+    except (SweepError, SpecError):
         if created:  # Refused before any trial: leave nothing behind.
             shutil.rmtree(run_dir, ignore_errors=True)
         raise
@@ -245,33 +223,63 @@ def run_sweep(spec: SweepSpec, run_dir: Path, *, address: str | None = None, ver
         lock.release()
 
 
-def _run_locked(spec: SweepSpec, run_dir: Path, *, address: str | None, verbose: bool, resume: bool,
-                out: TextIO, stop: StopRequested) -> SweepResult:
-    """The sweep proper, under the run directory's lock."""
+@dataclass
+class _Session:
+    """One run of the sweep command, under the run directory's lock: what every step reads."""
 
-    started = time.monotonic()
-    url = storage_url(spec.storage, run_dir)
-    accepted_changes = _check_resume(spec, run_dir, resume)
+    spec: SweepSpec
+    run_dir: Path
+    address: str | None
+    verbose: bool
+    resume: bool
+    out: TextIO
+    stop: StopRequested
+    started: float = field(default_factory=time.monotonic)
+    url: str = ""
+    accepted_changes: str | None = None
+    dry_run_summary: str | None = None
+    dry_run_done: bool = False
+
+
+def _run_locked(spec: SweepSpec, run_dir: Path, *, address: str | None, verbose: bool, resume: bool,
+                out: TextIO, stop: StopRequested, dry_run: bool) -> SweepResult:
+    """The sweep proper, under the run directory's lock."""
+    run = _Session(spec, run_dir, address, verbose, resume, out, stop)
+    run.url = storage_url(spec.storage, run_dir)
+    run.accepted_changes = _check_resume(spec, run_dir, resume)
     cleaned = clean_up_leftovers(run_dir)
     if cleaned:
         out.write(f"finesweep: ended {len(cleaned)} Ray processes left by an earlier driver of {run_dir}: "
                   f"{', '.join(leftover.describe() for leftover in cleaned)}\n")
+    if dry_run:
+        from finesweep.search.dry_run import run_dry_run
+
+        report = run_dry_run(spec)  # Raises a located SpecError: nothing has started yet.
+        out.write(report.line() + "\n")
+        out.flush()
+        run.dry_run_summary, run.dry_run_done = report.data_summary, not report.simulated
+    if stop.requested:
+        raise SweepError(f"stopped by {signal_name(stop.signum or signal.SIGINT)} before any trial started",
+                         exit_code=stop.exit_code)
     # The study is opened before Ray starts: a storage that cannot be reached (a wrong URL or
     # password, a folder that does not exist) is refused at once, not after Ray's start-up.
     sampler = build_sampler(spec)
-    _private_file(sqlite_file(url))
-    study = _open_fresh_or_resumed(spec, url, sampler, resume)
+    _private_file(sqlite_file(run.url))
+    study = _open_fresh_or_resumed(spec, run.url, sampler, resume)
 
     prepare_ray_environment(address)  # Before Ray is imported: it reads these settings then.
     from finesweep.search import ray_backend  # Ray's import and start-up come after validation.
 
     out.write(f"finesweep: starting Ray ({'local, 127.0.0.1' if address is None else address})\n")
     out.flush()
+    ray_started = time.monotonic()
     try:
         if ray_backend.start_ray(address, verbose=verbose, py_modules=shipped_modules(spec)):
             record_session(run_dir, ray_backend.session_dir())
     except ClusterError as error:
         raise SweepError(str(error)) from None
+    out.write(f"finesweep: Ray {'started' if address is None else 'joined'} in "
+              f"{time.monotonic() - ray_started:.1f} s\n")
     stop.install()  # ray.init installs its own SIGTERM handler.
     try:
         ray_backend.check_resources(spec.resources.cpus, spec.resources.gpus)
@@ -279,28 +287,24 @@ def _run_locked(spec: SweepSpec, run_dir: Path, *, address: str | None, verbose:
         raise SweepError(str(error)) from None
 
     if spec.storage is None:
-        return _run_study(spec, run_dir, study, url, accepted_changes, address=address, verbose=verbose,
-                          resume=resume, out=out, stop=stop, started=started)
+        return _run_study(run, study)
     try:
         claim_study(study)
     except LockError as error:
         raise SweepError(str(error)) from None
     try:
-        return _run_study(spec, run_dir, study, url, accepted_changes, address=address, verbose=verbose,
-                          resume=resume, out=out, stop=stop, started=started)
+        return _run_study(run, study)
     finally:
         with contextlib.suppress(Exception):  # Unreachable database: the lease runs out by itself.
             release_study(study)
 
 
-def _run_study(spec: SweepSpec, run_dir: Path, study: optuna.Study, url: str, accepted_changes: str | None, *,
-               address: str | None, verbose: bool, resume: bool, out: TextIO, stop: StopRequested,
-               started: float) -> SweepResult:
+def _run_study(run: _Session, study: optuna.Study) -> SweepResult:
     """Run the trials into the opened (and, in shared storage, claimed) study and export."""
     from finesweep.search import ray_backend
-    from finesweep.search.resume import finished_count, interrupted_trials
 
-    _write_spec_copy(run_dir / SPEC_COPY, spec, study)
+    spec, run_dir, out, stop = run.spec, run.run_dir, run.out, run.stop
+    write_spec_copy(run_dir / SPEC_COPY, spec, study)
     # Trial seeds derive from the strategy seed, so a seeded sweep retrains identically.
     seed_base = study.user_attrs.get("seed_base")
     if seed_base is None:
@@ -310,15 +314,18 @@ def _run_study(spec: SweepSpec, run_dir: Path, study: optuna.Study, url: str, ac
     study.set_user_attr("metric", spec.metric)
     done = finished_count(study)
     rerun = interrupted_trials(study)
-    if resume:
+    going_on = [frozen.number for frozen in rerun if prepare_rerun(run_dir, frozen.number)]
+    if run.resume:
+        kept = f"; {len(going_on)} of them go on after their last finished epoch" if going_on else ""
         out.write(f"finesweep: resuming {spec.name!r}: {done} trials finished, {len(rerun)} interrupted "
-                  f"(run again as they were), {max(spec.budget.trials - done, 0)} to go\n")
-        if accepted_changes:
-            out.write(f"finesweep: spec changes accepted: {accepted_changes}\n")
-        for frozen in rerun:
-            clear_trial_outputs(run_dir, frozen.number)
-    with time_limit("the DataModule's summary()"):
-        summary = describe_data(spec)
+                  f"(run again with the same parameters and seed{kept}), "
+                  f"{max(spec.budget.trials - done, 0)} to go\n")
+        if run.accepted_changes:
+            out.write(f"finesweep: spec changes accepted: {run.accepted_changes}\n")
+    summary = run.dry_run_summary
+    if not run.dry_run_done:
+        with time_limit("the DataModule's summary()"):
+            summary = describe_data(spec)
     if summary:
         # What the trials train on, once per sweep: rows read and dropped, labels, split sizes.
         out.write(f"finesweep: data: {summary}\n")
@@ -327,68 +334,51 @@ def _run_study(spec: SweepSpec, run_dir: Path, study: optuna.Study, url: str, ac
     hparams.write_experiment()
     to_run = max(spec.budget.trials - done, 0)
     stopped_because = None
-    monitor = SweepMonitor(spec, spec.budget.trials, hparams, out, already_done=done)
-    best_so_far = ranked_trials(study, spec.mode)
-    if best_so_far:
-        monitor.best = (best_so_far[0].value, best_so_far[0].number)
+    monitor = SweepMonitor(spec, spec.budget.trials, hparams, out, study=study, started_at=run.started)
     if to_run and not stop.requested:
         out.write(f"finesweep: sweep {spec.name!r}: {to_run} trials of {spec.task_label}, "
-                  f"strategy {spec.strategy.name}, scheduler {spec.scheduler.name}, "
-                  f"{spec.resources.concurrency} at a time; study in {describe_storage(url)}\n")
+                  f"strategy {strategy_text(spec)}, scheduler {spec.scheduler.name}, "
+                  f"{spec.resources.concurrency} at a time; study in {describe_storage(run.url)}\n")
         out.flush()
-        ledger = TrialLedger(study, spec, seed_base, run_dir, monitor, rerun, stop.event)
+        ledger = TrialLedger(study, spec, seed_base, run_dir, monitor, rerun, stop.event, going_on=going_on)
         try:
             stopped_because = ray_backend.run_trials(
-                ledger, trials=to_run, verbose=verbose, on_cluster=address is not None,
+                ledger, trials=to_run, verbose=run.verbose, on_cluster=run.address is not None,
                 tick=(lambda: renew_study(study)) if spec.storage is not None else None)
         finally:
             remove_empty_trial_dirs(tune_dir(run_dir))
-    if not stop.requested:
+    if not stop.requested and not stopped_because:
         fail_unfinished(study, "the sweep ended while the trial was running")
         monitor.close_unfinished(study)
     ranked = ranked_trials(study, spec.mode)
     exports = write_exports(RunInfo.of_spec(spec), run_dir, ranked)
     apply_retention(run_dir, study, spec.mode, spec.keep_best_checkpoints)
-    seconds = time.monotonic() - started
     best = ranked[0] if ranked else None
-    result = SweepResult(run_dir, url, seconds, best.value if best else None,
+    result = SweepResult(run_dir, run.url, time.monotonic() - run.started, best.value if best else None,
                          best.number if best else None, exports,
                          interrupted=stop.exit_code if stop.requested else None, stopped_because=stopped_because)
-    if stop.requested:
-        left = max(spec.budget.trials - finished_count(study), 0)
-        out.write(f"\nfinesweep: sweep {spec.name!r} stopped by {signal_name(stop.signum or signal.SIGINT)}: "
-                  f"{finished_count(study)} trials finished, {left} to go; continue with "
-                  f"`{resume_hint(run_dir)}`\n")
-        out.flush()
-        return result
-    out.write(f"\nfinesweep: sweep {spec.name!r} finished in {seconds:.0f} s\n")
-    out.write(summary_table(study, spec) + "\n")
-    trials = study.get_trials(deepcopy=False)
-    if address is not None or machines(trials) > 1:
-        out.write(nodes_line(trials, ray_backend.node_ids()) + "\n")
-    if exports:
-        out.write(f"best config: {exports[0]}\n")
-    else:
-        out.write("no trial completed; nothing exported\n")
-    if stopped_because:
-        out.write(f"finesweep: the sweep stopped after its first failing trial, since every trial would fail "
-                  f"the same way: {stopped_because}\n")
+    _closing_lines(run, study, result, finished_count(study))
     return result
 
 
-def _write_spec_copy(path: Path, spec: SweepSpec, study: optuna.Study | None = None) -> None:
-    """The spec as run, for resume and the views; a storage password is left out (a resume
-    gets it from FINESWEEP_STORAGE, PGPASSWORD or ~/.pgpass) and the file is owner-only. The
-    study records the copy's digest first, so a resume can tell an edited copy from its own
-    (:func:`finesweep.search.resume.check_spec_copy`)."""
-    from finesweep.search.resume import record_spec_copy
+def _closing_lines(run: _Session, study: optuna.Study, result: SweepResult, finished: int) -> None:
+    spec, out = run.spec, run.out
+    if result.interrupted is not None:
+        left = max(spec.budget.trials - finished, 0)
+        out.write(f"\nfinesweep: sweep {spec.name!r} stopped by {signal_name(run.stop.signum or signal.SIGINT)}: "
+                  f"{finished} trials finished, {left} to go; continue with `{resume_hint(run.run_dir)}`\n")
+        out.flush()
+        return
+    out.write(f"\nfinesweep: sweep {spec.name!r} {'stopped' if result.stopped_because else 'finished'} "
+              f"in {result.seconds:.0f} s\n")
+    out.write(summary_table(study, spec) + "\n")
+    trials = study.get_trials(deepcopy=False)
+    if run.address is not None or machines(trials) > 1:
+        from finesweep.search import ray_backend  # Imported (and Ray started) by now.
 
-    raw = dict(spec.raw)
-    if raw.get("storage"):
-        # One absolute path for an SQLite file in any form: the same file from any folder.
-        raw["storage"] = without_password(normalize_storage(str(raw["storage"])))
-    # The original spec's folder: its relative paths and modules are found from there.
-    text = f"{SPEC_DIR_RECORD}{spec.base_dir}\n" + yaml.safe_dump(raw, sort_keys=False)
-    if study is not None:
-        record_spec_copy(study, text)
-    write_atomically(path, text, private=True)
+        out.write(nodes_line(trials, ray_backend.node_ids()) + "\n")
+    out.write(f"best config: {result.exports[0]}\n" if result.exports else "no trial completed; nothing exported\n")
+    if result.stopped_because:
+        out.write(f"finesweep: the sweep stopped early, since every trial would fail the same way: "
+                  f"{result.stopped_because}. Fix it, then `{resume_hint(run.run_dir)}` runs the "
+                  f"{max(spec.budget.trials - finished, 0)} trials not run yet (interrupted ones included)\n")

@@ -20,14 +20,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from finesweep.models.run import TrainingRun, is_better
+from finesweep.models.run import TrainingRun, is_better, staging_folder
 from finesweep.search import run_dir as run_paths
 from finesweep.search.run_dir import STATE_FILE, tensorboard_dir, trial_dir
 from finesweep.search.user_code import add_user_folders
 
-# Called after every epoch with its metrics and, when the sweep keeps training state for
-# retries, the directory holding the state after that epoch (None otherwise).
-Report = Callable[[dict[str, Any], "Path | None"], None]
+# Called after every epoch with its metrics (the training state after that epoch is already
+# in the trial's folder when it is called).
+Report = Callable[[dict[str, Any]], None]
 
 # Benchmarks of per-trial overhead (benchmarks/overhead.py, sweep_timeline.py, cluster_throughput.py,
 # the cluster tests) set this to 1 in the driver's environment: each report then also carries the
@@ -52,9 +52,6 @@ class SweepContext:
     cpus_per_trial: float
     trial_timeout_s: float | None = None
     memory_mb: float | None = None
-    # Write the full training state after every epoch so a retried trial (its worker or
-    # node died, `max_failures` > 0) goes on from its last epoch instead of epoch 1.
-    keep_training_state: bool = False
     # Where the user's modules are imported from (the spec's folder, the launch directory);
     # on a cluster node without them, Ray's runtime environment has put the files in place.
     import_roots: tuple[str, ...] = ()
@@ -68,6 +65,10 @@ class TrialRequest:
     seed: int
     # The trial's complete config in LightningCLI's terms: model, data and trainer sections.
     config: Mapping[str, Any]
+    # Epochs the study already holds for this trial (a resumed sweep's re-run): epochs after these
+    # that its training state holds are reported again, since their report never reached the
+    # study (the state is written before each report); the earlier ones are not.
+    reported_epochs: int = 0
 
     def training_run(self, context: SweepContext) -> TrainingRun:
         return TrainingRun.from_config(self.config, max_epochs=context.max_epochs, seed=self.seed,
@@ -147,15 +148,17 @@ def _is_out_of_memory(error: BaseException) -> bool:
     return isinstance(error, MemoryError) or "can't allocate memory" in text or "out of memory" in text
 
 
-def run_trial(context: SweepContext, request: TrialRequest, report: Report,
-              accelerator: str = "cpu", resume_from: Path | None = None) -> None:
+def run_trial(context: SweepContext, request: TrialRequest, report: Report, accelerator: str = "cpu") -> None:
     """Train one trial, calling ``report`` after every epoch with that epoch's metrics plus
-    ``best_value`` and ``best_epoch`` so far (the trial's objective is its best epoch).
+    ``best_value`` and ``best_epoch`` so far (the trial's objective is its best epoch), and
+    ``stopped_early`` on the last epoch when the trial's own callbacks or Trainer settings
+    (EarlyStopping, max_steps, max_time) ended training before the budget's epochs.
 
     A simulated model (:mod:`finesweep.models.simulation`) runs its simulation instead of
-    Lightning, and then neither torch nor Lightning is imported in the worker.
-    ``resume_from`` is a directory an earlier attempt of this trial reported; training
-    goes on after the epoch it holds."""
+    Lightning, and then neither torch nor Lightning is imported in the worker. A trained one
+    keeps its training state in its folder after every epoch (removed when it finishes): an
+    attempt that finds one there (a retry after its worker or node died, a resumed sweep's re-run
+    after the driver was stopped or killed) goes on after that epoch."""
     from finesweep.models.simulation import is_simulated, simulate
     from finesweep.search.tensorboard_log import ScalarWriter
 
@@ -175,14 +178,23 @@ def run_trial(context: SweepContext, request: TrialRequest, report: Report,
         if is_better(value, best.get("value"), context.mode):
             best.update(value=value, epoch=epoch)
 
-    def on_epoch_end(epoch: int, metrics: dict[str, float], state_dir: Path | None = None) -> None:
+    # Names that callbacks log straight to the logger, step by step (LearningRateMonitor's lr-Adam):
+    # Lightning lists them among the epoch's metrics too, where they are not written again.
+    by_step: set[str] = set()
+
+    def log_by_step(metrics: dict[str, float], step: int) -> None:
+        by_step.update(metrics)
+        writer.add(metrics, step)
+
+    def on_epoch_end(epoch: int, metrics: dict[str, float], *, trained: bool = True) -> None:
         if watchdog is not None:
             watchdog.beat()
-        writer.add(metrics, epoch)
+        if trained:  # (an epoch of the training state, re-reported, is in TensorBoard already)
+            writer.add({k: v for k, v in metrics.items() if k not in by_step}, epoch)
         keep_best(epoch, metrics[context.metric])
         stamp = {"reported_at": time.time()} if context.record_timing else {}
         report({**metrics, "epoch": epoch, "best_value": best["value"], "best_epoch": best["epoch"],
-                **stamp, **extra}, state_dir)
+                **stamp, **extra})
 
     try:
         run = request.training_run(context)
@@ -199,7 +211,8 @@ def run_trial(context: SweepContext, request: TrialRequest, report: Report,
                     extra["first_step_at"] = time.time()
                 simulate(run, on_epoch_end=on_epoch_end)
             else:
-                _train(context, run, artifacts, resume_from, accelerator, keep_best, extra, on_epoch_end)
+                _train(context, run, artifacts, accelerator, keep_best, extra, on_epoch_end, log_by_step,
+                       tensorboard_dir(context.run_dir, request.number), request.reported_epochs)
     except Exception as error:
         text = traceback.format_exc()
         if _is_out_of_memory(error):
@@ -213,43 +226,62 @@ def run_trial(context: SweepContext, request: TrialRequest, report: Report,
         writer.close()
 
 
-def _train(context: SweepContext, run: TrainingRun, artifacts: Path, resume_from: Path | None,
-           accelerator: str, keep_best: Callable[[int, float], None], extra: dict[str, Any],
-           on_epoch_end: Callable[[int, dict[str, float], Path | None], None]) -> None:
+def _train(context: SweepContext, run: TrainingRun, artifacts: Path, accelerator: str,
+           keep_best: Callable[[int, float], None], extra: dict[str, Any],
+           on_epoch_end: Callable[..., None], log_by_step: Callable[[dict[str, float], int], None],
+           log_dir: Path, reported_epochs: int) -> None:
     """Train a Lightning model for :func:`run_trial` (imported here: a simulated trial never
-    loads torch), going on from ``resume_from``'s training state when it holds one. With
-    ``keep_training_state`` each epoch is reported with the state written after it."""
+    loads torch), going on from the training state in ``artifacts`` when an earlier attempt
+    left one (its epochs after ``reported_epochs`` reported again first). The state is rewritten
+    after every epoch and removed once training has ended."""
+    from finesweep.models.training import discard_checkpoint, fit, trained_epochs
+
+    state = artifacts / STATE_FILE
+    resume_from = None
+    if state.exists():
+        try:
+            history = trained_epochs(state)
+        except Exception:  # Not a state this code can read: train from the start instead.
+            state.unlink(missing_ok=True)
+        else:
+            extra["resumed_from_epoch"] = int(history[-1]["epoch"]) if history else 0
+            for past in history:
+                epoch, metrics = int(past["epoch"]), {k: v for k, v in past.items() if k != "epoch"}
+                if epoch > reported_epochs:
+                    on_epoch_end(epoch, metrics, trained=False)
+                else:
+                    keep_best(epoch, metrics[context.metric])
+            resume_from = state
+    fit(run, on_epoch_end=on_epoch_end, checkpoint_path=artifacts / run_paths.CHECKPOINT_FILE,
+        accelerator=accelerator, threads=max(1, int(context.cpus_per_trial)), state_path=state,
+        resume_from=resume_from, on_stop_early=lambda epoch: extra.update(stopped_early=True),
+        scalars=log_by_step, log_dir=log_dir, final_state=False,
+        on_first_step=(lambda at: extra.update(first_step_at=at)) if context.record_timing else None)
+    # Finished: nothing to go on from. (A trial that raised keeps it: Ray may retry it.)
+    discard_checkpoint(state)
+
+
+def prepare_rerun(run_dir: str | Path, number: int) -> bool:
+    """Before an interrupted trial runs again: True when it left its training state (it goes on
+    from there, and its earlier epochs' weights and TensorBoard scalars stay); otherwise what
+    it wrote is removed and it starts over."""
     import shutil
-    import tempfile
 
-    from finesweep.models.training import fit, trained_epochs
-
-    resume_state = resume_from / STATE_FILE if resume_from is not None else None
-    if resume_state is not None and resume_state.exists():
-        history = trained_epochs(resume_state)
-        for past in history:
-            keep_best(int(past["epoch"]), past[context.metric])
-        extra["resumed_from_epoch"] = int(history[-1]["epoch"]) if history else 0
-    else:
-        resume_state = None
-    state_dir = Path(tempfile.mkdtemp(prefix="finesweep-state-")) if context.keep_training_state else None
-    try:
-        fit(run, on_epoch_end=lambda epoch, metrics: on_epoch_end(epoch, metrics, state_dir),
-            checkpoint_path=artifacts / run_paths.CHECKPOINT_FILE, accelerator=accelerator,
-            threads=max(1, int(context.cpus_per_trial)),
-            state_path=state_dir / STATE_FILE if state_dir is not None else None, resume_from=resume_state,
-            on_first_step=(lambda at: extra.update(first_step_at=at)) if context.record_timing else None)
-    finally:
-        if state_dir is not None:
-            shutil.rmtree(state_dir, ignore_errors=True)
-
-
-def clear_trial_outputs(run_dir: str | Path, number: int) -> None:
-    """Remove what an interrupted attempt of a trial wrote, before it runs again."""
-    import shutil
-
+    if (trial_dir(run_dir, number) / STATE_FILE).exists():
+        return True
     for directory in (trial_dir(run_dir, number), tensorboard_dir(run_dir, number)):
         shutil.rmtree(directory, ignore_errors=True)
+    return False
+
+
+def discard_training_state(run_dir: str | Path, number: int) -> None:
+    """The trial has ended for good: the state kept for going on is no longer needed (nor the
+    private folder it is written through, named after it)."""
+    import shutil
+
+    state = trial_dir(run_dir, number) / STATE_FILE
+    state.unlink(missing_ok=True)
+    shutil.rmtree(staging_folder(state), ignore_errors=True)
 
 
 def failure_reason(run_dir: str | Path, number: int) -> str | None:

@@ -199,8 +199,146 @@ def test_a_metric_never_logged_ends_the_sweep_after_the_first_trial(spec, tmp_pa
     ledger.complete("r1", None, error=True)
     assert ledger.abort_reason.startswith("finesweep.models.run.MetricNotLoggedError")
     assert ledger.hand_out("r3") == FINISHED
-    ledger.complete("r2", None)  # the one still running ends as the runner stops it
-    assert _states(ledger) == {0: "FAIL", 1: "FAIL"}
+    ledger.complete("r2", None)  # the one still running ends as the runner stops it: left to a resume
+    assert _states(ledger) == {0: "FAIL", 1: "RUNNING"}
+
+
+def _fail(ledger: TrialLedger, runner: str, tmp_path: Path, reason: str) -> None:
+    number = ledger._live[runner].number
+    error_path(tmp_path, number).parent.mkdir(parents=True, exist_ok=True)
+    error_path(tmp_path, number).write_text(f"Traceback (most recent call last):\n  ...\n{reason}\n")
+    ledger.complete(runner, None, error=True)
+
+
+def test_trials_failing_the_same_way_in_a_row_stop_the_sweep_and_leave_the_rest_resumable(spec, tmp_path):
+    ledger = _ledger(spec, tmp_path)
+    for runner in ("a", "b", "c", "d"):
+        ledger.hand_out(runner)
+    # The same error, its numbers and paths differing from trial to trial.
+    _fail(ledger, "a", tmp_path, f"FileNotFoundError: [Errno 2] No such file: '{tmp_path}/trials/trial_0000/x.pt'")
+    _fail(ledger, "b", tmp_path, "FileNotFoundError: [Errno 2] No such file: '/elsewhere/trial_0001/x.pt'")
+    assert ledger.abort_reason is None
+    _fail(ledger, "c", tmp_path, "FileNotFoundError: [Errno 2] No such file: '/srv/runs/trial_0002/x.pt'")
+    assert ledger.abort_reason.startswith("3 trials in a row failed with the same error "
+                                          "(budget.stop_after_failures: 3): FileNotFoundError")
+    assert ledger.hand_out("e") == FINISHED
+    _run(ledger, "d", [0.5])
+    ledger.complete("d", None)  # stopped by the runner as the sweep ends: run again on resume
+    assert _states(ledger) == {0: "FAIL", 1: "FAIL", 2: "FAIL", 3: "RUNNING"}
+
+
+def test_different_errors_a_success_between_or_bad_values_do_not_stop_the_sweep(spec, tmp_path):
+    ledger = _ledger(spec, tmp_path)
+    for runner in "abcdefghi":
+        ledger.hand_out(runner)
+    _fail(ledger, "a", tmp_path, "ValueError: width 12 must be even")
+    _fail(ledger, "b", tmp_path, "ValueError: width 14 must be even")
+    _fail(ledger, "c", tmp_path, "RuntimeError: shapes (3, 4) and (5, 6) do not match")  # another error
+    _fail(ledger, "d", tmp_path, "ValueError: width 16 must be even")
+    _fail(ledger, "e", tmp_path, "ValueError: width 18 must be even")
+    _run(ledger, "f", [0.5, 0.6, 0.7])
+    ledger.complete("f", None)  # a success breaks the run of failures
+    _fail(ledger, "g", tmp_path, "ValueError: width 20 must be even")
+    # A loss that went NaN says the values were bad, not the sweep: any number of them in a row.
+    _fail(ledger, "h", tmp_path, "finesweep.models.run.NonFiniteMetricError: epoch 1: non-finite val_loss")
+    ledger.record("i", _epoch(1, float("nan")))
+    ledger.complete("i", None)
+    for runner in "jkl":
+        ledger.hand_out(runner)
+        _fail(ledger, runner, tmp_path, "finesweep.models.run.NonFiniteMetricError: epoch 2: non-finite train_loss")
+    assert ledger.abort_reason is None
+    assert ledger.hand_out("m")["number"] == 12
+
+
+def test_the_failure_limit_is_the_specs_and_zero_never_stops(spec, tmp_path):
+    from dataclasses import replace
+
+    never = replace(spec, budget=replace(spec.budget, stop_after_failures=0))
+    ledger = TrialLedger(open_study(never, "sqlite:///:memory:", optuna.samplers.RandomSampler(seed=0)), never,
+                         seed_base=100, run_dir=tmp_path)
+    for runner in "abcde":
+        ledger.hand_out(runner)
+        _fail(ledger, runner, tmp_path, "KeyError: 'encoder'")
+    assert ledger.abort_reason is None
+    once = replace(spec, budget=replace(spec.budget, stop_after_failures=1))
+    ledger = TrialLedger(open_study(once, "sqlite:///:memory:", optuna.samplers.RandomSampler(seed=0)), once,
+                         seed_base=100, run_dir=tmp_path)
+    ledger.hand_out("a")
+    _fail(ledger, "a", tmp_path, "KeyError: 'encoder'")
+    assert "(budget.stop_after_failures: 1): KeyError: 'encoder'" in ledger.abort_reason
+
+
+def test_failure_keys_mask_numbers_and_paths_but_keep_the_words():
+    from finesweep.search.ledger import failure_key
+
+    assert failure_key("OSError: [Errno 2] No such file: '/a/b/trial_0003/c.txt' (0x7f3a)") == \
+        failure_key("OSError: [Errno 2] No such file: '/x/trial_0012/c.txt' (0x1b2c)")
+    assert failure_key("ValueError: lr 0.5 too high") == failure_key("ValueError: lr 3e-2 too high")
+    assert failure_key("ValueError: lr 0.5 too high") != failure_key("TypeError: lr 0.5 too high")
+    assert failure_key("ValueError: lr too high") != failure_key("ValueError: width too high")
+
+
+def test_a_trial_its_own_callbacks_stopped_is_complete_with_its_best_epoch(spec, tmp_path):
+    ledger = _ledger(spec, tmp_path)
+    ledger.hand_out("r1")
+    ledger.record("r1", _epoch(1, 0.6))
+    ledger.complete("r1", {**_epoch(2, 0.5, best=0.6), "best_epoch": 1, "stopped_early": True})
+    trial = ledger.study.trials[0]
+    assert trial.state.name == "COMPLETE" and trial.value == pytest.approx(0.6)
+    assert trial.user_attrs["best_epoch"] == 1 and trial.user_attrs["stopped_early"] is True
+    assert trial.user_attrs["epochs"] == 2
+
+
+def test_the_training_state_goes_when_the_trial_ends_and_stays_when_it_is_interrupted(spec, tmp_path):
+    from finesweep.search.run_dir import STATE_FILE, trial_dir
+
+    stop = threading.Event()
+    ledger = _ledger(spec, tmp_path, stop=stop)
+    for runner in ("a", "b"):
+        number = ledger.hand_out(runner)["number"]
+        trial_dir(tmp_path, number).mkdir(parents=True)
+        (trial_dir(tmp_path, number) / STATE_FILE).write_bytes(b"state")
+    _run(ledger, "a", [0.5])
+    ledger.complete("a", None)  # pruned: ended for good
+    assert not (trial_dir(tmp_path, 0) / STATE_FILE).exists()
+    _run(ledger, "b", [0.5])
+    stop.set()
+    ledger.complete("b", None)  # interrupted: a resume goes on from it
+    assert (trial_dir(tmp_path, 1) / STATE_FILE).exists()
+
+
+def test_progress_lines_count_running_trials_and_go_on_counting_after_a_resume(spec, tmp_path):
+    import io
+
+    from finesweep.search.progress import SweepMonitor
+
+    url = f"sqlite:///{tmp_path / 'study.db'}"
+    first = _ledger(spec, tmp_path, url)
+    for runner in ("a", "b", "c"):
+        first.hand_out(runner)
+    _run(first, "a", [0.5, 0.6, 0.7])
+    first.complete("a", None)
+    _run(first, "b", [0.2])
+    first.complete("b", None)  # pruned
+    _fail(first, "c", tmp_path, "ValueError: bad")
+    left = first.hand_out("d")  # the driver dies here
+    first.record("d", _epoch(1, 0.3))
+
+    study = optuna.load_study(study_name="ledger", storage=url)
+    out = io.StringIO()
+    monitor = SweepMonitor(spec, 6, out=out, study=study)
+    second = TrialLedger(study, spec, seed_base=100, run_dir=tmp_path, monitor=monitor,
+                         rerun=interrupted_trials(study), going_on=[left["number"]])
+    second.hand_out("e")
+    second.hand_out("f")
+    lines = out.getvalue().splitlines()
+    assert "trial   3 started (interrupted, goes on after its last finished epoch): learning_rate" in lines[0]
+    assert lines[0].endswith("| running 1") and lines[1].endswith("| running 2")
+    assert "trial   4 started: learning_rate" in lines[1]
+    _run(second, "e", [0.4, 0.5, 0.6])
+    second.complete("e", None)
+    # Counted on from the first driver's trials: 1 pruned and 1 failed before, 4 of 6 done now.
+    assert "done 4/6, running 1, pruned 1, failed 1 | best val_acc 0.7000 (trial 0)" in out.getvalue()
 
 
 def test_the_ledger_and_its_spec_need_neither_ray_nor_torch(tmp_path):
@@ -217,3 +355,26 @@ def test_the_ledger_and_its_spec_need_neither_ray_nor_torch(tmp_path):
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.strip() == "[]"
+
+
+def test_progress_lines_show_the_auto_strategys_phase(tmp_path):
+    import io
+
+    from finesweep.search.progress import SweepMonitor
+    from finesweep.search.seeding import build_sampler
+
+    (tmp_path / "ledger_task.py").write_text(TASK)
+    path = tmp_path / "auto.yaml"
+    path.write_text(SPEC.replace("strategy: {name: random, seed: 0}",
+                                 "strategy: {name: auto, seed: 0, options: {switch_after: 2}}"))
+    auto = parse_spec(path)
+    out = io.StringIO()
+    ledger = TrialLedger(open_study(auto, "sqlite:///:memory:", build_sampler(auto)), auto, seed_base=1,
+                         run_dir=tmp_path, monitor=SweepMonitor(auto, 4, out=out))
+    for runner in ("a", "b", "c"):
+        ledger.hand_out(runner)
+        _run(ledger, runner, [0.5, 0.6, 0.7])
+        ledger.complete(runner, None)
+    starts = [line for line in out.getvalue().splitlines() if "started" in line]
+    assert ["(auto: global)" in line for line in starts] == [True, True, False]
+    assert "(auto: local)" in starts[2]

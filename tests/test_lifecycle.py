@@ -26,6 +26,7 @@ from finesweep.search.leftovers import leftovers, read_session
 from finesweep.search.lock import Holder, owner_is_live
 from finesweep.search.run_dir import SESSION_FILE
 from finesweep.search.spec import SpecError, parse_spec
+from tensorboard.backend.event_processing import event_accumulator
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -204,6 +205,70 @@ def test_ray_processes_left_by_a_sigkilled_driver_are_ended_by_clean_not_by_a_vi
     assert sorted(_states(db)) == list(range(6))
 
 
+def _epochs(db: Path) -> dict[int, list[int]]:
+    """number -> the epochs the study holds a value for; {} before the tables exist."""
+    if not db.exists():
+        return {}
+    try:
+        with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=30) as connection:
+            rows = connection.execute("SELECT t.number, v.step FROM trials t JOIN trial_intermediate_values v "
+                                      "ON v.trial_id = t.trial_id ORDER BY t.number, v.step").fetchall()
+    except sqlite3.OperationalError:
+        return {}
+    epochs: dict[int, list[int]] = {}
+    for number, step in rows:
+        epochs.setdefault(number, []).append(step)
+    return epochs
+
+
+@pytest.mark.slow
+def test_a_sigkilled_drivers_running_trials_go_on_from_their_last_epoch_on_resume(tmp_path):
+    import stat
+
+    from finesweep.search.run_dir import STATE_FILE, trial_dir
+
+    text = (SLOW_TRIALS.replace("trials: 6", "trials: 2").replace("max_epochs: 3", "max_epochs: 6")
+            .replace("epoch_seconds: 0.7", "epoch_seconds: 1.0"))
+    spec, run_dir = _spec(tmp_path, text), tmp_path / "run"
+    db = run_dir / "study.db"
+    sweep = _launch("sweep", spec, "--out", run_dir)
+
+    def mid_trial() -> bool:
+        states, epochs = _states(db), _epochs(db)
+        return any(states.get(n) == "RUNNING" and len(e) >= 2 for n, e in epochs.items())
+
+    _wait_for(mid_trial, 240, sweep)
+    sweep.kill()  # SIGKILL: nothing of the driver's own runs after this
+    sweep.communicate(timeout=60)
+    status = _run("status", run_dir, timeout=120)  # ends the Ray processes the driver left
+    assert status.returncode == 0, status.stderr[-3000:]
+    # Trials that finished an epoch before the kill (the study records an epoch after its state).
+    running = {n: e for n, e in _epochs(db).items() if _states(db)[n] == "RUNNING"}
+    assert running and max(len(e) for e in running.values()) >= 2, running
+    for number in running:
+        state = trial_dir(run_dir, number) / STATE_FILE
+        assert state.exists() and stat.S_IMODE(state.stat().st_mode) == 0o600
+
+    resumed = _run("resume", run_dir)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "go on after their last finished epoch" in resumed.stdout
+    study = optuna.load_study(study_name="lifecycle", storage=f"sqlite:///{db}")
+    for number, before in running.items():
+        trial = study.trials[number]
+        assert trial.state.name == "COMPLETE" and trial.user_attrs["epochs"] == 6
+        # It went on from an epoch it had finished (its state may be an epoch ahead of the study).
+        assert trial.user_attrs["resumed_from_epoch"] >= len(before) >= 1, trial.user_attrs
+        assert f"trial   {number} started (interrupted, goes on after its last finished epoch)" in resumed.stdout
+        # Every epoch once in the study: an epoch whose report the kill cut off is reported from the state.
+        assert sorted(trial.intermediate_values) == list(range(1, 7))
+        assert not (trial_dir(run_dir, number) / STATE_FILE).exists()
+        # TensorBoard holds each epoch once: the earlier ones from before the kill, the rest after.
+        board = event_accumulator.EventAccumulator(str(run_dir / "tensorboard" / f"trial_{number:04d}"),
+                                                   size_guidance={"scalars": 0})
+        board.Reload()
+        assert [e.step for e in board.Scalars("val_acc")] == list(range(1, 7))
+
+
 @pytest.mark.slow
 def test_two_sweeps_into_one_directory_one_is_refused_and_the_other_runs_as_alone(tmp_path):
     text = SLOW_TRIALS.replace("epoch_seconds: 0.7", "epoch_seconds: 0.3").replace("trials: 6", "trials: 3")
@@ -220,7 +285,8 @@ def test_two_sweeps_into_one_directory_one_is_refused_and_the_other_runs_as_alon
 
     def record(db: Path) -> list[tuple]:
         study = optuna.load_study(study_name="lifecycle", storage=f"sqlite:///{db}")
-        return [(t.number, t.state.name, t.params, t.user_attrs["seed"], round(t.value, 6))
+        return [(t.number, t.state.name, t.params, t.user_attrs["seed"],
+                 round(t.value, 6) if t.value is not None else t.user_attrs.get("fail_reason"))
                 for t in study.trials]
 
     assert record(run_dir / "study.db") == record(tmp_path / "alone" / "study.db")
@@ -336,14 +402,14 @@ def test_an_ensemble_file_alias_bomb_is_refused_by_the_spec_loaders_limits(tmp_p
 def test_a_storage_password_stays_out_of_the_run_directory(tmp_path, monkeypatch):
     import stat
 
+    from finesweep.search.resume import write_spec_copy
     from finesweep.search.study import STORAGE_VAR, storage_url, without_password
-    from finesweep.search.sweep import _write_spec_copy
 
     assert without_password("postgresql://me:pw@db:5432/x") == "postgresql://me@db:5432/x"
     assert without_password("postgresql://me@db/x") == "postgresql://me@db/x"
     spec = parse_spec(_spec(tmp_path), {("storage",): "postgresql://me:s3cret@127.0.0.1/finesweep"})
     copy = tmp_path / "copy.yaml"
-    _write_spec_copy(copy, spec)
+    write_spec_copy(copy, spec)
     assert "s3cret" not in copy.read_text() and "postgresql://me@127.0.0.1/finesweep" in copy.read_text()
     assert stat.S_IMODE(copy.stat().st_mode) == 0o600
     assert parse_spec(copy).storage == "postgresql://me@127.0.0.1/finesweep"

@@ -166,7 +166,7 @@ def test_a_replay_trial_imports_neither_torch_nor_lightning(table_path, tmp_path
         config = {{"model": {{"class_path": "{REPLAY}.ReplayModel", "init_args": model}},
                   "data": {{"class_path": "{REPLAY}.ReplayData", "init_args": {{"path": {str(table_path)!r}}}}}}}
         reports = []
-        run_trial(context, TrialRequest(number=0, seed=0, config=config), lambda m, state: reports.append(m))
+        run_trial(context, TrialRequest(number=0, seed=0, config=config), reports.append)
         heavy = sorted(m for m in sys.modules if m.split(".")[0] in ("torch", "pytorch_lightning", "lightning"))
         print(json.dumps({{"heavy": heavy, "reports": reports}}))
     """)
@@ -189,7 +189,7 @@ def test_a_trial_reports_no_benchmark_timings_unless_asked(table_path, tmp_path,
     run = replay_run(table_path)
     reports = []
     trial.run_trial(context, trial.TrialRequest(0, 0, {"model": run.model, "data": run.data}),
-                    lambda metrics, state: reports.append(metrics))
+                    reports.append)
     assert len(reports) == 4 and not {"pid", "first_step_at", "reported_at"} & set(reports[-1])
     monkeypatch.setenv(trial.TIMING_ENV, "1")
     assert trial.timing_requested()

@@ -465,7 +465,7 @@ def test_cli_rejects_a_bad_spec_before_anything_runs(case_id, write_spec, tmp_pa
     assert result.returncode == 2, result.stderr
     assert f"{spec_path}:{case.line()}: {case.key}: expected " in result.stderr
     assert not out.exists()
-    assert result.stdout == ""
+    assert result.stdout == f"finesweep: checking {spec_path}\n"  # the only line before the check's verdict
     assert not re.search(r"\bRay\b", result.stdout + result.stderr)  # "finesweep: starting Ray" never printed
 
 

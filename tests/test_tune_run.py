@@ -48,16 +48,16 @@ def test_each_step_lets_the_monitor_speak_and_ticks_every_tick_s(monkeypatch):
 
 def test_scheduler_arguments_count_epochs_and_fill_defaults():
     assert scheduler_arguments("asha", {"grace_period": 5}, max_epochs=3) == {
-        "time_attr": "training_iteration", "max_t": 3, "grace_period": 3, "reduction_factor": 3, "brackets": 1}
+        "time_attr": "epoch", "max_t": 3, "grace_period": 3, "reduction_factor": 3, "brackets": 1}
     assert scheduler_arguments("median", {}, max_epochs=3) == {
-        "time_attr": "training_iteration", "grace_period": 1, "min_samples_required": 3}
+        "time_attr": "epoch", "grace_period": 1, "min_samples_required": 3}
     assert scheduler_arguments("none", {}, max_epochs=3) == {}
 
 
 def test_hyperband_is_asynchronous_over_all_of_its_brackets():
     # First rungs at 1, 3 and 9 epochs of 20: three brackets; none when the grace period is all.
     assert scheduler_arguments("hyperband", {}, max_epochs=20) == {
-        "time_attr": "training_iteration", "max_t": 20, "grace_period": 1, "reduction_factor": 3, "brackets": 3}
+        "time_attr": "epoch", "max_t": 20, "grace_period": 1, "reduction_factor": 3, "brackets": 3}
     assert scheduler_arguments("hyperband", {"reduction_factor": 2}, max_epochs=16)["brackets"] == 4
     assert scheduler_arguments("hyperband", {"grace_period": 30}, max_epochs=20)["brackets"] == 1
     assert hyperband_brackets(81, 1, 3) == 4

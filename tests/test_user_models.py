@@ -366,15 +366,24 @@ def test_a_metric_the_module_never_logs_stops_the_sweep_after_the_first_trial(us
     spec_path.write_text(edit("budget: {trials: 4", "budget: {trials: 12",
                               edit("metric: val_loss\nmode: min", "metric: val_acc\nmode: max")))
     run_dir = tmp_path / "run"
-    swept = _cli("sweep", spec_path, "--out", run_dir, cwd=tmp_path)
+    # The dry run finds it before Ray starts, at the `metric:` key, naming what the module logs.
+    refused = _cli("sweep", spec_path, "--out", run_dir, cwd=tmp_path)
+    assert refused.returncode == 2, refused.stdout + refused.stderr
+    assert "metric: expected a metric the module logs in validation" in refused.stderr
+    assert "the module logged: train_loss, val_loss" in refused.stderr
+    assert "starting Ray" not in refused.stdout and not run_dir.exists()
+    # Without it, the first trial that fails on it stops the sweep.
+    swept = _cli("sweep", spec_path, "--out", run_dir, "--no-dry-run", cwd=tmp_path)
     assert swept.returncode == 2, swept.stdout + swept.stderr
     assert "metric 'val_acc' was never logged; the module logged: train_loss, val_loss" in swept.stdout
     import optuna
 
     study = optuna.load_study(study_name="tiny", storage=f"sqlite:///{run_dir / 'study.db'}")
-    # At most the trials already running when the first one failed (concurrency 2), not all 12.
+    # At most the trials already running when the first one failed (concurrency 2), not all 12;
+    # one that was still running is left to a resume.
     assert 1 <= len(study.trials) <= 2
-    assert all(t.state.name == "FAIL" for t in study.trials)
+    assert [t.state.name for t in study.trials].count("FAIL") == 1
+    assert {t.state.name for t in study.trials} <= {"FAIL", "RUNNING"}
 
 
 @pytest.mark.slow
@@ -457,7 +466,7 @@ def test_ensembles_average_class_scores_or_regression_outputs_and_refuse_anythin
     import torch
     from finesweep.models.inference import NotEnsemblable, as_averageable, kind_of, predictions, scores
 
-    assert kind_of(torch.zeros(4, 3)) == "classification"
+    assert kind_of(torch.zeros(4, 3)) == "logits"
     assert kind_of(torch.zeros(4)) == kind_of(torch.zeros(4, 1)) == "regression"
     with pytest.raises(NotEnsemblable, match=r"shape \(4, 2, 3\)"):
         kind_of(torch.zeros(4, 2, 3))

@@ -12,9 +12,9 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from finesweep.search.strategies.annealing import check_annealing_options, make_annealing_sampler
-from finesweep.search.strategies.auto import check_auto_options, make_auto_sampler
+from finesweep.search.strategies.auto import PHASE_ATTR, check_auto_options, make_auto_sampler
 from finesweep.search.strategies.genetic import check_genetic_options, make_genetic_sampler
-from finesweep.search.strategies.global_tpe import make_global_sampler
+from finesweep.search.strategies.global_tpe import ENGINE_ATTR, make_global_sampler
 from finesweep.search.strategies.grid_search import check_grid_options, make_grid_sampler
 from finesweep.search.strategies.local_search import check_local_options, make_local_sampler
 from finesweep.search.strategies.random_search import make_random_sampler
@@ -22,6 +22,9 @@ from finesweep.search.strategies.random_search import make_random_sampler
 if TYPE_CHECKING:
     import optuna
     from finesweep.search.space import SearchSpace
+
+__all__ = ["ENGINE_ATTR", "PHASE_ATTR", "STRATEGIES", "OptionCheck", "SamplerFactory", "Strategy", "check_options",
+           "get_strategy", "make_sampler"]
 
 SamplerFactory = Callable[..., "optuna.samplers.BaseSampler"]
 # Strategy-specific checks of option values against the space, as (option, expected, found);

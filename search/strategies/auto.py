@@ -21,6 +21,9 @@ from finesweep.search.strategies.local_search import LocalSampler
 from optuna.distributions import BaseDistribution
 from optuna.trial import FrozenTrial, TrialState
 
+# The trial's phase ("global" or "local"), kept as a system attribute as Optuna's samplers keep
+# theirs: the sweep's progress lines show it.
+PHASE_ATTR = "finesweep:auto_phase"
 # No stall counts before this many completed trials: the first ones are TPE's random start-up
 # (8 by default), whose misses in a row say nothing about the model having run out of ideas.
 MIN_EXPLORE = 10
@@ -67,7 +70,10 @@ class AutoSampler(optuna.samplers.BaseSampler):
         self._local.reseed_rng()
 
     def before_trial(self, study: optuna.Study, trial: FrozenTrial) -> None:
-        self._phase(study, trial).before_trial(study, trial)
+        phase = self._phase(study, trial)
+        study._storage.set_trial_system_attr(trial._trial_id, PHASE_ATTR,
+                                             "local" if phase is self._local else "global")
+        phase.before_trial(study, trial)
 
     def infer_relative_search_space(self, study: optuna.Study, trial: FrozenTrial) -> dict[str, BaseDistribution]:
         return self._phase(study, trial).infer_relative_search_space(study, trial)
