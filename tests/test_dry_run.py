@@ -241,8 +241,8 @@ def test_a_callback_that_does_finesweeps_job_and_a_bad_failure_limit_are_located
     rendered = [p.render(str(path)) for p in raised.value.problems]
     assert rendered == [
         f"{path}:11: trainer.callbacks[0].class_path: expected a callback that leaves checkpoints and progress to "
-        "finesweep, found pytorch_lightning.callbacks.progress.tqdm_progress.TQDMProgressBar, a ProgressBar: finesweep prints the sweep's progress itself: remove it "
-        "(or set no progress bar)",
+        "finesweep, found pytorch_lightning.callbacks.progress.tqdm_progress.TQDMProgressBar, a ProgressBar: "
+        "finesweep prints the sweep's progress itself: remove it (or set no progress bar)",
         f"{path}:12: trainer.callbacks[1].class_path: expected a callback that leaves checkpoints and progress to "
         "finesweep, found pytorch_lightning.callbacks.ModelCheckpoint, a ModelCheckpoint: finesweep keeps each "
         "trial's best weights itself (and best.yaml names them): remove it",
