@@ -173,9 +173,11 @@ def robust_export_on_ray(record: SweepRecord, address: str | None, *, top_k: int
     """:func:`robust_export` with every retraining a Ray task with a trial's resources, on a
     local Ray (the user's modules imported from the spec's folder) or on the cluster at
     ``address`` (the module files shipped to its nodes)."""
-    from finesweep.search.cluster import prepare_ray_environment
+    from finesweep.search.cluster import check_reachable, prepare_ray_environment
     from finesweep.search.user_code import shipped_modules
 
+    if address is not None:
+        check_reachable(address)  # ClusterError: one line, before Ray.
     prepare_ray_environment(address)  # Before Ray is imported: it reads these settings then.
     from finesweep.search import ray_backend
 

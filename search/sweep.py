@@ -19,7 +19,14 @@ from typing import TYPE_CHECKING, TextIO
 
 import yaml
 from finesweep.search.checkpoints import apply_retention
-from finesweep.search.cluster import ClusterError, ResourceError, nodes_line, prepare_ray_environment, trials_per_node
+from finesweep.search.cluster import (
+    ClusterError,
+    ResourceError,
+    check_reachable,
+    nodes_line,
+    prepare_ray_environment,
+    trials_per_node,
+)
 from finesweep.search.export import write_exports
 from finesweep.search.ledger import TrialLedger
 from finesweep.search.leftovers import clean_up as clean_up_leftovers
@@ -204,6 +211,11 @@ def run_sweep(spec: SweepSpec, run_dir: Path, *, address: str | None = None, ver
     stop = stop or StopRequested(lambda signum: (
         f"finesweep: {signal_name(signum)}: stopping, no new trials; running trials will run again "
         f"on `{resume_hint(run_dir)}` ({signal_name(signal.SIGINT)} again stops at once)"))
+    if address is not None:
+        try:
+            check_reachable(address)
+        except ClusterError as error:
+            raise SweepError(str(error)) from None
     check_run_dir(run_dir, resume)
     try:
         run_dir.mkdir(parents=True)
