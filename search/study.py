@@ -155,12 +155,18 @@ def _write_ahead(engine: Any, url: str) -> None:
     engine.dispose()  # Connections opened while the storage set up its tables get the pragmas too.
 
 
-def open_study(spec: SweepSpec, url: str, sampler: optuna.samplers.BaseSampler | None = None) -> optuna.Study:
-    """The study as the sweep's driver, its only writer, opens it (see :mod:`search.study_cache`)."""
-    import optuna
+def driver_storage(url: str) -> optuna.storages.BaseStorage:
+    """The storage of a sweep's driver, its study's only writer (see :mod:`search.study_cache`)."""
     from finesweep.search.study_cache import DriverStorage
 
-    return optuna.create_study(study_name=spec.name, storage=DriverStorage(_storage(url)), sampler=sampler,
+    return DriverStorage(_storage(url))
+
+
+def open_study(spec: SweepSpec, url: str, sampler: optuna.samplers.BaseSampler | None = None) -> optuna.Study:
+    """The study as the sweep's driver opens it."""
+    import optuna
+
+    return optuna.create_study(study_name=spec.name, storage=driver_storage(url), sampler=sampler,
                                direction=Direction(spec.mode).optuna, load_if_exists=True)
 
 
