@@ -268,11 +268,10 @@ def test_simulated_time_places_trials_on_free_slots_and_regret_follows_the_answe
 
 
 @pytest.mark.slow
-def test_a_replay_sweep_runs_through_launch_in_seconds_without_torch(tmp_path, local_ray):
+def test_a_replay_sweep_runs_through_launch_without_torch(tmp_path, local_ray):
     """Grid over the table's four configurations with ASHA; a probe subclass records which heavy
-    modules the trial worker had loaded."""
-    import time
-
+    modules the trial worker had loaded (none: what makes a replay fast; its speed is measured
+    by benchmarks/replay.py, not asserted here)."""
     import optuna
     from finesweep.search.cli import main
     from finesweep.search.export import read_export
@@ -305,9 +304,7 @@ def test_a_replay_sweep_runs_through_launch_in_seconds_without_torch(tmp_path, l
         budget: {{trials: 4, max_epochs: 4}}
         resources: {{cpus: 0.5, concurrency: 2}}
         """))
-    started = time.monotonic()
     assert main(["sweep", str(spec), "--out", str(tmp_path / "run")]) == 0
-    assert time.monotonic() - started < 60
     study = optuna.load_study(study_name="replay_test", storage=f"sqlite:///{tmp_path / 'run' / 'study.db'}")
     assert {t.state.name for t in study.trials} <= {"COMPLETE", "PRUNED"} and len(study.trials) == 4
     best = read_export(tmp_path / "run" / "best.yaml")
