@@ -97,7 +97,7 @@ def leave_write_ahead(url: str) -> bool:
     return fold_back(Path(url.removeprefix("sqlite:///")))
 
 
-def fold_back(path: Path, patience_s: float = 2.0) -> bool:
+def fold_back(path: Path, patience_s: float = 1.0) -> bool:
     """Checkpoint the write-ahead log of the SQLite file ``path`` into it and truncate the
     log (waiting, up to a minute, for readers of older snapshots); then switch the file to
     rollback-journal mode, which needs every other connection closed: tried for
