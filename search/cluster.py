@@ -66,8 +66,12 @@ _SETTINGS = 4
 def check_reachable(address: str, timeout: float = 10.0) -> None:
     """Fail at once, in one line, unless a gRPC server (a Ray head) answers at ``address``:
     joining an address where no head listens, or another kind of server does, makes Ray retry
-    for many minutes (measured: still waiting after 300 s in both cases)."""
-    host, port = split_address(address)
+    for many minutes (measured: still waiting after 300 s in both cases). ``auto`` (the cluster
+    `ray start` or a Ray job recorded on this machine) is Ray's to find; a Ray Client address
+    (``ray://HOST:PORT``) is checked as its ``HOST:PORT``."""
+    if address == "auto":
+        return
+    host, port = split_address(address.removeprefix("ray://"))
     try:
         with socket.create_connection((host, port), timeout=timeout) as connection:
             if os.environ.get("RAY_USE_TLS", "0") in ("0", ""):  # Ray's TLS mode speaks TLS first.

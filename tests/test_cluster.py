@@ -118,6 +118,9 @@ def test_addresses_are_split_into_host_and_port():
 
 def test_an_address_where_nothing_listens_is_refused_at_once():
     (port,) = ray_nodes.free_ports(1)
+    with pytest.raises(ClusterError, match=rf"^cannot join the Ray cluster at ray://127.0.0.1:{port}: connection"):
+        check_reachable(f"ray://127.0.0.1:{port}")  # a Ray Client address, checked as HOST:PORT
+    check_reachable("auto")  # Ray's own to find (`ray job submit ... --address auto`)
     with pytest.raises(ClusterError, match=rf"^cannot join the Ray cluster at 127.0.0.1:{port}: connection refused"):
         check_reachable(f"127.0.0.1:{port}")
     with pytest.raises(ClusterError, match=r"unknown host 'no-such-host.invalid'"):
