@@ -1,11 +1,12 @@
-# The two set-up commands of the README: `make demo` and `make test`. Both create .venv on
-# first use (CPU build of torch first: an unpinned torch pulls a multi-GB CUDA build).
+# The set-up commands of the README: `make demo`, `make test` (everything: what CI runs) and
+# `make test-fast` (the unit tests: no test marked slow). Each creates .venv on first use (CPU
+# build of torch first: an unpinned torch pulls a multi-GB CUDA build).
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint clean
+.PHONY: demo test test-fast lint clean
 
 $(STAMP): pyproject.toml scripts/setup.sh
 	bash scripts/setup.sh $(PYTHON) $(VENV)
@@ -17,6 +18,10 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m ruff check .
 	$(BIN)/python -m pytest
+
+test-fast: $(STAMP)
+	$(BIN)/python -m ruff check .
+	$(BIN)/python -m pytest -m "not slow"
 
 clean:
 	rm -rf $(VENV) runs

@@ -1,8 +1,8 @@
 """Trial throughput of one sweep on a Ray cluster of 1 worker node vs 2 (README figure).
 
-Both clusters run on this machine, on 127.0.0.1: a head with no CPUs for trials plus N worker
-nodes of 1 CPU each (Ray's own multi-node test cluster, each node its own raylet and
-workers). The same seeded sweep (task `debug`, 2 trials at a time) joins each cluster with
+Both clusters run on this machine, started with the `ray` CLI as the README shows
+(tests/ray_nodes.py): a head with no CPUs for trials plus N worker nodes of 1 CPU each, each
+node its own raylet and workers. The same seeded sweep (task `debug`, 2 trials at a time) joins each cluster with
 `launch.py sweep --address`; throughput is finished trials per minute from the first trial's
 first training step to the last trial's end, read from the study (so Ray's and the driver's
 start-up are left out; each node's worker start-up, torch import included, is not).
@@ -13,7 +13,6 @@ start-up are left out; each node's worker start-up, torch import included, is no
 from __future__ import annotations
 
 import argparse
-import os
 import shutil
 import subprocess
 import sys
@@ -41,26 +40,25 @@ def measure(workers: int, trials: int, epoch_seconds: float) -> float:
     """Finished trials per minute of one sweep on a cluster of ``workers`` 1-CPU nodes."""
     import optuna
 
-    from benchmarks.loopback_cluster import start_loopback_cluster
+    from tests import ray_nodes
 
     folder = Path(tempfile.mkdtemp(prefix="fs-tp-", dir="/tmp"))
-    cluster = start_loopback_cluster(str(folder / "ray"), {"num_cpus": 0}, [{"num_cpus": 1}] * workers)
     try:
-        spec = folder / "spec.yaml"
-        spec.write_text(SPEC.format(trials=trials, epoch_seconds=epoch_seconds))
-        run_dir = folder / "run"
-        from finesweep.search.trial import TIMING_ENV
+        with ray_nodes.cluster(folder / "cluster", head_cpus=0, workers=[{"cpus": 1}] * workers) as cluster:
+            spec = folder / "spec.yaml"
+            spec.write_text(SPEC.format(trials=trials, epoch_seconds=epoch_seconds))
+            run_dir = folder / "run"
+            from finesweep.search.trial import TIMING_ENV
 
-        # The trials' first-step and end times (recorded on request) bound the measured span.
-        subprocess.run([sys.executable, "launch.py", "sweep", str(spec), "--out", str(run_dir),
-                        "--address", cluster.address], cwd=ROOT, check=True, stdout=subprocess.DEVNULL,
-                       env={**os.environ, TIMING_ENV: "1"})
+            # The trials' first-step and end times (recorded on request) bound the measured span.
+            subprocess.run([sys.executable, "launch.py", "sweep", str(spec), "--out", str(run_dir),
+                            "--address", cluster.address], cwd=ROOT, check=True, stdout=subprocess.DEVNULL,
+                           env={**cluster.env, TIMING_ENV: "1"})
         study = optuna.load_study(study_name="throughput", storage=f"sqlite:///{run_dir / 'study.db'}")
         done = [t for t in study.trials if t.datetime_complete is not None]
         span = max(t.user_attrs["ended_at"] for t in done) - min(t.user_attrs["first_step_at"] for t in done)
         return 60.0 * len(done) / span
     finally:
-        cluster.shutdown()
         shutil.rmtree(folder, ignore_errors=True)
 
 

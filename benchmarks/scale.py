@@ -4,7 +4,7 @@
     python -m benchmarks.scale --trials 200 --arms random,global+asha --storages sqlite --no-write
     python -m benchmarks.scale --profile global      # cProfile of one arm's driver (prints the top)
 
-A loopback Ray cluster (benchmarks/loopback_cluster.py) declares ``--concurrency`` logical CPUs
+A Ray head started with the `ray` CLI (tests/ray_nodes.py) declares ``--concurrency`` logical CPUs
 (64), so 64 trials of one CPU each run at once on this 2-core machine. Each trial is the
 synthetic simulated task of benchmarks/scale_task.py (a learning curve, ``--epoch-seconds`` of
 sleep per epoch, no torch, no Lightning). Each arm (strategy, with or without ASHA, on SQLite or
@@ -208,7 +208,7 @@ def run_jobs(jobs: list[dict[str, Any]], command: str) -> list[dict[str, Any]]:
     """Each job in a child process (a fresh driver, its memory its own) on one loopback cluster."""
     import contextlib
 
-    from benchmarks.loopback_cluster import start_loopback_cluster
+    from tests import ray_nodes
 
     # Trial workers (started by the cluster's raylet) import benchmarks.scale_task from here.
     paths = [str(ROOT), *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep))]
@@ -219,18 +219,17 @@ def run_jobs(jobs: list[dict[str, Any]], command: str) -> list[dict[str, Any]]:
     with contextlib.ExitStack() as stack:
         url = None
         if any(j["storage"] == "postgres" for j in jobs):
-            from benchmarks.postgres_server import private_postgres
+            from tests.postgres_server import private_postgres
 
             url = stack.enter_context(private_postgres())["url"]
-        cluster = start_loopback_cluster(str(folder / "ray"), {"num_cpus": concurrency})
-        stack.callback(cluster.shutdown)
+        cluster = stack.enter_context(ray_nodes.cluster(folder / "cluster", head_cpus=concurrency))
         for index, job in enumerate(jobs):
             job = {**job, "address": cluster.address, "out": str(folder / f"arm{index}.json"), "command": command}
             if job["storage"] == "postgres":
                 job["url"] = _fresh_database(url, f"arm{index}")
             print(f"[scale] {job['arm']} {job['storage']} {job['trials']} trials", flush=True)
             subprocess.run([sys.executable, "-m", "benchmarks.scale", "--child", json.dumps(job)],
-                           check=True, cwd=folder)
+                           check=True, cwd=folder, env=cluster.env)
             results.append(json.loads(Path(job["out"]).read_text()))
             r = results[-1]
             print(f"[scale]   {r['wall_s']:.0f} s, {fmt(r['ends_per_s'])} ends/s, "

@@ -218,12 +218,13 @@ def _results_error(error: Exception) -> int:
 
 
 def _robust_export(args: argparse.Namespace) -> int:
+    from finesweep.search.cluster import ClusterError
     from finesweep.search.results import ResultsError, load_sweep
     from finesweep.search.robust import robust_export_on_ray
 
     try:
         result = robust_export_on_ray(load_sweep(args.run_dir), args.address, top_k=args.top_k, reseed=args.reseed)
-    except ResultsError as error:
+    except (ResultsError, ClusterError) as error:
         return _results_error(error)
     print(result.text())
     for path in result.paths:

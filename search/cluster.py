@@ -11,6 +11,7 @@ import ipaddress
 import logging
 import os
 import secrets
+import socket
 from collections import Counter
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from typing import Any
@@ -23,7 +24,8 @@ class ResourceError(RuntimeError):
 
 
 class ClusterError(RuntimeError):
-    """The cluster at the given address cannot be joined (its token was refused)."""
+    """The cluster at the given address cannot be joined (no such address, nothing listening
+    there, its token was refused), or a local Ray would not stay on loopback."""
 
 
 def is_loopback(address: str | None) -> bool:
@@ -41,6 +43,51 @@ def is_loopback(address: str | None) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
+
+
+def split_address(address: str) -> tuple[str, int]:
+    """``HOST:PORT`` (``[IPv6]:PORT`` too) as host and port; ClusterError when it is not one."""
+    text = address.strip()
+    host, _, port = text.rpartition(":")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    if not host or not port.isdigit() or not 1 <= int(port) <= 65535 or (":" in host and not text.startswith("[")):
+        raise ClusterError(f"--address {address!r} is not HOST:PORT (the head's address and the port given to "
+                           "`ray start --head --port`, e.g. 10.0.0.1:6379)")
+    return host, int(port)
+
+
+# An HTTP/2 client's first bytes, then an empty SETTINGS frame: a gRPC server (a Ray head's GCS)
+# answers with a SETTINGS frame of its own (frame type 4, the 4th byte of the frame header).
+_HTTP2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + bytes([0, 0, 0, 4, 0, 0, 0, 0, 0])
+_SETTINGS = 4
+
+
+def check_reachable(address: str, timeout: float = 10.0) -> None:
+    """Fail at once, in one line, unless a gRPC server (a Ray head) answers at ``address``:
+    joining an address where no head listens, or another kind of server does, makes Ray retry
+    for many minutes (measured: still waiting after 300 s in both cases). ``auto`` (the cluster
+    `ray start` or a Ray job recorded on this machine) is Ray's to find; a Ray Client address
+    (``ray://HOST:PORT``) is checked as its ``HOST:PORT``."""
+    if address == "auto":
+        return
+    host, port = split_address(address.removeprefix("ray://"))
+    try:
+        with socket.create_connection((host, port), timeout=timeout) as connection:
+            if os.environ.get("RAY_USE_TLS", "0") in ("0", ""):  # Ray's TLS mode speaks TLS first.
+                connection.sendall(_HTTP2_PREFACE)
+                answer = connection.recv(9)
+                if len(answer) < 4 or answer[3] != _SETTINGS:
+                    raise ClusterError(f"cannot join the Ray cluster at {address}: the server there is not a Ray "
+                                       f"head (it does not speak gRPC); give the port of `ray start --head --port`")
+    except socket.gaierror:
+        raise ClusterError(f"cannot join the Ray cluster at {address}: unknown host {host!r}") from None
+    except TimeoutError:
+        raise ClusterError(f"cannot join the Ray cluster at {address}: no answer in {timeout:g} s") from None
+    except OSError as error:
+        reason = (error.strerror or type(error).__name__).lower()
+        raise ClusterError(f"cannot join the Ray cluster at {address}: {reason} (is `ray start --head "
+                           f"--port={port}` running on {host}?)") from None
 
 
 def init_arguments(address: str | None, verbose: bool, py_modules: Sequence[str] = ()) -> dict[str, Any]:
@@ -97,10 +144,13 @@ def prepare_ray_environment(address: str | None) -> None:
     """Settings Ray reads from the environment when it is imported and started; call this
     before the first ``import ray`` in the process (the Ray processes it starts inherit them).
 
-    A local Ray, or a loopback cluster, runs in Ray's single-machine mode (``LOOPBACK_ONLY_VAR``
-    off): otherwise Ray resolves 127.0.0.1 to the machine's public address and its servers
-    listen on every interface. A local Ray also gets a private token (see
-    :func:`private_token_for_local_ray`)."""
+    A local Ray, or a driver joining a cluster at a loopback address, runs in Ray's
+    single-machine mode (``LOOPBACK_ONLY_VAR`` off): otherwise Ray resolves 127.0.0.1 to the
+    machine's public address, so a local Ray's servers listen on every interface and a driver
+    looks for the head there (where nothing may listen). A local Ray also gets a private token
+    (see :func:`private_token_for_local_ray`). Nodes started with `ray start` keep their own
+    settings: on one machine, `ray start --node-ip-address=127.0.0.1` still takes the public
+    address, and a driver attached to such a node takes it too."""
     if address is None or is_loopback(address):
         os.environ[LOOPBACK_ONLY_VAR] = "0"
     if address is None:

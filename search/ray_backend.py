@@ -48,10 +48,11 @@ def start_ray(address: str | None, *, verbose: bool = False, py_modules: Sequenc
         if address is None:
             raise
         raise cluster.join_error(address, error, ray.exceptions.AuthenticationError) from None
-    if (address is None or cluster.is_loopback(address)) and ray.util.get_node_ip_address() != "127.0.0.1":
+    node_ip = ray.util.get_node_ip_address()
+    if address is None and node_ip != "127.0.0.1":
         ray.shutdown()  # Ray was imported before cluster.prepare_ray_environment could keep it on loopback.
-        raise RuntimeError("Ray would listen on a public address: call cluster.prepare_ray_environment "
-                           "before Ray is first imported")
+        raise cluster.ClusterError(f"the local Ray would listen on {node_ip}, not 127.0.0.1: Ray was imported "
+                                   "before cluster.prepare_ray_environment")
     return address is None
 
 

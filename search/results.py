@@ -62,22 +62,43 @@ def read_only_url(url: str) -> str:
         raise ResultsError(f"no study database at {path}")
     if Path(f"{path}-journal").exists():
         _roll_back_interrupted_write(path)
-    # A database left in WAL mode without its -wal and -shm files (a killed sweep's study.db
-    # copied alone): SQLite would create both beside it, even read-only. No WAL file means no
-    # writer and nothing outside the main file, which is then read as it is (immutable).
-    immutable = "&immutable=1" if _wal_mode(path) and not any(
-        Path(f"{path}-{suffix}").exists() for suffix in ("wal", "shm")) else ""
-    return f"sqlite:///file:{quote(str(path))}?mode=ro{immutable}&uri=true"
+    readable = f"file:{quote(str(path))}?mode=ro"
+    if _wal_mode_with_empty_log(path) and (not Path(f"{path}-shm").exists() or not _opens(readable)):
+        # In WAL mode a reader needs a -shm file (SQLite creates one, and an empty -wal, beside
+        # the study), which a read-only or full disk cannot give it, and a study.db copied alone
+        # has neither. With nothing in the log the file alone is the study, and no writer is
+        # using it (a live one keeps -shm beside it and changes the file only after a thousand
+        # pages of log): read it as it is.
+        readable += "&immutable=1"
+    return f"sqlite:///{readable}&uri=true"
 
 
-def _wal_mode(path: Path) -> bool:
-    """Whether the SQLite file's header marks it as in write-ahead-log mode."""
+def _opens(uri: str) -> bool:
+    import sqlite3
+
     try:
-        with open(path, "rb") as file:
+        connection = sqlite3.connect(uri, uri=True, timeout=60)
+    except sqlite3.Error:
+        return False
+    try:
+        connection.execute("SELECT count(*) FROM sqlite_master").fetchall()
+        return True
+    except sqlite3.Error:
+        return False
+    finally:
+        connection.close()
+
+
+def _wal_mode_with_empty_log(path: Path) -> bool:
+    """Whether the file's header says WAL mode (bytes 18-19: 2) and no commit waits in -wal."""
+    try:
+        with path.open("rb") as file:
             header = file.read(20)
     except OSError:
         return False
-    return header.startswith(b"SQLite format 3\x00") and header[18:20] == b"\x02\x02"
+    log = Path(f"{path}-wal")
+    return (header.startswith(b"SQLite format 3\x00") and header[18:20] == b"\x02\x02"
+            and (not log.exists() or log.stat().st_size == 0))
 
 
 def _roll_back_interrupted_write(path: Path) -> None:

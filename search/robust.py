@@ -183,7 +183,7 @@ def robust_export_on_ray(record: SweepRecord, address: str | None, *, top_k: int
     """:func:`robust_export` with every retraining a Ray task with a trial's resources, on a
     local Ray (the user's modules imported from the spec's folder) or on the cluster at
     ``address`` (the module files shipped to its nodes)."""
-    from finesweep.search.cluster import ResourceError, prepare_ray_environment
+    from finesweep.search.cluster import ResourceError, check_reachable, prepare_ray_environment
     from finesweep.search.user_code import prepare_recorded_configs
 
     if reseed < 1:  # Before Ray starts.
@@ -195,6 +195,8 @@ def robust_export_on_ray(record: SweepRecord, address: str | None, *, top_k: int
         modules = prepare_recorded_configs([recorded_config(t) for t in top_candidates(record, top_k)], info.spec_dir)
     except (ValueError, RunFileError) as error:
         raise ResultsError(str(error)) from None
+    if address is not None:
+        check_reachable(address)  # ClusterError: one line, before Ray.
     prepare_ray_environment(address)  # Before Ray is imported: it reads these settings then.
     from finesweep.search import ray_backend
 

@@ -6,6 +6,7 @@ parameters, per-epoch values, state and reason for failing are written here.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import math
 import os
@@ -136,39 +137,78 @@ def _storage(url: str) -> optuna.storages.BaseStorage:
         kwargs = {"connect_args": {"timeout": 60}}
     storage = optuna.storages.RDBStorage(url, engine_kwargs=kwargs)
     if url.startswith("sqlite") and url not in ("sqlite://", "sqlite:///:memory:"):
-        _write_ahead(storage.engine)  # A file: an in-memory database would not outlive dispose().
-        _WRITE_AHEAD_ENGINES.setdefault(url, []).append(storage.engine)
+        _write_ahead(storage.engine, url)  # A file: an in-memory database would not outlive dispose().
     return storage
 
 
-# The engines this process opened on each SQLite study in write-ahead-log mode.
+# The engines this process has connected to each SQLite study file in write-ahead-log mode
+# since it last folded that file back (leave_write_ahead); what is left is folded back at exit.
 _WRITE_AHEAD_ENGINES: dict[str, list[Any]] = {}
 
 
-def leave_write_ahead(url: str) -> None:
-    """Put a SQLite study back in the rollback-journal mode once this process is done writing:
-    at rest the study is one file that a reader opens without creating ``-wal``/``-shm`` files
-    beside it (which a full or read-only disk refuses). A killed driver leaves the study in WAL
-    mode, which the next driver (or any reader on a writable disk) handles as it is."""
+def leave_write_ahead(url: str) -> bool:
+    """Fold a SQLite study back into its main file once this process is done writing: close
+    this process's connections, copy every commit in ``-wal`` into the file, and put the file
+    back in rollback-journal mode. At rest the study is then the one file ``study.db``: a copy
+    of it alone holds every trial, and a reader opens it without creating ``-wal``/``-shm``
+    files (which a full or read-only disk refuses).
+
+    Another process's open connection (a live `status`, the dashboard) keeps the file in WAL
+    mode, but not from being folded back. Returns whether the main file holds everything
+    (False: a reader kept a snapshot open for over a minute; the next writer folds it back).
+    A killed driver leaves the commits in ``-wal`` with ``-shm`` beside it, which readers
+    read and the next writer folds back."""
     engines = _WRITE_AHEAD_ENGINES.pop(url, [])
     if not engines:
-        return
+        return True
     for engine in engines:
-        engine.dispose()  # Leaving WAL mode needs the only connection to the file.
+        engine.dispose()  # A connection left open here would keep the file in WAL mode.
+    return fold_back(Path(url.removeprefix("sqlite:///")))
+
+
+def fold_back(path: Path, patience_s: float = 1.0) -> bool:
+    """Checkpoint the write-ahead log of the SQLite file ``path`` into it and truncate the
+    log (waiting, up to a minute, for readers of older snapshots); then switch the file to
+    rollback-journal mode, which needs every other connection closed: tried for
+    ``patience_s`` (a `status` closes its connection in well under a second, a dashboard
+    keeps one). Returns whether the main file holds every commit."""
     import sqlite3
+    import time
 
-    path = url.removeprefix("sqlite:///")
+    if not path.is_file():
+        return True  # Removed meanwhile (a refused sweep's run directory): nothing to fold back.
     with contextlib.closing(sqlite3.connect(path, timeout=60)) as connection:
-        connection.execute("PRAGMA journal_mode=DELETE")
+        blocked, _, _ = connection.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+        deadline = time.monotonic() + patience_s
+        while True:
+            try:
+                if connection.execute("PRAGMA journal_mode=DELETE").fetchone()[0] == "delete":
+                    return True
+            except sqlite3.OperationalError:  # "database is locked": another connection is open
+                pass
+            if time.monotonic() > deadline:
+                return not blocked
+            time.sleep(0.05)
 
 
-def _write_ahead(engine: Any) -> None:
+@atexit.register
+def _fold_back_at_exit() -> None:
+    """Whatever this process still holds open in WAL mode (in-process use that never called
+    leave_write_ahead: a notebook, a test, an interrupted command) is folded back as it exits."""
+    for url in list(_WRITE_AHEAD_ENGINES):
+        with contextlib.suppress(Exception):  # Exiting anyway: the next writer folds it back.
+            leave_write_ahead(url)
+
+
+def _write_ahead(engine: Any, url: str) -> None:
     """SQLite in write-ahead-log mode with ``synchronous=NORMAL``: a commit appends to the log
     without waiting for the disk (measured: 16 study writes per trial took 348 ms with the
     default rollback journal, 60 ms like this). A killed driver loses nothing it committed;
     a power cut may lose the last commits but never corrupts the file, and a resume re-runs
     what was lost. Readers (`status`, the dashboard) no longer block the writer either. WAL
-    needs a local filesystem (not NFS): use PostgreSQL there, as for any shared study."""
+    needs a local filesystem (not NFS): use PostgreSQL there, as for any shared study.
+    Every new connection registers the engine for :func:`leave_write_ahead`, also one made
+    after the file was folded back (a study object used again)."""
     from sqlalchemy import event
 
     @event.listens_for(engine, "connect")
@@ -177,16 +217,25 @@ def _write_ahead(engine: Any) -> None:
         cursor.execute("PRAGMA journal_mode=WAL")
         cursor.execute("PRAGMA synchronous=NORMAL")
         cursor.close()
+        engines = _WRITE_AHEAD_ENGINES.setdefault(url, [])
+        if engine not in engines:
+            engines.append(engine)
 
     engine.dispose()  # Connections opened while the storage set up its tables get the pragmas too.
 
 
-def open_study(spec: SweepSpec, url: str, sampler: optuna.samplers.BaseSampler | None = None) -> optuna.Study:
-    """The study as the sweep's driver, its only writer, opens it (see :mod:`search.study_cache`)."""
-    import optuna
+def driver_storage(url: str) -> optuna.storages.BaseStorage:
+    """The storage of a sweep's driver, its study's only writer (see :mod:`search.study_cache`)."""
     from finesweep.search.study_cache import DriverStorage
 
-    return optuna.create_study(study_name=spec.name, storage=DriverStorage(_storage(url)), sampler=sampler,
+    return DriverStorage(_storage(url))
+
+
+def open_study(spec: SweepSpec, url: str, sampler: optuna.samplers.BaseSampler | None = None) -> optuna.Study:
+    """The study as the sweep's driver opens it."""
+    import optuna
+
+    return optuna.create_study(study_name=spec.name, storage=driver_storage(url), sampler=sampler,
                                direction=Direction(spec.mode).optuna, load_if_exists=True)
 
 

@@ -88,9 +88,10 @@ class DriverStorage(_CachedStorage):
         if known is None:  # The first time: Optuna's own path checks it against the database.
             super().set_trial_param(trial_id, param_name, param_value_internal, distribution)
         else:
-            distributions.check_distribution_compatibility(known, distribution)
             table = models.TrialParamModel.__table__
             with self._updatable(trial_id) as connection:
+                # After the state check, as Optuna's storages: a finished trial is refused as such.
+                distributions.check_distribution_compatibility(known, distribution)
                 connection.execute(table.insert(), [{
                     "trial_id": trial_id, "param_name": param_name, "param_value": param_value_internal,
                     "distribution_json": distributions.distribution_to_json(distribution)}])

@@ -19,7 +19,14 @@ from typing import TYPE_CHECKING, TextIO
 
 from finesweep.search import run_dir as run_paths
 from finesweep.search.checkpoints import apply_retention
-from finesweep.search.cluster import ClusterError, ResourceError, machines, nodes_line, prepare_ray_environment
+from finesweep.search.cluster import (
+    ClusterError,
+    ResourceError,
+    check_reachable,
+    machines,
+    nodes_line,
+    prepare_ray_environment,
+)
 from finesweep.search.dry_run import describe_data
 from finesweep.search.export import write_exports
 from finesweep.search.ledger import TrialLedger
@@ -193,6 +200,11 @@ def run_sweep(spec: SweepSpec, run_dir: Path, *, address: str | None = None, ver
     stop = stop or StopRequested(lambda signum: (
         f"finesweep: {signal_name(signum)}: stopping, no new trials; running trials will run again "
         f"on `{resume_hint(run_dir)}` ({signal_name(signal.SIGINT)} again stops at once)"))
+    if address is not None:
+        try:
+            check_reachable(address)
+        except ClusterError as error:
+            raise SweepError(str(error)) from None
     check_run_dir(run_dir, resume)
     try:
         run_dir.mkdir(parents=True)

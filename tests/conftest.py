@@ -17,12 +17,9 @@ if str(ROOT) not in sys.path:
 def local_ray():
     from finesweep.search.cluster import prepare_ray_environment
 
-    from benchmarks.loopback_cluster import reload_ray_auth
-
     prepare_ray_environment(None)
     from finesweep.search import ray_backend
 
-    reload_ray_auth()  # An earlier test may have run a Ray with another token in this process.
     ray_backend.start_ray(None)
     yield
     import ray

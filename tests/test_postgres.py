@@ -1,6 +1,6 @@
 """Studies in a real PostgreSQL server: two sweeps share it, `export` and `dashboard` read it.
 
-The fixture starts its own server (benchmarks/postgres_server.py, from Debian's `postgresql`
+The fixture starts its own server (tests/postgres_server.py, from Debian's `postgresql`
 package, which scripts/install_services.sh installs): a fresh cluster in a temporary folder,
 listening on 127.0.0.1 only at a free port, stopped afterwards.
 """
@@ -22,8 +22,7 @@ import pytest
 from finesweep.search.export import read_record
 from finesweep.search.spec import parse_spec
 from finesweep.search.sweep import run_sweep
-
-from benchmarks.postgres_server import free_port, private_postgres
+from postgres_server import free_port, private_postgres
 
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.slow

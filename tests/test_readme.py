@@ -144,8 +144,8 @@ def test_readme_links_every_docs_file():
     assert DOCS and {d.resolve() for d in DOCS} <= linked
 
 
-def test_the_two_setup_commands_are_make_targets():
+def test_the_setup_commands_are_make_targets():
     makefile = _text(ROOT / "Makefile")
-    for target in ("demo", "test"):
+    for target in ("demo", "test", "test-fast"):
         assert f"make {target}" in _text(README)
         assert re.search(rf"^{target}:", makefile, flags=re.M), f"Makefile has no `{target}` target"

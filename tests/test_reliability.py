@@ -62,6 +62,42 @@ def test_each_kind_of_failing_trial_is_recorded_and_the_sweep_finishes(tmp_path,
     assert state_counts(study) == {"COMPLETE": 1, "FAIL": 4}
 
 
+DYING = '''
+import os
+
+from finesweep.models.debug import DebugClassifier
+
+
+class DyingClassifier(DebugClassifier):
+    """Its worker process dies in epoch 2, as a segfault or the kernel's OOM killer ends one."""
+
+    def on_train_epoch_start(self):
+        if self.current_epoch == 1:
+            os._exit(1)
+        super().on_train_epoch_start()
+'''
+
+
+def test_a_trial_whose_worker_dies_fails_with_rays_account_of_it(tmp_path, local_ray):
+    """The trial cannot say why it ended; Ray's account (its error.txt, wherever Ray 2.60 puts it)
+    is the failure's reason, read from Ray's own files rather than a layout written here."""
+    (tmp_path / "dying.py").write_text(DYING)
+    path = tmp_path / "dying.yaml"
+    path.write_text(FAULTS.replace("task: debug", "model: {class_path: dying.DyingClassifier}\n"
+                                                  "data: {class_path: finesweep.models.debug.DebugData}")
+                    .replace("fail_mode: {type: categorical, choices: [none, raise, nan, hang, oom]}",
+                             "learning_rate: {type: categorical, choices: [0.01, 0.1]}")
+                    .replace("trials: 5", "trials: 2").replace("name: faults", "name: dying"))
+    spec = parse_spec(path)
+    result = run_sweep(spec, tmp_path / "run")
+    study = load_study(spec.name, result.storage)
+    assert [t.state.name for t in study.trials] == ["FAIL", "FAIL"]
+    for trial in study.trials:
+        reason = trial.user_attrs["fail_reason"]
+        assert reason != "the trial raised an error" and "actor" in reason.lower(), reason
+        assert list(trial.intermediate_values) == [1]
+
+
 NAN_WITH_ASHA = """
 name: nan_asha
 task: debug

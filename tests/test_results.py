@@ -11,6 +11,7 @@ against the running sweep, not a replay.
 from __future__ import annotations
 
 import base64
+import contextlib
 import html.parser
 import io
 import json
@@ -18,6 +19,7 @@ import os
 import shutil
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -513,7 +515,12 @@ def test_plain_export_after_reseed_keeps_the_robust_best(sweep, tmp_path, capsys
 def test_export_on_a_full_disk_is_one_line_and_leaves_nothing_half_written(sweep, tmp_path):
     """The run's spec and study on a small tmpfs with ~1 KiB free (mounting needs root, as in
     CI's container): `export --top-k 3` fails with one line, exit 2, and leaves no partial
-    best.yaml, no top/ folder and the study as it was."""
+    best.yaml, no top/ folder and the study as it was. study.db alone is the whole study
+    whatever ran before (the sweep folded its write-ahead log back, a reader connected or not)."""
+    alone = tmp_path / "alone"
+    alone.mkdir()
+    with contextlib.closing(sqlite3.connect(shutil.copy(sweep["run_dir"] / "study.db", alone))) as connection:
+        assert connection.execute("SELECT count(*) FROM trials").fetchone()[0] == 8
     needed = sum((sweep["run_dir"] / name).stat().st_size for name in ("spec.yaml", "study.db"))
     disk = tmp_path / "disk"
     disk.mkdir()

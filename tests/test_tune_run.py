@@ -1,5 +1,6 @@
-"""The Ray-free parts of a Tune run: when it stops, what the scheduler gets, whose account of
-a dead trial is read, what is tidied up. No Ray: the backend only wraps these."""
+"""The Ray-free parts of a Tune run: when it stops, what the scheduler gets, what is tidied up.
+No Ray: the backend only wraps these. Whose account of a dead trial is read is checked against
+Ray's own files (test_reliability: a worker that dies; test_cluster: a node that dies)."""
 
 from __future__ import annotations
 
@@ -7,9 +8,9 @@ import pickle
 import threading
 from types import SimpleNamespace
 
-from finesweep.search.run_dir import ray_error_path, ray_trial_name
+from finesweep.search.run_dir import ray_trial_name
 from finesweep.search.schedulers import hyperband_brackets, scheduler_arguments
-from finesweep.search.tune_run import RunControl, ray_failure_reason, remove_empty_trial_dirs
+from finesweep.search.tune_run import RunControl, remove_empty_trial_dirs
 
 
 def test_the_run_stops_on_the_drivers_flag_or_a_sweep_ending_failure():
@@ -61,19 +62,6 @@ def test_hyperband_is_asynchronous_over_all_of_its_brackets():
     assert scheduler_arguments("hyperband", {"reduction_factor": 2}, max_epochs=16)["brackets"] == 4
     assert scheduler_arguments("hyperband", {"grace_period": 30}, max_epochs=20)["brackets"] == 1
     assert hyperband_brackets(81, 1, 3) == 4
-
-
-def test_rays_account_of_a_dead_trial_is_read_from_the_run_or_the_session(tmp_path):
-    run_dir, session = tmp_path / "run", tmp_path / "session"
-    assert ray_failure_reason(run_dir, "abc_00001", str(session)) is None
-    staged = session / "artifacts" / "2026" / "tune" / "driver_artifacts" / ray_trial_name("abc_00001") / "error.txt"
-    staged.parent.mkdir(parents=True)
-    staged.write_text("Failure # 1 (occurred at 2026-12-02)\nray.exceptions.ActorDiedError: the worker died\n")
-    assert ray_failure_reason(run_dir, "abc_00001", str(session)) == "ray.exceptions.ActorDiedError: the worker died"
-    copied = ray_error_path(run_dir, "abc_00001")
-    copied.parent.mkdir(parents=True)
-    copied.write_text("NodeDiedError: node gone\n")
-    assert ray_failure_reason(run_dir, "abc_00001", None) == "NodeDiedError: node gone"
 
 
 def test_only_empty_trial_folders_of_tune_are_removed(tmp_path):
