@@ -387,7 +387,7 @@ def test_a_metric_the_module_never_logs_stops_the_sweep_after_the_first_trial(us
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("example", ["wine", "diabetes"])
+@pytest.mark.parametrize("example", ["wine", "diabetes", "encoders"])
 def test_the_examples_sweep_and_their_exports_retrain(example, tmp_path):
     run_dir = tmp_path / example
     swept = _cli("sweep", ROOT / "examples" / example / "sweep.yaml", "--out", run_dir, cwd=tmp_path)
@@ -402,7 +402,7 @@ def test_the_examples_sweep_and_their_exports_retrain(example, tmp_path):
         assert "ensemble (mean predictions)" in ensembled.stdout and "val_mse" in ensembled.stdout
     else:
         assert "ensemble (mean probabilities)" in ensembled.stdout and "val_acc" in ensembled.stdout
-    if example == "wine":
+    if example in ("wine", "encoders"):  # encoders: nested classes, callbacks and a class choice
         _best_yaml_runs_under_lightning_cli(run_dir / "best.yaml", ROOT / "examples" / example, tmp_path)
 
 
