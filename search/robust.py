@@ -186,6 +186,8 @@ def robust_export_on_ray(record: SweepRecord, address: str | None, *, top_k: int
     from finesweep.search.cluster import ResourceError, check_reachable, prepare_ray_environment
     from finesweep.search.user_code import prepare_recorded_configs
 
+    if address is not None:
+        check_reachable(address)  # ClusterError: one line, before anything else.
     if reseed < 1:  # Before Ray starts.
         raise ResultsError(f"--reseed must be at least 1, but got {reseed}")
     if record.info is None:
@@ -195,8 +197,6 @@ def robust_export_on_ray(record: SweepRecord, address: str | None, *, top_k: int
         modules = prepare_recorded_configs([recorded_config(t) for t in top_candidates(record, top_k)], info.spec_dir)
     except (ValueError, RunFileError) as error:
         raise ResultsError(str(error)) from None
-    if address is not None:
-        check_reachable(address)  # ClusterError: one line, before Ray.
     prepare_ray_environment(address)  # Before Ray is imported: it reads these settings then.
     from finesweep.search import ray_backend
 

@@ -66,7 +66,7 @@ from finesweep.search.study import (
 from finesweep.search.tensorboard_log import HParamsLog
 from finesweep.search.trial import prepare_rerun
 from finesweep.search.tune_run import remove_empty_trial_dirs
-from finesweep.search.user_code import shipped_modules, time_limit
+from finesweep.search.user_code import UserCodeTimeout, shipped_modules, time_limit
 
 if TYPE_CHECKING:
     import optuna
@@ -266,7 +266,11 @@ def _run_locked(spec: SweepSpec, run_dir: Path, *, address: str | None, verbose:
     if dry_run:
         from finesweep.search.dry_run import run_dry_run
 
-        report = run_dry_run(spec)  # Raises a located SpecError: nothing has started yet.
+        try:  # A trial that would hang hangs here first: a trial's own limit bounds it too.
+            with time_limit("the dry run", spec.budget.trial_timeout_s, "budget.trial_timeout_s, or --no-dry-run"):
+                report = run_dry_run(spec)  # Raises a located SpecError: nothing has started yet.
+        except UserCodeTimeout as error:
+            raise SweepError(str(error)) from None
         out.write(report.line() + "\n")
         out.flush()
         run.dry_run_summary, run.dry_run_done = report.data_summary, not report.simulated

@@ -219,19 +219,25 @@ class UserCodeTimeout(BaseException):
 
 
 @contextlib.contextmanager
-def time_limit(what: str) -> Iterator[None]:
+def time_limit(what: str, limit_s: float | None = None, hint: str | None = None) -> Iterator[None]:
     """Bound the user's code run in the main thread (``what`` it does, for the messages): a
     note on stderr after NOTE_AFTER_S, :class:`UserCodeTimeout` after the limit (TIMEOUT_VAR,
-    default DEFAULT_TIMEOUT_S). Code stuck in C that never returns to Python is not bounded."""
+    default DEFAULT_TIMEOUT_S; ``limit_s`` when that is shorter, with ``hint`` as the message's
+    advice). Code stuck in C that never returns to Python is not bounded."""
     try:
         limit = float(os.environ.get(TIMEOUT_VAR, DEFAULT_TIMEOUT_S))
     except ValueError:
         limit = DEFAULT_TIMEOUT_S
+    if limit_s is not None and limit_s > 0 and (limit <= 0 or limit_s < limit):
+        limit = limit_s
+    else:
+        hint = None
     if limit <= 0 or threading.current_thread() is not threading.main_thread() or not hasattr(signal, "SIGALRM"):
         yield
         return
-    message = (f"{what} did not finish within {limit:g} s; nothing was started (a DataModule __init__ or "
-               f"check_inputs that waits forever? set {TIMEOUT_VAR} to wait longer)")
+    advice = hint or (f"a DataModule __init__ or check_inputs that waits forever? set {TIMEOUT_VAR} to wait "
+                      "longer")
+    message = f"{what} did not finish within {limit:g} s; nothing was started ({advice})"
 
     def on_alarm(signum: int, frame: Any) -> None:
         raise UserCodeTimeout(message)

@@ -763,7 +763,8 @@ def test_a_metric_never_logged_prints_one_line_per_failed_trial_and_no_ray_trace
     import stat
 
     spec = user_spec(attack, metric="val_never", trials=2)
-    result = cli(["sweep", str(spec), "--out", str(attack.other / "out"), "--storage",
+    # Without the dry run, which would name the metric before Ray (tests/test_dry_run.py).
+    result = cli(["sweep", str(spec), "--out", str(attack.other / "out"), "--no-dry-run", "--storage",
                   "sqlite:///file:rel.db?uri=true"], attack.other, timeout=600)
     output = result.stdout + result.stderr
     assert result.returncode == 2, output[-3000:]
@@ -798,7 +799,15 @@ scheduler: none
 budget: {trials: 1, max_epochs: 2, trial_timeout_s: 3}
 resources: {cpus: 1, concurrency: 1}
 """)
-    result = cli(["sweep", str(spec), "--out", str(tmp_path / "out")], tmp_path, timeout=600)
+    # The dry run hangs first, in the driver, and the trial's own limit bounds it: one line, exit 2,
+    # no Ray, nothing left behind.
+    checked = cli(["sweep", str(spec), "--out", str(tmp_path / "checked")], tmp_path, timeout=600)
+    assert checked.returncode == 2, (checked.stdout + checked.stderr)[-3000:]
+    assert checked.stderr.strip().splitlines()[-1] == (
+        "finesweep: the dry run did not finish within 3 s; nothing was started (budget.trial_timeout_s, or "
+        "--no-dry-run)"), checked.stderr
+    assert "starting Ray" not in checked.stdout and not (tmp_path / "checked").exists()
+    result = cli(["sweep", str(spec), "--out", str(tmp_path / "out"), "--no-dry-run"], tmp_path, timeout=600)
     output = result.stdout + result.stderr
     assert result.returncode == 1, output[-3000:]  # no trial completed
     for noise in ("Traceback", "(raylet)", "A worker died"):
