@@ -14,10 +14,15 @@ reduction_factor^b, and trials are dealt to brackets in turn.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
-from finesweep.search.pareto import best_first
+from finesweep.search.pareto import best_first, to_minimise, total_violation, violation
+from finesweep.search.schedulers import SCHEDULERS, hyperband_brackets
+
+if TYPE_CHECKING:
+    from finesweep.search.spec import SweepSpec
 
 
 @dataclass
@@ -63,3 +68,30 @@ class MultiObjectiveRungs:
         order = best_first([at_rung[i][0] for i in ids], [at_rung[i][1] for i in ids])
         kept = max(1, math.ceil(len(ids) / self.reduction_factor))
         return ids.index(trial_id) in order[:kept]
+
+
+class SweepRungs:
+    """MO-ASHA for one sweep: reads each report's objectives (and constrained values) by the
+    spec's names; ``asha`` or ``hyperband`` with the spec's options, in epochs."""
+
+    def __init__(self, spec: SweepSpec) -> None:
+        name, options = spec.scheduler.name, {**SCHEDULERS[spec.scheduler.name], **spec.scheduler.options}
+        max_t = spec.budget.max_epochs
+        grace, factor = min(int(options["grace_period"]), max_t), float(options["reduction_factor"])
+        brackets = (hyperband_brackets(max_t, grace, factor) if name == "hyperband"
+                    else int(options.get("brackets", 1)))
+        self.rungs = MultiObjectiveRungs(max_t=max_t, grace_period=grace, reduction_factor=factor, brackets=brackets)
+        self.names = [o.name for o in spec.objectives]
+        self.modes = list(spec.modes)
+        self.constraints: Mapping[str, Mapping[str, float]] = spec.constraints
+
+    def goes_on(self, trial_id: str, result: Mapping[str, Any]) -> bool:
+        """Whether the trial that sent ``result`` trains on; a report without every objective
+        is not judged (the trial fails on its own for the objective it never logged)."""
+        if "epoch" not in result or any(result.get(n) is None for n in self.names):
+            return True
+        point = to_minimise([float(result[n]) for n in self.names], self.modes)
+        if any(math.isnan(x) for x in point):
+            return True  # A NaN fails the trial at its end: nothing to rank it by now.
+        bad = total_violation(violation(result, self.constraints)) if self.constraints else 0.0
+        return self.rungs.on_result(trial_id, int(result["epoch"]), point, bad)

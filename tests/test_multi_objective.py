@@ -1,0 +1,127 @@
+"""Several objectives and constraints without Ray: the study, the samplers, the ledger's record
+of each trial's objective vector and violations, and the views' Pareto front."""
+
+from __future__ import annotations
+
+import optuna
+import pytest
+from finesweep.search.ledger import TrialLedger
+from finesweep.search.seeding import build_sampler
+from finesweep.search.spec import parse_spec
+from finesweep.search.study import open_study
+
+TASK = """\
+from finesweep.models.simulation import SimulatedData, SimulatedModel
+
+
+class TwoWay(SimulatedModel):
+    def __init__(self, width: float = 0.5) -> None:
+        self.width = width
+
+    def simulate(self, data, *, seed, max_epochs):
+        for epoch in range(1, max_epochs + 1):
+            yield {"val_acc": self.width * epoch / max_epochs, "size": 100 * self.width}
+
+
+class TwoWayData(SimulatedData):
+    pass
+"""
+
+SPEC = """\
+name: mo
+model: {class_path: mo_task.TwoWay}
+data: {class_path: mo_task.TwoWayData}
+objectives: {val_acc: max, size: min}
+constraints: {size: {max: 80}}
+space:
+  width: {type: float, low: 0.0, high: 1.0}
+strategy: {name: STRATEGY, seed: 0}
+scheduler: none
+budget: {trials: 4, max_epochs: 2}
+"""
+
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+
+@pytest.fixture
+def make_spec(tmp_path):
+    (tmp_path / "mo_task.py").write_text(TASK)
+
+    def make(strategy: str = "global", text: str = SPEC):
+        path = tmp_path / f"{strategy}.yaml"
+        path.write_text(text.replace("STRATEGY", strategy))
+        return parse_spec(path)
+    return make
+
+
+def _epoch(epoch: int, acc: float, size: float, best_acc: float, best_size: float) -> dict:
+    return {"epoch": epoch, "val_acc": acc, "size": size, "best_value": best_acc, "best_epoch": epoch,
+            "best:val_acc": best_acc, "best:size": best_size}
+
+
+@pytest.mark.parametrize("strategy,sampler", [("global", "TPESampler"), ("heuristic", "NSGAIISampler"),
+                                              ("random", "RandomSampler"), ("grid", None)])
+def test_each_strategy_gets_a_sampler_for_several_objectives(make_spec, strategy, sampler):
+    text = SPEC.replace("{type: float, low: 0.0, high: 1.0}", "{type: float, low: 0.0, high: 1.0, step: 0.25}")
+    built = build_sampler(make_spec(strategy, text))
+    inner = built._current  # PerTrialSeededSampler: a seeded strategy builds one per trial
+    if sampler is not None:
+        assert type(inner).__name__ == sampler
+
+
+def test_three_objectives_run_nsga_iii(make_spec):
+    text = SPEC.replace("objectives: {val_acc: max, size: min}", "objectives: {val_acc: max, size: min, lat: min}")
+    assert type(build_sampler(make_spec("heuristic", text))._current).__name__ == "NSGAIIISampler"
+
+
+def test_the_ledger_records_the_vector_and_violations_and_the_sampler_reads_them(make_spec, tmp_path):
+    spec = make_spec("global")
+    study = open_study(spec, "sqlite:///:memory:", build_sampler(spec))
+    assert [d.name for d in study.directions] == ["MAXIMIZE", "MINIMIZE"]
+    ledger = TrialLedger(study, spec, seed_base=0, run_dir=tmp_path)
+    for runner, (acc, size) in {"a": (0.9, 90.0), "b": (0.5, 50.0)}.items():
+        ledger.hand_out(runner)
+        ledger.record(runner, _epoch(1, acc / 2, size, acc / 2, size))
+        ledger.complete(runner, _epoch(2, acc, size, acc, size))
+    ledger.hand_out("c")
+    ledger.complete("c", {"epoch": 2, "val_acc": 0.4, "best_value": 0.4, "best_epoch": 2, "best:val_acc": 0.4})
+    a, b, c = study.get_trials(deepcopy=False)
+    assert a.state.name == b.state.name == "COMPLETE"
+    # Optuna's own record of the violations (Trial.set_constraint), which TPE and NSGA-II read.
+    assert a.values == [0.9, 90.0] and a.constraints == {"size.max": 10.0}
+    assert b.values == [0.5, 50.0] and b.constraints == {"size.max": -30.0}
+    assert c.state.name == "FAIL" and c.user_attrs["fail_reason"] == "objective 'size' was not logged"
+    assert c.constraints == {}
+    # The next suggestion reads them without complaint (TPE's infeasible split).
+    for runner in "defghijkl":
+        ledger.hand_out(runner)
+
+
+def test_a_single_objective_with_a_constraint_keeps_one_direction(make_spec, tmp_path):
+    text = SPEC.replace("objectives: {val_acc: max, size: min}", "metric: val_acc\nmode: max")
+    spec = make_spec("heuristic", text)
+    study = open_study(spec, "sqlite:///:memory:", build_sampler(spec))
+    ledger = TrialLedger(study, spec, seed_base=0, run_dir=tmp_path)
+    ledger.hand_out("a")
+    ledger.complete("a", _epoch(2, 0.7, 60.0, 0.7, 60.0))
+    trial = study.trials[0]
+    assert trial.value == 0.7 and trial.constraints == {"size.max": -20.0}
+    assert type(study.sampler._current).__name__ == "NSGAIISampler"
+
+
+def test_mo_asha_reads_the_specs_objectives_directions_and_constraints(make_spec):
+    from finesweep.search.mo_asha import SweepRungs
+
+    text = SPEC.replace("scheduler: none", "scheduler: {name: asha, options: {reduction_factor: 2}}")
+    text = text.replace("max_epochs: 2", "max_epochs: 4")
+    rungs = SweepRungs(make_spec("random", text))
+    assert [b.rungs for b in rungs.rungs.brackets] == [[1, 2]]
+    # val_acc is maximised: the higher accuracy at equal size goes on, the lower one stops.
+    assert rungs.goes_on("a", {"epoch": 1, "val_acc": 0.8, "size": 50.0})
+    assert not rungs.goes_on("b", {"epoch": 1, "val_acc": 0.3, "size": 50.0})
+    # Better in both but over the size bound (80): infeasible ranks last and stops.
+    assert not rungs.goes_on("c", {"epoch": 1, "val_acc": 0.9, "size": 90.0})
+    assert rungs.goes_on("d", {"epoch": 3, "val_acc": 0.0, "size": 99.0})  # not a rung
+    assert rungs.goes_on("e", {"epoch": 1, "val_acc": 0.1})  # no size: not judged
+    text = text.replace("{name: asha, options: {reduction_factor: 2}}", "hyperband")
+    assert [b.rungs for b in SweepRungs(make_spec("random", text)).rungs.brackets] == [[1, 3], [3]]
