@@ -94,7 +94,7 @@ class SweepMonitor:
                 epochs = int(frozen.user_attrs.get("epochs", 0))
                 if self.hparams is not None:
                     self.hparams.write_trial(trial_name(frozen.number), frozen.params, frozen.state.name,
-                                             value, epochs)
+                                             value, epochs, (frozen.values or [])[1:] if value is not None else ())
                 self.running.discard(frozen.number)
                 if frozen.state.name == "FAIL":  # One line per failed trial, with its reason.
                     self.counts["FAIL"] += 1
@@ -111,7 +111,8 @@ class SweepMonitor:
                 outcome.value, self.best[0] if self.best else None):
             self.best = (outcome.value, number)
         if self.hparams is not None:
-            self.hparams.write_trial(trial_name(number), params, outcome.state, outcome.value, epochs)
+            self.hparams.write_trial(trial_name(number), params, outcome.state, outcome.value, epochs,
+                                     (outcome.values or ())[1:])
         if outcome.value is None:
             detail = outcome.reason
         else:

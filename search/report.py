@@ -299,6 +299,8 @@ img { max-width: 100%; border: 1px solid #eee; }
 def write_report(record: SweepRecord, out_dir: Path | None = None, top_k: int = 5) -> Path:
     """Write ``report.html`` and ``report/*.png`` into ``out_dir`` (default: the run directory)."""
     out_dir = Path(out_dir or record.run_dir or ".")
+    from finesweep.search.report_front import front_plots
+
     trials = record.study.get_trials(deepcopy=False)
     weights = importances(record, trials)
     curves = plot_curves(record, trials, top_k)
@@ -317,6 +319,7 @@ def write_report(record: SweepRecord, out_dir: Path | None = None, top_k: int = 
              f"{record.metric} (left) and {loss_name} (right, from the trials' TensorBoard scalars) per epoch "
              f"of the best {top_k} COMPLETE trials against every PRUNED one.", _png(curves)),
     ]
+    plots[1:1] = front_plots(record, trials)  # several objectives: the front comes right after the history
     sections = []
     for plot in plots:
         if plot.png:

@@ -346,7 +346,7 @@ def _run_study(run: _Session, study: optuna.Study) -> SweepResult:
         # What the trials train on, once per sweep: rows read and dropped, labels, split sizes.
         out.write(f"finesweep: data: {summary}\n")
         write_atomically(run_dir / DATA_SUMMARY, summary + "\n")
-    hparams = HParamsLog(tensorboard_root(run_dir), spec.space, spec.metric)
+    hparams = HParamsLog(tensorboard_root(run_dir), spec.space, spec.metric, [o.name for o in spec.objectives[1:]])
     hparams.write_experiment()
     to_run = max(spec.budget.trials - done, 0)
     stopped_because = None
