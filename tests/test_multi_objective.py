@@ -125,3 +125,14 @@ def test_mo_asha_reads_the_specs_objectives_directions_and_constraints(make_spec
     assert rungs.goes_on("e", {"epoch": 1, "val_acc": 0.1})  # no size: not judged
     text = text.replace("{name: asha, options: {reduction_factor: 2}}", "hyperband")
     assert [b.rungs for b in SweepRungs(make_spec("random", text)).rungs.brackets] == [[1, 3], [3]]
+
+
+def test_a_resume_refuses_changed_objectives_and_lists_changed_constraints(make_spec):
+    from finesweep.search.resume import compare_specs
+
+    old = make_spec("global")
+    swapped = make_spec("random", SPEC.replace("{val_acc: max, size: min}", "{size: min, val_acc: max}"))
+    bounded = make_spec("random", SPEC.replace("{size: {max: 80}}", "{size: {max: 60}}"))
+    assert any("objectives changed" in c for c in compare_specs(old, swapped).incompatible)
+    changes = compare_specs(old, bounded)
+    assert not changes.incompatible and any("constraints" in c for c in changes.compatible)
