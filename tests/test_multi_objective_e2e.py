@@ -160,3 +160,16 @@ def test_two_objectives_and_a_constraint_on_an_own_model(tmp_path):
     assert trained.returncode == 0, trained.stdout + trained.stderr
     retrained = float(re.search(r"val_acc (\d+\.\d+) \(sweep: ", trained.stdout).group(1))
     assert retrained == pytest.approx(_record(front_files[0])["value"], abs=1e-4), trained.stdout
+
+
+@pytest.mark.slow
+def test_an_objective_nothing_logs_is_located_by_the_dry_run(tmp_path):
+    (tmp_path / "ringnet.py").write_text(MODULE)
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(SPEC.replace("  callbacks: [{class_path: finesweep.callbacks.ModelCost}]\n", "  max_time: null\n"))
+    refused = _cli("sweep", spec, "--out", tmp_path / "run", cwd=tmp_path)
+    assert refused.returncode == 2, refused.stdout + refused.stderr
+    line = SPEC.splitlines().index("objectives: {val_acc: max, n_params: min}") + 1
+    assert f"spec.yaml:{line}: objectives.n_params: expected a metric the module logs" in refused.stderr, refused.stderr
+    assert "objective 'n_params' was not logged; the module and callbacks logged: val_acc" in refused.stderr
+    assert not (tmp_path / "run").exists()
