@@ -199,7 +199,9 @@ def _write_front(info: RunInfo, run_dir: Path, ranked: list[optuna.trial.FrozenT
         extra = {"objectives": objective_values(frozen, found.names), "selected_by": rule}
         return export_text(info, run_dir, frozen, rank, title, extra)
 
-    texts = [(run_dir / BEST_FILE, text(chosen, found.members.index(chosen) + 1,
+    # As for one objective: a robust best.yaml of `export --reseed` stays; the choice goes beside it.
+    best = run_dir / (SINGLE_BEST_FILE if robust_choice(run_dir) is not None else BEST_FILE)
+    texts = [(best, text(chosen, found.members.index(chosen) + 1,
                                         f"Trial {chosen.number} of sweep {info.name!r}, chosen by {rule}"))]
     folder = run_dir / FRONT_DIR
     if len(info.objectives) > 1:
