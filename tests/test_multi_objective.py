@@ -59,7 +59,7 @@ def _epoch(epoch: int, acc: float, size: float, best_acc: float, best_size: floa
             "best:val_acc": best_acc, "best:size": best_size}
 
 
-@pytest.mark.parametrize("strategy,sampler", [("global", "TPESampler"), ("heuristic", "NSGAIISampler"),
+@pytest.mark.parametrize("strategy,sampler", [("global", "GlobalSampler"), ("heuristic", "NSGAIISampler"),
                                               ("random", "RandomSampler"), ("grid", None)])
 def test_each_strategy_gets_a_sampler_for_several_objectives(make_spec, strategy, sampler):
     text = SPEC.replace("{type: float, low: 0.0, high: 1.0}", "{type: float, low: 0.0, high: 1.0, step: 0.25}")
@@ -136,3 +136,27 @@ def test_a_resume_refuses_changed_objectives_and_lists_changed_constraints(make_
     assert any("objectives changed" in c for c in compare_specs(old, swapped).incompatible)
     changes = compare_specs(old, bounded)
     assert not changes.incompatible and any("constraints" in c for c in changes.compatible)
+
+
+def test_global_hands_trials_to_the_gp_with_two_objectives_and_a_constraint():
+    """Where the GP pays (here: told it always does), `global` runs Optuna's GP (log EHVI) on a
+    study of two objectives with constraints, after TPE's start-up trials."""
+    import warnings
+
+    from finesweep.search.space import FloatParam, SearchSpace
+    from finesweep.search.strategies import ENGINE_ATTR
+    from finesweep.search.strategies.multi_objective import make_multi_objective_sampler
+
+    space = SearchSpace(params=(FloatParam("x", 0.0, 1.0), FloatParam("y", 0.0, 1.0)))
+    sampler = make_multi_objective_sampler("global", space, {"gp_max_share": 1e6, "n_startup_trials": 4},
+                                           objectives=2, seed=0)
+    study = optuna.create_study(directions=["maximize", "minimize"], sampler=sampler)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for _ in range(7):
+            trial = study.ask()
+            params = space.sample(trial)
+            trial.set_constraint("y.max", params["y"] - 0.8)
+            study.tell(trial, [params["x"], params["y"] + (1 - params["x"]) ** 2])
+    engines = [t.system_attrs.get(ENGINE_ATTR) for t in study.trials]
+    assert engines[:4] == ["tpe"] * 4 and engines[4:] == ["gp"] * 3
