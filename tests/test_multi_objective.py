@@ -160,3 +160,34 @@ def test_global_hands_trials_to_the_gp_with_two_objectives_and_a_constraint():
             study.tell(trial, [params["x"], params["y"] + (1 - params["x"]) ** 2])
     engines = [t.system_attrs.get(ENGINE_ATTR) for t in study.trials]
     assert engines[:4] == ["tpe"] * 4 and engines[4:] == ["gp"] * 3
+
+
+def _done(number: int, acc: float, size: float, violation: float = -1.0):
+    from optuna.trial import TrialState, create_trial
+
+    trial = create_trial(state=TrialState.COMPLETE, values=[acc, size], params={}, distributions={},
+                         user_attrs={"watched": {"val_acc": acc, "size": size}},
+                         system_attrs={"constraints:size.max": violation})
+    trial.number = number
+    return trial
+
+
+def test_the_front_skips_dominated_and_infeasible_trials_and_a_rule_picks_from_it():
+    from finesweep.search.pareto_views import choose, front_lines, hypervolume_over_trials, pareto_front
+
+    trials = [_done(0, 0.9, 90.0), _done(1, 0.8, 40.0), _done(2, 0.7, 45.0), _done(3, 0.6, 10.0),
+              _done(4, 0.95, 5.0, violation=3.0), _done(5, 0.3, 8.0)]
+    found = pareto_front(trials, (("val_acc", "max"), ("size", "min")))
+    assert [t.number for t in found.members] == [0, 1, 3, 5]  # 2 dominated by 1; 4 infeasible
+    # The knee: scaled over the front, trial 3 (0.5 + 0.02) sums less than 1 (0.17 + 0.39).
+    assert choose(found, None)[0].number == 3
+    chosen, rule = choose(found, {"val_acc": "max", "subject_to": {"size": {"max": 50.0}}})
+    assert chosen.number == 1 and rule == "select: the max val_acc on the Pareto front, size <= 50"
+    assert choose(found, {"size": "min"})[0].number == 5
+    chosen, rule = choose(found, {"val_acc": "max", "subject_to": {"size": {"max": 1.0}}})
+    assert chosen.number == 3 and "no front trial within the bounds: the knee instead" in rule
+    lines = front_lines(found, *choose(found, None))
+    assert lines[0].startswith("Pareto front: 4 of 6 COMPLETE trials (1 infeasible)")
+    curve = hypervolume_over_trials(trials, found)
+    assert [n for n, _ in curve] == [0, 1, 2, 3, 4, 5]
+    assert curve[2][1] == curve[1][1] < curve[3][1] and curve[4][1] == curve[3][1]  # dominated, infeasible add 0
