@@ -182,7 +182,7 @@ def dry_run(run: TrainingRun, watched: Sequence[tuple[tuple[str, ...], str]] = (
             if name not in observe.logged:
                 logged = ", ".join(sorted(observe.logged)) or "nothing"
                 raise DryRunFailure("one training and one validation batch", key, MetricNotLoggedError(
-                    f"{key[0].rstrip('s')} {name!r} was not logged; the module and callbacks logged: {logged} "
+                    f"{key[0].rstrip('s')} {name!r} was not logged; the module logged: {logged} "
                     f"(name one of these as `{key[0]}:`, or log it with self.log in validation_step)"))
         return DryRunResult(observe.logged, data_summary(data), time.perf_counter() - started)
 

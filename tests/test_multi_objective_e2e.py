@@ -171,5 +171,5 @@ def test_an_objective_nothing_logs_is_located_by_the_dry_run(tmp_path):
     assert refused.returncode == 2, refused.stdout + refused.stderr
     line = SPEC.splitlines().index("objectives: {val_acc: max, n_params: min}") + 1
     assert f"spec.yaml:{line}: objectives.n_params: expected a metric the module logs" in refused.stderr, refused.stderr
-    assert "objective 'n_params' was not logged; the module and callbacks logged: val_acc" in refused.stderr
+    assert "objective 'n_params' was not logged; the module logged: val_acc" in refused.stderr
     assert not (tmp_path / "run").exists()
