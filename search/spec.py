@@ -253,7 +253,8 @@ class SpecChecker(SpaceRules):
             self.inputs_load(task, model, data_section, space, targets)
         strategy = self.strategy(data.get("strategy"), space)
         scheduler = self.scheduler(data.get("scheduler"))
-        check_strategy_and_scheduler(self, strategy.name, scheduler.name, len(objectives) > 1, bool(constraints))
+        check_strategy_and_scheduler(self, strategy.name, scheduler.name, len(objectives) > 1, bool(constraints),
+                                     anchored=strategy.options.get("start_from") is not None)
         budget = self.record(BudgetSpec, data.get("budget"), ("budget",))
         resources = self.record(ResourcesSpec, data.get("resources"), ("resources",))
         storage = self.storage(data.get("storage"))

@@ -22,9 +22,11 @@ if TYPE_CHECKING:
     from finesweep.search.spec_fields import FieldChecks
 
 # Strategies that work with several objectives (or constraints), and why the others do not.
-MULTI_OBJECTIVE_STRATEGIES = ("global", "heuristic", "random", "grid")
+MULTI_OBJECTIVE_STRATEGIES = ("global", "heuristic", "random", "grid", "local with start_from")
 SINGLE_OBJECTIVE_ONLY = {
-    "local": "it walks around one best trial, and with several objectives there is no single best",
+    "local": "with several objectives there is no single best to walk around: give `options: {start_from: "
+             "runs/x/pareto/rank_NN.yaml}` (a chosen Pareto point); with constraints and one objective it "
+             "would ignore them",
     "annealing": "its acceptance rule compares one value",
     "genetic": "it breeds from the best by one value; `heuristic` runs NSGA-II for several objectives",
     "auto": "its phases hand over on one value's progress",
@@ -148,9 +150,12 @@ def check_select(checks: FieldChecks, value: Any, objectives: tuple[Objective, .
 
 
 def check_strategy_and_scheduler(checks: FieldChecks, strategy: str, scheduler: str, several: bool,
-                                 constrained: bool) -> None:
-    """Refuse a strategy or scheduler that cannot handle several objectives (or constraints)."""
-    if (several or constrained) and strategy in SINGLE_OBJECTIVE_ONLY:
+                                 constrained: bool, anchored: bool = False) -> None:
+    """Refuse a strategy or scheduler that cannot handle several objectives (or constraints);
+    ``anchored``: `local` was given a start point, around which it scalarises several objectives."""
+    if strategy == "local" and several and anchored:
+        pass
+    elif (several or constrained) and strategy in SINGLE_OBJECTIVE_ONLY:
         why = "several objectives" if several else "constraints"
         checks.problem(("strategy", "name"), f"a strategy that handles {why}: "
                        f"{', '.join(MULTI_OBJECTIVE_STRATEGIES)}", repr(strategy), SINGLE_OBJECTIVE_ONLY[strategy])

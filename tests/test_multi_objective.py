@@ -3,6 +3,8 @@ of each trial's objective vector and violations, and the views' Pareto front."""
 
 from __future__ import annotations
 
+import statistics
+
 import optuna
 import pytest
 from finesweep.search.ledger import TrialLedger
@@ -191,3 +193,44 @@ def test_the_front_skips_dominated_and_infeasible_trials_and_a_rule_picks_from_i
     curve = hypervolume_over_trials(trials, found)
     assert [n for n, _ in curve] == [0, 1, 2, 3, 4, 5]
     assert curve[2][1] == curve[1][1] < curve[3][1] and curve[4][1] == curve[3][1]  # dominated, infeasible add 0
+
+
+def test_local_walks_around_a_chosen_pareto_point_and_finds_trials_better_in_both(make_spec):
+    """`local` with several objectives needs a start point; it scalarises the objectives around
+    the trial that ran it (Chebyshev), so only trials that improve on it in both are successes."""
+    import warnings
+
+    from finesweep.search.space import FloatParam, SearchSpace
+    from finesweep.search.strategies._planning import history
+    from finesweep.search.strategies.multi_objective import make_multi_objective_sampler
+
+    text = SPEC.replace("strategy: {name: STRATEGY, seed: 0}",
+                        "strategy: {name: local, seed: 0, options: {start_from: {width: 0.3}}}")
+    assert make_spec("local", text).strategy.name == "local"  # accepted with a start point
+    space = SearchSpace(params=(FloatParam("x", 0.0, 1.0), FloatParam("y", 0.0, 1.0)))
+    start = {"x": 0.5, "y": 0.5}
+    sampler = make_multi_objective_sampler("local", space, {"start_from": start, "radius": 0.1}, objectives=2, seed=0)
+    study = optuna.create_study(directions=["maximize", "minimize"], sampler=sampler)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for _ in range(30):
+            trial = study.ask()
+            p = space.sample(trial)
+            # x trades one objective for the other; a lower y improves both.
+            study.tell(trial, [p["x"] - p["y"], p["x"] + p["y"]])
+    trials = study.trials
+    assert trials[0].params == start
+    losses = {o.number: o.loss for o in history(study, start)}
+    assert losses[0] == 0.0
+    better = [t for t in trials if losses[t.number] < 0]
+    worse_in_one = [t for t in trials if (t.values[0] > trials[0].values[0]) != (t.values[1] < trials[0].values[1])]
+    assert better and worse_in_one  # both kinds were tried
+    assert all(t.values[0] > trials[0].values[0] and t.values[1] < trials[0].values[1] for t in better)
+    assert statistics.mean(t.params["y"] for t in trials[-10:]) < 0.45  # it walked down y, where both improve
+
+
+def test_local_without_a_start_point_is_refused_for_several_objectives(make_spec):
+    from finesweep.search.spec import SpecError
+
+    with pytest.raises(SpecError, match="start_from"):
+        make_spec("local")
