@@ -69,6 +69,9 @@ class RingNet(pl.LightningModule):
         x, y = batch
         self.log("val_acc", (self(x).argmax(1) == y).float().mean())
 
+    def predict_step(self, batch, batch_idx):
+        return self(batch[0])
+
     def configure_optimizers(self):
         return torch.optim.Adam(self.parameters(), lr=self.hparams.lr)
 '''
@@ -160,6 +163,17 @@ def test_two_objectives_and_a_constraint_on_an_own_model(tmp_path):
     assert trained.returncode == 0, trained.stdout + trained.stderr
     retrained = float(re.search(r"val_acc (\d+\.\d+) \(sweep: ", trained.stdout).group(1))
     assert retrained == pytest.approx(_record(front_files[0])["value"], abs=1e-4), trained.stdout
+
+    # The trials' kept weights serve an ensemble, and --reseed retrains the best two by the first objective.
+    ensembled = _cli("ensemble", run_dir, "--top-k", "2", cwd=tmp_path)
+    assert ensembled.returncode == 0, ensembled.stdout + ensembled.stderr
+    assert "ensemble (mean" in ensembled.stdout
+    reseeded = _cli("export", run_dir, "--top-k", "2", "--reseed", "1", cwd=tmp_path)
+    assert reseeded.returncode == 0, reseeded.stdout + reseeded.stderr
+    assert "Robust best of sweep 'rings'" in (run_dir / "best.yaml").read_text()
+    again = _cli("export", run_dir, cwd=tmp_path)  # a later plain export keeps the robust best.yaml
+    assert again.returncode == 0 and "best_single.yaml" in again.stdout, again.stdout + again.stderr
+    assert "Robust best of sweep 'rings'" in (run_dir / "best.yaml").read_text()
 
 
 @pytest.mark.slow
