@@ -82,6 +82,8 @@ def choose(found: Front, select: Mapping[str, Any] | None) -> tuple[optuna.trial
     ``select: {objective: max|min, subject_to: {name: {max|min: x}}}``, else the knee."""
     if not found.members:
         raise ValueError("no feasible COMPLETE trial on the front")
+    if len(found.names) == 1:  # one objective with constraints: its front is the best feasible trial
+        return found.members[0], "the best trial that meets every constraint"
     if select:
         name = next(k for k in select if k != "subject_to")
         mode = select[name]

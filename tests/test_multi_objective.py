@@ -234,3 +234,12 @@ def test_local_without_a_start_point_is_refused_for_several_objectives(make_spec
 
     with pytest.raises(SpecError, match="start_from"):
         make_spec("local")
+
+
+def test_one_objective_with_constraints_chooses_the_best_feasible_trial():
+    from finesweep.search.pareto_views import choose, pareto_front
+
+    trials = [_done(0, 0.9, 90.0, violation=10.0), _done(1, 0.8, 40.0), _done(2, 0.7, 45.0)]
+    found = pareto_front(trials, (("val_acc", "max"),))
+    assert [t.number for t in found.members] == [1]
+    assert choose(found, None) == (trials[1], "the best trial that meets every constraint")
