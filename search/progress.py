@@ -117,6 +117,9 @@ class SweepMonitor:
             detail = outcome.reason
         else:
             detail = f"{self.spec.metric} {outcome.value:.4f}"
+            if outcome.values is not None:  # several objectives: each one's value at that epoch
+                detail += "".join(f", {o.name} {v:.4g}" for o, v in zip(self.spec.objectives[1:], outcome.values[1:],
+                                                                          strict=True))
             if best_epoch is not None and best_epoch != epochs:
                 detail += f" at epoch {best_epoch}"
             if stopped_early:
