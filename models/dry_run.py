@@ -13,7 +13,7 @@ import sys
 import tempfile
 import time
 import types
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -142,10 +142,11 @@ def _source_file(cls: type) -> str | None:
     return getattr(module, "__file__", None)
 
 
-def dry_run(run: TrainingRun) -> DryRunResult:
+def dry_run(run: TrainingRun, watched: Sequence[tuple[tuple[str, ...], str]] = ()) -> DryRunResult:
     """Build ``run``'s model, DataModule and Trainer (the run's own options and callbacks), and fit
     one training and one validation batch on the CPU; raise :class:`DryRunFailure` naming the
-    part of the config that raised, or the metric when ``run.metric`` was not logged. Nothing is
+    part of the config that raised, or the metric when ``run.metric`` was not logged (or a name of
+    ``watched``, given with the spec key to blame: an objective, a constrained value). Nothing is
     written outside a temporary folder, and the caller's random state is left as it was."""
     started = time.perf_counter()
     suspects = _Suspects(run)
@@ -177,11 +178,12 @@ def dry_run(run: TrainingRun) -> DryRunResult:
         except Exception as error:
             raise DryRunFailure("setup and one training and one validation batch",
                                 suspects.culprit(error.__traceback__, ("model",)), error) from error
-        if run.metric not in observe.logged:
-            logged = ", ".join(sorted(observe.logged)) or "nothing"
-            raise DryRunFailure("one training and one validation batch", ("metric",), MetricNotLoggedError(
-                f"metric {run.metric!r} was not logged; the module logged: {logged} (name one of these as "
-                "`metric:`, or log it with self.log in validation_step)"))
+        for key, name in [(("metric",), run.metric), *watched]:
+            if name not in observe.logged:
+                logged = ", ".join(sorted(observe.logged)) or "nothing"
+                raise DryRunFailure("one training and one validation batch", key, MetricNotLoggedError(
+                    f"{key[0].rstrip('s')} {name!r} was not logged; the module logged: {logged} "
+                    f"(name one of these as `{key[0]}:`, or log it with self.log in validation_step)"))
         return DryRunResult(observe.logged, data_summary(data), time.perf_counter() - started)
 
 

@@ -43,6 +43,8 @@ def _parser() -> argparse.ArgumentParser:
     export = commands.add_parser("export", help="(re)write best.yaml of a finished sweep")
     export.add_argument("run_dir", type=Path)
     export.add_argument("--top-k", type=int, default=1, help="also write top/rank_NN.yaml for the best K")
+    export.add_argument("--select", help="several objectives: choose best.yaml by '{val_acc: max, subject_to: "
+                        "{latency_ms: {max: 5}}}' instead of the spec's select: (default: the knee of the front)")
     export.add_argument("--reseed", type=int, metavar="N",
                         help="retrain each of the top K configs with N new seeds (through Ray) and export the "
                              "best mean as best.yaml; numbers in robust.yaml and robust.md")
@@ -184,6 +186,7 @@ def cmd_resume(args: argparse.Namespace) -> int:
 
 def cmd_export(args: argparse.Namespace) -> int:
     from finesweep.search.export import robust_choice, write_exports
+    from finesweep.search.pareto_views import chosen_line, selection
     from finesweep.search.results import ResultsError, load_sweep
     from finesweep.search.run_dir import BEST_FILE, ROBUST_FILE, ROBUST_TABLE, SINGLE_BEST_FILE
 
@@ -198,10 +201,11 @@ def cmd_export(args: argparse.Namespace) -> int:
         return _results_error(error)
     ranked = record.ranked()
     robust = robust_choice(args.run_dir)
-    paths = write_exports(record.info, args.run_dir, ranked, args.top_k)
+    paths = write_exports(selection(record, args.select), args.run_dir, ranked, args.top_k)
     if not paths:
         print("finesweep: no COMPLETE trial to export", file=sys.stderr)
         return 1
+    print(*chosen_line(paths[0]), sep="", end="", file=sys.stderr)
     if robust is not None:
         print(f"finesweep: kept {BEST_FILE}: it holds the robust best of `export --reseed` (trial {robust}, "
               f"numbers in {ROBUST_TABLE}); the single best trial (trial {ranked[0].number}) went to "

@@ -140,12 +140,19 @@ def run_dry_run(spec: SweepSpec) -> DryRunReport:
         quiet_training_logs()
         for values, run in zip(chosen, runs, strict=True):
             try:
-                result = dry_run(run)
+                result = dry_run(run, _watched(spec))
             except DryRunFailure as failure:
                 raise _located(spec, values, run, failure.stage, failure.culprit, failure.error, chosen) from None
             summary = summary or result.data_summary
     picked = {name: tuple(dict.fromkeys(v[name] for v in chosen if name in v)) for name in classes}
     return DryRunReport(len(chosen), time.perf_counter() - started, picked, summary, simulated)
+
+
+def _watched(spec: SweepSpec) -> list[tuple[KeyPath, str]]:
+    """Every further name the sweep reads, with the spec key that names it."""
+    names = [o.name for o in spec.objectives]
+    return [*((("objectives", n), n) for n in names[1:]),
+            *((("constraints", n), n) for n in spec.constraints if n not in names)]
 
 
 def describe_data(spec: SweepSpec) -> str | None:
@@ -252,8 +259,9 @@ def _located(spec: SweepSpec, values: Mapping[str, Any], run: TrainingRun, stage
     text = " ".join(str(error).split())
     reason = f"{type(error).__name__}: {text}" if text else type(error).__name__
     config = {"model": dict(run.model), "data": dict(run.data), "trainer": dict(run.trainer)}
-    if culprit == ("metric",):
-        key: KeyPath = ("metric",)
+    if culprit == ("metric",) or culprit[:1] in (("objectives",), ("constraints",)):
+        key: KeyPath = culprit if spec.raw.get("objectives") is None or culprit != ("metric",) else \
+            ("objectives", spec.metric)
         expected = "a metric the module logs in validation (the dry run's batch logged none of that name)"
         reason = text
     else:

@@ -40,6 +40,7 @@ from finesweep.search.run_files import (
 from finesweep.search.spec_components import ComponentChecks
 from finesweep.search.spec_loading import parse_yaml_text, read_text
 from finesweep.search.spec_problems import Problem, SpecError
+from finesweep.search.study import first_value
 
 if TYPE_CHECKING:
     import optuna
@@ -68,7 +69,8 @@ def lightning_config(config: Mapping[str, Any], seed: int, max_epochs: int) -> d
             "model": dict(config["model"]), "data": dict(config["data"])}
 
 
-def export_record(info: RunInfo, run_dir: Path, frozen: optuna.trial.FrozenTrial, rank: int) -> dict[str, Any]:
+def export_record(info: RunInfo, run_dir: Path, frozen: optuna.trial.FrozenTrial, rank: int,
+                  extra: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """finesweep's record of an exported trial (the ``#%`` lines)."""
     checkpoint = checkpoint_path(run_dir, frozen.number)
     return {
@@ -77,11 +79,12 @@ def export_record(info: RunInfo, run_dir: Path, frozen: optuna.trial.FrozenTrial
         "task": info.task_label,
         "metric": info.metric,
         "mode": info.mode,
-        "value": float(frozen.value),
+        "value": first_value(frozen),
         "best_epoch": frozen.user_attrs.get("best_epoch"),
         "trial": frozen.number,
         "rank": rank,
         "params": dict(frozen.params),
+        **(extra or {}),
         "threads": info.threads,
         # Where the spec's own modules are imported from, wherever the export is read.
         "spec_dir": info.spec_dir,
@@ -92,8 +95,8 @@ def export_record(info: RunInfo, run_dir: Path, frozen: optuna.trial.FrozenTrial
 
 
 def export_text(info: RunInfo, run_dir: Path, frozen: optuna.trial.FrozenTrial, rank: int,
-                title: str) -> str:
-    record = export_record(info, run_dir, frozen, rank)
+                title: str, extra: Mapping[str, Any] | None = None) -> str:
+    record = export_record(info, run_dir, frozen, rank, extra)
     config = lightning_config(recorded_config(frozen), recorded_seed(frozen), info.max_epochs)
     path = (run_dir / BEST_FILE).resolve()
     header = [f"# {title}, exported by finesweep as a LightningCLI config.",
@@ -161,6 +164,8 @@ def write_exports(info: RunInfo, run_dir: Path, ranked: list[optuna.trial.Frozen
     """
     if not ranked:
         return []
+    if len(info.objectives) > 1 or info.constraints:
+        return _write_front(info, run_dir, ranked)
     name = SINGLE_BEST_FILE if robust_choice(run_dir) is not None else BEST_FILE
     title = f"Best trial of sweep {info.name!r}" + (
         f" ({BEST_FILE} holds the robust best of `export --reseed` instead; see robust.md)"
@@ -177,6 +182,38 @@ def write_exports(info: RunInfo, run_dir: Path, ranked: list[optuna.trial.Frozen
         write_atomically(target, text)
     written = [target for target, _ in texts]
     return written
+
+
+def _write_front(info: RunInfo, run_dir: Path, ranked: list[optuna.trial.FrozenTrial]) -> list[Path]:
+    """``best.yaml`` chosen on the front by the spec's `select:` rule (else the knee), and with
+    several objectives the whole front as ``pareto/rank_NN.yaml`` (by the first objective)."""
+    from finesweep.search.pareto_views import choose, objective_values, pareto_front
+    from finesweep.search.run_dir import FRONT_DIR, front_path
+
+    found = pareto_front(ranked, info.objectives)
+    if not found.members:
+        return []
+    chosen, rule = choose(found, info.select)
+
+    def text(frozen: optuna.trial.FrozenTrial, rank: int, title: str) -> str:
+        extra = {"objectives": objective_values(frozen, found.names), "selected_by": rule}
+        return export_text(info, run_dir, frozen, rank, title, extra)
+
+    # As for one objective: a robust best.yaml of `export --reseed` stays; the choice goes beside it.
+    best = run_dir / (SINGLE_BEST_FILE if robust_choice(run_dir) is not None else BEST_FILE)
+    texts = [(best, text(chosen, found.members.index(chosen) + 1,
+                                        f"Trial {chosen.number} of sweep {info.name!r}, chosen by {rule}"))]
+    folder = run_dir / FRONT_DIR
+    if len(info.objectives) > 1:
+        for stale in folder.glob("rank_*.yaml") if folder.is_dir() else ():
+            stale.unlink()  # A front only grows better: an earlier export's members may be dominated now.
+        texts += [(front_path(run_dir, rank), text(frozen, rank, f"Pareto trial {rank} of "
+                                                          f"{len(found.members)} of sweep {info.name!r}"))
+                  for rank, frozen in enumerate(found.members, start=1)]
+    for target, content in texts:
+        own_folder(target.parent)
+        write_atomically(target, content)
+    return [target for target, _ in texts]
 
 
 @dataclass(frozen=True)

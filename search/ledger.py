@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from finesweep.models.run import MetricNotLoggedError, NonFiniteMetricError
+from finesweep.search.objectives import best_values, with_objectives
 from finesweep.search.study import set_user_attrs, tell, trial_outcome
 from finesweep.search.trial import discard_training_state, failure_reason
 
@@ -134,7 +135,9 @@ class TrialLedger:
             set_user_attrs(trial, where)
         self._last[runner_id] = result
         value = result.get(self.spec.metric)
-        if value is not None and "epoch" in result:
+        # Optuna keeps no intermediate values for several objectives (Trial.report refuses);
+        # MO-ASHA reads each epoch's objectives from Ray's reports instead.
+        if value is not None and "epoch" in result and not self.spec.several_objectives:
             with warnings.catch_warnings():
                 # A re-run interrupted trial reports its first epochs again; the first value stays.
                 warnings.simplefilter("ignore", UserWarning)
@@ -163,7 +166,11 @@ class TrialLedger:
             return
         reason = (failure_reason(self.run_dir, trial.number) or runner_error()) if error else None
         outcome = trial_outcome(last or None, error, self.spec.budget.max_epochs, reason)
+        outcome, constraints = with_objectives(outcome, last, self.spec)
         ending: dict[str, Any] = {"epochs": epochs}
+        if self.spec.multi and outcome.state != "FAIL":
+            # The objectives' and constrained values at the best epoch, for the views' front.
+            ending["watched"] = best_values(last)
         if "reported_at" in last:
             ending["ended_at"] = last["reported_at"]  # A benchmark timing, as first_step_at.
         if "best_epoch" in last:
@@ -174,6 +181,8 @@ class TrialLedger:
             # Retried or resumed, it went on from that epoch's training state.
             ending["resumed_from_epoch"] = int(last["resumed_from_epoch"])
         set_user_attrs(trial, ending)
+        for key, value in (constraints or {}).items():
+            trial.set_constraint(key, value)  # Optuna's own record, which TPE and NSGA-II read
         tell(self.study, trial, outcome)
         discard_training_state(self.run_dir, trial.number)
         self._count_failure(outcome.reason if outcome.state == "FAIL" else None)

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 
 from finesweep.models.run import Direction
 from finesweep.search.run_dir import trial_name
-from finesweep.search.study import Outcome, ranked_trials, state_counts
+from finesweep.search.study import Outcome, first_value, ranked_trials, state_counts
 
 if TYPE_CHECKING:
     import optuna
@@ -70,7 +70,7 @@ class SweepMonitor:
                     self.counts[state] += count
             ranked = ranked_trials(study, spec.mode)
             if ranked:
-                self.best = (float(ranked[0].value), ranked[0].number)
+                self.best = (first_value(ranked[0]), ranked[0].number)
         self.last_output = time.monotonic()
 
     def trial_started(self, number: int, params: Mapping[str, Any], *, phase: str | None = None,
@@ -90,11 +90,11 @@ class SweepMonitor:
         HParams record from the study and their progress line; call after ``fail_unfinished``."""
         for frozen in study.get_trials(deepcopy=False):
             if frozen.number in self.running and frozen.state.is_finished():
-                value = frozen.value if frozen.state.name == "COMPLETE" else None
+                value = first_value(frozen) if frozen.state.name == "COMPLETE" else None
                 epochs = int(frozen.user_attrs.get("epochs", 0))
                 if self.hparams is not None:
                     self.hparams.write_trial(trial_name(frozen.number), frozen.params, frozen.state.name,
-                                             value, epochs)
+                                             value, epochs, (frozen.values or [])[1:] if value is not None else ())
                 self.running.discard(frozen.number)
                 if frozen.state.name == "FAIL":  # One line per failed trial, with its reason.
                     self.counts["FAIL"] += 1
@@ -111,11 +111,15 @@ class SweepMonitor:
                 outcome.value, self.best[0] if self.best else None):
             self.best = (outcome.value, number)
         if self.hparams is not None:
-            self.hparams.write_trial(trial_name(number), params, outcome.state, outcome.value, epochs)
+            self.hparams.write_trial(trial_name(number), params, outcome.state, outcome.value, epochs,
+                                     (outcome.values or ())[1:])
         if outcome.value is None:
             detail = outcome.reason
         else:
             detail = f"{self.spec.metric} {outcome.value:.4f}"
+            if outcome.values is not None:  # several objectives: each one's value at that epoch
+                detail += "".join(f", {o.name} {v:.4g}" for o, v in zip(self.spec.objectives[1:], outcome.values[1:],
+                                                                          strict=True))
             if best_epoch is not None and best_epoch != epochs:
                 detail += f" at epoch {best_epoch}"
             if stopped_early:
@@ -171,7 +175,7 @@ def trials_summary(study: optuna.Study, metric: str, mode: str, names: list[str]
     ranked = ranked_trials(study, mode)[:top_k]
     if ranked:
         header = ["rank", "trial", metric, "epoch", *names]
-        rows = [[str(rank), str(t.number), f"{t.value:.4f}", str(t.user_attrs.get("best_epoch", "")),
+        rows = [[str(rank), str(t.number), f"{first_value(t):.4f}", str(t.user_attrs.get("best_epoch", "")),
                  *[_format_value(t.params.get(n, "-")) for n in names]]
                 for rank, t in enumerate(ranked, start=1)]
         widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]

@@ -21,6 +21,7 @@ for _name, _value in tune_run.TUNE_ENVIRONMENT.items():  # Read when Ray Tune is
 
 import ray  # noqa: E402
 from finesweep.search.ledger import FINISHED, TrialLedger  # noqa: E402
+from finesweep.search.mo_asha import SweepRungs  # noqa: E402
 from finesweep.search.schedulers import scheduler_arguments  # noqa: E402
 from finesweep.search.trial import SweepContext, TrialRequest, run_trial  # noqa: E402
 from ray import tune  # noqa: E402
@@ -130,6 +131,17 @@ class _Control(tune_run.RunControl, tune.Stopper, tune.Callback):
         self.step()
 
 
+class _MultiObjectiveScheduler(tune.schedulers.FIFOScheduler):
+    """MO-ASHA (search/mo_asha.py) as a Tune scheduler: Ray's own take one metric."""
+
+    def __init__(self, rungs: SweepRungs) -> None:
+        super().__init__()
+        self._rungs = rungs
+
+    def on_trial_result(self, tune_controller: Any, trial: Any, result: dict[str, Any]) -> str:
+        return self.CONTINUE if self._rungs.goes_on(trial.trial_id, result) else self.STOP
+
+
 def run_trials(ledger: TrialLedger, *, trials: int, verbose: bool = False,
                tick: Callable[[], None] | None = None, on_cluster: bool = False) -> str | None:
     """Run ``trials`` trials of the ledger's sweep through Ray Tune; returns why the sweep stopped
@@ -143,8 +155,11 @@ def run_trials(ledger: TrialLedger, *, trials: int, verbose: bool = False,
         return None
     context = tune_run.sweep_context(spec, run_dir, on_cluster)
     control = _Control(ledger.stop, ledger, ledger.monitor, tick)
-    scheduler = SCHEDULERS[spec.scheduler.name](
-        **scheduler_arguments(spec.scheduler.name, spec.scheduler.options, spec.budget.max_epochs))
+    if spec.several_objectives and spec.scheduler.name in ("asha", "hyperband"):
+        scheduler: Any = _MultiObjectiveScheduler(SweepRungs(spec))
+    else:
+        scheduler = SCHEDULERS[spec.scheduler.name](
+            **scheduler_arguments(spec.scheduler.name, spec.scheduler.options, spec.budget.max_epochs))
     tuner = tune.Tuner(
         tune.with_resources(tune.with_parameters(_trainable, context=context), tune_run.trial_resources(spec)),
         tune_config=tune.TuneConfig(search_alg=StudySearcher(ledger), scheduler=scheduler,

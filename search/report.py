@@ -23,7 +23,7 @@ from finesweep.models.run import Direction, metric_split
 from finesweep.search.importance import Importances, importances
 from finesweep.search.results import SweepRecord, format_value, param_cells, trial_value
 from finesweep.search.run_dir import PLOT_DIR, REPORT_FILE, own_folder, tensorboard_dir
-from finesweep.search.study import describe_storage, state_counts
+from finesweep.search.study import describe_storage, first_value, state_counts
 
 if TYPE_CHECKING:
     import optuna
@@ -83,7 +83,7 @@ def plot_history(record: SweepRecord, trials: list[optuna.trial.FrozenTrial]) ->
     steps_x, steps_y = [], []
     for trial in sorted(trials, key=lambda t: t.number):
         if trial.state.name == "COMPLETE":
-            value = float(trial.value)
+            value = first_value(trial)
             best = value if best is None else Direction(record.mode).best((best, value))
         if best is not None:
             steps_x.append(trial.number)
@@ -256,7 +256,7 @@ def plot_curves(record: SweepRecord, trials: list[optuna.trial.FrozenTrial], top
         losses_seen |= curve(loss_axes, losses(trial), **style) is not None
     for trial in record.ranked()[:top_k]:
         line = curve(metric_axes, trial.intermediate_values, linewidth=1.8,
-                     label=f"trial {trial.number} ({record.metric} {trial.value:.4f})")
+                     label=f"trial {trial.number} ({record.metric} {first_value(trial):.4f})")
         # Same colour in both panels, so the legend on the left names the curves on the right.
         losses_seen |= curve(loss_axes, losses(trial), linewidth=1.8,
                              color=line.get_color() if line is not None else None) is not None
@@ -299,6 +299,8 @@ img { max-width: 100%; border: 1px solid #eee; }
 def write_report(record: SweepRecord, out_dir: Path | None = None, top_k: int = 5) -> Path:
     """Write ``report.html`` and ``report/*.png`` into ``out_dir`` (default: the run directory)."""
     out_dir = Path(out_dir or record.run_dir or ".")
+    from finesweep.search.report_front import front_plots
+
     trials = record.study.get_trials(deepcopy=False)
     weights = importances(record, trials)
     curves = plot_curves(record, trials, top_k)
@@ -317,6 +319,7 @@ def write_report(record: SweepRecord, out_dir: Path | None = None, top_k: int = 
              f"{record.metric} (left) and {loss_name} (right, from the trials' TensorBoard scalars) per epoch "
              f"of the best {top_k} COMPLETE trials against every PRUNED one.", _png(curves)),
     ]
+    plots[1:1] = front_plots(record, trials)  # several objectives: the front comes right after the history
     sections = []
     for plot in plots:
         if plot.png:
@@ -331,7 +334,7 @@ def write_report(record: SweepRecord, out_dir: Path | None = None, top_k: int = 
     names = list(record.param_names)
     ranked = record.ranked()[:top_k]
     top = _table(["rank", "trial", record.metric, "best epoch", *names],
-                 [[str(rank), str(t.number), f"{t.value:.4f}", str(t.user_attrs.get("best_epoch", "")),
+                 [[str(rank), str(t.number), f"{first_value(t):.4f}", str(t.user_attrs.get("best_epoch", "")),
                    *param_cells(t.params, names)] for rank, t in enumerate(ranked, start=1)]
                  ) if ranked else "<p>No COMPLETE trial yet.</p>"
     ordered = sorted(trials, key=lambda t: t.number)

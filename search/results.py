@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 from finesweep.models.run import Direction
 from finesweep.search.run_dir import SPEC_COPY, STUDY_FILE
 from finesweep.search.run_files import NAME, Fields, RunFileError, RunInfo, read_spec_copy
-from finesweep.search.study import describe_storage, ranked_trials, sqlite_file, storage_url
+from finesweep.search.study import describe_storage, first_value, ranked_trials, sqlite_file, storage_url
 
 if TYPE_CHECKING:
     import optuna
@@ -44,8 +44,29 @@ class SweepRecord:
     run_dir: Path | None = None
 
     def ranked(self) -> list[optuna.trial.FrozenTrial]:
-        """COMPLETE trials, best first."""
+        """COMPLETE trials, best first (by the first objective)."""
         return ranked_trials(self.study, self.mode)
+
+    @property
+    def objectives(self) -> tuple[tuple[str, str], ...]:
+        """Every objective as (name, mode): the run's spec copy, else the study's record."""
+        if self.info is not None and self.info.objectives:
+            return self.info.objectives
+        recorded = self.study.user_attrs.get("objectives")
+        if isinstance(recorded, list) and len(recorded) == len(self.study.directions):
+            return tuple((str(n), str(m)) for n, m in recorded)
+        return ((self.metric, self.mode),)
+
+    @property
+    def constraints(self) -> Mapping[str, Mapping[str, float]]:
+        if self.info is not None:
+            return self.info.constraints
+        recorded = self.study.user_attrs.get("constraints")
+        return recorded if isinstance(recorded, dict) else {}
+
+    @property
+    def multi(self) -> bool:
+        return len(self.objectives) > 1 or bool(self.constraints)
 
 
 def read_only_url(url: str) -> str:
@@ -189,7 +210,7 @@ def load_sweep(target: str | Path, study_name: str | None = None) -> SweepRecord
 
 
 def _direction(study: optuna.Study) -> str:
-    return Direction.from_optuna(study.direction.name).mode
+    return Direction.from_optuna(study.directions[0].name).mode
 
 
 def _recorded_metric(study: optuna.Study, default: str) -> str:
@@ -212,7 +233,7 @@ def trial_value(trial: optuna.trial.FrozenTrial, mode: str) -> float | None:
     """A COMPLETE trial's value; for a PRUNED one, its best epoch before it was stopped
     (the epoch its checkpoint holds); None for any other trial."""
     if trial.state.name == "COMPLETE":
-        return float(trial.value)
+        return first_value(trial)
     if trial.state.name == "PRUNED" and trial.intermediate_values:
         values = trial.intermediate_values.values()
         return float(Direction(mode).best(values))

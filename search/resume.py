@@ -39,7 +39,10 @@ def compare_specs(old: SweepSpec, new: SweepSpec) -> SpecChanges:
     # would start a second study beside the first and overwrite its best.yaml.
     for label, before, after in (("name", old.name, new.name), ("model", old.model.class_path, new.model.class_path),
                                  ("data", old.data.as_config(), new.data.as_config()),
-                                 ("metric", old.metric, new.metric), ("mode", old.mode, new.mode)):
+                                 ("metric", old.metric, new.metric), ("mode", old.mode, new.mode),
+                                 # The study holds one value per objective, in this order.
+                                 ("objectives", [(o.name, o.mode) for o in old.objectives],
+                                  [(o.name, o.mode) for o in new.objectives])):
         if before != after:
             changes.incompatible.append(f"{label} changed from {before!r} to {after!r}")
     old_params = {p.name: p for p in old.space.params}
@@ -57,6 +60,8 @@ def compare_specs(old: SweepSpec, new: SweepSpec) -> SpecChanges:
         changes.compatible.append("fixed values changed")
     if dict(old.trainer) != dict(new.trainer):
         changes.compatible.append("trainer options changed")
+    if dict(old.constraints) != dict(new.constraints) or old.select != new.select:
+        changes.compatible.append("constraints or select changed (earlier trials keep their recorded violations)")
     for label in ("budget", "strategy", "scheduler", "resources"):
         if getattr(old, label) != getattr(new, label):
             changes.compatible.append(f"{label} changed")

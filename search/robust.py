@@ -229,7 +229,8 @@ def _proxy(frozen: Any, value: float) -> Any:
     import copy
 
     proxy = copy.deepcopy(frozen)
-    proxy.value = value
+    # The first objective's value; a trial of several objectives keeps the others as recorded.
+    proxy.values = [value, *list(frozen.values or [])[1:]]
     return proxy
 
 

@@ -26,6 +26,8 @@ BEST_FILE = "best.yaml"
 # Where a plain export puts the single best trial while best.yaml holds the robust choice.
 SINGLE_BEST_FILE = "best_single.yaml"
 TOP_DIR = "top"
+# The Pareto front of a sweep of several objectives, one export per trial on it.
+FRONT_DIR = "pareto"
 TRIALS_DIR = "trials"
 TENSORBOARD_DIR = "tensorboard"
 # The sub-run of a trial's TensorBoard run that holds its start record while it runs.
@@ -93,6 +95,11 @@ def ray_error_path(run_dir: str | Path, trial_id: str) -> Path:
 
 def rank_path(run_dir: str | Path, rank: int) -> Path:
     return Path(run_dir) / TOP_DIR / f"rank_{rank:02d}.yaml"
+
+
+def front_path(run_dir: str | Path, rank: int) -> Path:
+    """A Pareto trial's export, numbered by the first objective, best first."""
+    return Path(run_dir) / FRONT_DIR / f"rank_{rank:02d}.yaml"
 
 
 def own_folder(path: Path) -> Path:

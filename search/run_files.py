@@ -16,7 +16,7 @@ import math
 import os
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -157,13 +157,20 @@ class RunInfo:
     # The original spec's folder: the user's modules are imported from there by the commands
     # that train (never by a view).
     spec_dir: str = "."
+    # Every objective as (name, mode), the first being metric/mode; bounds on logged values;
+    # the spec's `select:` rule as written (None: the knee of the front).
+    objectives: tuple[tuple[str, str], ...] = ()
+    constraints: Mapping[str, Mapping[str, float]] = field(default_factory=dict)
+    select: Mapping[str, Any] | None = None
 
     @classmethod
     def of_spec(cls, spec: Any) -> RunInfo:
         return cls(name=spec.name, task_label=spec.task_label, metric=spec.metric, mode=spec.mode,
                    param_names=tuple(spec.space.names), storage=spec.storage, trials=spec.budget.trials,
                    max_epochs=spec.budget.max_epochs, cpus=spec.resources.cpus, gpus=spec.resources.gpus,
-                   concurrency=spec.resources.concurrency, seed=spec.strategy.seed, spec_dir=str(spec.base_dir))
+                   concurrency=spec.resources.concurrency, seed=spec.strategy.seed, spec_dir=str(spec.base_dir),
+                   objectives=tuple((o.name, o.mode) for o in spec.objectives), constraints=spec.constraints,
+                   select=spec.raw.get("select"))
 
     @property
     def threads(self) -> int:
@@ -190,8 +197,23 @@ def read_spec_copy(run_dir: str | Path) -> RunInfo:
     check = Fields(path, marks)
     data = check.mapping(data, (), limit=64)
     name = check.name(data.get("name"), ("name",), SWEEP_NAME)
-    metric = check.name(data.get("metric"), ("metric",))
-    mode = check.choice(data.get("mode", "max"), ("mode",), ("min", "max"))
+    objectives: tuple[tuple[str, str], ...] = ()
+    if "objectives" in data:
+        objectives = tuple((check.name(k, ("objectives", k)), check.choice(v, ("objectives", k), ("min", "max")))
+                           for k, v in check.mapping(data["objectives"], ("objectives",)).items())
+        if not objectives:
+            raise check.fail(("objectives",), "at least one objective", "none")
+        metric, mode = objectives[0]
+    else:
+        metric = check.name(data.get("metric"), ("metric",))
+        mode = check.choice(data.get("mode", "max"), ("mode",), ("min", "max"))
+        objectives = ((metric, mode),)
+    constraints = {
+        check.name(k, ("constraints", k)): {check.choice(side, ("constraints", k, side), ("min", "max")):
+                                            check.number(v, ("constraints", k, side), -1e300, 1e300)
+                                            for side, v in check.mapping(bound, ("constraints", k)).items()}
+        for k, bound in check.mapping(data.get("constraints") or {}, ("constraints",)).items()}
+    select = check.mapping(data["select"], ("select",)) if data.get("select") is not None else None
     task = data.get("task")
     if task is not None:
         label = check.name(task, ("task",))
@@ -217,7 +239,8 @@ def read_spec_copy(run_dir: str | Path) -> RunInfo:
         gpus=check.number(resources.get("gpus", 0), ("resources", "gpus"), 0, 1e4),
         concurrency=check.integer(resources.get("concurrency", 2), ("resources", "concurrency"), 1, 100_000),
         seed=None if seed is None else check.integer(seed, ("strategy", "seed"), 0, MAX_TRIALS),
-        spec_dir=str(spec_dir if spec_dir is not None else Path(run_dir).resolve()))
+        spec_dir=str(spec_dir if spec_dir is not None else Path(run_dir).resolve()),
+        objectives=objectives, constraints=constraints, select=select)
 
 
 def _condition_order(space: Mapping[str, Any], names: list[str]) -> tuple[str, ...]:

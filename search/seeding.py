@@ -63,9 +63,16 @@ def build_sampler(spec: SweepSpec) -> optuna.samplers.BaseSampler:
     """The spec's strategy; a seeded one draws per trial, so a resumed sweep goes on as
     an uninterrupted one would instead of repeating its first suggestions."""
     from finesweep.search.strategies import make_sampler
+    from finesweep.search.strategies.multi_objective import make_multi_objective_sampler
 
     strategy = spec.strategy
+
+    def build(seed: int | None) -> optuna.samplers.BaseSampler:
+        if spec.multi:  # several objectives, or constraints for the sampler to weigh
+            return make_multi_objective_sampler(strategy.name, spec.space, strategy.options,
+                                                objectives=len(spec.objectives), seed=seed)
+        return make_sampler(strategy.name, spec.space, strategy.options, seed)
+
     if strategy.seed is None:
-        return make_sampler(strategy.name, spec.space, strategy.options, None)
-    return PerTrialSeededSampler(
-        lambda seed: make_sampler(strategy.name, spec.space, strategy.options, seed), strategy.seed)
+        return build(None)
+    return PerTrialSeededSampler(build, strategy.seed)

@@ -29,6 +29,14 @@ from finesweep.search.spec_choices import deferred_arguments
 from finesweep.search.spec_components import Component
 from finesweep.search.spec_fields import number_rule
 from finesweep.search.spec_loading import parse_yaml_text, read_text, spec_dir_of
+from finesweep.search.spec_objectives import (
+    Objective,
+    Selection,
+    check_bounds,
+    check_objectives,
+    check_select,
+    check_strategy_and_scheduler,
+)
 from finesweep.search.spec_paths import resolve_relative
 from finesweep.search.spec_problems import KeyPath, Problem, SpecError, describe
 from finesweep.search.spec_space import SpaceRules
@@ -39,7 +47,8 @@ MAX_SEED = 2**31 - 1
 
 TOP_LEVEL_KEYS = (
     "name", "description", "task", "model", "data", "trainer", "metric", "mode", "space", "strategy",
-    "scheduler", "budget", "resources", "storage", "max_failures", "checkpoints",
+    "scheduler", "budget", "resources", "storage", "max_failures", "checkpoints", "objectives", "constraints",
+    "select",
 )
 # Trials whose model.pt is kept after a sweep (for ensembles and retraining); null keeps all.
 DEFAULT_KEEP_BEST = 5
@@ -120,6 +129,31 @@ class SweepSpec:
     targets: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     # The spec's folder: relative paths and the user's modules are found from there.
     base_dir: str = "."
+    # Every objective in order (the first is `metric`/`mode`); bounds on logged values; how
+    # `export` picks best.yaml on a Pareto front (see search/spec_objectives.py).
+    objectives: tuple[Objective, ...] = ()
+    constraints: Mapping[str, Mapping[str, float]] = field(default_factory=dict)
+    select: Selection = field(default_factory=Selection)
+
+    @property
+    def several_objectives(self) -> bool:
+        return len(self.objectives) > 1
+
+    @property
+    def multi(self) -> bool:
+        """A sweep that reports a vector of objectives, or is constrained: the Optuna study, the
+        samplers and the views take the multi-objective path."""
+        return self.several_objectives or bool(self.constraints)
+
+    @property
+    def modes(self) -> tuple[str, ...]:
+        return tuple(o.mode for o in self.objectives)
+
+    @property
+    def watched(self) -> tuple[str, ...]:
+        """Every logged name the sweep reads: the objectives, then the constrained values."""
+        names = [o.name for o in self.objectives]
+        return (*names, *(n for n in self.constraints if n not in names))
 
     @property
     def task_label(self) -> str:
@@ -173,7 +207,7 @@ class SpecChecker(SpaceRules):
 
     def spec(self, data: dict[str, Any]) -> SweepSpec:
         data = self.mapping(data, (), TOP_LEVEL_KEYS)
-        for required in ("name", "metric", "space"):
+        for required in ("name", "space") if "objectives" in data else ("name", "metric", "space"):
             if required not in data:
                 self.problem((required,), f"a `{required}:` entry", "none")
         if "task" not in data and "model" not in data:
@@ -202,7 +236,16 @@ class SpecChecker(SpaceRules):
         data_section, data_cls = self.component("data", task.data if task else None, data.get("data"), named_task)
         trainer = self.trainer(data.get("trainer"))
         self.reserved_callbacks(trainer.get("callbacks"))
-        metric, mode = self.metric(model, data.get("metric"), data.get("mode"), "metric" in data)
+        objectives = check_objectives(self, model, data)
+        if objectives:
+            metric, mode = objectives[0].name, objectives[0].mode
+        elif "objectives" not in data:
+            metric, mode = self.metric(model, data.get("metric"), data.get("mode"), "metric" in data)
+            objectives = (Objective(metric, mode),)
+        else:
+            metric, mode = "", "max"
+        constraints = check_bounds(self, data.get("constraints"), ("constraints",))
+        select = check_select(self, data.get("select"), objectives)
         space, targets = self.space(task, model_cls, data_cls, model, data_section, data.get("space"),
                                     "space" in data)
         self.required_arguments(model, model_cls, data_section, data_cls, targets, task)
@@ -210,6 +253,8 @@ class SpecChecker(SpaceRules):
             self.inputs_load(task, model, data_section, space, targets)
         strategy = self.strategy(data.get("strategy"), space)
         scheduler = self.scheduler(data.get("scheduler"))
+        check_strategy_and_scheduler(self, strategy.name, scheduler.name, len(objectives) > 1, bool(constraints),
+                                     anchored=strategy.options.get("start_from") is not None)
         budget = self.record(BudgetSpec, data.get("budget"), ("budget",))
         resources = self.record(ResourcesSpec, data.get("resources"), ("resources",))
         storage = self.storage(data.get("storage"))
@@ -228,6 +273,7 @@ class SpecChecker(SpaceRules):
             space=space, strategy=strategy, scheduler=scheduler, budget=budget, resources=resources,
             storage=storage, max_failures=int(max_failures), source=self.source, raw=data,
             keep_best_checkpoints=keep_best, targets=targets, base_dir=str(self.base_dir),
+            objectives=objectives, constraints=constraints, select=select,
         )
 
     def reserved_callbacks(self, callbacks: Any) -> None:

@@ -6,7 +6,7 @@ import re
 
 from finesweep.search.progress import trials_summary
 from finesweep.search.results import SweepRecord
-from finesweep.search.study import describe_storage
+from finesweep.search.study import describe_storage, first_value
 
 CONTROL = re.compile(r"[\x00-\x09\x0b-\x1f\x7f-\x9f]")
 
@@ -27,6 +27,19 @@ def _running_lines(record: SweepRecord) -> list[str]:
     return lines
 
 
+def _front_lines(record: SweepRecord, trials: list) -> list[str]:
+    """The Pareto front and the trial export would choose, for several objectives or constraints."""
+    from finesweep.search.pareto_views import choose, front_lines, pareto_front
+
+    if not record.multi:
+        return []
+    found = pareto_front(trials, record.objectives)
+    if not found.members:
+        return ["Pareto front: no feasible COMPLETE trial yet"]
+    chosen, rule = choose(found, record.info.select if record.info is not None else None)
+    return front_lines(found, chosen, rule)
+
+
 def status_text(record: SweepRecord, top_k: int = 5) -> str:
     """Counts by state, best so far, running trials, the top-k table and failure reasons."""
     study = record.study
@@ -36,13 +49,14 @@ def status_text(record: SweepRecord, top_k: int = 5) -> str:
     ranked = record.ranked()
     if ranked:
         best = ranked[0]
-        lines.append(f"best so far: {record.metric} {best.value:.4f} (trial {best.number}, "
+        lines.append(f"best so far: {record.metric} {first_value(best):.4f} (trial {best.number}, "
                      f"epoch {best.user_attrs.get('best_epoch', '?')})")
     else:
         lines.append("best so far: no COMPLETE trial yet")
     summary = trials_summary(study, record.metric, record.mode, list(record.param_names), top_k).splitlines()
     # The counts line first, then what is running now, then the table and failure reasons.
-    text = "\n".join([lines[0], summary[0], lines[1], *_running_lines(record), *summary[1:]])
+    text = "\n".join([lines[0], summary[0], lines[1], *_front_lines(record, trials), *_running_lines(record),
+                      *summary[1:]])
     # The study is data of the run directory: a value holding terminal control sequences (a
     # crafted failure reason, say) is shown escaped, never sent to the terminal as it is.
     return CONTROL.sub(lambda match: repr(match.group())[1:-1], text)

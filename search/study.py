@@ -235,6 +235,10 @@ def open_study(spec: SweepSpec, url: str, sampler: optuna.samplers.BaseSampler |
     """The study as the sweep's driver opens it."""
     import optuna
 
+    if spec.several_objectives:
+        return optuna.create_study(study_name=spec.name, storage=driver_storage(url), sampler=sampler,
+                                   directions=[Direction(o.mode).optuna for o in spec.objectives],
+                                   load_if_exists=True)
     return optuna.create_study(study_name=spec.name, storage=driver_storage(url), sampler=sampler,
                                direction=Direction(spec.mode).optuna, load_if_exists=True)
 
@@ -250,6 +254,8 @@ class Outcome:
     state: str  # COMPLETE, PRUNED or FAIL
     value: float | None
     reason: str | None = None
+    # Every objective's value at the best epoch, for a study of several objectives.
+    values: tuple[float, ...] | None = None
 
 
 def trial_outcome(last_result: Mapping[str, Any] | None, errored: bool, max_epochs: int,
@@ -294,7 +300,7 @@ def tell(study: optuna.Study, trial: optuna.Trial, outcome: Outcome) -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         if outcome.state == "COMPLETE":
-            study.tell(trial, outcome.value)
+            study.tell(trial, list(outcome.values) if outcome.values is not None else outcome.value)
         elif outcome.state == "PRUNED":
             study.tell(trial, state=optuna.trial.TrialState.PRUNED)
         else:
@@ -326,7 +332,13 @@ def ranked_trials(study: optuna.Study, mode: str) -> list[optuna.trial.FrozenTri
 
 def ranked_trials_of(trials: list[optuna.trial.FrozenTrial], mode: str) -> list[optuna.trial.FrozenTrial]:
     done = [t for t in trials if t.state.name == "COMPLETE"]
-    return sorted(done, key=lambda t: Direction(mode).sort_key(t.value))
+    return sorted(done, key=lambda t: Direction(mode).sort_key(first_value(t)))
+
+
+def first_value(trial: optuna.trial.FrozenTrial) -> float:
+    """A COMPLETE trial's value by the first objective, the sweep's `metric` (``trial.value``
+    refuses a trial of several objectives)."""
+    return float(trial.values[0])
 
 
 def describe_storage(url: str) -> str:

@@ -33,11 +33,13 @@ from finesweep.search.ledger import TrialLedger
 from finesweep.search.leftovers import clean_up as clean_up_leftovers
 from finesweep.search.leftovers import record_session
 from finesweep.search.lock import LockError, RunLock, claim_study, release_study, renew_study
+from finesweep.search.pareto_views import record_objectives
 from finesweep.search.progress import SweepMonitor, strategy_text, summary_table
 from finesweep.search.resume import compare_specs, finished_count, interrupted_trials, write_spec_copy
 from finesweep.search.run_dir import (
     BEST_FILE,
     DATA_SUMMARY,
+    FRONT_DIR,
     LOCK_FILE,
     RAY_DIR,
     SESSION_FILE,
@@ -57,6 +59,7 @@ from finesweep.search.spec import SpecError, SweepSpec
 from finesweep.search.study import (
     describe_storage,
     fail_unfinished,
+    first_value,
     leave_write_ahead,
     open_study,
     ranked_trials,
@@ -139,7 +142,7 @@ def _open_fresh_or_resumed(spec: SweepSpec, url: str, sampler: object, resume: b
 # What a sweep writes at the top of its run directory: a folder holding only these (say a
 # tensorboard/ made ready for a live TensorBoard) is a run in the making, not someone's files.
 RUN_ENTRIES = frozenset({SPEC_COPY, LOCK_FILE, STUDY_FILE, SESSION_FILE, TENSORBOARD_DIR, TRIALS_DIR, RAY_DIR,
-                         BEST_FILE, TOP_DIR})
+                         BEST_FILE, TOP_DIR, FRONT_DIR})
 
 
 def check_run_dir(run_dir: Path, resume: bool) -> None:
@@ -328,6 +331,7 @@ def _run_study(run: _Session, study: optuna.Study) -> SweepResult:
         study.set_user_attr("seed_base", seed_base)
     # `launch.py status` on a bare storage URL names the metric from here.
     study.set_user_attr("metric", spec.metric)
+    record_objectives(study, spec)
     done = finished_count(study)
     rerun = interrupted_trials(study)
     going_on = [frozen.number for frozen in rerun if prepare_rerun(run_dir, frozen.number)]
@@ -346,7 +350,7 @@ def _run_study(run: _Session, study: optuna.Study) -> SweepResult:
         # What the trials train on, once per sweep: rows read and dropped, labels, split sizes.
         out.write(f"finesweep: data: {summary}\n")
         write_atomically(run_dir / DATA_SUMMARY, summary + "\n")
-    hparams = HParamsLog(tensorboard_root(run_dir), spec.space, spec.metric)
+    hparams = HParamsLog(tensorboard_root(run_dir), spec.space, spec.metric, [o.name for o in spec.objectives[1:]])
     hparams.write_experiment()
     to_run = max(spec.budget.trials - done, 0)
     stopped_because = None
@@ -370,7 +374,7 @@ def _run_study(run: _Session, study: optuna.Study) -> SweepResult:
     exports = write_exports(RunInfo.of_spec(spec), run_dir, ranked)
     apply_retention(run_dir, study, spec.mode, spec.keep_best_checkpoints)
     best = ranked[0] if ranked else None
-    result = SweepResult(run_dir, run.url, time.monotonic() - run.started, best.value if best else None,
+    result = SweepResult(run_dir, run.url, time.monotonic() - run.started, first_value(best) if best else None,
                          best.number if best else None, exports,
                          interrupted=stop.exit_code if stop.requested else None, stopped_because=stopped_because)
     _closing_lines(run, study, result, finished_count(study))

@@ -20,7 +20,7 @@ import os
 import shutil
 import tempfile
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -91,10 +91,13 @@ def _value(value: Any) -> Any:
 
 
 class HParamsLog:
-    def __init__(self, tensorboard_root: str | Path, space: SearchSpace, metric: str) -> None:
+    def __init__(self, tensorboard_root: str | Path, space: SearchSpace, metric: str,
+                 others: Sequence[str] = ()) -> None:
         self.root = Path(tensorboard_root)
         self.space = space
         self.metric = metric
+        # The further objectives of a sweep of several: one more metric column each.
+        self.others = tuple(others)
 
     def write_experiment(self) -> None:
         """Column definitions: every searched parameter, the state, the final metric."""
@@ -112,8 +115,9 @@ class HParamsLog:
         state = api_pb2.HParamInfo(name=STATE_COLUMN, type=api_pb2.DATA_TYPE_STRING)
         state.domain_discrete.extend(list(STATES))
         infos.append(state)
-        metric = api_pb2.MetricInfo(name=api_pb2.MetricName(tag=final_metric_tag(self.metric)))
-        experiment = api_pb2.Experiment(hparam_infos=infos, metric_infos=[metric],
+        metrics = [api_pb2.MetricInfo(name=api_pb2.MetricName(tag=final_metric_tag(name)))
+                   for name in (self.metric, *self.others)]
+        experiment = api_pb2.Experiment(hparam_infos=infos, metric_infos=metrics,
                                         time_created_secs=time.time())
         _write(self.root, self.root.parent, ".experiment",
                _summary(metadata.EXPERIMENT_TAG, plugin_data_pb2.HParamsPluginData(experiment=experiment)))
@@ -130,16 +134,17 @@ class HParamsLog:
         _write(self.root / run_name / LIVE_RUN, self.root.parent, ".hparams", self._start_summary(params, "RUNNING"))
 
     def write_trial(self, run_name: str, params: Mapping[str, Any], state: str,
-                    value: float | None, step: int) -> None:
+                    value: float | None, step: int, others: Sequence[float] = ()) -> None:
         """The trial's final record; its start record goes once the final one is in place."""
         end = plugin_data_pb2.SessionEndInfo(status=_STATUS[state], end_time_secs=time.time())
         summaries = [
             self._start_summary(params, state),
             _summary(metadata.SESSION_END_INFO_TAG, plugin_data_pb2.HParamsPluginData(session_end_info=end)),
         ]
-        if value is not None and math.isfinite(value):
-            summaries.append(summary_pb2.Summary(value=[summary_pb2.Summary.Value(
-                tag=final_metric_tag(self.metric), simple_value=float(value))]))
+        for name, final in zip((self.metric, *self.others), (value, *others), strict=False):
+            if final is not None and math.isfinite(final):
+                summaries.append(summary_pb2.Summary(value=[summary_pb2.Summary.Value(
+                    tag=final_metric_tag(name), simple_value=float(final))]))
         _write(self.root / run_name, self.root.parent, ".hparams", *summaries)
         shutil.rmtree(self.root / run_name / LIVE_RUN, ignore_errors=True)
 

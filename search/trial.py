@@ -57,6 +57,10 @@ class SweepContext:
     import_roots: tuple[str, ...] = ()
     # Benchmark timings in every report (TIMING_ENV, read by the driver when the sweep starts).
     record_timing: bool = False
+    # Every logged name the sweep reads (its objectives and constrained values): their values at
+    # the best epoch go with every report as ``best:<name>``, so the trial's objective vector is
+    # the epoch whose weights are kept.
+    watched: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -174,9 +178,11 @@ def run_trial(context: SweepContext, request: TrialRequest, report: Report, acce
     # benchmark timings when the sweep records them (see TIMING_ENV).
     extra: dict[str, Any] = {"pid": os.getpid()} if context.record_timing else {}
 
-    def keep_best(epoch: int, value: float) -> None:
+    def keep_best(epoch: int, metrics: dict[str, float]) -> None:
+        value = metrics[context.metric]
         if is_better(value, best.get("value"), context.mode):
-            best.update(value=value, epoch=epoch)
+            best.update(value=value, epoch=epoch,
+                        watched={f"best:{n}": float(metrics[n]) for n in context.watched if n in metrics})
 
     # Names that callbacks log straight to the logger, step by step (LearningRateMonitor's lr-Adam):
     # Lightning lists them among the epoch's metrics too, where they are not written again.
@@ -191,10 +197,10 @@ def run_trial(context: SweepContext, request: TrialRequest, report: Report, acce
             watchdog.beat()
         if trained:  # (an epoch of the training state, re-reported, is in TensorBoard already)
             writer.add({k: v for k, v in metrics.items() if k not in by_step}, epoch)
-        keep_best(epoch, metrics[context.metric])
+        keep_best(epoch, metrics)
         stamp = {"reported_at": time.time()} if context.record_timing else {}
         report({**metrics, "epoch": epoch, "best_value": best["value"], "best_epoch": best["epoch"],
-                **stamp, **extra})
+                **best["watched"], **stamp, **extra})
 
     try:
         run = request.training_run(context)
@@ -227,7 +233,7 @@ def run_trial(context: SweepContext, request: TrialRequest, report: Report, acce
 
 
 def _train(context: SweepContext, run: TrainingRun, artifacts: Path, accelerator: str,
-           keep_best: Callable[[int, float], None], extra: dict[str, Any],
+           keep_best: Callable[[int, dict[str, float]], None], extra: dict[str, Any],
            on_epoch_end: Callable[..., None], log_by_step: Callable[[dict[str, float], int], None],
            log_dir: Path, reported_epochs: int) -> None:
     """Train a Lightning model for :func:`run_trial` (imported here: a simulated trial never
@@ -250,7 +256,7 @@ def _train(context: SweepContext, run: TrainingRun, artifacts: Path, accelerator
                 if epoch > reported_epochs:
                     on_epoch_end(epoch, metrics, trained=False)
                 else:
-                    keep_best(epoch, metrics[context.metric])
+                    keep_best(epoch, metrics)
             resume_from = state
     fit(run, on_epoch_end=on_epoch_end, checkpoint_path=artifacts / run_paths.CHECKPOINT_FILE,
         accelerator=accelerator, threads=max(1, int(context.cpus_per_trial)), state_path=state,

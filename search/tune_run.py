@@ -66,7 +66,7 @@ def sweep_context(spec: SweepSpec, run_dir: Path, on_cluster: bool) -> SweepCont
         import_roots=() if on_cluster else tuple(import_roots(spec.base_dir)),
         max_epochs=spec.budget.max_epochs, run_dir=str(run_dir.resolve()),
         cpus_per_trial=spec.resources.cpus, trial_timeout_s=spec.budget.trial_timeout_s,
-        memory_mb=spec.resources.memory_mb, record_timing=timing_requested(),
+        memory_mb=spec.resources.memory_mb, record_timing=timing_requested(), watched=spec.watched,
     )
 
 

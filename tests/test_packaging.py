@@ -98,7 +98,7 @@ def test_the_wheel_installed_alone_in_a_fresh_environment_sweeps_a_users_own_mod
     source.mkdir()
     for name in ("pyproject.toml", "README.md"):
         shutil.copy(ROOT / name, source / name)
-    for package in ("search", "models"):
+    for package in ("search", "models", "callbacks"):
         shutil.copytree(ROOT / package, source / package, ignore=shutil.ignore_patterns("__pycache__"))
     _run([sys.executable, "-m", "pip", "wheel", str(source), "--no-deps", "--quiet", "-w", str(tmp_path / "dist")],
          cwd=tmp_path)
@@ -122,6 +122,10 @@ def test_the_wheel_installed_alone_in_a_fresh_environment_sweeps_a_users_own_mod
         where = subprocess.run(["python", "-c", "import finesweep.search.cli as cli; print(cli.__file__)"], cwd=work,
                                env=env, capture_output=True, text=True, timeout=120)
         assert where.stdout.startswith(str(env_dir)), (where.stdout, where.stderr[-2000:])
+        importing = "from finesweep.callbacks import ModelCost; print(ModelCost.__name__)"
+        callbacks = subprocess.run(["python", "-c", importing],
+                                   cwd=work, env=env, capture_output=True, text=True, timeout=120)
+        assert callbacks.stdout.strip() == "ModelCost", callbacks.stderr[-2000:]
         no_extras = subprocess.run(["python", "-c", "import pytest"], cwd=work, env=env, capture_output=True)
         assert no_extras.returncode != 0, "the test extras were installed too"
 

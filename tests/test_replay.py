@@ -243,6 +243,7 @@ def test_a_replay_spec_is_checked_against_the_replay_classes(table_path, write_s
 def _trial(number: int, lr: float, optimizer: str, state: str, epochs: int, value: float | None = None):
     return SimpleNamespace(number=number, params=params(lr, optimizer), user_attrs={"seed": number},
                            state=SimpleNamespace(name=state), value=value,
+                           values=None if value is None else [value],  # as a FrozenTrial has both
                            intermediate_values={e: 0.0 for e in range(1, epochs + 1)})
 
 

@@ -249,6 +249,34 @@ BAD_SPECS = [
         ("an in-memory database",)),
     Bad("storage_driver_missing", BASE + "storage: mysql://user@db.example/study\n", "storage", "storage:",
         ("driver is not installed (MySQLdb)",)),
+    # ---- several objectives and constraints (issue 25)
+    Bad("objectives_and_metric", edit("metric: val_acc", "metric: val_acc\nobjectives: {val_acc: max, val_loss: min}"),
+        "metric", "metric:", ("either `metric:`/`mode:` (one objective) or `objectives:`", "both")),
+    Bad("objective_mode_unknown", edit("metric: val_acc", "objectives: {val_acc: max, val_loss: lower}"),
+        "objectives.val_loss", "objectives:", ("one of max, min", "'lower'")),
+    Bad("objective_typo", edit("metric: val_acc", "objectives: {val_acc: max, val_los: min}"),
+        "objectives.val_los", "objectives:", ("did you mean `val_loss`?",)),
+    Bad("objective_against_its_direction", edit("metric: val_acc", "objectives: {val_acc: max, val_loss: max}"),
+        "objectives.val_loss", "objectives:", ("expected min (val_loss improves that way)",)),
+    Bad("objectives_empty", edit("metric: val_acc", "objectives: {}"), "objectives", "objectives:",
+        ("a mapping of logged names to max or min",)),
+    Bad("constraint_without_bound", BASE + "constraints: {n_params: {below: 5}}\n", "constraints.n_params.below",
+        "constraints:", ("one of the keys max, min", "unknown key 'below'")),
+    Bad("constraint_bound_text", BASE + "constraints: {n_params: {max: lots}}\n", "constraints.n_params.max",
+        "constraints:", ("a number", "'lots'")),
+    Bad("constraint_min_above_max", BASE + "constraints:\n  val_loss: {min: 2, max: 1}\n", "constraints.val_loss",
+        "val_loss:", ("`min <= max`",)),
+    Bad("select_with_one_objective", BASE + "select: {val_acc: max}\n", "select", "select:",
+        ("only with several `objectives:`",)),
+    Bad("select_names_no_objective", edit("metric: val_acc", "objectives: {val_acc: max, val_loss: min}")
+        + "select: {val_ac: max}\n", "select.val_ac", "select:", ("one of the objectives val_acc, val_loss",
+                                                                    "did you mean `val_acc`?")),
+    Bad("strategy_single_objective_only", edit("name: global, seed: 0", "name: local, seed: 0",
+                                               edit("metric: val_acc", "objectives: {val_acc: max, val_loss: min}")),
+        "strategy.name", "strategy:", ("global, heuristic, random, grid", "no single best")),
+    Bad("median_with_two_objectives", edit("name: asha, options: {reduction_factor: 3}", "name: median",
+                                           edit("metric: val_acc", "objectives: {val_acc: max, val_loss: min}")),
+        "scheduler.name", "scheduler:", ("asha, hyperband, none", "MO-ASHA")),
 ]
 
 
@@ -259,6 +287,22 @@ def test_base_spec_is_valid(write_spec):
     assert sorted(names) == ["conv_layers", "dropout", "learning_rate", "momentum", "optimizer"]
     assert names.index("optimizer") < names.index("momentum")  # a condition's parameter comes first
     assert spec.space.fixed == {"batch_size": 32}
+    assert [(o.name, o.mode) for o in spec.objectives] == [("val_acc", "max")] and not spec.multi
+
+
+def test_objectives_constraints_and_select_are_parsed_in_order(write_spec):
+    text = edit("metric: val_acc", "objectives: {val_loss: min, val_acc: max, n_params: min}") + (
+        "constraints: {n_params: {max: 100000}, val_loss: {min: 0.0, max: 3}}\n"
+        "select: {val_acc: max, subject_to: {n_params: {max: 5.0e+4}}}\nscheduler: hyperband\n")
+    text = text.replace("scheduler: {name: asha, options: {reduction_factor: 3}}\n", "")
+    spec = parse_spec(write_spec(text))
+    assert [(o.name, o.mode) for o in spec.objectives] == [("val_loss", "min"), ("val_acc", "max"),
+                                                          ("n_params", "min")]
+    assert (spec.metric, spec.mode) == ("val_loss", "min")  # the first objective picks each trial's best epoch
+    assert spec.constraints == {"n_params": {"max": 100000.0}, "val_loss": {"min": 0.0, "max": 3.0}}
+    assert spec.select.objective.name == "val_acc" and spec.select.subject_to == {"n_params": {"max": 50000.0}}
+    assert spec.watched == ("val_loss", "val_acc", "n_params") and spec.several_objectives
+    assert "the max val_acc on the Pareto front, n_params <= 50000" in spec.select.describe()
 
 
 def test_table_has_distinct_cases():

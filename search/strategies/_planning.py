@@ -147,15 +147,46 @@ class Observed:
     planned_by: str | None
 
 
-def history(study: optuna.Study) -> list[Observed]:
-    """COMPLETE trials in trial-number order, as losses (lower is better)."""
+def history(study: optuna.Study, anchor: Mapping[str, Any] | None = None) -> list[Observed]:
+    """COMPLETE trials in trial-number order, as losses (lower is better). A study of several
+    objectives needs an ``anchor`` (`local`'s start point, a chosen Pareto trial's values): see
+    :func:`anchored_history`."""
     if len(study.directions) > 1:
-        raise ValueError(f"finesweep's strategies optimise one objective, but the study has "
-                         f"{len(study.directions)} directions")
+        if anchor is None:
+            raise ValueError(f"finesweep's strategies optimise one objective, but the study has "
+                             f"{len(study.directions)} directions")
+        return anchored_history(study, anchor)
     direction = Direction.from_optuna(study.direction.name)
     trials = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
     return sorted((Observed(t.number, t.params, direction.sort_key(float(t.value)), t.system_attrs.get(PLANNED_BY))
                    for t in trials if t.value is not None and math.isfinite(t.value)),
+                  key=lambda o: o.number)
+
+
+def anchored_history(study: optuna.Study, anchor: Mapping[str, Any]) -> list[Observed]:
+    """Several objectives scalarised around the trial that ran ``anchor``'s values: a trial's
+    loss is its largest step away from that trial over the objectives (Chebyshev, each objective
+    scaled by its range over the COMPLETE trials; in minimisation form), so a negative loss
+    improves on the anchor in every objective and the search stays near that Pareto point.
+    A trial that breaks a constraint never improves (inf); none yet before the anchor has run."""
+    trials = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+              if t.values is not None and all(math.isfinite(v) for v in t.values)]
+    signs = [1.0 if d == optuna.study.StudyDirection.MINIMIZE else -1.0 for d in study.directions]
+    points = {t.number: [s * v for s, v in zip(signs, t.values, strict=True)] for t in trials}
+    start = next((t for t in sorted(trials, key=lambda t: t.number)
+                  if all(t.params.get(k) == v for k, v in anchor.items())), None)
+    if start is None:
+        return []
+    scales = [max(p[k] for p in points.values()) - min(p[k] for p in points.values()) or 1.0
+              for k in range(len(signs))]
+
+    def loss(trial: FrozenTrial) -> float:
+        if any(v > 0 for v in trial.constraints.values()):
+            return math.inf
+        return max((a - b) / scale for a, b, scale in zip(points[trial.number], points[start.number], scales,
+                                                           strict=True))
+
+    return sorted((Observed(t.number, t.params, loss(t), t.system_attrs.get(PLANNED_BY)) for t in trials),
                   key=lambda o: o.number)
 
 

@@ -137,7 +137,7 @@ class LocalSampler(PlannedSampler):
         return incumbent, radius, fresh
 
     def prepare(self, study: optuna.Study, trial: FrozenTrial, taken: set[ConfigKey]) -> TrustRegion:
-        observed = history(study)
+        observed = history(study, self._start if len(study.directions) > 1 else None)
         incumbent, radius, fresh = self.replay(observed)
         if self._start:
             started = any(all(t.params.get(k) == v for k, v in self._start.items())
