@@ -27,7 +27,7 @@ from finesweep.search.export import read_record
 from finesweep.search.space import SearchSpace
 from finesweep.search.spec_choices import deferred_arguments
 from finesweep.search.spec_components import Component
-from finesweep.search.spec_fields import number_rule
+from finesweep.search.spec_fields import choice_rule, number_rule
 from finesweep.search.spec_loading import parse_yaml_text, read_text, spec_dir_of
 from finesweep.search.spec_paths import resolve_relative
 from finesweep.search.spec_problems import KeyPath, Problem, SpecError, describe
@@ -91,6 +91,12 @@ class ResourcesSpec:
     concurrency: int = field(default=2, metadata=number_rule(integer=True, low=1))
     # Memory a trial may allocate beyond its loaded worker; over it, the trial fails.
     memory_mb: float | None = field(default=None, metadata=number_rule(low=0, low_open=True))
+    # Processes one trial trains in (Ray Train, one Lightning rank each); cpus and gpus are per
+    # worker. 1 runs the trial in its Tune worker as before.
+    workers: int = field(default=1, metadata=number_rule(integer=True, low=1, high=1024))
+    strategy: str = field(default="ddp", metadata=choice_rule("ddp", "fsdp"))
+    # Ray's placement of a trial's workers: as few nodes as fit (pack) or one per node where it can (spread).
+    placement: str = field(default="pack", metadata=choice_rule("pack", "spread"))
 
 
 @dataclass(frozen=True)

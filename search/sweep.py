@@ -33,6 +33,7 @@ from finesweep.search.ledger import TrialLedger
 from finesweep.search.leftovers import clean_up as clean_up_leftovers
 from finesweep.search.leftovers import record_session
 from finesweep.search.lock import LockError, RunLock, claim_study, release_study, renew_study
+from finesweep.search.placement import check_this_machine
 from finesweep.search.progress import SweepMonitor, strategy_text, summary_table
 from finesweep.search.resume import compare_specs, finished_count, interrupted_trials, write_spec_copy
 from finesweep.search.run_dir import (
@@ -257,6 +258,8 @@ def _run_locked(spec: SweepSpec, run_dir: Path, *, address: str | None, verbose:
                 out: TextIO, stop: StopRequested, dry_run: bool) -> SweepResult:
     """The sweep proper, under the run directory's lock."""
     run = _Session(spec, run_dir, address, verbose, resume, out, stop)
+    if address is None and (unplaceable := check_this_machine(spec)) is not None:
+        raise unplaceable  # A local Ray gets this machine: a trial it cannot place is refused now.
     run.url = storage_url(spec.storage, run_dir)
     run.accepted_changes = _check_resume(spec, run_dir, resume)
     cleaned = clean_up_leftovers(run_dir)
@@ -294,7 +297,7 @@ def _run_locked(spec: SweepSpec, run_dir: Path, *, address: str | None, verbose:
               f"{time.monotonic() - ray_started:.1f} s\n")
     stop.install()  # ray.init installs its own SIGTERM handler.
     try:
-        ray_backend.check_resources(spec.resources.cpus, spec.resources.gpus)
+        ray_backend.check_resources(spec.resources.cpus, spec.resources.gpus, spec.resources)
     except ResourceError as error:
         raise SweepError(str(error)) from None
 
