@@ -149,10 +149,26 @@ def parallel_for_this_worker(strategy: str) -> tuple[Any, dict[str, Any]]:
     lightning_strategy = RayFSDPStrategy() if strategy == "fsdp" else RayDDPStrategy()
     parallel = Parallel(strategy=lightning_strategy, plugins=(RayLightningEnvironment(),), rank=rank,
                         world_size=world_size, prepare=prepare_trainer)
+    group = ray.util.get_current_placement_group()
     where = {"node_id": mine["node"], "node_ip": mine["node_ip"], "gpu_ids": gpu_ids,
              "accelerator": cluster.accelerator_for(gpu_ids), "world_size": world_size,
-             "ranks": sorted(ranks, key=lambda r: r["rank"])}
+             "ranks": sorted(ranks, key=lambda r: r["rank"]),
+             "placement_group": group.id.hex() if group is not None else None}
     return parallel, where
+
+
+def release_placement_group(group_id: str | None) -> None:
+    """Remove a multi-worker trial's placement group (its workers end with it). When Tune stops
+    the trial (pruned, or at its last epoch) it ends the trial's process, and with it the Train
+    run's controller, abruptly; Ray Train's own clean-up of the workers' placement group asks
+    Ray's state API, which needs the dashboard (off in a local Ray): without this the group
+    would hold its CPUs until the sweep ends, and the next trial's workers would wait forever."""
+    if not group_id:
+        return
+    from ray.util.placement_group import PlacementGroup
+
+    with contextlib.suppress(Exception):  # Already removed (the run ended by itself).
+        ray.util.remove_placement_group(PlacementGroup(ray.PlacementGroupID.from_hex(group_id)))
 
 
 def _worker_loop(loop_config: dict[str, Any]) -> None:
@@ -221,17 +237,22 @@ class StudySearcher(tune.search.Searcher):
     def __init__(self, ledger: TrialLedger) -> None:
         super().__init__()
         self.ledger = ledger
+        # Trial id -> the placement group of its Ray Train workers (multi-worker trials).
+        self.groups: dict[str, str] = {}
 
     def suggest(self, trial_id: str) -> dict[str, Any] | None:
         handed = self.ledger.hand_out(trial_id)
         return tune.search.Searcher.FINISHED if handed == FINISHED else handed
 
     def on_trial_result(self, trial_id: str, result: dict[str, Any]) -> None:
+        if result.get("placement_group"):
+            self.groups[trial_id] = result["placement_group"]
         self.ledger.record(trial_id, result)
 
     def on_trial_complete(self, trial_id: str, result: dict[str, Any] | None = None,
                           error: bool = False) -> None:
         # Ray hands the final result only here, not to on_trial_result.
+        release_placement_group(self.groups.pop(trial_id, None) or (result or {}).get("placement_group"))
         self.ledger.complete(trial_id, result, error,
                              lambda: tune_run.ray_failure_reason(self.ledger.run_dir, trial_id, session_dir()))
 

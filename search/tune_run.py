@@ -76,7 +76,9 @@ def trial_resources(spec: SweepSpec) -> dict[str, float]:
     """One trial's share of a node, in Ray's resource names (memory in bytes). A multi-worker
     trial's Tune process only starts its Ray Train run and waits: its workers hold the CPUs and GPUs."""
     if spec.resources.workers > 1:
-        return {"cpu": 0}
+        # Tune refuses a trial that asks for nothing at all; 1 MiB of memory holds no CPU a
+        # worker needs (on a 2-CPU machine, 2 one-CPU workers still fit).
+        return {"cpu": 0, "memory": 2**20}
     resources = {"cpu": spec.resources.cpus, "gpu": spec.resources.gpus}
     if spec.resources.memory_mb:
         resources["memory"] = int(spec.resources.memory_mb * 2**20)
