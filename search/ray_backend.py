@@ -57,6 +57,11 @@ def start_ray(address: str | None, *, verbose: bool = False, py_modules: Sequenc
     return address is None
 
 
+def stop_ray() -> None:
+    """Shut down the Ray this process started (``launch.py train --workers``)."""
+    ray.shutdown()
+
+
 def session_dir() -> str:
     """The session folder of the Ray this process started or joined."""
     context = ray.get_runtime_context()
