@@ -10,6 +10,7 @@ LightningModule per trial, on CPU with gloo here.
 
 from __future__ import annotations
 
+import io
 import shutil
 import subprocess
 import sys
@@ -176,6 +177,7 @@ def _initial_weight() -> torch.Tensor:
 @pytest.mark.slow
 def test_an_asha_sweep_of_two_worker_trials_prunes_and_records_both_ranks(tmp_path, local_ray):
     from finesweep.search.results import load_sweep
+    from finesweep.search.retrain import retrain
     from finesweep.search.status import status_text
     from finesweep.search.sweep import run_sweep
 
@@ -191,6 +193,12 @@ def test_an_asha_sweep_of_two_worker_trials_prunes_and_records_both_ranks(tmp_pa
     # Rank 0 wrote the best trial's weights.
     assert (tmp_path / "run" / "trials" / f"trial_{study.best_trial.number:04d}" / "model.pt").exists()
     assert "2 ranks: rank 0 on 127.0.0.1" in status_text(load_sweep(tmp_path / "run"))
+
+    # `train` retrains the best config on the sweep's 2 workers (the export records them).
+    out = io.StringIO()
+    metrics = retrain(tmp_path / "run" / "best.yaml", tmp_path / "retrain", out)
+    assert "training on 2 workers" in out.getvalue()
+    assert metrics["epochs"] == 3 and (tmp_path / "retrain" / "model.pt").exists()
 
 
 @pytest.mark.slow
