@@ -104,40 +104,42 @@ def retrain(config_path: Path, out_dir: Path | None = None, out: TextIO | None =
 def fit_on_workers(run: Any, workers: int, checkpoint: Path, out_dir: Path, threads: object,
                    spec_dir: str | None) -> Any:
     """Train ``run`` on ``workers`` Ray Train workers of a local Ray (one CPU each, or the
-    export's threads), then evaluate its test split here, in one process, on rank 0's best
-    weights: a test step run on every rank would see only its own shard."""
-    from finesweep.models.training import build, make_trainer, test
+    export's threads); see :func:`train_on_workers`."""
     from finesweep.search import placement
     from finesweep.search.cluster import prepare_ray_environment
+    from finesweep.search.run_files import cpu_count
     from finesweep.search.spec import ResourcesSpec
     from finesweep.search.user_code import import_roots
 
     cpus = int(threads) if isinstance(threads, int) else 1
-    resources = ResourcesSpec(cpus=cpus, workers=workers)
-    if not placement.placeable([(placement_cpus := _cpus(), placement.local_gpus())], resources):
-        raise RetrainError(f"--workers {workers}: this machine has {placement_cpus} CPUs, fewer than "
+    if not placement.placeable([(cpu_count(), placement.local_gpus())], ResourcesSpec(cpus=cpus, workers=workers)):
+        raise RetrainError(f"--workers {workers}: this machine has {cpu_count()} CPUs, fewer than "
                            f"{workers} workers of {cpus} CPU each")
     prepare_ray_environment(None)
     from finesweep.search import ray_backend
 
     started = ray_backend.start_ray(None)
     try:
-        result, _ = ray_backend.fit_on_workers(
-            run, workers=workers, cpus=cpus, checkpoint_path=str(checkpoint), storage=str(out_dir.resolve() / ".ray"),
-            name="train", import_roots=import_roots(spec_dir) if spec_dir else ())
+        return train_on_workers(run, workers=workers, cpus=cpus, checkpoint=checkpoint,
+                                storage=out_dir.resolve() / ".ray", roots=import_roots(spec_dir) if spec_dir else ())
     finally:
         if started:
             ray_backend.stop_ray()
-    import torch
 
+
+def train_on_workers(run: Any, *, workers: int, cpus: float, checkpoint: Path, storage: Path,
+                     roots: Any = (), gpus: float = 0.0) -> Any:
+    """Train ``run`` as one Ray Train run of ``workers`` workers on the Ray this process has
+    started or joined, then evaluate its test split here, in one process, on rank 0's best
+    weights (written to ``checkpoint``): a test step on every rank would see only its shard."""
+    import torch
+    from finesweep.models.training import build, make_trainer, test
+    from finesweep.search import ray_backend
+
+    result, _ = ray_backend.fit_on_workers(run, workers=workers, cpus=cpus, gpus=gpus, checkpoint_path=str(checkpoint),
+                                           storage=str(storage), name=f"train_{checkpoint.stem}", import_roots=roots)
     model, data = build(run)
     model.load_state_dict(torch.load(checkpoint, map_location="cpu", weights_only=True))
     result.checkpoint = checkpoint
     result.test = test(make_trainer(run, []), model, data)
     return result
-
-
-def _cpus() -> int:
-    from finesweep.search.run_files import cpu_count
-
-    return cpu_count()

@@ -178,6 +178,7 @@ def _initial_weight() -> torch.Tensor:
 def test_an_asha_sweep_of_two_worker_trials_prunes_and_records_both_ranks(tmp_path, local_ray):
     from finesweep.search.results import load_sweep
     from finesweep.search.retrain import retrain
+    from finesweep.search.robust import robust_export_on_ray
     from finesweep.search.status import status_text
     from finesweep.search.sweep import run_sweep
 
@@ -199,6 +200,11 @@ def test_an_asha_sweep_of_two_worker_trials_prunes_and_records_both_ranks(tmp_pa
     metrics = retrain(tmp_path / "run" / "best.yaml", tmp_path / "retrain", out)
     assert "training on 2 workers" in out.getvalue()
     assert metrics["epochs"] == 3 and (tmp_path / "retrain" / "model.pt").exists()
+
+    # `export --reseed` retrains on the sweep's 2 workers too.
+    robust = robust_export_on_ray(load_sweep(tmp_path / "run"), None, top_k=1, reseed=1, out=io.StringIO())
+    (config,) = robust.configs
+    assert not config.errors and len(config.runs) == 1 and "val_loss" in config.runs[0]
 
 
 @pytest.mark.slow
