@@ -176,6 +176,7 @@ def _initial_weight() -> torch.Tensor:
 
 @pytest.mark.slow
 def test_an_asha_sweep_of_two_worker_trials_prunes_and_records_both_ranks(tmp_path, local_ray):
+    from finesweep.search.ensemble import build_ensemble
     from finesweep.search.results import load_sweep
     from finesweep.search.retrain import retrain
     from finesweep.search.robust import robust_export_on_ray
@@ -194,6 +195,11 @@ def test_an_asha_sweep_of_two_worker_trials_prunes_and_records_both_ranks(tmp_pa
     # Rank 0 wrote the best trial's weights.
     assert (tmp_path / "run" / "trials" / f"trial_{study.best_trial.number:04d}" / "model.pt").exists()
     assert "2 ranks: rank 0 on 127.0.0.1" in status_text(load_sweep(tmp_path / "run"))
+
+    # The weights rank 0 kept are the trials' own: `ensemble`, evaluating them in one process on the
+    # whole validation split, finds the best trial's recorded value (the mean over its 2 ranks).
+    ensemble = build_ensemble(load_sweep(tmp_path / "run"), top_k=2)
+    assert ensemble.splits["val"]["best_single"]["mse"] == pytest.approx(study.best_value, rel=1e-5)
 
     # `train` retrains the best config on the sweep's 2 workers (the export records them).
     out = io.StringIO()
