@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -14,8 +14,8 @@ RESERVED_TRAINER_OPTIONS = {
     "max_epochs": "the budget sets it: use budget.max_epochs",
     "accelerator": "Ray places the trial: use resources.gpus",
     "devices": "Ray places the trial: use resources.gpus",
-    "num_nodes": "one trial runs on one node",
-    "strategy": "one trial runs in one process",
+    "num_nodes": "Ray places the trial's workers: use resources.workers and resources.placement",
+    "strategy": "Ray Train runs a trial's workers: use resources.workers and resources.strategy",
     "logger": "finesweep writes TensorBoard itself",
     "enable_checkpointing": "finesweep keeps the best weights itself",
     "enable_progress_bar": "finesweep prints the sweep's progress",
@@ -144,3 +144,22 @@ class TrainingRun:
         """A trial's recorded config (model, data, trainer sections) as a run."""
         return cls(model=config["model"], data=config["data"], trainer=config.get("trainer") or {},
                    max_epochs=max_epochs, seed=seed, metric=metric, mode=mode)
+
+
+@dataclass(frozen=True)
+class Parallel:
+    """How one process of a run spread over several workers trains: the Lightning ``strategy``
+    (a DDP or FSDP strategy object) and ``plugins`` (its cluster environment) the launcher built,
+    this process's ``rank`` of ``world_size``, and ``prepare``, called on the Trainer before
+    ``fit`` (the launcher's own check of it). Only rank 0 writes files: weights, the training
+    state, TensorBoard. The launcher (search/ray_backend.py) builds it; models/ never sees how."""
+
+    strategy: Any
+    plugins: tuple[Any, ...] = ()
+    rank: int = 0
+    world_size: int = 1
+    prepare: Callable[[Any], Any] | None = None
+
+    @property
+    def writes(self) -> bool:
+        return self.rank == 0

@@ -9,8 +9,6 @@ callback (a sweep trial reports to its scheduler there; raising from it ends tra
 
 from __future__ import annotations
 
-import contextlib
-import os
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -23,15 +21,17 @@ from finesweep.models.components import ComponentError, import_class, instantiat
 from finesweep.models.run import (
     MetricNotLoggedError,
     NonFiniteMetricError,
+    Parallel,
     TrainingRun,
     check_epoch,
     is_better,
     reserved_callback,
-    staging_folder,
 )
 from finesweep.models.simulation import is_simulated
+from finesweep.models.state_files import discard_checkpoint, save_private_checkpoint, save_weights
 
-__all__ = ["MetricNotLoggedError", "NonFiniteMetricError", "TrainingRun", "fit", "is_better"]
+__all__ = ["MetricNotLoggedError", "NonFiniteMetricError", "Parallel", "TrainingRun", "discard_checkpoint", "fit",
+           "is_better", "save_private_checkpoint", "save_weights"]
 
 EpochCallback = Callable[[int, dict[str, float]], None]
 # Where the scalars that Lightning's callbacks log (LearningRateMonitor's learning rates) go: (metrics, step).
@@ -110,7 +110,7 @@ class _EpochEnd(pl.callbacks.Checkpoint):
         if not self._validated:
             return
         self._validated = False
-        metrics = _floats(trainer.callback_metrics)
+        metrics = _mean_over_ranks(trainer, _floats(trainer.callback_metrics))
         epoch = trainer.current_epoch + 1
         check_epoch(self.metric, epoch, metrics)
         self.history.append({"epoch": epoch, **metrics})
@@ -152,48 +152,15 @@ class _EpochEnd(pl.callbacks.Checkpoint):
             save_weights(self.best_state, self.checkpoint_path)
 
 
-def save_weights(state: Mapping[str, torch.Tensor], path: Path) -> None:
-    """Write a state dict whole or not at all. torch.save on a full disk reports a bare
-    RuntimeError and leaves a cut-short file; serialised in memory first, the write to disk
-    raises the system's own error (ENOSPC), and a file half-written is never left in place."""
-    import io
-    import os
-
-    buffer = io.BytesIO()
-    torch.save(state, buffer)
-    partial = path.with_name(path.name + ".partial")
-    try:
-        partial.unlink(missing_ok=True)  # Never write through a link planted in its place.
-        with os.fdopen(os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644), "wb") as file:
-            file.write(buffer.getbuffer())
-        os.replace(partial, path)
-    except OSError:
-        partial.unlink(missing_ok=True)
-        raise
-
-
-def save_private_checkpoint(trainer: pl.Trainer, path: Path) -> None:
-    """``trainer.save_checkpoint`` to ``path``, owner-only and whole or not at all: written in a
-    private folder beside it (Lightning writes world-readable files), then moved into place. The
-    folder is made once and kept for the next epoch's write; :func:`discard_checkpoint` removes
-    both."""
-    staging = staging_folder(path)
-    if not staging.is_dir():
-        staging.mkdir(mode=0o700)
-    partial = staging / path.name
-    trainer.save_checkpoint(partial)
-    os.chmod(partial, 0o600)
-    os.replace(partial, path)
-
-
-def discard_checkpoint(path: Path) -> None:
-    """Remove a checkpoint written by :func:`save_private_checkpoint` and its staging folder."""
-    path.unlink(missing_ok=True)
-    staging = staging_folder(path)
-    with contextlib.suppress(FileNotFoundError):
-        for leftover in staging.iterdir():
-            leftover.unlink()
-        staging.rmdir()
+def _mean_over_ranks(trainer: pl.Trainer, metrics: dict[str, float]) -> dict[str, float]:
+    """Each rank's epoch metrics averaged over the ranks: what a module logs without
+    ``sync_dist`` is its own shard's value, and every rank must rank epochs (and report) alike."""
+    if trainer.world_size <= 1 or not metrics:
+        return metrics
+    names = sorted(metrics)
+    values = torch.tensor([metrics[n] for n in names], dtype=torch.float64, device=trainer.strategy.root_device)
+    reduced = trainer.strategy.reduce(values, reduce_op="mean")
+    return dict(zip(names, (float(v) for v in reduced.cpu()), strict=True))
 
 
 def trained_epochs(state_path: Path) -> list[dict[str, float]]:
@@ -291,7 +258,8 @@ def user_callbacks(given: Any) -> list[pl.Callback]:
 
 def make_trainer(run: TrainingRun, callbacks: list[pl.Callback], accelerator: str = "cpu",
                  max_epochs: int | None = None, *, scalars: CallbackScalars | None = None,
-                 overrides: Mapping[str, Any] | None = None, root_dir: str | Path | None = None) -> pl.Trainer:
+                 overrides: Mapping[str, Any] | None = None, root_dir: str | Path | None = None,
+                 parallel: Parallel | None = None) -> pl.Trainer:
     """A Trainer with the run's options and callbacks, finesweep's own settings for the reserved
     options, and ``overrides`` (a dry run's batch limits) over both."""
     options = {**dict(run.trainer), **(overrides or {})}
@@ -303,11 +271,16 @@ def make_trainer(run: TrainingRun, callbacks: list[pl.Callback], accelerator: st
     logger = scalars or CallbackScalars()
     # enable_checkpointing stays on: Lightning then counts finesweep's own Checkpoint callback
     # and adds no ModelCheckpoint of its own.
-    trainer = pl.Trainer(max_epochs=max_epochs or run.max_epochs, accelerator=accelerator, devices=1,
+    # A multi-worker run: the launcher's strategy and cluster environment, each process one device.
+    spread = {"strategy": parallel.strategy, "plugins": list(parallel.plugins), "devices": "auto"} \
+        if parallel is not None else {"devices": 1}
+    trainer = pl.Trainer(max_epochs=max_epochs or run.max_epochs, accelerator=accelerator, **spread,
                          logger=logger, enable_checkpointing=True, enable_progress_bar=False,
                          default_root_dir=str(root_dir) if root_dir is not None else None,
                          callbacks=[*extra, *callbacks], **options)
     logger.trainer = trainer
+    if parallel is not None and parallel.prepare is not None:
+        trainer = parallel.prepare(trainer) or trainer
     return trainer
 
 
@@ -322,7 +295,7 @@ def fit(run: TrainingRun, *, on_epoch_end: EpochCallback | None = None,
         evaluate_test: bool = False, state_path: Path | None = None,
         resume_from: Path | None = None, on_first_step: Callable[[float], None] | None = None,
         on_stop_early: Callable[[int], None] | None = None, scalars: ScalarSink | None = None,
-        log_dir: str | Path | None = None, final_state: bool = True) -> FitResult:
+        log_dir: str | Path | None = None, final_state: bool = True, parallel: Parallel | None = None) -> FitResult:
     """Train ``run`` and return its best epoch's metrics.
 
     The best epoch by ``run.metric`` is the model's result (its weights are saved to
@@ -340,12 +313,14 @@ def fit(run: TrainingRun, *, on_epoch_end: EpochCallback | None = None,
         # cores that concurrent trials are using.
         torch.set_num_threads(max(1, int(threads)))
     model, data = build(run)
+    if parallel is not None and not parallel.writes:
+        checkpoint_path = None  # Rank 0 writes the weights; the others hold the same ones.
     if checkpoint_path is not None:
         checkpoint_path.parent.mkdir(parents=True, exist_ok=True)
     tracker = _EpochEnd(run.metric, run.mode, checkpoint_path, on_epoch_end, state_path, on_first_step,
                         on_stop_early, final_state)
     logger = CallbackScalars(scalars, str(log_dir) if log_dir is not None else None)
-    trainer = make_trainer(run, [tracker], accelerator, scalars=logger, root_dir=log_dir)
+    trainer = make_trainer(run, [tracker], accelerator, scalars=logger, root_dir=log_dir, parallel=parallel)
     # weights_only: a checkpoint is data; loading it never runs code from the file.
     trainer.fit(model, datamodule=data,
                 ckpt_path=str(resume_from) if resume_from is not None else None, weights_only=True)

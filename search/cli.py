@@ -55,6 +55,7 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--out", type=Path, help="where the retrained weights go (default: <config dir>/retrain)")
     train.add_argument("--max-epochs", type=int, help="train this many epochs instead of the export's")
     train.add_argument("--seed", type=int, help="another seed than the export's (seed_everything)")
+    train.add_argument("--workers", type=int, help="train on N Ray Train workers (default: the sweep's workers)")
 
     status = commands.add_parser("status", help="where a sweep stands: counts, best so far, top-k, failures "
                                                 "(also while it runs)")
@@ -306,13 +307,13 @@ def cmd_ensemble(args: argparse.Namespace) -> int:
 def cmd_train(args: argparse.Namespace) -> int:
     from finesweep.search.retrain import RetrainError, retrain
 
-    for flag, value in (("--max-epochs", args.max_epochs), ("--seed", args.seed)):
-        if value is not None and value < (1 if flag == "--max-epochs" else 0):
-            print(f"finesweep: {flag} must be at least {1 if flag == '--max-epochs' else 0}, but got {value}",
+    for flag, value in (("--max-epochs", args.max_epochs), ("--seed", args.seed), ("--workers", args.workers)):
+        if value is not None and value < (0 if flag == "--seed" else 1):
+            print(f"finesweep: {flag} must be at least {0 if flag == '--seed' else 1}, but got {value}",
                   file=sys.stderr)
             return EXIT_BAD_INPUT
     try:
-        retrain(args.config, args.out, max_epochs=args.max_epochs, seed=args.seed)
+        retrain(args.config, args.out, max_epochs=args.max_epochs, seed=args.seed, workers=args.workers)
     except RetrainError as error:
         print(f"finesweep: {error}", file=sys.stderr)
         return EXIT_BAD_INPUT

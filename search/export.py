@@ -86,6 +86,8 @@ def export_record(info: RunInfo, run_dir: Path, frozen: optuna.trial.FrozenTrial
         "params": dict(frozen.params),
         **(extra or {}),
         "threads": info.threads,
+        # A trial of several workers (resources.workers) is retrained on as many.
+        **({"workers": info.workers} if info.workers > 1 else {}),
         # Where the spec's own modules are imported from, wherever the export is read.
         "spec_dir": info.spec_dir,
         "checkpoint": str(checkpoint.resolve()) if checkpoint.exists() else None,

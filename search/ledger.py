@@ -128,6 +128,10 @@ class TrialLedger:
             # The node it (last) ran on: a trial retried after its node died moves elsewhere.
             where = {"node": result.get("node_id"), "node_ip": result.get("node_ip"),
                      "gpu_ids": result.get("gpu_ids"), "accelerator": result.get("accelerator")}
+            # Every process the trial trained in: one for a one-worker trial, each Ray Train rank otherwise.
+            ranks = result.get("ranks") or [{"rank": 0, "node": where["node"], "node_ip": where["node_ip"],
+                                              "gpu_ids": where["gpu_ids"]}]
+            where.update(world_size=int(result.get("world_size") or len(ranks)), ranks=list(ranks))
             if "first_step_at" in result:
                 # Benchmark timings (search.trial.TIMING_ENV): benchmarks/overhead.py measures the
                 # gap between one trial's end and the next one's first step on the same worker.

@@ -5,7 +5,7 @@ from __future__ import annotations
 import shutil
 import sys
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO
 
 import yaml
 from finesweep.models.run import metric_split
@@ -27,9 +27,11 @@ def _untrainable() -> tuple[type[BaseException], ...]:
 
 
 def retrain(config_path: Path, out_dir: Path | None = None, out: TextIO | None = None, *,
-            max_epochs: int | None = None, seed: int | None = None) -> dict[str, float]:
+            max_epochs: int | None = None, seed: int | None = None, workers: int | None = None) -> dict[str, float]:
     """Train the export at ``config_path`` (optionally longer, or with another seed) and print
-    its validation metrics and the test metrics its ``test_step`` logs on the best weights."""
+    its validation metrics and the test metrics its ``test_step`` logs on the best weights. It
+    trains on as many workers as its sweep's trials (``workers`` overrides): more than one is a
+    Ray Train run on a local Ray (:func:`fit_on_workers`)."""
     from finesweep.models.simulation import is_simulated
     from finesweep.models.training import fit
     from finesweep.search.spec import Problem, SpecError
@@ -54,13 +56,19 @@ def retrain(config_path: Path, out_dir: Path | None = None, out: TextIO | None =
     # The trial's thread count (checked: at most this machine's CPUs): the same number of
     # intra-op threads gives the same sums.
     threads = exported.record.get("threads")
+    workers = workers or int(exported.record.get("workers") or 1)
     # The weights are kept aside until the run has finished: a failed run (a full disk, an
     # error in training) leaves an earlier retrain's model.pt and result.yaml as they were.
     training = out_dir / f".{CHECKPOINT_FILE}.training"
     try:
         try:
-            result = fit(run, checkpoint_path=training, evaluate_test=True,
-                         threads=int(threads) if isinstance(threads, int) else None)
+            if workers > 1:
+                out.write(f"finesweep: training on {workers} workers (Ray Train, local Ray)\n")
+                out.flush()
+                result = fit_on_workers(run, workers, training, out_dir, threads, exported.record.get("spec_dir"))
+            else:
+                result = fit(run, checkpoint_path=training, evaluate_test=True,
+                             threads=int(threads) if isinstance(threads, int) else None)
         except untrainable as error:  # The config cannot train here: one line, not a traceback.
             raise RetrainError(f"{config_path}: {type(error).__name__}: {error}") from None
         metrics = {**{k: float(v) for k, v in result.best.items()}, **(result.test or {}),
@@ -91,3 +99,47 @@ def retrain(config_path: Path, out_dir: Path | None = None, out: TextIO | None =
     out.write("test (held out): " + (", ".join(f"{k} {v:.4f}" for k, v in test.items()) or none) + "\n")
     out.write(f"weights: {out_dir / CHECKPOINT_FILE}\n")
     return metrics
+
+
+def fit_on_workers(run: Any, workers: int, checkpoint: Path, out_dir: Path, threads: object,
+                   spec_dir: str | None) -> Any:
+    """Train ``run`` on ``workers`` Ray Train workers of a local Ray (one CPU each, or the
+    export's threads); see :func:`train_on_workers`."""
+    from finesweep.search import placement
+    from finesweep.search.cluster import prepare_ray_environment
+    from finesweep.search.run_files import cpu_count
+    from finesweep.search.spec import ResourcesSpec
+    from finesweep.search.user_code import import_roots
+
+    cpus = int(threads) if isinstance(threads, int) else 1
+    if not placement.placeable([(cpu_count(), placement.local_gpus())], ResourcesSpec(cpus=cpus, workers=workers)):
+        raise RetrainError(f"--workers {workers}: this machine has {cpu_count()} CPUs, fewer than "
+                           f"{workers} workers of {cpus} CPU each")
+    prepare_ray_environment(None)
+    from finesweep.search import ray_backend
+
+    started = ray_backend.start_ray(None)
+    try:
+        return train_on_workers(run, workers=workers, cpus=cpus, checkpoint=checkpoint,
+                                storage=out_dir.resolve() / ".ray", roots=import_roots(spec_dir) if spec_dir else ())
+    finally:
+        if started:
+            ray_backend.stop_ray()
+
+
+def train_on_workers(run: Any, *, workers: int, cpus: float, checkpoint: Path, storage: Path,
+                     roots: Any = (), gpus: float = 0.0) -> Any:
+    """Train ``run`` as one Ray Train run of ``workers`` workers on the Ray this process has
+    started or joined, then evaluate its test split here, in one process, on rank 0's best
+    weights (written to ``checkpoint``): a test step on every rank would see only its shard."""
+    import torch
+    from finesweep.models.training import build, make_trainer, test
+    from finesweep.search import ray_backend
+
+    result, _ = ray_backend.fit_on_workers(run, workers=workers, cpus=cpus, gpus=gpus, checkpoint_path=str(checkpoint),
+                                           storage=str(storage), name=f"train_{checkpoint.stem}", import_roots=roots)
+    model, data = build(run)
+    model.load_state_dict(torch.load(checkpoint, map_location="cpu", weights_only=True))
+    result.checkpoint = checkpoint
+    result.test = test(make_trainer(run, []), model, data)
+    return result

@@ -53,6 +53,24 @@ def run_job(job: RetrainJob, accelerator: str = "cpu") -> dict[str, float]:
             "best_epoch": float(result.best_epoch), "seconds": round(result.seconds, 2)}
 
 
+def _on_workers(job: RetrainJob, workers: int, cpus: float, gpus: float, run_dir: Any) -> Any:
+    """:func:`run_job` as one Ray Train run of ``workers`` workers; the exception it raised, if any."""
+    import tempfile
+
+    from finesweep.search.retrain import train_on_workers
+
+    add_user_folders(job.import_roots)
+    try:
+        with tempfile.TemporaryDirectory(prefix=".reseed-", dir=run_dir) as folder:
+            result = train_on_workers(job.run, workers=workers, cpus=cpus, gpus=gpus, roots=job.import_roots,
+                                      checkpoint=Path(folder) / f"trial{job.trial}_seed{job.seed}.pt",
+                                      storage=Path(folder) / "ray")
+    except Exception as error:
+        return error
+    return {**{k: float(v) for k, v in result.best.items()}, **(result.test or {}),
+            "best_epoch": float(result.best_epoch), "seconds": round(result.seconds, 2)}
+
+
 def new_seeds(seed_base: int, trial: int, trial_seed: int, count: int) -> list[int]:
     """``count`` seeds for retraining ``trial``, derived from the sweep's seed base (so a rerun
     retrains identically) and different from the seed the trial ran with."""
@@ -211,6 +229,8 @@ def robust_export_on_ray(record: SweepRecord, address: str | None, *, top_k: int
         raise ResultsError(str(error)) from None
 
     def runner(jobs: Sequence[RetrainJob]) -> list[Any]:
+        if info.workers > 1:  # Each retraining one Ray Train run of the sweep's workers, in turn.
+            return [_on_workers(job, info.workers, info.cpus, info.gpus, record.run_dir) for job in jobs]
         return ray_backend.run_retrains(jobs, run_job, cpus=info.cpus, gpus=info.gpus,
                                         concurrency=info.concurrency)
 

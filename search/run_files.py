@@ -154,6 +154,8 @@ class RunInfo:
     gpus: float = 0.0
     concurrency: int = 1
     seed: int | None = None
+    # Workers per trial (resources.workers): `train` and the retraining commands use as many.
+    workers: int = 1
     # The original spec's folder: the user's modules are imported from there by the commands
     # that train (never by a view).
     spec_dir: str = "."
@@ -170,7 +172,7 @@ class RunInfo:
                    max_epochs=spec.budget.max_epochs, cpus=spec.resources.cpus, gpus=spec.resources.gpus,
                    concurrency=spec.resources.concurrency, seed=spec.strategy.seed, spec_dir=str(spec.base_dir),
                    objectives=tuple((o.name, o.mode) for o in spec.objectives), constraints=spec.constraints,
-                   select=spec.raw.get("select"))
+                   select=spec.raw.get("select"), workers=spec.resources.workers)
 
     @property
     def threads(self) -> int:
@@ -238,6 +240,7 @@ def read_spec_copy(run_dir: str | Path) -> RunInfo:
         cpus=check.number(resources.get("cpus", 1), ("resources", "cpus"), 0.001, 1e6),
         gpus=check.number(resources.get("gpus", 0), ("resources", "gpus"), 0, 1e4),
         concurrency=check.integer(resources.get("concurrency", 2), ("resources", "concurrency"), 1, 100_000),
+        workers=check.integer(resources.get("workers", 1), ("resources", "workers"), 1, 1024),
         seed=None if seed is None else check.integer(seed, ("strategy", "seed"), 0, MAX_TRIALS),
         spec_dir=str(spec_dir if spec_dir is not None else Path(run_dir).resolve()),
         objectives=objectives, constraints=constraints, select=select)
@@ -290,6 +293,8 @@ def check_export_record(source: str | Path, record: Any, marks: Mapping[KeyPath,
             check.integer(record[key], (key,), low, MAX_TRIALS)
     if record.get("params") is not None:
         check.mapping(record["params"], ("params",))
+    if record.get("workers") is not None:
+        check.integer(record["workers"], ("workers",), 1, 1024)
     if record.get("threads") is not None:
         cpus = cpu_count()
         check.integer(record["threads"], ("threads",), 1, cpus,

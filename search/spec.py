@@ -22,12 +22,13 @@ from pathlib import Path
 from typing import Any
 
 from finesweep.models.tasks import TASKS, TaskAlias
+from finesweep.search import spec_classes
 from finesweep.search import spec_components as sc
 from finesweep.search.export import read_record
 from finesweep.search.space import SearchSpace
 from finesweep.search.spec_choices import deferred_arguments
 from finesweep.search.spec_components import Component
-from finesweep.search.spec_fields import number_rule
+from finesweep.search.spec_fields import choice_rule, number_rule
 from finesweep.search.spec_loading import parse_yaml_text, read_text, spec_dir_of
 from finesweep.search.spec_objectives import (
     Objective,
@@ -100,6 +101,12 @@ class ResourcesSpec:
     concurrency: int = field(default=2, metadata=number_rule(integer=True, low=1))
     # Memory a trial may allocate beyond its loaded worker; over it, the trial fails.
     memory_mb: float | None = field(default=None, metadata=number_rule(low=0, low_open=True))
+    # Processes one trial trains in (Ray Train, one Lightning rank each); cpus and gpus are per
+    # worker. 1 runs the trial in its Tune worker as before.
+    workers: int = field(default=1, metadata=number_rule(integer=True, low=1, high=1024))
+    strategy: str = field(default="ddp", metadata=choice_rule("ddp", "fsdp"))
+    # Ray's placement of a trial's workers: as few nodes as fit (pack) or one per node where it can (spread).
+    placement: str = field(default="pack", metadata=choice_rule("pack", "spread"))
 
 
 @dataclass(frozen=True)
@@ -267,7 +274,7 @@ class SpecChecker(SpaceRules):
         if self.problems:
             raise SpecError(self.source, self.problems)
         for key_path, value in self.resolved_paths.items():
-            _set_in(data, key_path, value)
+            spec_classes.set_in(data, key_path, value)
         return SweepSpec(
             name=name, task=task, model=model, data=data_section, trainer=trainer, metric=metric, mode=mode,
             space=space, strategy=strategy, scheduler=scheduler, budget=budget, resources=resources,
@@ -284,7 +291,7 @@ class SpecChecker(SpaceRules):
         listed = isinstance(callbacks, list)
         for index, item in enumerate(callbacks if listed else [callbacks]):
             class_path = item.get("class_path") if isinstance(item, dict) else None
-            cls = _callback_class(class_path) if isinstance(class_path, str) else None
+            cls = spec_classes.callback_class(class_path) if isinstance(class_path, str) else None
             clash = reserved_callback(cls) if cls is not None else None
             if clash is not None:
                 at = ("trainer", "callbacks", *((index,) if listed else ()), "class_path")
@@ -379,20 +386,3 @@ class SpecChecker(SpaceRules):
             self.number(option_value, ("scheduler", "options", key), integer=isinstance(default, int),
                         low=low)
         return SchedulerSpec(name=name, options=options)
-
-
-def _callback_class(class_path: str) -> type | None:
-    """The class a callback's class path names; a bare name, as LightningCLI takes it, from
-    Lightning's own callbacks."""
-    from finesweep.models.components import ComponentError, import_class
-
-    try:
-        return import_class(class_path if "." in class_path else f"pytorch_lightning.callbacks.{class_path}")
-    except ComponentError:
-        return None  # Reported by the trainer section's own check.
-
-
-def _set_in(tree: dict[str, Any], path: KeyPath, value: Any) -> None:
-    for key in path[:-1]:
-        tree = tree[key]
-    tree[path[-1]] = value

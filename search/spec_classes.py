@@ -337,3 +337,20 @@ def _owners(checks: Any, cls: type, argument: str, here: str, fixed: Any, choice
     if not any(p.expected == expected for p in checks.problems):  # once, not for every key under it
         checks.problem(path, expected, "none", f"the argument takes {_names(bases) or 'any class'}")
     return None, None
+
+
+def callback_class(class_path: str) -> type | None:
+    """The class a callback's class path names; a bare name, as LightningCLI takes it, from
+    Lightning's own callbacks."""
+    from finesweep.models.components import ComponentError, import_class
+
+    try:
+        return import_class(class_path if "." in class_path else f"pytorch_lightning.callbacks.{class_path}")
+    except ComponentError:
+        return None  # Reported by the trainer section's own check.
+
+
+def set_in(tree: dict[str, Any], path: KeyPath, value: Any) -> None:
+    for key in path[:-1]:
+        tree = tree[key]
+    tree[path[-1]] = value

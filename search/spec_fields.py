@@ -49,6 +49,11 @@ def number_rule(**rule: Any) -> Mapping[str, Number]:
     return {_RULE: Number(**rule)}
 
 
+def choice_rule(*options: str) -> Mapping[str, tuple[str, ...]]:
+    """Dataclass field metadata declaring that the field is one of ``options`` (a word)."""
+    return {_RULE: tuple(options)}
+
+
 class FieldChecks:
     """Checks of single values, each reporting at most one located problem."""
 
@@ -133,8 +138,14 @@ class FieldChecks:
             given = entry.get(spec_field.name, spec_field.default)
             if given is None and spec_field.default is None:
                 continue
-            rule: Number = spec_field.metadata[_RULE]
+            rule: Number | tuple[str, ...] = spec_field.metadata[_RULE]
             at = (*path, spec_field.name)
+            if isinstance(rule, tuple):
+                if given not in rule:
+                    self.problem(at, "one of " + ", ".join(rule), describe(given), did_you_mean(str(given), rule))
+                else:
+                    checked[spec_field.name] = given
+                continue
             number = self.number(given, at, integer=rule.integer, low=rule.low, high=rule.high,
                                  low_open=rule.low_open)
             if number is None:

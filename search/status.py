@@ -40,6 +40,22 @@ def _front_lines(record: SweepRecord, trials: list) -> list[str]:
     return front_lines(found, chosen, rule)
 
 
+def _worker_lines(record: SweepRecord, most: int = 10) -> list[str]:
+    """Where each multi-worker trial's ranks ran (its ``world_size`` and ``ranks`` attributes)."""
+    spread = [t for t in record.study.get_trials(deepcopy=False) if int(t.user_attrs.get("world_size") or 1) > 1]
+    if not spread:
+        return []
+    lines = ["workers:"]
+    for trial in spread[-most:]:
+        ranks = ", ".join(f"rank {r.get('rank')} on {r.get('node_ip')} ({str(r.get('node') or '?')[:8]})"
+                          + (f" GPU {','.join(map(str, r['gpu_ids']))}" if r.get("gpu_ids") else "")
+                          for r in trial.user_attrs.get("ranks") or [])
+        lines.append(f"  trial {trial.number}: {trial.user_attrs['world_size']} ranks: {ranks}")
+    if len(spread) > most:
+        lines.insert(1, f"  ({len(spread) - most} earlier trials not shown)")
+    return lines
+
+
 def status_text(record: SweepRecord, top_k: int = 5) -> str:
     """Counts by state, best so far, running trials, the top-k table and failure reasons."""
     study = record.study
@@ -56,7 +72,7 @@ def status_text(record: SweepRecord, top_k: int = 5) -> str:
     summary = trials_summary(study, record.metric, record.mode, list(record.param_names), top_k).splitlines()
     # The counts line first, then what is running now, then the table and failure reasons.
     text = "\n".join([lines[0], summary[0], lines[1], *_front_lines(record, trials), *_running_lines(record),
-                      *summary[1:]])
+                      *_worker_lines(record), *summary[1:]])
     # The study is data of the run directory: a value holding terminal control sequences (a
     # crafted failure reason, say) is shown escaped, never sent to the terminal as it is.
     return CONTROL.sub(lambda match: repr(match.group())[1:-1], text)

@@ -34,24 +34,10 @@ from finesweep.search.leftovers import clean_up as clean_up_leftovers
 from finesweep.search.leftovers import record_session
 from finesweep.search.lock import LockError, RunLock, claim_study, release_study, renew_study
 from finesweep.search.pareto_views import record_objectives
+from finesweep.search.placement import check_this_machine
 from finesweep.search.progress import SweepMonitor, strategy_text, summary_table
 from finesweep.search.resume import compare_specs, finished_count, interrupted_trials, write_spec_copy
-from finesweep.search.run_dir import (
-    BEST_FILE,
-    DATA_SUMMARY,
-    FRONT_DIR,
-    LOCK_FILE,
-    RAY_DIR,
-    SESSION_FILE,
-    SPEC_COPY,
-    STUDY_FILE,
-    TENSORBOARD_DIR,
-    TOP_DIR,
-    TRIALS_DIR,
-    tensorboard_root,
-    tune_dir,
-    write_atomically,
-)
+from finesweep.search.run_dir import tensorboard_root, tune_dir, write_atomically
 from finesweep.search.run_files import RunInfo
 from finesweep.search.seeding import build_sampler
 from finesweep.search.signals import StopRequested, signal_name
@@ -109,14 +95,14 @@ def _check_resume(spec: SweepSpec, run_dir: Path, resume: bool) -> str | None:
     would mix incomparable trials; returns a note on the accepted changes."""
     from finesweep.search.spec import parse_spec
 
-    stored = run_dir / SPEC_COPY
+    stored = run_dir / run_paths.SPEC_COPY
     if not resume:
         if stored.exists():
             raise SweepError(f"{run_dir} already holds a sweep; add --resume to continue it "
                              "(or `launch.py resume` it), or choose another --out")
         return None
     if not stored.exists():
-        raise SweepError(f"nothing to resume: {run_dir} holds no sweep ({SPEC_COPY} is missing)")
+        raise SweepError(f"nothing to resume: {run_dir} holds no sweep ({run_paths.SPEC_COPY} is missing)")
     with time_limit("the stored spec's classes (importing your module, the DataModule)"):
         changes = compare_specs(parse_spec(stored, read_inputs=False), spec)
     if changes.incompatible:
@@ -141,8 +127,9 @@ def _open_fresh_or_resumed(spec: SweepSpec, url: str, sampler: object, resume: b
 
 # What a sweep writes at the top of its run directory: a folder holding only these (say a
 # tensorboard/ made ready for a live TensorBoard) is a run in the making, not someone's files.
-RUN_ENTRIES = frozenset({SPEC_COPY, LOCK_FILE, STUDY_FILE, SESSION_FILE, TENSORBOARD_DIR, TRIALS_DIR, RAY_DIR,
-                         BEST_FILE, TOP_DIR, FRONT_DIR})
+RUN_ENTRIES = frozenset(getattr(run_paths, name) for name in (
+    "SPEC_COPY", "LOCK_FILE", "STUDY_FILE", "SESSION_FILE", "TENSORBOARD_DIR", "TRIALS_DIR", "RAY_DIR", "BEST_FILE",
+    "TOP_DIR", "FRONT_DIR"))
 
 
 def check_run_dir(run_dir: Path, resume: bool) -> None:
@@ -158,9 +145,9 @@ def check_run_dir(run_dir: Path, resume: bool) -> None:
         entries = {entry.name for entry in run_dir.iterdir()}
     except OSError as error:
         raise SweepError(f"cannot read the run directory {run_dir}: {error.strerror}") from None
-    if entries - RUN_ENTRIES and not entries & {SPEC_COPY, LOCK_FILE}:
+    if entries - RUN_ENTRIES and not entries & {run_paths.SPEC_COPY, run_paths.LOCK_FILE}:
         raise SweepError(f"--out {run_dir} is a non-empty folder that holds no finesweep run "
-                         f"({len(entries)} entries, no {SPEC_COPY}); choose an empty or new folder")
+                         f"({len(entries)} entries, no {run_paths.SPEC_COPY}); choose an empty or new folder")
 
 
 def resume_hint(run_dir: Path) -> str:
@@ -260,6 +247,8 @@ def _run_locked(spec: SweepSpec, run_dir: Path, *, address: str | None, verbose:
                 out: TextIO, stop: StopRequested, dry_run: bool) -> SweepResult:
     """The sweep proper, under the run directory's lock."""
     run = _Session(spec, run_dir, address, verbose, resume, out, stop)
+    if address is None and (unplaceable := check_this_machine(spec)) is not None:
+        raise unplaceable  # A local Ray gets this machine: a trial it cannot place is refused now.
     run.url = storage_url(spec.storage, run_dir)
     run.accepted_changes = _check_resume(spec, run_dir, resume)
     cleaned = clean_up_leftovers(run_dir)
@@ -301,7 +290,7 @@ def _run_locked(spec: SweepSpec, run_dir: Path, *, address: str | None, verbose:
               f"{time.monotonic() - ray_started:.1f} s\n")
     stop.install()  # ray.init installs its own SIGTERM handler.
     try:
-        ray_backend.check_resources(spec.resources.cpus, spec.resources.gpus)
+        ray_backend.check_resources(spec.resources.cpus, spec.resources.gpus, spec.resources)
     except ResourceError as error:
         raise SweepError(str(error)) from None
 
@@ -323,7 +312,7 @@ def _run_study(run: _Session, study: optuna.Study) -> SweepResult:
     from finesweep.search import ray_backend
 
     spec, run_dir, out, stop = run.spec, run.run_dir, run.out, run.stop
-    write_spec_copy(run_dir / SPEC_COPY, spec, study)
+    write_spec_copy(run_dir / run_paths.SPEC_COPY, spec, study)
     # Trial seeds derive from the strategy seed, so a seeded sweep retrains identically.
     seed_base = study.user_attrs.get("seed_base")
     if seed_base is None:
@@ -349,7 +338,7 @@ def _run_study(run: _Session, study: optuna.Study) -> SweepResult:
     if summary:
         # What the trials train on, once per sweep: rows read and dropped, labels, split sizes.
         out.write(f"finesweep: data: {summary}\n")
-        write_atomically(run_dir / DATA_SUMMARY, summary + "\n")
+        write_atomically(run_dir / run_paths.DATA_SUMMARY, summary + "\n")
     hparams = HParamsLog(tensorboard_root(run_dir), spec.space, spec.metric, [o.name for o in spec.objectives[1:]])
     hparams.write_experiment()
     to_run = max(spec.budget.trials - done, 0)

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from finesweep.models.run import TrainingRun, is_better, staging_folder
+from finesweep.models.run import Parallel, TrainingRun, is_better, staging_folder
 from finesweep.search import run_dir as run_paths
 from finesweep.search.run_dir import STATE_FILE, tensorboard_dir, trial_dir
 from finesweep.search.user_code import add_user_folders
@@ -61,6 +61,12 @@ class SweepContext:
     # the best epoch go with every report as ``best:<name>``, so the trial's objective vector is
     # the epoch whose weights are kept.
     watched: tuple[str, ...] = ()
+    # A trial of several workers is one Ray Train run (resources.workers, strategy, placement);
+    # cpus_per_trial and gpus_per_worker are each worker's.
+    workers: int = 1
+    strategy: str = "ddp"
+    placement: str = "pack"
+    gpus_per_worker: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -152,7 +158,8 @@ def _is_out_of_memory(error: BaseException) -> bool:
     return isinstance(error, MemoryError) or "can't allocate memory" in text or "out of memory" in text
 
 
-def run_trial(context: SweepContext, request: TrialRequest, report: Report, accelerator: str = "cpu") -> None:
+def run_trial(context: SweepContext, request: TrialRequest, report: Report, accelerator: str = "cpu",
+              parallel: Parallel | None = None) -> None:
     """Train one trial, calling ``report`` after every epoch with that epoch's metrics plus
     ``best_value`` and ``best_epoch`` so far (the trial's objective is its best epoch), and
     ``stopped_early`` on the last epoch when the trial's own callbacks or Trainer settings
@@ -162,7 +169,9 @@ def run_trial(context: SweepContext, request: TrialRequest, report: Report, acce
     Lightning, and then neither torch nor Lightning is imported in the worker. A trained one
     keeps its training state in its folder after every epoch (removed when it finishes): an
     attempt that finds one there (a retry after its worker or node died, a resumed sweep's re-run
-    after the driver was stopped or killed) goes on after that epoch."""
+    after the driver was stopped or killed) goes on after that epoch. With ``parallel`` this is one
+    rank of a multi-worker trial: every rank reports (the launcher forwards rank 0's), and only
+    rank 0 writes TensorBoard, the weights and the training state."""
     from finesweep.models.simulation import is_simulated, simulate
     from finesweep.search.tensorboard_log import ScalarWriter
 
@@ -171,7 +180,8 @@ def run_trial(context: SweepContext, request: TrialRequest, report: Report, acce
     artifacts = trial_dir(context.run_dir, request.number)
     artifacts.mkdir(parents=True, exist_ok=True)
     error_file = artifacts / run_paths.ERROR_FILE
-    writer = ScalarWriter(tensorboard_dir(context.run_dir, request.number))
+    writes = parallel is None or parallel.writes
+    writer = ScalarWriter(tensorboard_dir(context.run_dir, request.number)) if writes else None
     watchdog: _Watchdog | None = None
     best: dict[str, Any] = {}
     # Sent with every report besides the metrics: where a retried trial went on from, and the
@@ -190,12 +200,13 @@ def run_trial(context: SweepContext, request: TrialRequest, report: Report, acce
 
     def log_by_step(metrics: dict[str, float], step: int) -> None:
         by_step.update(metrics)
-        writer.add(metrics, step)
+        if writer is not None:
+            writer.add(metrics, step)
 
     def on_epoch_end(epoch: int, metrics: dict[str, float], *, trained: bool = True) -> None:
         if watchdog is not None:
             watchdog.beat()
-        if trained:  # (an epoch of the training state, re-reported, is in TensorBoard already)
+        if trained and writer is not None:  # (an epoch of the training state, re-reported, is in TensorBoard already)
             writer.add({k: v for k, v in metrics.items() if k not in by_step}, epoch)
         keep_best(epoch, metrics)
         stamp = {"reported_at": time.time()} if context.record_timing else {}
@@ -218,7 +229,7 @@ def run_trial(context: SweepContext, request: TrialRequest, report: Report, acce
                 simulate(run, on_epoch_end=on_epoch_end)
             else:
                 _train(context, run, artifacts, accelerator, keep_best, extra, on_epoch_end, log_by_step,
-                       tensorboard_dir(context.run_dir, request.number), request.reported_epochs)
+                       tensorboard_dir(context.run_dir, request.number), request.reported_epochs, parallel)
     except Exception as error:
         text = traceback.format_exc()
         if _is_out_of_memory(error):
@@ -229,13 +240,14 @@ def run_trial(context: SweepContext, request: TrialRequest, report: Report, acce
     finally:
         if watchdog is not None:
             watchdog.stop()
-        writer.close()
+        if writer is not None:
+            writer.close()
 
 
 def _train(context: SweepContext, run: TrainingRun, artifacts: Path, accelerator: str,
            keep_best: Callable[[int, dict[str, float]], None], extra: dict[str, Any],
            on_epoch_end: Callable[..., None], log_by_step: Callable[[dict[str, float], int], None],
-           log_dir: Path, reported_epochs: int) -> None:
+           log_dir: Path, reported_epochs: int, parallel: Parallel | None = None) -> None:
     """Train a Lightning model for :func:`run_trial` (imported here: a simulated trial never
     loads torch), going on from the training state in ``artifacts`` when an earlier attempt
     left one (its epochs after ``reported_epochs`` reported again first). The state is rewritten
@@ -261,10 +273,11 @@ def _train(context: SweepContext, run: TrainingRun, artifacts: Path, accelerator
     fit(run, on_epoch_end=on_epoch_end, checkpoint_path=artifacts / run_paths.CHECKPOINT_FILE,
         accelerator=accelerator, threads=max(1, int(context.cpus_per_trial)), state_path=state,
         resume_from=resume_from, on_stop_early=lambda epoch: extra.update(stopped_early=True),
-        scalars=log_by_step, log_dir=log_dir, final_state=False,
+        scalars=log_by_step, log_dir=log_dir, final_state=False, parallel=parallel,
         on_first_step=(lambda at: extra.update(first_step_at=at)) if context.record_timing else None)
     # Finished: nothing to go on from. (A trial that raised keeps it: Ray may retry it.)
-    discard_checkpoint(state)
+    if parallel is None or parallel.writes:
+        discard_checkpoint(state)
 
 
 def prepare_rerun(run_dir: str | Path, number: int) -> bool:

@@ -67,11 +67,18 @@ def sweep_context(spec: SweepSpec, run_dir: Path, on_cluster: bool) -> SweepCont
         max_epochs=spec.budget.max_epochs, run_dir=str(run_dir.resolve()),
         cpus_per_trial=spec.resources.cpus, trial_timeout_s=spec.budget.trial_timeout_s,
         memory_mb=spec.resources.memory_mb, record_timing=timing_requested(), watched=spec.watched,
+        workers=spec.resources.workers, strategy=spec.resources.strategy, placement=spec.resources.placement,
+        gpus_per_worker=spec.resources.gpus,
     )
 
 
 def trial_resources(spec: SweepSpec) -> dict[str, float]:
-    """One trial's share of a node, in Ray's resource names (memory in bytes)."""
+    """One trial's share of a node, in Ray's resource names (memory in bytes). A multi-worker
+    trial's Tune process only starts its Ray Train run and waits: its workers hold the CPUs and GPUs."""
+    if spec.resources.workers > 1:
+        # Tune refuses a trial that asks for nothing at all; 1 MiB of memory holds no CPU a
+        # worker needs (on a 2-CPU machine, 2 one-CPU workers still fit).
+        return {"cpu": 0, "memory": 2**20}
     resources = {"cpu": spec.resources.cpus, "gpu": spec.resources.gpus}
     if spec.resources.memory_mb:
         resources["memory"] = int(spec.resources.memory_mb * 2**20)
@@ -82,12 +89,19 @@ def tune_settings(spec: SweepSpec, trials: int) -> dict[str, Any]:
     """Ray Tune's ``TuneConfig`` arguments for ``trials`` trials, besides searcher and scheduler."""
     return {"metric": spec.metric, "mode": spec.mode, "num_samples": trials,
             "max_concurrent_trials": spec.resources.concurrency, "time_budget_s": spec.budget.time_limit_s,
-            # A reused worker keeps torch, Lightning and the dataset loaded between trials.
-            "reuse_actors": True, "trial_dirname_creator": _trial_dirname}
+            # A reused worker keeps torch, Lightning and the dataset loaded between trials. A
+            # multi-worker trial's process owns its Ray Train run, which ends with it when the
+            # scheduler stops the trial: that process is not kept for the next one.
+            "reuse_actors": spec.resources.workers == 1, "trial_dirname_creator": _trial_dirname}
 
 
 def _trial_dirname(trial: Any) -> str:
     return ray_trial_name(trial.trial_id)
+
+
+def train_storage(run_dir: str | Path) -> str:
+    """Where Ray Train keeps its own state for a multi-worker trial's run: beside Tune's, in ray/."""
+    return str((ray_storage(Path(run_dir)) / "train").resolve())
 
 
 def storage_settings(run_dir: Path, verbose: bool) -> dict[str, Any]:

@@ -144,6 +144,21 @@ def test_a_retried_trial_on_another_node_records_where_it_last_ran(spec, tmp_pat
     assert trial.state.name == "COMPLETE"
 
 
+def test_a_trial_records_its_world_size_and_ranks(spec, tmp_path):
+    """A multi-worker trial's reports carry every rank's place; a one-worker trial is one rank."""
+    ledger = _ledger(spec, tmp_path)
+    ledger.hand_out("one")
+    ledger.hand_out("two")
+    ranks = [{"rank": 0, "node": "node-a", "node_ip": "10.0.0.1", "gpu_ids": ["0"]},
+             {"rank": 1, "node": "node-b", "node_ip": "10.0.0.2", "gpu_ids": ["0"]}]
+    ledger.record("one", _epoch(1, 0.5))
+    ledger.record("two", _epoch(1, 0.6, world_size=2, ranks=ranks))
+    one, two = ledger.study.trials
+    assert one.user_attrs["world_size"] == 1
+    assert one.user_attrs["ranks"] == [{"rank": 0, "node": "node-a", "node_ip": "127.0.0.1", "gpu_ids": []}]
+    assert (two.user_attrs["world_size"], two.user_attrs["ranks"]) == (2, ranks)
+
+
 def test_trials_a_killed_driver_left_running_are_run_again_as_they_were(spec, tmp_path):
     url = f"sqlite:///{tmp_path / 'study.db'}"
     first = _ledger(spec, tmp_path, url)
