@@ -11,6 +11,7 @@ import yaml
 from finesweep.models.run import metric_split
 from finesweep.search.export import read_export
 from finesweep.search.run_dir import CHECKPOINT_FILE, RESULT_FILE, RETRAIN_DIR, write_atomically
+from finesweep.search.run_files import cpu_count
 
 
 class RetrainError(RuntimeError):
@@ -53,9 +54,14 @@ def retrain(config_path: Path, out_dir: Path | None = None, out: TextIO | None =
     out.write(f"finesweep: retraining {exported.label} from {config_path} "
               f"({run.max_epochs} epochs, seed {run.seed})\n")
     out.flush()
-    # The trial's thread count (checked: at most this machine's CPUs): the same number of
-    # intra-op threads gives the same sums.
+    # The trial's thread count: the same number of intra-op threads gives the same sums. A
+    # config from a bigger machine gets this machine's CPUs (more threads than CPUs only slow
+    # torch down), and says so.
     threads = exported.record.get("threads")
+    if isinstance(threads, int) and threads > cpu_count():
+        out.write(f"finesweep: the trial ran with {threads} threads; this machine has {cpu_count()} CPUs: "
+                  f"training with {cpu_count()} (sums may differ in the last digits)\n")
+        threads = cpu_count()
     workers = workers or int(exported.record.get("workers") or 1)
     # The weights are kept aside until the run has finished: a failed run (a full disk, an
     # error in training) leaves an earlier retrain's model.pt and result.yaml as they were.

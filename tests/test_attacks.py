@@ -816,6 +816,17 @@ resources: {cpus: 1, concurrency: 1}
     assert len(failed) == 1 and "TrialHung: no epoch finished within 3 s" in failed[0], result.stdout
 
 
+def test_threads_beyond_this_machines_cpus_are_capped_not_refused(tmp_path):
+    """A best.yaml exported on a bigger machine trains here with this machine's CPUs; a count
+    no machine has (the crafted 100000 of the attack table) is refused."""
+    from finesweep.search.run_files import MAX_THREADS, RunFileError, check_export_record, cpu_count
+
+    source = tmp_path / "best.yaml"
+    check_export_record(source, {"metric": "val_acc", "mode": "max", "threads": cpu_count() + 8})
+    with pytest.raises(RunFileError, match="threads: expected an integer from 1"):
+        check_export_record(source, {"metric": "val_acc", "mode": "max", "threads": MAX_THREADS + 1})
+
+
 def test_a_recorded_trainer_callback_that_is_not_one_is_never_built(tmp_path):
     """`export --reseed` trains the configs the study recorded: a tampered one naming another
     kind of class as a Trainer callback (or as the model or data) is refused before it is built."""
