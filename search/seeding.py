@@ -45,6 +45,10 @@ class PerTrialSeededSampler(optuna.samplers.BaseSampler):
         # trial's end goes to the sampler that drew it, not to the newest one.
         self._samplers: dict[int, optuna.samplers.BaseSampler] = {}
 
+    def sampler_for(self, number: int) -> optuna.samplers.BaseSampler:
+        """A new sampler as trial ``number`` gets it (what the strategy builds, seeded)."""
+        return self._build(trial_seed(self._seed, number))
+
     def _of(self, trial: FrozenTrial) -> optuna.samplers.BaseSampler:
         sampler = self._samplers.get(trial.number)
         if sampler is None:  # A trial handed out by an earlier driver, or never begun here.

@@ -66,14 +66,14 @@ def _epoch(epoch: int, acc: float, size: float, best_acc: float, best_size: floa
 def test_each_strategy_gets_a_sampler_for_several_objectives(make_spec, strategy, sampler):
     text = SPEC.replace("{type: float, low: 0.0, high: 1.0}", "{type: float, low: 0.0, high: 1.0, step: 0.25}")
     built = build_sampler(make_spec(strategy, text))
-    inner = built._current  # PerTrialSeededSampler: a seeded strategy builds one per trial
+    inner = built.sampler_for(0)  # PerTrialSeededSampler: a seeded strategy builds one per trial
     if sampler is not None:
         assert type(inner).__name__ == sampler
 
 
 def test_three_objectives_run_nsga_iii(make_spec):
     text = SPEC.replace("objectives: {val_acc: max, size: min}", "objectives: {val_acc: max, size: min, lat: min}")
-    assert type(build_sampler(make_spec("heuristic", text))._current).__name__ == "NSGAIIISampler"
+    assert type(build_sampler(make_spec("heuristic", text)).sampler_for(0)).__name__ == "NSGAIIISampler"
 
 
 def test_the_ledger_records_the_vector_and_violations_and_the_sampler_reads_them(make_spec, tmp_path):
@@ -108,7 +108,7 @@ def test_a_single_objective_with_a_constraint_keeps_one_direction(make_spec, tmp
     ledger.complete("a", _epoch(2, 0.7, 60.0, 0.7, 60.0))
     trial = study.trials[0]
     assert trial.value == 0.7 and trial.constraints == {"size.max": -20.0}
-    assert type(study.sampler._current).__name__ == "NSGAIISampler"
+    assert type(study.sampler.sampler_for(0)).__name__ == "NSGAIISampler"
 
 
 def test_mo_asha_reads_the_specs_objectives_directions_and_constraints(make_spec):
