@@ -16,7 +16,6 @@ was trained on other labels).
 from __future__ import annotations
 
 import math
-import pickle
 import zlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -26,6 +25,7 @@ import pytorch_lightning as pl
 import torch
 from finesweep.models.components import Range
 from finesweep.models.data_sources import resolve_path
+from finesweep.models.state_files import WeightsNotLoadable, load_weights
 from torch import nn
 from torch.nn import functional as F
 from torch.utils.data import DataLoader, TensorDataset
@@ -226,20 +226,13 @@ class Classifier(pl.LightningModule):
         if not path.is_file():
             raise CheckpointMismatch(f"init_from {value!r}: no such file (a model.pt of an earlier "
                                      "run, e.g. runs/<name>/retrain/model.pt)")
-        # weights_only: a checkpoint is data; unpickling arbitrary objects could run code.
         try:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as error:  # torch raises UnpicklingError, EOFError, RuntimeError, ...
-            if isinstance(error, pickle.UnpicklingError):
-                why = "it holds Python objects besides tensors, and unpickling them could run code"
-            elif isinstance(error, EOFError):
-                why = "the file is empty or cut short"
-            else:
-                why = f"{type(error).__name__}: {(str(error).strip().splitlines() or [''])[0][:200]}"
-            raise CheckpointMismatch(f"init_from {value!r}: cannot be loaded as weights only ({why})") from None
-        if not isinstance(state, Mapping) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-            raise CheckpointMismatch(f"init_from {value!r}: expected a state dict of tensors "
-                                     "(finesweep's model.pt)")
+            state = load_weights(path)
+        except WeightsNotLoadable as error:
+            if error.loaded:
+                raise CheckpointMismatch(f"init_from {value!r}: expected a state dict of tensors "
+                                         "(finesweep's model.pt)") from None
+            raise CheckpointMismatch(f"init_from {value!r}: cannot be loaded as weights only ({error.why})") from None
         own = self.state_dict()
         same_labels = torch.equal(state.get("label_ids", torch.empty(0)), own["label_ids"])
         skipped = [k for k in state if k.startswith(self.classifier_prefix) and not same_labels]

@@ -18,6 +18,7 @@ from typing import Any
 import pytorch_lightning as pl
 import torch
 from finesweep.models.run import TrainingRun
+from finesweep.models.state_files import WeightsNotLoadable, load_weights
 from finesweep.models.training import build, make_trainer, overrides
 from torch.nn import functional as F
 
@@ -39,21 +40,13 @@ class UnreadableCheckpoint(ValueError):
 def read_weights(checkpoint: str | Path) -> Mapping[str, torch.Tensor]:
     """The state dict saved at ``checkpoint``, loaded weights only (nothing in the file runs);
     :class:`UnreadableCheckpoint`, in one line, for anything else."""
-    import pickle
-
     try:
-        state = torch.load(Path(checkpoint), map_location="cpu", weights_only=True)
-    except Exception as error:  # torch raises UnpicklingError, EOFError, RuntimeError, ...
-        if isinstance(error, pickle.UnpicklingError):
-            why = "it holds Python objects besides tensors, and unpickling them could run code"
-        elif isinstance(error, EOFError):
-            why = "the file is empty or cut short"
-        else:
-            why = f"{type(error).__name__}: {(str(error).strip().splitlines() or [''])[0][:200]}"
-        raise UnreadableCheckpoint(f"{checkpoint}: not a model.pt of finesweep's, refused ({why})") from None
-    if not isinstance(state, Mapping) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise UnreadableCheckpoint(f"{checkpoint}: expected a state dict of tensors (finesweep's model.pt)")
-    return state
+        return load_weights(Path(checkpoint))
+    except WeightsNotLoadable as error:
+        if error.loaded:
+            raise UnreadableCheckpoint(f"{checkpoint}: expected a state dict of tensors "
+                                       "(finesweep's model.pt)") from None
+        raise UnreadableCheckpoint(f"{checkpoint}: not a model.pt of finesweep's, refused ({error.why})") from None
 
 
 def load_model(run: TrainingRun, checkpoint: str | Path,

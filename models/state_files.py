@@ -31,6 +31,35 @@ def save_weights(state: Mapping[str, torch.Tensor], path: Path) -> None:
         raise
 
 
+class WeightsNotLoadable(ValueError):
+    """A weights file refused: ``why`` it could not be loaded, or (``loaded``) that it held
+    something other than a state dict of tensors."""
+
+    def __init__(self, why: str, loaded: bool) -> None:
+        super().__init__(why)
+        self.why, self.loaded = why, loaded
+
+
+def load_weights(path: Path) -> Mapping[str, torch.Tensor]:
+    """The state dict saved at ``path``, loaded weights only: a checkpoint is data, and
+    unpickling arbitrary objects could run code. :class:`WeightsNotLoadable` for anything else."""
+    import pickle
+
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # torch raises UnpicklingError, EOFError, RuntimeError, ...
+        if isinstance(error, pickle.UnpicklingError):
+            why = "it holds Python objects besides tensors, and unpickling them could run code"
+        elif isinstance(error, EOFError):
+            why = "the file is empty or cut short"
+        else:
+            why = f"{type(error).__name__}: {(str(error).strip().splitlines() or [''])[0][:200]}"
+        raise WeightsNotLoadable(why, loaded=False) from None
+    if not isinstance(state, Mapping) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise WeightsNotLoadable("not a state dict of tensors", loaded=True)
+    return state
+
+
 def save_private_checkpoint(trainer: pl.Trainer, path: Path) -> None:
     """``trainer.save_checkpoint`` to ``path``, owner-only and whole or not at all: written in a
     private folder beside it (Lightning writes world-readable files), then moved into place. The
