@@ -127,9 +127,9 @@ def _open_fresh_or_resumed(spec: SweepSpec, url: str, sampler: object, resume: b
 
 # What a sweep writes at the top of its run directory: a folder holding only these (say a
 # tensorboard/ made ready for a live TensorBoard) is a run in the making, not someone's files.
-RUN_ENTRIES = frozenset(getattr(run_paths, name) for name in (
-    "SPEC_COPY", "LOCK_FILE", "STUDY_FILE", "SESSION_FILE", "TENSORBOARD_DIR", "TRIALS_DIR", "RAY_DIR", "BEST_FILE",
-    "TOP_DIR", "FRONT_DIR"))
+RUN_ENTRIES = frozenset({
+    run_paths.SPEC_COPY, run_paths.LOCK_FILE, run_paths.STUDY_FILE, run_paths.SESSION_FILE, run_paths.TENSORBOARD_DIR,
+    run_paths.TRIALS_DIR, run_paths.RAY_DIR, run_paths.BEST_FILE, run_paths.TOP_DIR, run_paths.FRONT_DIR})
 
 
 def check_run_dir(run_dir: Path, resume: bool) -> None:
