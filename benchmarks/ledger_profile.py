@@ -31,8 +31,8 @@ def main() -> None:
                                                   epoch_seconds=0, concurrency=64, scheduler="none", storage=""))
     os.environ["FINESWEEP_RECORD_TIMING"] = "1"
     from finesweep.search.ledger import TrialLedger
-    from finesweep.search.seeding import build_sampler
     from finesweep.search.spec import parse_spec
+    from finesweep.search.strategies.seeding import build_sampler
     from finesweep.search.study import open_study
 
     spec = parse_spec(folder / "spec.yaml")

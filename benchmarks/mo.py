@@ -34,8 +34,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import optuna
-from finesweep.search.mo_asha import MultiObjectiveRungs
-from finesweep.search.pareto import front, hypervolume
+from finesweep.search.objectives.pareto import front, hypervolume
+from finesweep.search.schedulers.mo_asha import MultiObjectiveRungs
 from finesweep.search.space import FloatParam, SearchSpace
 from finesweep.search.strategies.multi_objective import make_multi_objective_sampler
 

@@ -29,8 +29,8 @@ from pathlib import Path
 
 import optuna
 from finesweep.models.curves import Config, CurveTable
-from finesweep.search.mo_asha import MultiObjectiveRungs
-from finesweep.search.pareto import front, hypervolume
+from finesweep.search.objectives.pareto import front, hypervolume
+from finesweep.search.schedulers.mo_asha import MultiObjectiveRungs
 from finesweep.search.space import CategoricalParam, FloatParam, IntParam, SearchSpace
 
 from benchmarks.mo import SAMPLERS, sampler

@@ -133,8 +133,8 @@ def reference_studies(spec: Any, url: str) -> list[tuple[str, Any]]:
     import warnings
 
     import optuna
-    from finesweep.search.seeding import build_sampler
     from finesweep.search.strategies import STRATEGIES
+    from finesweep.search.strategies.seeding import build_sampler
 
     warnings.simplefilter("ignore")
     source = optuna.load_study(study_name=spec.name, storage=url)

@@ -57,7 +57,7 @@ def one_call_per_attribute(storage: optuna.storages.BaseStorage, trial_id: int, 
 
 def main() -> None:
     from finesweep.search.study import _storage
-    from finesweep.search.study_cache import DriverStorage
+    from finesweep.search.study.cache import DriverStorage
 
     trials = int(sys.argv[1]) if len(sys.argv) > 1 else 300
     folder = Path(tempfile.mkdtemp(prefix="fs-writes-"))

@@ -104,8 +104,8 @@ def _parser() -> argparse.ArgumentParser:
 
 def cmd_init(args: argparse.Namespace) -> int:
     from finesweep.models.components import ComponentError
-    from finesweep.search.init_spec import starting_spec
     from finesweep.search.user_code import add_import_paths
+    from finesweep.search.views.init import starting_spec
 
     # The spec will live in --out's folder and find the module from there, so look there too.
     add_import_paths(args.out.resolve().parent if args.out is not None else Path.cwd())
@@ -128,7 +128,7 @@ def cmd_init(args: argparse.Namespace) -> int:
 
 
 def cmd_tasks(args: argparse.Namespace) -> int:
-    from finesweep.search.init_spec import task_table
+    from finesweep.search.views.init import task_table
 
     print(task_table())
     return 0
@@ -186,10 +186,10 @@ def cmd_resume(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from finesweep.search.export import robust_choice, write_exports
-    from finesweep.search.pareto_views import chosen_line, selection
-    from finesweep.search.results import ResultsError, load_sweep
     from finesweep.search.run_dir import BEST_FILE, ROBUST_FILE, ROBUST_TABLE, SINGLE_BEST_FILE
+    from finesweep.search.views.export import robust_choice, write_exports
+    from finesweep.search.views.pareto_front import chosen_line, selection
+    from finesweep.search.views.results import ResultsError, load_sweep
 
     if _bad_top_k(args.top_k):
         return EXIT_BAD_INPUT
@@ -224,8 +224,8 @@ def _results_error(error: Exception) -> int:
 
 def _robust_export(args: argparse.Namespace) -> int:
     from finesweep.search.cluster import ClusterError
-    from finesweep.search.results import ResultsError, load_sweep
-    from finesweep.search.robust import robust_export_on_ray
+    from finesweep.search.views.results import ResultsError, load_sweep
+    from finesweep.search.views.robust import robust_export_on_ray
 
     try:
         result = robust_export_on_ray(load_sweep(args.run_dir), args.address, top_k=args.top_k, reseed=args.reseed)
@@ -238,7 +238,7 @@ def _robust_export(args: argparse.Namespace) -> int:
 
 
 def cmd_clean(args: argparse.Namespace) -> int:
-    from finesweep.search.leftovers import clean_lines
+    from finesweep.search.run_dir.leftovers import clean_lines
 
     if not args.run_dir.is_dir():
         print(f"finesweep: {args.run_dir} is not a run directory", file=sys.stderr)
@@ -249,7 +249,7 @@ def cmd_clean(args: argparse.Namespace) -> int:
 
 
 def _leftovers_hint(target: str) -> None:
-    from finesweep.search.leftovers import view_hint
+    from finesweep.search.run_dir.leftovers import view_hint
 
     hint = view_hint(target)
     if hint:
@@ -263,8 +263,8 @@ def _bad_top_k(top_k: int) -> bool:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from finesweep.search.results import ResultsError, load_sweep
-    from finesweep.search.status import status_text
+    from finesweep.search.views.results import ResultsError, load_sweep
+    from finesweep.search.views.status import status_text
 
     if _bad_top_k(args.top_k):
         return EXIT_BAD_INPUT
@@ -277,8 +277,8 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from finesweep.search.report import write_report
-    from finesweep.search.results import ResultsError, load_sweep
+    from finesweep.search.views.report import write_report
+    from finesweep.search.views.results import ResultsError, load_sweep
 
     if _bad_top_k(args.top_k):
         return EXIT_BAD_INPUT
@@ -290,8 +290,8 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_ensemble(args: argparse.Namespace) -> int:
-    from finesweep.search.ensemble import build_ensemble, reevaluate
-    from finesweep.search.results import ResultsError, load_sweep
+    from finesweep.search.views.ensemble import build_ensemble, reevaluate
+    from finesweep.search.views.results import ResultsError, load_sweep
 
     try:
         if args.target.is_file():
@@ -305,7 +305,7 @@ def cmd_ensemble(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from finesweep.search.retrain import RetrainError, retrain
+    from finesweep.search.views.retrain import RetrainError, retrain
 
     for flag, value in (("--max-epochs", args.max_epochs), ("--seed", args.seed), ("--workers", args.workers)):
         if value is not None and value < (0 if flag == "--seed" else 1):
@@ -321,7 +321,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_tensorboard(args: argparse.Namespace) -> int:
-    from finesweep.search.board import BoardError, missing_boards, serve
+    from finesweep.search.views.board import BoardError, missing_boards, serve
 
     missing = missing_boards(args.run_dirs)
     if missing:
@@ -337,8 +337,8 @@ def cmd_tensorboard(args: argparse.Namespace) -> int:
 
 
 def cmd_dashboard(args: argparse.Namespace) -> int:
-    from finesweep.search.results import ResultsError, read_only_url, storage_of
     from finesweep.search.study import describe_storage
+    from finesweep.search.views.results import ResultsError, read_only_url, storage_of
 
     try:
         url = storage_of(args.target)
@@ -350,7 +350,7 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
     print(f"finesweep: optuna-dashboard (read-only) of {describe_storage(url)} on "
           f"http://{args.host}:{args.port}/ (Ctrl-C stops it)", flush=True)
     stop_on_ctrl_c()
-    from finesweep.search.dashboard import serve
+    from finesweep.search.views.dashboard import serve
 
     # In this process (no child left behind when it is stopped), and the URL, which may hold
     # a password, never appears on a command line.
@@ -364,7 +364,7 @@ COMMANDS = {"sweep": cmd_sweep, "resume": cmd_resume, "export": cmd_export, "tra
 
 
 def main(argv: list[str] | None = None) -> int:
-    from finesweep.search.run_files import RunFileError
+    from finesweep.search.run_dir.files import RunFileError
     from finesweep.search.user_code import UserCodeTimeout, demote_working_directory
 
     args = _parser().parse_args(argv)

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from finesweep.models.run import TrainingRun
 from finesweep.search.space import CategoricalParam, FloatParam, IntParam, Param, SearchSpace, is_active
-from finesweep.search.spec_problems import KeyPath, SpecError, clip
+from finesweep.search.spec.problems import KeyPath, SpecError, clip
 
 if TYPE_CHECKING:
     from finesweep.search.spec import SweepSpec
@@ -253,8 +253,8 @@ def blamed_path(config: Mapping[str, Any], culprit: KeyPath, message: str) -> Ke
 
 def _located(spec: SweepSpec, values: Mapping[str, Any], run: TrainingRun, stage: str, culprit: KeyPath,
              error: BaseException, chosen: list[dict[str, Any]]) -> SpecError:
-    from finesweep.search.spec_fields import FieldChecks
-    from finesweep.search.spec_loading import parse_yaml_text, read_text
+    from finesweep.search.spec.fields import FieldChecks
+    from finesweep.search.spec.loading import parse_yaml_text, read_text
 
     text = " ".join(str(error).split())
     reason = f"{type(error).__name__}: {text}" if text else type(error).__name__

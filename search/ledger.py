@@ -21,8 +21,8 @@ from finesweep.search.trial import discard_training_state, failure_reason
 
 if TYPE_CHECKING:
     import optuna
-    from finesweep.search.progress import SweepMonitor
     from finesweep.search.spec import SweepSpec
+    from finesweep.search.views.progress import SweepMonitor
 
 # Failures that every trial of the sweep would repeat: the first one stops the sweep.
 SWEEP_ENDING_ERRORS = (f"{MetricNotLoggedError.__module__}.{MetricNotLoggedError.__qualname__}",

@@ -15,15 +15,16 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from finesweep.search import cluster, placement, tune_run, user_code
+from finesweep.search import cluster, tune_run, user_code
+from finesweep.search.cluster import placement
 
 for _name, _value in tune_run.TUNE_ENVIRONMENT.items():  # Read when Ray Tune is imported: set first.
     os.environ.setdefault(_name, _value)
 
 import ray  # noqa: E402
 from finesweep.search.ledger import FINISHED, TrialLedger  # noqa: E402
-from finesweep.search.mo_asha import SweepRungs  # noqa: E402
 from finesweep.search.schedulers import scheduler_arguments  # noqa: E402
+from finesweep.search.schedulers.mo_asha import SweepRungs  # noqa: E402
 from finesweep.search.trial import SweepContext, TrialRequest, run_trial  # noqa: E402
 from ray import tune  # noqa: E402
 
@@ -286,7 +287,7 @@ class _Control(tune_run.RunControl, tune.Stopper, tune.Callback):
 
 
 class _MultiObjectiveScheduler(tune.schedulers.FIFOScheduler):
-    """MO-ASHA (search/mo_asha.py) as a Tune scheduler: Ray's own take one metric."""
+    """MO-ASHA (search/schedulers/mo_asha.py) as a Tune scheduler: Ray's own take one metric."""
 
     def __init__(self, rungs: SweepRungs) -> None:
         super().__init__()

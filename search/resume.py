@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 import yaml
 from finesweep.search.run_dir import write_atomically
 from finesweep.search.space import CategoricalParam
-from finesweep.search.spec_loading import SPEC_DIR_RECORD
+from finesweep.search.spec.loading import SPEC_DIR_RECORD
 from finesweep.search.study import normalize_storage, without_password
 
 if TYPE_CHECKING:
@@ -111,11 +111,11 @@ def check_spec_copy(run_dir: Path) -> None:
     study beside the first; an edited model, data or spec folder would import and train
     something else under the study's name. Raises :class:`ResumeRefused` (one line)."""
     import optuna
-    from finesweep.search.results import ResultsError, read_only_studies
     from finesweep.search.run_dir import SPEC_COPY
-    from finesweep.search.run_files import read_spec_copy
-    from finesweep.search.spec_loading import read_text
+    from finesweep.search.run_dir.files import read_spec_copy
+    from finesweep.search.spec.loading import read_text
     from finesweep.search.study import describe_storage, storage_url
+    from finesweep.search.views.results import ResultsError, read_only_studies
 
     path = run_dir / SPEC_COPY
     info = read_spec_copy(run_dir)
@@ -140,7 +140,7 @@ def check_before_resume(spec_path: str | Path, run_dir: Path | None) -> None:
     """:func:`check_spec_copy` for ``resume RUN_DIR`` and ``sweep SPEC --resume [--out RUN_DIR]``
     (the run directory of the latter named by the spec's ``name:``, read as data)."""
     from finesweep.search.run_dir import SPEC_COPY, default_run_dir
-    from finesweep.search.run_files import SWEEP_NAME, RunFileError, read_yaml
+    from finesweep.search.run_dir.files import SWEEP_NAME, RunFileError, read_yaml
 
     if run_dir is None:
         try:

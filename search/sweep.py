@@ -18,7 +18,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
 from finesweep.search import run_dir as run_paths
-from finesweep.search.checkpoints import apply_retention
 from finesweep.search.cluster import (
     ClusterError,
     ResourceError,
@@ -27,21 +26,19 @@ from finesweep.search.cluster import (
     nodes_line,
     prepare_ray_environment,
 )
+from finesweep.search.cluster.placement import check_this_machine
 from finesweep.search.dry_run import describe_data
-from finesweep.search.export import write_exports
 from finesweep.search.ledger import TrialLedger
-from finesweep.search.leftovers import clean_up as clean_up_leftovers
-from finesweep.search.leftovers import record_session
-from finesweep.search.lock import LockError, RunLock, claim_study, release_study, renew_study
-from finesweep.search.pareto_views import record_objectives
-from finesweep.search.placement import check_this_machine
-from finesweep.search.progress import SweepMonitor, strategy_text, summary_table
 from finesweep.search.resume import compare_specs, finished_count, interrupted_trials, write_spec_copy
 from finesweep.search.run_dir import tensorboard_root, tune_dir, write_atomically
-from finesweep.search.run_files import RunInfo
-from finesweep.search.seeding import build_sampler
+from finesweep.search.run_dir.checkpoints import apply_retention
+from finesweep.search.run_dir.files import RunInfo
+from finesweep.search.run_dir.leftovers import clean_up as clean_up_leftovers
+from finesweep.search.run_dir.leftovers import record_session
+from finesweep.search.run_dir.lock import LockError, RunLock, claim_study, release_study, renew_study
 from finesweep.search.signals import StopRequested, signal_name
 from finesweep.search.spec import SpecError, SweepSpec
+from finesweep.search.strategies.seeding import build_sampler
 from finesweep.search.study import (
     describe_storage,
     fail_unfinished,
@@ -56,6 +53,9 @@ from finesweep.search.tensorboard_log import HParamsLog
 from finesweep.search.trial import prepare_rerun
 from finesweep.search.tune_run import remove_empty_trial_dirs
 from finesweep.search.user_code import UserCodeTimeout, shipped_modules, time_limit
+from finesweep.search.views.export import write_exports
+from finesweep.search.views.pareto_front import record_objectives
+from finesweep.search.views.progress import SweepMonitor, strategy_text, summary_table
 
 if TYPE_CHECKING:
     import optuna

@@ -25,8 +25,8 @@ from finesweep.search.user_code import import_roots
 
 if TYPE_CHECKING:
     from finesweep.search.ledger import TrialLedger
-    from finesweep.search.progress import SweepMonitor
     from finesweep.search.spec import SweepSpec
+    from finesweep.search.views.progress import SweepMonitor
 
 TUNE_ENVIRONMENT = {
     # Ray's own per-trial CSV/JSON/TensorBoard loggers duplicate what finesweep writes itself

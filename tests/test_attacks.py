@@ -648,7 +648,7 @@ def test_passwords_are_redacted_in_messages_and_left_out_of_files_in_every_form(
 
 
 def test_a_view_opens_sqlite_read_only_and_never_creates_the_file(tmp_path, monkeypatch):
-    from finesweep.search.results import ResultsError, read_only_url
+    from finesweep.search.views.results import ResultsError, read_only_url
 
     monkeypatch.chdir(tmp_path)
     for url in ("sqlite:///gone.db", "sqlite:///file:gone.db?uri=true", f"sqlite:///file:{tmp_path}/gone.db?uri=true"):
@@ -725,7 +725,7 @@ def test_clean_ends_a_recorded_ray_process_and_nothing_that_only_claims_a_raylet
     """Processes titled as Ray's (``ray::IDLE``), owned by this user: the recorded one, same pid
     and start time, is ended; one merely carrying a recorded pid as RAY_RAYLET_PID is not,
     nor one of another Ray session."""
-    from finesweep.search.leftovers import SessionRecord, clean_up
+    from finesweep.search.run_dir.leftovers import SessionRecord, clean_up
 
     def titled(title: str, env: dict[str, str] | None = None) -> subprocess.Popen:
         return subprocess.Popen(["bash", "-c", f'exec -a "{title}" sleep 600'], env={**os.environ, **(env or {})})
@@ -822,7 +822,7 @@ resources: {cpus: 1, concurrency: 1}
 def test_threads_beyond_this_machines_cpus_are_capped_not_refused(tmp_path):
     """A best.yaml exported on a bigger machine trains here with this machine's CPUs; a count
     no machine has (the crafted 100000 of the attack table) is refused."""
-    from finesweep.search.run_files import MAX_THREADS, RunFileError, check_export_record, cpu_count
+    from finesweep.search.run_dir.files import MAX_THREADS, RunFileError, check_export_record, cpu_count
 
     source = tmp_path / "best.yaml"
     check_export_record(source, {"metric": "val_acc", "mode": "max", "threads": cpu_count() + 8})
@@ -849,7 +849,7 @@ def test_a_recorded_trainer_callback_that_is_not_one_is_never_built(tmp_path):
 
 
 def test_the_lock_is_never_taken_through_a_planted_link(tmp_path):
-    from finesweep.search.lock import LockError, RunLock
+    from finesweep.search.run_dir.lock import LockError, RunLock
 
     precious = tmp_path / "precious.txt"
     precious.write_text("mine\n")
@@ -865,7 +865,7 @@ def test_a_view_of_a_study_left_in_wal_mode_creates_no_files_beside_it(tmp_path)
     a read-only SQLite connection would create both, and leave them."""
     import sqlite3
 
-    from finesweep.search.results import read_only_studies
+    from finesweep.search.views.results import read_only_studies
 
     storage = optuna.storages.RDBStorage(f"sqlite:///{tmp_path / 'study.db'}")
     optuna.create_study(study_name="wal", storage=storage)

@@ -11,12 +11,12 @@ import io
 import pytest
 import yaml
 from finesweep.search.cli import main as cli_main
-from finesweep.search.report import epoch_series, plot_curves
-from finesweep.search.results import load_sweep
 from finesweep.search.run_dir import STATE_FILE, trial_dir
 from finesweep.search.spec import parse_spec
 from finesweep.search.study import load_study
 from finesweep.search.sweep import run_sweep
+from finesweep.search.views.report import epoch_series, plot_curves
+from finesweep.search.views.results import load_sweep
 from tensorboard.backend.event_processing import event_accumulator
 
 pytestmark = pytest.mark.slow
@@ -163,9 +163,9 @@ def test_learning_rates_and_slash_named_metrics_reach_tensorboard(own_sweep):
 
 
 def test_status_report_ensemble_and_reseed_read_slash_named_metrics(own_sweep):
-    from finesweep.search.ensemble import build_ensemble
-    from finesweep.search.robust import robust_export, run_job
-    from finesweep.search.status import status_text
+    from finesweep.search.views.ensemble import build_ensemble
+    from finesweep.search.views.robust import robust_export, run_job
+    from finesweep.search.views.status import status_text
 
     root, result, _ = own_sweep
     record = load_sweep(result.run_dir)

@@ -104,7 +104,7 @@ def test_every_strategy_samples_configs_of_either_class_with_only_its_arguments(
 
 def test_an_export_with_a_chosen_class_is_a_lightning_cli_config_and_trains_here(tmp_path):
     from finesweep.models.training import build
-    from finesweep.search.export import lightning_config, read_export
+    from finesweep.search.views.export import lightning_config, read_export
 
     spec = spec_for("global", tmp_path)
     config = spec.training_config({"model.encoder.class_path": CONV, "model.encoder.init_args.width": 8,

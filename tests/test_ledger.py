@@ -325,7 +325,7 @@ def test_the_training_state_goes_when_the_trial_ends_and_stays_when_it_is_interr
 def test_progress_lines_count_running_trials_and_go_on_counting_after_a_resume(spec, tmp_path):
     import io
 
-    from finesweep.search.progress import SweepMonitor
+    from finesweep.search.views.progress import SweepMonitor
 
     url = f"sqlite:///{tmp_path / 'study.db'}"
     first = _ledger(spec, tmp_path, url)
@@ -375,8 +375,8 @@ def test_the_ledger_and_its_spec_need_neither_ray_nor_torch(tmp_path):
 def test_progress_lines_show_the_auto_strategys_phase(tmp_path):
     import io
 
-    from finesweep.search.progress import SweepMonitor
-    from finesweep.search.seeding import build_sampler
+    from finesweep.search.strategies.seeding import build_sampler
+    from finesweep.search.views.progress import SweepMonitor
 
     (tmp_path / "ledger_task.py").write_text(TASK)
     path = tmp_path / "auto.yaml"

@@ -22,9 +22,9 @@ from pathlib import Path
 
 import optuna
 import pytest
-from finesweep.search.leftovers import leftovers, read_session
-from finesweep.search.lock import Holder, owner_is_live
 from finesweep.search.run_dir import SESSION_FILE
+from finesweep.search.run_dir.leftovers import leftovers, read_session
+from finesweep.search.run_dir.lock import Holder, owner_is_live
 from finesweep.search.spec import SpecError, parse_spec
 from tensorboard.backend.event_processing import event_accumulator
 
@@ -388,7 +388,7 @@ BOMB = "a: &a [x, x, x, x, x, x, x, x, x]\n" + "".join(
 
 
 def test_an_ensemble_file_alias_bomb_is_refused_by_the_spec_loaders_limits(tmp_path):
-    from finesweep.search.ensemble import load_ensemble
+    from finesweep.search.views.ensemble import load_ensemble
 
     path = tmp_path / "ensemble.yaml"
     path.write_text("finesweep_ensemble: 1\n" + BOMB)

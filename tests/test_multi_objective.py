@@ -8,8 +8,8 @@ import statistics
 import optuna
 import pytest
 from finesweep.search.ledger import TrialLedger
-from finesweep.search.seeding import build_sampler
 from finesweep.search.spec import parse_spec
+from finesweep.search.strategies.seeding import build_sampler
 from finesweep.search.study import open_study
 
 TASK = """\
@@ -112,7 +112,7 @@ def test_a_single_objective_with_a_constraint_keeps_one_direction(make_spec, tmp
 
 
 def test_mo_asha_reads_the_specs_objectives_directions_and_constraints(make_spec):
-    from finesweep.search.mo_asha import SweepRungs
+    from finesweep.search.schedulers.mo_asha import SweepRungs
 
     text = SPEC.replace("scheduler: none", "scheduler: {name: asha, options: {reduction_factor: 2}}")
     text = text.replace("max_epochs: 2", "max_epochs: 4")
@@ -175,7 +175,7 @@ def _done(number: int, acc: float, size: float, violation: float = -1.0):
 
 
 def test_the_front_skips_dominated_and_infeasible_trials_and_a_rule_picks_from_it():
-    from finesweep.search.pareto_views import choose, front_lines, hypervolume_over_trials, pareto_front
+    from finesweep.search.views.pareto_front import choose, front_lines, hypervolume_over_trials, pareto_front
 
     trials = [_done(0, 0.9, 90.0), _done(1, 0.8, 40.0), _done(2, 0.7, 45.0), _done(3, 0.6, 10.0),
               _done(4, 0.95, 5.0, violation=3.0), _done(5, 0.3, 8.0)]
@@ -237,7 +237,7 @@ def test_local_without_a_start_point_is_refused_for_several_objectives(make_spec
 
 
 def test_one_objective_with_constraints_chooses_the_best_feasible_trial():
-    from finesweep.search.pareto_views import choose, pareto_front
+    from finesweep.search.views.pareto_front import choose, pareto_front
 
     trials = [_done(0, 0.9, 90.0, violation=10.0), _done(1, 0.8, 40.0), _done(2, 0.7, 45.0)]
     found = pareto_front(trials, (("val_acc", "max"),))

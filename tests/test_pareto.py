@@ -6,8 +6,8 @@ import math
 import random
 
 import pytest
-from finesweep.search import pareto
-from finesweep.search.mo_asha import MultiObjectiveRungs
+from finesweep.search.objectives import pareto
+from finesweep.search.schedulers.mo_asha import MultiObjectiveRungs
 
 
 def test_ranks_and_front_of_a_known_set() -> None:

@@ -275,7 +275,7 @@ def test_a_replay_sweep_runs_through_launch_without_torch(tmp_path, local_ray):
     by benchmarks/replay.py, not asserted here)."""
     import optuna
     from finesweep.search.cli import main
-    from finesweep.search.export import read_export
+    from finesweep.search.views.export import read_export
 
     write_table(tmp_path / "curves.jsonl.gz")
     (tmp_path / "probe_replay.py").write_text(textwrap.dedent("""

@@ -32,17 +32,17 @@ import optuna
 import pytest
 import torch
 import yaml
-from finesweep.search.checkpoints import apply_retention
 from finesweep.search.cli import main as cli_main
-from finesweep.search.ensemble import reevaluate
-from finesweep.search.export import read_export, read_record
-from finesweep.search.results import ResultsError, candidates, load_sweep, mean_std
 from finesweep.search.run_dir import ENSEMBLE_FILE, LIVE_RUN, checkpoint_path
+from finesweep.search.run_dir.checkpoints import apply_retention
 from finesweep.search.spec import parse_spec
-from finesweep.search.status import status_text
 from finesweep.search.study import state_counts
 from finesweep.search.sweep import run_sweep
 from finesweep.search.tensorboard_log import STATE_COLUMN
+from finesweep.search.views.ensemble import reevaluate
+from finesweep.search.views.export import read_export, read_record
+from finesweep.search.views.results import ResultsError, candidates, load_sweep, mean_std
+from finesweep.search.views.status import status_text
 from tensorboard.backend.event_processing import event_accumulator
 from tensorboard.plugins.hparams import metadata as hparams_metadata
 
@@ -321,8 +321,8 @@ def test_report_is_offline_html_with_png_plots_and_every_trial(sweep, tmp_path):
 
 @pytest.mark.slow
 def test_report_warns_on_few_trials_shows_train_loss_and_a_colour_bar(sweep, tmp_path):
-    from finesweep.search.importance import importances
-    from finesweep.search.report import plot_curves, plot_importances, plot_parallel
+    from finesweep.search.views.importance import importances
+    from finesweep.search.views.report import plot_curves, plot_importances, plot_parallel
 
     run_dir = sweep["run_dir"]
     assert cli_main(["report", str(run_dir), "--out", str(tmp_path)]) == 0
@@ -357,7 +357,7 @@ def test_report_warns_on_few_trials_shows_train_loss_and_a_colour_bar(sweep, tmp
 
 
 def test_importance_warning_wants_50_trials_and_10_per_parameter():
-    from finesweep.search.importance import importance_warning
+    from finesweep.search.views.importance import importance_warning
 
     assert importance_warning(49, 4) is not None and importance_warning(50, 4) is None
     assert importance_warning(69, 7) is not None and importance_warning(70, 7) is None
@@ -606,7 +606,7 @@ def test_checkpoint_retention_keeps_the_best_k(sweep, tmp_path):
     assert kept == {t.number for t in pool[:2]}
     assert removed and all(not p.exists() for p in removed)
     with pytest.raises(ResultsError, match="no checkpoint for 1 of the top 3"):
-        from finesweep.search.ensemble import build_ensemble
+        from finesweep.search.views.ensemble import build_ensemble
 
         build_ensemble(record, 3)
     with pytest.raises(ValueError, match="keep_best must be at least 1"):
@@ -615,9 +615,9 @@ def test_checkpoint_retention_keeps_the_best_k(sweep, tmp_path):
 
 def test_monitor_closes_trials_the_sweep_ended_around(tmp_path):
     """A trial still RUNNING when the sweep stops gets its final HParams record from the study."""
-    from finesweep.search.progress import SweepMonitor
     from finesweep.search.study import Outcome, fail_unfinished, open_study, tell
     from finesweep.search.tensorboard_log import HParamsLog
+    from finesweep.search.views.progress import SweepMonitor
 
     (tmp_path / "results.yaml").write_text(SPEC)
     spec = parse_spec(tmp_path / "results.yaml")
@@ -643,7 +643,7 @@ def test_monitor_closes_trials_the_sweep_ended_around(tmp_path):
 
 
 def test_tensorboard_tells_apart_sweeps_of_the_same_name():
-    from finesweep.search.board import board_labels
+    from finesweep.search.views.board import board_labels
 
     labels = board_labels([Path("/x/runs/a/cnn"), Path("/x/runs/b/cnn"), Path("/x/runs/text"),
                            Path("/x/runs/text")])

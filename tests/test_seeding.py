@@ -1,4 +1,4 @@
-"""Per-trial seeding (search/seeding.py): a resumed sweep suggests what a straight one would,
+"""Per-trial seeding (search/strategies/seeding.py): a resumed sweep suggests what a straight one would,
 each trial's end reaches the sampler that drew it, and the search space is not recomputed from
 the whole history for every trial."""
 
@@ -8,9 +8,9 @@ from typing import Any
 
 import optuna
 import pytest
-from finesweep.search.seeding import PerTrialSeededSampler
 from finesweep.search.space import CategoricalParam, Condition, FloatParam, IntParam, SearchSpace
 from finesweep.search.strategies import make_sampler
+from finesweep.search.strategies.seeding import PerTrialSeededSampler
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -106,7 +106,7 @@ class Recording(optuna.samplers.RandomSampler):
 
 
 def test_each_trials_end_reaches_the_sampler_that_drew_it():
-    from finesweep.search.seeding import trial_seed
+    from finesweep.search.strategies.seeding import trial_seed
 
     ended: list[tuple[int, int]] = []
     study = optuna.create_study(sampler=PerTrialSeededSampler(lambda seed: Recording(seed, ended), 3))

@@ -20,8 +20,8 @@ import yaml
 from finesweep.models.tasks import TASKS
 from finesweep.search.schedulers import SCHEDULERS
 from finesweep.search.spec import SpecError, parse_spec
-from finesweep.search.spec_loading import MAX_SPEC_BYTES, MAX_SPEC_DEPTH, MAX_SPEC_NODES, SPEC_DIR_RECORD
-from finesweep.search.spec_space import MAX_CHOICES
+from finesweep.search.spec.loading import MAX_SPEC_BYTES, MAX_SPEC_DEPTH, MAX_SPEC_NODES, SPEC_DIR_RECORD
+from finesweep.search.spec.space_rules import MAX_CHOICES
 from finesweep.search.strategies import STRATEGIES
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -421,7 +421,7 @@ def stand_in_weights(path: Path, tmp_path: Path) -> dict:
     import torch
     from finesweep.models.run import TrainingRun
     from finesweep.models.training import build
-    from finesweep.search.spec_components import probe_values
+    from finesweep.search.spec.components import probe_values
 
     del raw["space"]["init_from"]
     copy = tmp_path / "without_weights.yaml"

@@ -396,9 +396,9 @@ def test_auto_keeps_exploring_on_the_gp_when_trials_are_expensive(trial_seconds,
 
 
 def test_seeded_tpe_resumed_with_a_new_sampler_suggests_what_an_uninterrupted_run_would():
-    """`global` is wrapped per trial (search.seeding), so a resume does not restart its stream."""
-    from finesweep.search.seeding import PerTrialSeededSampler
+    """`global` is wrapped per trial (search.strategies.seeding), so a resume does not restart its stream."""
     from finesweep.search.strategies import make_sampler
+    from finesweep.search.strategies.seeding import PerTrialSeededSampler
 
     space = SearchSpace(params=(FloatParam("x", -5.0, 5.0), IntParam("n", 1, 9),
                                 CategoricalParam("c", ("a", "b", "c"))))

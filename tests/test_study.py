@@ -49,11 +49,11 @@ def _snapshot(trials):
 
 
 def test_the_drivers_storage_reads_what_the_database_holds_and_a_second_driver_sees_it_all(tmp_path):
-    """The driver keeps its running trials in memory (search/study_cache.py): after every kind of
+    """The driver keeps its running trials in memory (search/study/cache.py): after every kind of
     write, its view equals a fresh read of the database, and a driver started later (a resume)
     reads the same study, with the writes committed as they were made."""
     from finesweep.search.study import set_user_attrs
-    from finesweep.search.study_cache import DriverStorage
+    from finesweep.search.study.cache import DriverStorage
 
     url = f"sqlite:///{tmp_path / 'study.db'}"
     study = optuna.create_study(study_name="s", storage=DriverStorage(optuna.storages.RDBStorage(url)),

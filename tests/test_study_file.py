@@ -19,8 +19,8 @@ from pathlib import Path
 
 import optuna
 import pytest
-from finesweep.search.results import load_sweep
 from finesweep.search.study import fold_back, leave_write_ahead, load_study
+from finesweep.search.views.results import load_sweep
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -1,6 +1,6 @@
 """Optuna's own storage test case on the sweep driver's storage.
 
-`DriverStorage` (search/study_cache.py) subclasses Optuna's private `_CachedStorage` and writes
+`DriverStorage` (search/study/cache.py) subclasses Optuna's private `_CachedStorage` and writes
 Optuna's private table models, so a new Optuna can break it without any public API changing.
 Optuna ships the contract every storage of its own passes (`optuna.testing.pytest_storages`,
 run by Optuna's tests/storages_tests/test_storages.py); here it runs on `DriverStorage` over a

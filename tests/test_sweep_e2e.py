@@ -9,12 +9,12 @@ import pytest
 import torch
 import yaml
 from finesweep.search.cli import main as cli_main
-from finesweep.search.export import read_record
-from finesweep.search.retrain import retrain
 from finesweep.search.spec import parse_spec
 from finesweep.search.study import load_study, state_counts
 from finesweep.search.sweep import run_sweep
 from finesweep.search.tensorboard_log import STATE_COLUMN, final_metric_tag
+from finesweep.search.views.export import read_record
+from finesweep.search.views.retrain import retrain
 from tensorboard.backend.event_processing import event_accumulator
 from tensorboard.plugins.hparams import metadata as hparams_metadata
 

@@ -248,8 +248,8 @@ def sweep_space(space: str, tmp_path: Path, *extra: str, data: dict | None = Non
     """Run ``spaces/<space>.yaml`` through ``launch.py sweep`` with 2 trials of 1 epoch, its
     ``data`` and fixed ``params`` changed (a small slice of the data); the run directory."""
     from finesweep.search.cli import main
-    from finesweep.search.export import read_export
-    from finesweep.search.results import load_sweep
+    from finesweep.search.views.export import read_export
+    from finesweep.search.views.results import load_sweep
 
     spec = yaml.safe_load((ROOT / "spaces" / f"{space}.yaml").read_text())
     spec["data"] = {**spec["data"], **(data or {})}

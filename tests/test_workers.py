@@ -22,7 +22,7 @@ import pytest
 import ray_nodes
 import torch
 from finesweep.models.run import TrainingRun
-from finesweep.search import placement
+from finesweep.search.cluster import placement
 from finesweep.search.spec import ResourcesSpec, SpecError, parse_spec
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -176,12 +176,12 @@ def _initial_weight() -> torch.Tensor:
 
 @pytest.mark.slow
 def test_an_asha_sweep_of_two_worker_trials_prunes_and_records_both_ranks(tmp_path, local_ray):
-    from finesweep.search.ensemble import build_ensemble
-    from finesweep.search.results import load_sweep
-    from finesweep.search.retrain import retrain
-    from finesweep.search.robust import robust_export_on_ray
-    from finesweep.search.status import status_text
     from finesweep.search.sweep import run_sweep
+    from finesweep.search.views.ensemble import build_ensemble
+    from finesweep.search.views.results import load_sweep
+    from finesweep.search.views.retrain import retrain
+    from finesweep.search.views.robust import robust_export_on_ray
+    from finesweep.search.views.status import status_text
 
     spec = parse_spec(_write(tmp_path / "spec"))
     run_sweep(spec, tmp_path / "run")

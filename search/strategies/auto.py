@@ -53,7 +53,7 @@ class AutoSampler(optuna.samplers.BaseSampler):
     def _phase(self, study: optuna.Study, trial: FrozenTrial) -> optuna.samplers.BaseSampler:
         phase = self._phases.get(trial._trial_id)
         if phase is None:
-            # Chosen by another sampler of this strategy (search/seeding.py asks a long-lived
+            # Chosen by another sampler of this strategy (search/strategies/seeding.py asks a long-lived
             # one for the search space of trials that their own sampler began): read, not chosen.
             recorded = study._storage.get_trial(trial._trial_id).system_attrs.get(PHASE_ATTR)
             if recorded is not None:

@@ -7,7 +7,7 @@ NSGA-III from three objectives on, where crowding distance stops telling points 
 Optuna's public ``Trial.set_constraint`` (Optuna 5's replacement of ``constraints_func``): the
 driver sets each trial's violations (<= 0 is satisfied) before it tells the study.
 The strategies that compare one value (`local`, `annealing`, `auto`) are refused by the spec
-check (search/spec_objectives.py).
+check (search/spec/objectives.py).
 """
 
 from __future__ import annotations

@@ -1,0 +1,356 @@
+"""Values of class-typed arguments (``{class_path, init_args}``), checked at any depth.
+
+LightningCLI's parser (jsonargparse) judges whether a value is accepted (see
+:meth:`~finesweep.search.spec.components.ComponentChecks.argument_value`); when it refuses
+one, :func:`walk` says where inside the value the problem is: an unknown key on its own line
+with a "did you mean", a wrong value of a nested class's argument, a class that is not what
+the argument takes, a required argument left out. The rules finesweep adds (a required
+argument left null, an input file that does not exist) apply at every depth of an accepted
+value too. A space key into a nested class (``model.encoder.init_args.width``) is resolved
+by :func:`space_targets` to the class, or under a searched ``model.encoder.class_path`` the
+classes, whose argument it is.
+
+The functions take the checker that records the problems (``checks``) and call back its
+``argument_value`` for each nested argument, so every depth is checked by the same rules.
+"""
+
+from __future__ import annotations
+
+import difflib
+import inspect
+import types
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from finesweep.models import components
+from finesweep.search.spec.problems import KeyPath, describe, format_path, suggest
+
+# The keys of a class given as a mapping (jsonargparse also takes dict_kwargs, for **kwargs).
+SPEC_KEYS = ("class_path", "init_args", "dict_kwargs")
+_BASE_TYPES = (int, float, str, bool)
+
+
+@dataclass(frozen=True)
+class Target:
+    """Where a spec value goes: argument ``argument`` of ``cls``, or with ``class_slot`` the class
+    of that argument's value (``model.encoder.class_path``)."""
+
+    cls: type
+    argument: str
+    section: str = "model"
+    class_slot: bool = False
+
+    @property
+    def annotation(self) -> Any:
+        return components.class_arguments(self.cls)[self.argument].annotation
+
+    @property
+    def kind(self) -> type | None:
+        """The value type checked directly (see :func:`base_type`); None for a class slot."""
+        return None if self.class_slot else base_type(self.annotation)
+
+    @property
+    def limits(self) -> components.Range | None:
+        return None if self.class_slot else components.bounds(self.annotation)
+
+    @property
+    def choices(self) -> tuple[str, ...]:
+        hint = self.annotation
+        if typing.get_origin(hint) is typing.Annotated:
+            hint = typing.get_args(hint)[0]
+        return tuple(typing.get_args(hint)) if typing.get_origin(hint) is typing.Literal else ()
+
+
+def base_type(annotation: Any) -> type | None:
+    """int, float, str (also for a Literal of strings), bool, or None for anything else;
+    ``Annotated`` and ``Optional`` looked through."""
+    origin = typing.get_origin(annotation)
+    if origin is typing.Annotated:
+        return base_type(typing.get_args(annotation)[0])
+    if origin is typing.Literal:
+        return str if all(isinstance(a, str) for a in typing.get_args(annotation)) else None
+    if origin in (typing.Union, types.UnionType):
+        kinds = {base_type(a) for a in typing.get_args(annotation) if a is not type(None)}
+        return kinds.pop() if len(kinds) == 1 else None
+    return next((t for t in _BASE_TYPES if annotation is t), None)
+
+
+def spec_path(config_path: tuple[str, ...]) -> KeyPath:
+    """Where a value of a run's config is written in the spec: ("model", "encoder", "init_args",
+    "width") -> ("model", "init_args", "encoder", "init_args", "width")."""
+    section, *rest = config_path
+    return (section, *rest) if section == "trainer" else (section, "init_args", *rest)
+
+
+def search_key(path: KeyPath) -> str | None:
+    """The space key that searches the value at spec path ``path`` (the inverse of
+    :func:`spec_path`), or None inside a list."""
+    if any(isinstance(part, int) for part in path) or len(path) < 2:
+        return None
+    if path[0] == "trainer":
+        return ".".join(path)
+    return ".".join((path[0], *path[2:])) if path[1] == "init_args" and len(path) > 2 else None
+
+
+def _names(bases: tuple[type, ...]) -> str:
+    return " or ".join(dict.fromkeys(b.__name__ for b in bases))
+
+
+def _lineage(cls: type) -> str:
+    return ", ".join(b.__name__ for b in cls.__mro__[1:3])
+
+
+def walk(checks: Any, annotation: Any, value: Any, path: KeyPath, structural: bool) -> bool:
+    """Report what is wrong inside a class-typed ``value`` (a class, or a list of them);
+    ``structural``: the parser refused the value, so report its structure too (unknown keys,
+    classes), not only finesweep's rules. True when something was reported."""
+    if isinstance(value, list):
+        item = components.list_item(annotation)
+        bases = components.class_bases(item) if item is not None else ()
+        reported = False
+        for index, entry in enumerate(value):
+            if bases and (isinstance(entry, Mapping) or structural):
+                reported |= walk_class(checks, bases, entry, (*path, index), structural)
+        return reported
+    bases = components.class_bases(annotation)
+    if not bases:
+        return False
+    if isinstance(value, Mapping) and ("class_path" in value or "init_args" in value):
+        return walk_class(checks, bases, value, path, structural)
+    if structural and isinstance(value, str) and "." in value and base_type(annotation) is not str:
+        return walk_class(checks, bases, value, path, structural)
+    return False
+
+
+def walk_class(checks: Any, bases: tuple[type, ...], value: Any, path: KeyPath, structural: bool) -> bool:
+    """A class given by its path or as ``{class_path, init_args}`` for an argument that takes
+    one of ``bases``."""
+    before = len(checks.problems)
+    by_path = isinstance(value, str)
+    if not by_path and not isinstance(value, Mapping):
+        return False
+    if not by_path and "class_path" not in value:
+        if structural:
+            checks.problem((*path, "class_path"), f"a class_path naming a subclass of {_names(bases)}", "none")
+        return len(checks.problems) > before
+    class_path = value if by_path else value.get("class_path")
+    at = path if by_path else (*path, "class_path")
+    cls = resolve(checks, bases, class_path, at, structural)
+    if cls is None:
+        return len(checks.problems) > before
+    init_args: Any = {}
+    if not by_path:
+        names = components.class_arguments(cls)
+        for key in value:
+            if key not in SPEC_KEYS and structural:
+                hint = (f"{key!r} is an argument of {cls.__name__}: write it under init_args" if key in names
+                        else suggest(key, ["class_path", "init_args"]))
+                checks.problem((*path, key), "class_path and init_args", f"unknown key {key!r}", hint)
+        extra = value.get("dict_kwargs")
+        if isinstance(extra, Mapping) and not takes_kwargs(cls):
+            # jsonargparse parses these, and the class then refuses them when it is built.
+            for key in extra:
+                checks.problem((*path, "dict_kwargs", key), f"an argument of {cls.__name__} (it takes no **kwargs)",
+                               f"unknown key {key!r}", suggest(key, list(names)))
+        init_args = value.get("init_args") or {}
+        if not isinstance(init_args, Mapping):
+            if structural:
+                checks.problem((*path, "init_args"), "a mapping of arguments", describe(init_args))
+            return len(checks.problems) > before
+    arguments_in(checks, cls, init_args, path if by_path else (*path, "init_args"), structural, by_path)
+    return len(checks.problems) > before
+
+
+def full_class_paths(annotation: Any, value: Any) -> Any:
+    """``value`` with each class given by its name alone (``class_path: EarlyStopping``) named by
+    its import path, as LightningCLI's parser records it, so that a trial's config names classes
+    a plain import finds; anything else as written."""
+    if isinstance(value, list):
+        item = components.list_item(annotation)
+        return [full_class_paths(item, entry) for entry in value] if item is not None else value
+    bases = components.class_bases(annotation)
+    if not bases or not isinstance(value, Mapping) or not isinstance(value.get("class_path"), str):
+        return value
+    try:
+        cls = components.resolve_class(value["class_path"], bases)
+    except components.ComponentError:
+        return value
+    new = dict(value)
+    if "." not in value["class_path"].replace(":", "."):
+        new["class_path"] = f"{cls.__module__}.{cls.__qualname__}"
+    if isinstance(value.get("init_args"), Mapping):
+        arguments = components.class_arguments(cls)
+        new["init_args"] = {k: full_class_paths(arguments[k].annotation, v) if k in arguments else v
+                            for k, v in value["init_args"].items()}
+    return new
+
+
+def takes_kwargs(cls: type) -> bool:
+    """Whether ``cls(...)`` takes keyword arguments beyond its named ones (``**kwargs``)."""
+    try:
+        parameters = inspect.signature(cls).parameters.values()
+    except (TypeError, ValueError):
+        return True  # no signature to read: leave it to the class
+    return any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters)
+
+
+def resolve(checks: Any, bases: tuple[type, ...], class_path: Any, at: KeyPath, report: bool = True) -> type | None:
+    """The class ``class_path`` names when it is one the argument takes; else None, and a
+    problem at ``at`` when ``report``."""
+    if not isinstance(class_path, str) or not class_path:
+        if report:
+            checks.problem(at, "a class path (package.module.ClassName)", describe(class_path))
+        return None
+    try:
+        cls = components.resolve_class(class_path, bases)
+    except components.ComponentError as error:
+        if report:
+            checks.problem(at, f"an importable subclass of {_names(bases)}", repr(class_path), str(error))
+        return None
+    if bases and not issubclass(cls, bases):
+        if report:
+            checks.problem(at, f"a subclass of {_names(bases)}", f"{class_path} (a subclass of {_lineage(cls)})")
+        return None
+    return cls
+
+
+def arguments_in(checks: Any, cls: type, init_args: Mapping[str, Any], path: KeyPath, structural: bool,
+                 by_path: bool = False) -> None:
+    """A nested class's arguments: unknown ones (when ``structural``), each value through the
+    checker, and its required arguments given."""
+    names = list(components.class_arguments(cls))
+    given = checks.mapping(dict(init_args), path, names) if structural else {
+        k: v for k, v in init_args.items() if k in names}
+    for key, item in given.items():
+        checks.argument_value(Target(cls, key, str(path[0])), item, (*path, key))
+    for name in components.required_missing(cls, [*init_args, *meant(init_args, names)]):
+        where = path if by_path else (*path, name)
+        found = f"{format_path(path)} names {cls.__name__} without it" if by_path else "none"
+        checks.problem(where, f"a value for {cls.__name__}'s required argument {name!r}", found,
+                       required_hint((*path, name) if not by_path else (*path, "init_args", name), cls, name))
+
+
+def meant(written: Any, names: list[str]) -> list[str]:
+    """The arguments that unknown keys of ``written`` are close to: a misspelt required argument is
+    reported once, as the unknown key with its "did you mean", not again as missing."""
+    return [close[0] for key in written if key not in names
+            and (close := difflib.get_close_matches(str(key), names, n=1, cutoff=0.6))]
+
+
+def required_hint(path: KeyPath, cls: type, name: str) -> str:
+    """How to give a required argument: where to write it, and the space key that searches it."""
+    key = search_key(path)
+    annotation = components.class_arguments(cls)[name].annotation
+    what = ("{class_path: ..., init_args: {...}}" if components.class_bases(annotation)
+            else components.describe_type(annotation))
+    return f"give {what} at {format_path(path)}" + (f", or search it as {key}" if key else "")
+
+
+def class_choice(checks: Any, target: Target, value: Any, path: KeyPath) -> bool:
+    """A value for ``model.ARG.class_path``: a class the argument takes."""
+    return resolve(checks, components.class_bases(target.annotation), value, path) is not None
+
+
+# A space key's class choices: "model.encoder" -> (the parameter searching its class_path, or
+# None when the space fixes it, and the class paths it may take).
+ClassChoices = Mapping[str, tuple[str | None, tuple[Any, ...]]]
+
+
+def space_targets(checks: Any, key: str, cls: type, fixed_args: Mapping[str, Any], choices: ClassChoices,
+                  when: Mapping[str, Any], path: KeyPath) -> list[Target] | None:
+    """The targets of a dotted space key (``model.lr``, ``model.encoder.class_path``,
+    ``model.encoder.init_args.width`` at any depth): one per class the value may go to, under
+    a searched class those its ``when:`` allows; None (and a problem) when nowhere."""
+    section, argument, *rest = key.split(".")
+    return _targets(checks, section, [section], cls, argument, rest, fixed_args.get(argument), choices, when, path,
+                    key)
+
+
+def _targets(checks: Any, section: str, prefix: list[str], cls: type, argument: str, rest: list[str], fixed: Any,
+             choices: ClassChoices, when: Mapping[str, Any], path: KeyPath, key: str) -> list[Target] | None:
+    here = ".".join([*prefix, argument])
+    if not rest:
+        return [Target(cls, argument, section)]
+    if rest == ["class_path"]:
+        return [Target(cls, argument, section, class_slot=True)]
+    if rest[0] != "init_args" or len(rest) < 2:
+        checks.problem(path, f"{here}.init_args.NAME (an argument of the class it names) or {here}.class_path",
+                       repr(key))
+        return None
+    owners, searched = _owners(checks, cls, argument, here, fixed, choices, when, path)
+    if owners is None:
+        return None
+    name = rest[1]
+    lacking = [(c, p) for c, p in owners if name not in components.class_arguments(c)]
+    if lacking:
+        owner = lacking[0][0]
+        having = [p for c, p in owners if name in components.class_arguments(c)]
+        hint = (f"only {', '.join(map(str, having))} of {here}.class_path takes it: add "
+                f"`when: {{{searched}: {having[0]}}}`" if having and searched
+                else suggest(name, list(components.class_arguments(owner))))
+        checks.problem(path, f"an argument of {owner.__name__}" + (f" (a choice of {searched})" if searched else ""),
+                       f"unknown parameter {name!r}", hint)
+        return None
+    inner = fixed.get("init_args") if isinstance(fixed, Mapping) else None
+    inner_fixed = inner.get(name) if isinstance(inner, Mapping) else None
+    found: list[Target] = []
+    for owner, _ in owners:
+        targets = _targets(checks, section, [*prefix, argument, "init_args"], owner, name, rest[2:], inner_fixed,
+                           choices, when, path, key)
+        if targets is None:
+            return None
+        found += [t for t in targets if t not in found]
+    return found
+
+
+def _owners(checks: Any, cls: type, argument: str, here: str, fixed: Any, choices: ClassChoices,
+            when: Mapping[str, Any], path: KeyPath) -> tuple[list[tuple[type, Any]] | None, str | None]:
+    """The classes the value of ``cls``'s ``argument`` may be, each with its class path as
+    written, and the parameter that searches it (None when fixed)."""
+    bases = components.class_bases(components.class_arguments(cls)[argument].annotation)
+    if here in choices:
+        searched, options = choices[here]
+        owners = [(c, o) for o in options if (c := resolve(checks, bases, o, path, report=False)) is not None]
+        if not options or len(owners) < len(options):
+            return None, searched  # the class_path entry is wrong itself, and reported there
+        if searched is not None and searched in when:
+            wanted = when[searched] if isinstance(when[searched], list) else [when[searched]]
+            kept = [(c, o) for c, o in owners if o in wanted]
+            if len(kept) < len(wanted):
+                bad = next(w for w in wanted if w not in options)
+                checks.problem((*path, "when", searched), f"a value {searched} can take: "
+                               f"{', '.join(map(str, options))}", repr(bad))
+                return None, searched
+            owners = kept
+        return owners, searched
+    class_path = fixed if isinstance(fixed, str) else fixed.get("class_path") if isinstance(fixed, Mapping) else None
+    if class_path is not None:
+        owner = resolve(checks, bases, class_path, path, report=False)
+        return ([(owner, class_path)] if owner is not None else None), None  # else the fixed value's check says why
+    # jsonargparse's implicit class_path: the argument's own class, when it is one that takes arguments.
+    if len(bases) == 1 and not getattr(bases[0], "__abstractmethods__", None) and components.class_arguments(bases[0]):
+        return [(bases[0], f"{bases[0].__module__}.{bases[0].__qualname__}")], None
+    written = format_path(spec_path(tuple(here.split("."))))
+    expected = f"a class for {here}: a class_path at {written}, or {here}.class_path searched"
+    if not any(p.expected == expected for p in checks.problems):  # once, not for every key under it
+        checks.problem(path, expected, "none", f"the argument takes {_names(bases) or 'any class'}")
+    return None, None
+
+
+def callback_class(class_path: str) -> type | None:
+    """The class a callback's class path names; a bare name, as LightningCLI takes it, from
+    Lightning's own callbacks."""
+    from finesweep.models.components import ComponentError, import_class
+
+    try:
+        return import_class(class_path if "." in class_path else f"pytorch_lightning.callbacks.{class_path}")
+    except ComponentError:
+        return None  # Reported by the trainer section's own check.
+
+
+def set_in(tree: dict[str, Any], path: KeyPath, value: Any) -> None:
+    for key in path[:-1]:
+        tree = tree[key]
+    tree[path[-1]] = value

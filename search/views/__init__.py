@@ -1,0 +1,1 @@
+"""The commands that read a run directory as data: status, report, export and the rest."""
