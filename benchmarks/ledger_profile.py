@@ -27,7 +27,8 @@ def main() -> None:
     strategy = sys.argv[2] if len(sys.argv) > 2 else "global"
     folder = Path(tempfile.mkdtemp(prefix="fs-ledger-"))
     (folder / "spec.yaml").write_text(SPEC.format(name="ledger", strategy=strategy, trials=trials, epochs=4,
-                                                  epoch_seconds=0, concurrency=64, scheduler="none", storage=""))
+                                                  epoch_seconds=0, concurrency=64, scheduler="none", storage="",
+                                                  timings=folder / "timings"))
     from finesweep.search.ledger import TrialLedger
     from finesweep.search.spec import parse_spec
     from finesweep.search.strategies.seeding import build_sampler
