@@ -13,7 +13,6 @@ cProfile included) and the profile's top functions by cumulative time. Used for 
 from __future__ import annotations
 
 import cProfile
-import os
 import pstats
 import sys
 import tempfile
@@ -28,8 +27,8 @@ def main() -> None:
     strategy = sys.argv[2] if len(sys.argv) > 2 else "global"
     folder = Path(tempfile.mkdtemp(prefix="fs-ledger-"))
     (folder / "spec.yaml").write_text(SPEC.format(name="ledger", strategy=strategy, trials=trials, epochs=4,
-                                                  epoch_seconds=0, concurrency=64, scheduler="none", storage=""))
-    os.environ["FINESWEEP_RECORD_TIMING"] = "1"
+                                                  epoch_seconds=0, concurrency=64, scheduler="none", storage="",
+                                                  timings=folder / "timings"))
     from finesweep.search.ledger import TrialLedger
     from finesweep.search.spec import parse_spec
     from finesweep.search.strategies.seeding import build_sampler
@@ -61,10 +60,9 @@ def main() -> None:
     while live:
         runner = live.pop(0)
         for epoch in range(1, 5):
-            now = time.time()
             result = {"val_loss": 1.0 / epoch, "val_acc": 0.5, "epoch": epoch, "best_value": 1.0 / epoch,
                       "best_epoch": epoch, "node_id": "n1", "node_ip": "127.0.0.1", "gpu_ids": [],
-                      "accelerator": "cpu", "reported_at": now, "pid": 1, "first_step_at": now}
+                      "accelerator": "cpu"}
             if epoch < 4:
                 ledger.record(runner, result)
         ledger.complete(runner, result)

@@ -28,11 +28,11 @@ import time
 from pathlib import Path
 
 import optuna
-from finesweep.models.curves import Config, CurveTable
 from finesweep.search.objectives.pareto import front, hypervolume
 from finesweep.search.schedulers.mo_asha import MultiObjectiveRungs
 from finesweep.search.space import CategoricalParam, FloatParam, IntParam, SearchSpace
 
+from benchmarks.curves import Config, CurveTable
 from benchmarks.mo import SAMPLERS, sampler
 
 ROOT = Path(__file__).resolve().parent

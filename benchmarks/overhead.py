@@ -76,7 +76,10 @@ def training_run(point: dict[str, Any], epochs: int, seed: int) -> Any:
 def arm_finesweep(trials: int, asha: bool, out: Path, task_spec: Path | None = None) -> dict[str, Any]:
     import yaml
 
-    spec_text = yaml.safe_load((task_spec or SPEC).read_text())
+    from benchmarks.timing import read_timings, with_timing
+
+    # Each trial records its first step and end (the overheads) with the benchmark's callback.
+    spec_text = with_timing(yaml.safe_load((task_spec or SPEC).read_text()), out / "timings")
     spec_text["budget"]["trials"] = trials
     if asha:
         spec_text["scheduler"] = {"name": "asha", "options": {"grace_period": 1, "reduction_factor": 3}}
@@ -84,9 +87,6 @@ def arm_finesweep(trials: int, asha: bool, out: Path, task_spec: Path | None = N
     spec_path.write_text(yaml.safe_dump(spec_text))
     started = time.time()
     from finesweep.search.cli import main as finesweep
-    from finesweep.search.trial import TIMING_ENV
-
-    os.environ[TIMING_ENV] = "1"  # Each trial records its first step and end (the overheads).
 
     # In this process, so the sampler outside measures the sweep's own driver.
     if finesweep(["sweep", str(spec_path), "--out", str(out / "run")]) != 0:
@@ -95,8 +95,7 @@ def arm_finesweep(trials: int, asha: bool, out: Path, task_spec: Path | None = N
     import optuna
 
     study = optuna.load_study(study_name=spec_text["name"], storage=f"sqlite:///{out / 'run' / 'study.db'}")
-    records = [{"worker": t.user_attrs.get("worker_pid"), "first_step_at": t.user_attrs.get("first_step_at"),
-                "ended_at": t.user_attrs.get("ended_at")} for t in study.trials]
+    records = read_timings(out / "timings", drivers=(os.getpid(),))  # (the dry run's is the driver's)
     return {"wall": wall, "trials": len(study.trials), "records": records, "started": started}
 
 
@@ -105,6 +104,8 @@ def arm_optuna(trials: int, asha: bool, out: Path) -> dict[str, Any]:
     import optuna
     from finesweep.models.training import fit
     from finesweep.search.trial import quiet_training_logs
+
+    from benchmarks.timing import TrialTiming, with_callback
 
     quiet_training_logs()
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -122,23 +123,20 @@ def arm_optuna(trials: int, asha: bool, out: Path) -> dict[str, Any]:
         config = configs[trial.number]
         for name, values in choices.items():
             trial.suggest_categorical(name, values)  # returns the enqueued value
-        record: dict[str, Any] = {"worker": threading.get_ident()}
-        last = {}
+        timing = TrialTiming()
 
         def on_epoch_end(epoch: int, metrics: dict[str, float]) -> None:
-            last["t"] = time.time()
             trial.report(metrics["val_acc"], epoch)
             if trial.should_prune():
                 raise optuna.TrialPruned()
 
         try:
-            result = fit(training_run(config, epochs, trial.number), on_epoch_end=on_epoch_end, threads=1,
-                         on_first_step=lambda at: record.update(first_step_at=at))
+            result = fit(with_callback(training_run(config, epochs, trial.number), timing),
+                         on_epoch_end=on_epoch_end, threads=1)
             return result.best["val_acc"]
         finally:
-            record["ended_at"] = last.get("t")
-            with lock:
-                records.append(record)
+            with lock:  # One process: a worker is a thread of study.optimize.
+                records.append({**timing.record, "worker": timing.record.get("thread")})
 
     study.optimize(objective, n_trials=len(configs), n_jobs=CONCURRENCY)
     return {"wall": time.time() - started, "trials": len(study.trials), "records": records, "started": started}
@@ -155,18 +153,21 @@ def arm_raytune(trials: int, asha: bool, out: Path) -> dict[str, Any]:
     configs, epochs = workload(trials)
     space = {name: tune.choice(sorted({c[name] for c in configs}, key=str)) for name in _params_of(configs[0])}
 
+    timings = out / "timings"
+
     def trainable(config: dict[str, Any]) -> None:
         from finesweep.models.training import fit
         from finesweep.search.trial import quiet_training_logs
 
+        from benchmarks.timing import TrialTiming, with_callback
+
         quiet_training_logs()
-        timing = {"worker": os.getpid()}
 
         def on_epoch_end(epoch: int, metrics: dict[str, float]) -> None:
-            tune.report({**metrics, **timing, "reported_at": time.time()})
+            tune.report(metrics)
 
-        fit(training_run(config, epochs, 0), on_epoch_end=on_epoch_end, threads=1,
-            on_first_step=lambda at: timing.update(first_step_at=at))
+        fit(with_callback(training_run(config, epochs, 0), TrialTiming(str(timings))), on_epoch_end=on_epoch_end,
+            threads=1)
 
     ray.init(num_cpus=CONCURRENCY, runtime_env={"env_vars": {"PYTHONPATH": str(ROOT)}})
     scheduler = (ASHAScheduler(time_attr="training_iteration", max_t=epochs, grace_period=1, reduction_factor=3)
@@ -180,13 +181,9 @@ def arm_raytune(trials: int, asha: bool, out: Path) -> dict[str, Any]:
         run_config=tune.RunConfig(storage_path=str(out / "ray"), verbose=0),
     )
     grid = tuner.fit()
-    records = []
-    for result in grid:
-        frame = result.metrics_dataframe
-        if frame is None or frame.empty:
-            continue
-        records.append({"worker": result.metrics.get("worker"), "first_step_at": result.metrics.get("first_step_at"),
-                        "ended_at": float(frame["reported_at"].iloc[-1])})
+    from benchmarks.timing import read_timings
+
+    records = read_timings(timings)  # Each trial's, written in its worker (``worker``: the pid)
     ray.shutdown()
     return {"wall": time.time() - started, "trials": len(grid), "records": records, "started": started}
 
@@ -202,13 +199,15 @@ def limit_seconds(trials: int) -> float:
     from finesweep.models.training import fit
     from finesweep.search.trial import quiet_training_logs
 
+    from benchmarks.timing import TrialTiming, with_callback
+
     quiet_training_logs()
     configs, epochs = workload(trials)
     total = 0.0
     for number, config in enumerate(configs):
-        first: dict[str, float] = {}
-        fit(training_run(config, epochs, number), threads=1, on_first_step=lambda at, first=first: first.update(at=at))
-        total += time.time() - first["at"]
+        timing = TrialTiming()
+        fit(with_callback(training_run(config, epochs, number), timing), threads=1)
+        total += time.time() - timing.record["first_step_at"]
     return total / CONCURRENCY
 
 
@@ -220,6 +219,8 @@ def parity(repeats: int = 3) -> tuple[float, float]:
     from finesweep.search.trial import quiet_training_logs
     from torch.nn import functional as F
     from torch.utils.data import DataLoader, TensorDataset
+
+    from benchmarks.timing import TrialTiming, with_callback
 
     quiet_training_logs()
     configs, _ = workload(1)
@@ -236,9 +237,9 @@ def parity(repeats: int = 3) -> tuple[float, float]:
 
     lightning, raw = [], []
     for _ in range(repeats):
-        started = {}
-        fit(run, threads=1, on_first_step=lambda at, started=started: started.update(at=at))
-        lightning.append((time.time() - started["at"]) / epochs)
+        timing = TrialTiming()
+        fit(with_callback(run, timing), threads=1)
+        lightning.append((time.time() - timing.record["first_step_at"]) / epochs)
         torch.manual_seed(0)
         model = instantiate(run.model["class_path"], run.model["init_args"])
         model.build_for(data.info)

@@ -49,6 +49,9 @@ def write_report(path: Path, rows: dict[tuple[str, bool], dict[str, Any]], *, qu
         f"- Machine: {os.cpu_count()} CPUs, {_cpu_model()}, {platform.platform()}",
         f"- Workload: {trials} digits-CNN configs (benchmarks/overhead.yaml), identical in every arm, "
         f"{concurrency} at a time, 1 CPU and 1 torch thread per trial. Wall time includes Ray's start-up.",
+        "- Overhead: on one worker, from a trial's last epoch's end (its training and validation done; what each "
+        "arm does with the epoch after that, finesweep's weights, state and report included, is overhead) to the "
+        "next trial's first training batch, both taken by the Lightning callback benchmarks/timing.py in every arm.",
         "",
         "| arm | early stopping | wall s | trials/min | CPU busy while trials run | driver peak MB | "
         "overhead median s | overhead p95 s |",

@@ -8,7 +8,7 @@ Every configuration of a discretised space (learning rate, optimizer, weight dec
 width, dropout: 1,134 configurations) is trained for 20 epochs with 2 seeds through finesweep's
 own training loop (:func:`finesweep.models.training.fit`, the built-in ``ImageClassifier`` on
 ``DigitsData``, one thread), and each epoch's ``val_acc``, ``val_loss`` and wall time are
-appended to benchmarks/data/digits_curves.jsonl.gz (format: :mod:`finesweep.models.curves`).
+appended to benchmarks/data/digits_curves.jsonl.gz (format: :mod:`benchmarks.curves`).
 The configurations run in a fixed shuffled order, both seeds together, so a recording stopped
 early still covers the space evenly; a rerun skips the runs already in the file.
 """
@@ -27,7 +27,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from finesweep.models import curves
+from benchmarks import curves
 
 ROOT = Path(__file__).resolve().parents[1]
 TABLE = ROOT / "benchmarks" / "data" / "digits_curves.jsonl.gz"
@@ -79,6 +79,8 @@ def record_one(params: dict[str, Any], seed: int) -> curves.RecordedRun:
     from finesweep.models.run import TrainingRun
     from finesweep.models.training import fit
 
+    from benchmarks.timing import TrialTiming, with_callback
+
     run = TrainingRun(model={"class_path": MODEL, "init_args": {**FIXED_MODEL, **params}},
                       data={"class_path": DATA, "init_args": FIXED_DATA}, trainer={},
                       max_epochs=EPOCHS, seed=seed, metric="val_acc", mode="max")
@@ -93,10 +95,13 @@ def record_one(params: dict[str, Any], seed: int) -> curves.RecordedRun:
         for name in METRICS:
             values[name].append(round(metrics[name], 5))
 
+    timing = TrialTiming()
     try:
-        fit(run, on_epoch_end=on_epoch_end, threads=1, on_first_step=marks.append)
+        fit(with_callback(run, timing), on_epoch_end=on_epoch_end, threads=1)
     except Exception as failure:  # Recorded as it happened: a replayed trial fails there too.
         error = f"{type(failure).__name__}: {failure}"[:300]
+    if "first_step_at" in timing.record:
+        marks.insert(0, timing.record["first_step_at"])
     seconds = [round(b - a, 4) for a, b in itertools.pairwise(marks)]
     return curves.RecordedRun(params, seed, values, seconds, error)
 

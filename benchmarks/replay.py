@@ -5,7 +5,7 @@
     python -m benchmarks.replay --strategies global,auto --schedulers asha --seeds 5 --concurrency 8
 
 Every sweep is a real ``launch.py sweep`` (the same function, in this process, with one local
-Ray for all of them) of benchmarks/replay.yaml: the replay task (finesweep.models.replay)
+Ray for all of them) of benchmarks/replay.yaml: the replay task (benchmarks/replay_model.py)
 reports the digits CNN's recorded curves (benchmarks/data/digits_curves.jsonl.gz, recorded by
 ``python -m benchmarks.record_curves``) epoch by epoch, so strategies and schedulers act on real
 curves with real seed noise, and a sweep takes seconds.
@@ -40,7 +40,8 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from finesweep.models.curves import CurveTable
+
+from benchmarks.curves import CurveTable
 
 ROOT = Path(__file__).resolve().parents[1]
 SPEC = ROOT / "benchmarks" / "replay.yaml"

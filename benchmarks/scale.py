@@ -6,11 +6,13 @@
 
 A Ray head started with the `ray` CLI (tests/ray_nodes.py) declares ``--concurrency`` logical CPUs
 (64), so 64 trials of one CPU each run at once on this 2-core machine. Each trial is the
-synthetic simulated task of benchmarks/scale_task.py (a learning curve, ``--epoch-seconds`` of
-sleep per epoch, no torch, no Lightning). Each arm (strategy, with or without ASHA, on SQLite or
-PostgreSQL) is one `run_sweep` in a child process; the child wraps the trial ledger's three calls
-(hand_out, record, complete) with timers and samples its own CPU and memory, so the production
-code is measured as it is. Trials record their worker-side timings (FINESWEEP_RECORD_TIMING=1).
+synthetic scripted task of benchmarks/scale_task.py (a learning curve, ``--epoch-seconds`` of
+sleep per epoch, run by Lightning as a user model, training nothing: each trial worker imports
+torch and Lightning). Each arm (strategy, with or without ASHA, on SQLite or PostgreSQL) is one
+`run_sweep` in a child process; the child wraps the trial ledger's three calls (hand_out,
+record, complete) with timers and samples its own CPU and memory, so the production
+code is measured as it is. Trials record their worker-side timings with the benchmark's own
+Lightning callback (benchmarks/timing.py, in the spec's ``trainer.callbacks``).
 
 Figures per arm:
 - ends/s: trials told to the study per second in the steady window (from the time all slots
@@ -42,6 +44,7 @@ from typing import Any
 
 from benchmarks.scale_probe import DriverProbe, quantile, reference_suggestions, steady_window, study_size
 from benchmarks.scale_report import PLOT, RESULTS, fmt, plot, table, write_results
+from benchmarks.timing import read_timings
 
 ROOT = Path(__file__).resolve().parents[1]
 ARMS = ("global", "global+asha", "auto", "auto+asha", "random", "random+asha")
@@ -61,6 +64,8 @@ strategy: {{name: {strategy}, seed: 0}}
 scheduler: {scheduler}
 budget: {{trials: {trials}, max_epochs: {epochs}}}
 resources: {{cpus: 1, concurrency: {concurrency}}}
+trainer:
+  callbacks: [{{class_path: benchmarks.timing.TrialTiming, init_args: {{folder: {timings}}}}}]
 {storage}
 """
 
@@ -72,7 +77,6 @@ def run_arm(job: dict[str, Any]) -> dict[str, Any]:
     """One sweep of the job's arm; returns its figures and series."""
     import io
 
-    os.environ["FINESWEEP_RECORD_TIMING"] = "1"
     from finesweep.search.spec import parse_spec
     from finesweep.search.study import load_study
     from finesweep.search.sweep import run_sweep
@@ -84,7 +88,7 @@ def run_arm(job: dict[str, Any]) -> dict[str, Any]:
         name=name, strategy=strategy, trials=job["trials"], epochs=job["epochs"],
         epoch_seconds=job["epoch_seconds"], concurrency=job["concurrency"],
         scheduler="{name: asha, options: {grace_period: 1}}" if asha else "none",
-        storage=f"storage: {job['url']}" if job.get("url") else ""))
+        storage=f"storage: {job['url']}" if job.get("url") else "", timings=folder / "timings"))
     spec = parse_spec(folder / "spec.yaml")
     run_dir = folder / "run"
     probe = DriverProbe()
@@ -104,12 +108,12 @@ def run_arm(job: dict[str, Any]) -> dict[str, Any]:
     probe.stop()
     url = job.get("url") or f"sqlite:///{run_dir / 'study.db'}"
     trials = load_study(spec.name, url).get_trials(deepcopy=False)
-    first, last = steady_window(trials, job["concurrency"])
+    timings = read_timings(folder / "timings", drivers=(os.getpid(),))
+    first, last = steady_window(timings, job["concurrency"])
     span = last - first
     ended = [t for t in trials if t.datetime_complete is not None
              and first <= t.datetime_complete.timestamp() <= last]
-    busy = sum(max(0.0, min(t.user_attrs["ended_at"], last) - max(t.user_attrs["first_step_at"], first))
-               for t in trials if "ended_at" in t.user_attrs and "first_step_at" in t.user_attrs)
+    busy = sum(max(0.0, min(r["ended_at"], last) - max(r["first_step_at"], first)) for r in timings)
     machine_busy, workers_cpu = probe.machine_between(first, last)
     numbers = sorted(probe.suggest)
     suggestion: dict[str, Any] = {}

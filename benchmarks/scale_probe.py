@@ -108,12 +108,14 @@ def quantile(values: list[float], q: float) -> float | None:
     return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
 
 
-def steady_window(trials: list[Any], slots: int) -> tuple[float, float]:
-    starts = sorted(t.user_attrs["first_step_at"] for t in trials if "first_step_at" in t.user_attrs)
+def steady_window(timings: list[dict[str, Any]], slots: int) -> tuple[float, float]:
+    """From the time all slots have started a trial to the last trial's first step, from the
+    trials' :mod:`benchmarks.timing` records."""
+    starts = sorted(r["first_step_at"] for r in timings)
     first, last = starts[min(slots, len(starts)) - 1], starts[-1]
     if last - first < 5.0:  # Too few trials for a steady phase: the whole run.
         first = starts[0]
-        last = max(t.user_attrs.get("ended_at", first) for t in trials)
+        last = max(r["ended_at"] for r in timings)
     return first, last
 
 

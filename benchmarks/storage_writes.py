@@ -45,7 +45,7 @@ def drive(storage: optuna.storages.BaseStorage, trials: int,
             for step in range(3):
                 storage.set_trial_intermediate_value(done, step, 0.1 * step)
                 set_attrs(storage, done, {"epoch": step, "node_ip": "127.0.0.1"})
-            set_attrs(storage, done, {"best_epoch": 2, "ended_at": time.time(), "state_reason": None})
+            set_attrs(storage, done, {"best_epoch": 2, "state_reason": None})
             storage.set_trial_state_values(done, TrialState.COMPLETE, [0.2])
     return (time.process_time() - cpu) / trials * 1000, (time.perf_counter() - wall) / trials * 1000
 

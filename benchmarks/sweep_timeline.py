@@ -5,8 +5,9 @@ start-up up to the first training step, the trials, the wrap-up.
     python -m benchmarks.sweep_timeline --spec spaces/x.yaml
 
 The phases come from wrapping finesweep's own entry points in this process (nothing in
-finesweep is changed) and from the first-step and end times each trial records in the study when
-asked to (``FINESWEEP_RECORD_TIMING=1``, set here).
+finesweep is changed) and from the first-step and end times each trial's
+:class:`benchmarks.timing.TrialTiming` callback records (added to the spec's
+``trainer.callbacks`` here, as a user would add one).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from __future__ import annotations
 import argparse
 import io
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -31,9 +33,20 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     marks: dict[str, float] = {}
 
+    import yaml
     from finesweep.search.spec import parse_spec
 
-    spec = parse_spec(args.spec)
+    from benchmarks.timing import read_timings, with_timing
+
+    tmp = Path(tempfile.mkdtemp(prefix="finesweep-timeline-"))
+    timings = tmp / "timings"
+    # Beside the given spec (its relative paths stay right), removed at the end.
+    timed_spec = args.spec.with_name(f".{args.spec.stem}-timeline-{os.getpid()}.yaml")
+    timed_spec.write_text(yaml.safe_dump(with_timing(yaml.safe_load(args.spec.read_text()), timings)))
+    try:
+        spec = parse_spec(timed_spec)
+    finally:
+        timed_spec.unlink()
     from finesweep.search.cluster import prepare_ray_environment
 
     prepare_ray_environment(None)  # As `launch.py sweep` does before importing Ray.
@@ -50,19 +63,16 @@ def main(argv: list[str] | None = None) -> int:
                 marks[f"{name} ends"] = time.time()
         return wrapper
 
-    from finesweep.search.trial import TIMING_ENV
-
-    os.environ[TIMING_ENV] = "1"  # The trials' first-step and end times mark the trial phase.
     ray_backend.start_ray = timed("Ray start-up", ray_backend.start_ray)
     ray_backend.run_trials = timed("Tune run", ray_backend.run_trials)
-    with tempfile.TemporaryDirectory(prefix="finesweep-timeline-") as tmp:
-        result = sweep.run_sweep(spec, Path(tmp) / "run", out=io.StringIO())
+    try:
+        sweep.run_sweep(spec, tmp / "run", out=io.StringIO())
         marks["sweep returns"] = time.time()
-        import optuna
-
-        trials = optuna.load_study(study_name=spec.name, storage=result.storage).trials
-    firsts = [t.user_attrs["first_step_at"] for t in trials if t.user_attrs.get("first_step_at")]
-    ends = [t.user_attrs["ended_at"] for t in trials if t.user_attrs.get("ended_at")]
+        records = read_timings(timings, drivers=(os.getpid(),))
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    firsts = [r["first_step_at"] for r in records]
+    ends = [r["ended_at"] for r in records]
     marks["first training step"], marks["last trial ends"] = min(firsts), max(ends)
     previous = started
     print(f"{'phase ends':32s} {'at s':>7s} {'phase s':>8s}")

@@ -105,7 +105,7 @@ class MetricNotLoggedError(RuntimeError):
 
 def check_epoch(metric: str, epoch: int, metrics: Mapping[str, float]) -> None:
     """Raise when an epoch's logged ``metrics`` cannot rank the run: ``metric`` missing, or it
-    (or a loss) not finite. The one rule for trained and simulated runs alike."""
+    (or a loss) not finite."""
     if metric not in metrics:
         logged = ", ".join(sorted(metrics)) or "nothing"
         raise MetricNotLoggedError(

@@ -27,7 +27,6 @@ from finesweep.models.run import (
     is_better,
     reserved_callback,
 )
-from finesweep.models.simulation import is_simulated
 from finesweep.models.state_files import discard_checkpoint, save_private_checkpoint, save_weights
 
 __all__ = ["MetricNotLoggedError", "NonFiniteMetricError", "Parallel", "TrainingRun", "discard_checkpoint", "fit",
@@ -74,15 +73,12 @@ class _EpochEnd(pl.callbacks.Checkpoint):
 
     def __init__(self, metric: str, mode: str, checkpoint_path: Path | None,
                  on_epoch_end: EpochCallback | None, state_path: Path | None = None,
-                 on_first_step: Callable[[float], None] | None = None,
                  on_stop_early: Callable[[int], None] | None = None, final_state: bool = True) -> None:
         self.metric, self.mode = metric, mode
         # Whether the state is written after the last epoch too (a later run may go on from it).
         self.final_state = final_state
         self.on_stop_early = on_stop_early
         self.stopped_early = False
-        self.on_first_step = on_first_step
-        self.first_step_at: float | None = None
         self.state_path = state_path
         self.resumed_from_epoch = 0
         self.checkpoint_path = checkpoint_path
@@ -92,14 +88,6 @@ class _EpochEnd(pl.callbacks.Checkpoint):
         self.best_epoch = 0
         self.best_state: dict[str, torch.Tensor] | None = None
         self._validated = False
-
-    def on_train_batch_start(self, trainer: pl.Trainer, module: pl.LightningModule, batch: Any,
-                             batch_idx: int) -> None:
-        # Wall-clock time of the first optimizer step: where per-trial overhead ends.
-        if self.first_step_at is None:
-            self.first_step_at = time.time()
-            if self.on_first_step is not None:
-                self.on_first_step(self.first_step_at)
 
     def on_validation_end(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
         if not trainer.sanity_checking:
@@ -186,8 +174,7 @@ def _check_kind(run: TrainingRun, section: str) -> None:
     class_path = (run.model if section == "model" else run.data)["class_path"]
     expected = pl.LightningModule if section == "model" else pl.LightningDataModule
     if not issubclass(import_class(class_path), expected):
-        raise ComponentError(f"{section} {class_path} is not a {expected.__name__}"
-                             + (" (a simulated model runs only in sweeps)" if is_simulated(run) else ""))
+        raise ComponentError(f"{section} {class_path} is not a {expected.__name__}")
 
 
 def build_data(run: TrainingRun) -> pl.LightningDataModule:
@@ -293,8 +280,8 @@ def data_summary(data: pl.LightningDataModule) -> str | None:
 def fit(run: TrainingRun, *, on_epoch_end: EpochCallback | None = None,
         checkpoint_path: Path | None = None, accelerator: str = "cpu", threads: int | None = None,
         evaluate_test: bool = False, state_path: Path | None = None,
-        resume_from: Path | None = None, on_first_step: Callable[[float], None] | None = None,
-        on_stop_early: Callable[[int], None] | None = None, scalars: ScalarSink | None = None,
+        resume_from: Path | None = None, on_stop_early: Callable[[int], None] | None = None,
+        scalars: ScalarSink | None = None,
         log_dir: str | Path | None = None, final_state: bool = True, parallel: Parallel | None = None) -> FitResult:
     """Train ``run`` and return its best epoch's metrics.
 
@@ -317,8 +304,8 @@ def fit(run: TrainingRun, *, on_epoch_end: EpochCallback | None = None,
         checkpoint_path = None  # Rank 0 writes the weights; the others hold the same ones.
     if checkpoint_path is not None:
         checkpoint_path.parent.mkdir(parents=True, exist_ok=True)
-    tracker = _EpochEnd(run.metric, run.mode, checkpoint_path, on_epoch_end, state_path, on_first_step,
-                        on_stop_early, final_state)
+    tracker = _EpochEnd(run.metric, run.mode, checkpoint_path, on_epoch_end, state_path, on_stop_early,
+                        final_state)
     logger = CallbackScalars(scalars, str(log_dir) if log_dir is not None else None)
     trainer = make_trainer(run, [tracker], accelerator, scalars=logger, root_dir=log_dir, parallel=parallel)
     # weights_only: a checkpoint is data; loading it never runs code from the file.

@@ -4,8 +4,7 @@ validation batch in the driver, with the spec's Trainer options and callbacks as
 them. A configuration that cannot train is then one located error in seconds, instead of the
 same failure in every trial; a metric the module does not log is named with what it does log.
 
-A simulated task (:mod:`finesweep.models.simulation`) builds its model and data only, without
-torch. ``sweep --no-dry-run`` (and ``resume --no-dry-run``) skips the whole step.
+``sweep --no-dry-run`` (and ``resume --no-dry-run``) skips the whole step.
 """
 
 from __future__ import annotations
@@ -35,11 +34,9 @@ class DryRunReport:
     # Each searched class (a categorical parameter whose key ends in class_path) -> its choices run.
     classes: Mapping[str, tuple[Any, ...]]
     data_summary: str | None = None
-    simulated: bool = False
 
     def line(self) -> str:
-        what = ("built the simulated model and data" if self.simulated
-                else "setup, one training and one validation batch")
+        what = "setup, one training and one validation batch"
         plural = "s" if self.configurations != 1 else ""
         tried = "".join(f"; {name}: {', '.join(_short(c) for c in choices)}"
                         for name, choices in self.classes.items())
@@ -113,7 +110,7 @@ def configurations(space: SearchSpace, classes: Mapping[str, tuple[Any, ...]], s
 def run_dry_run(spec: SweepSpec) -> DryRunReport:
     """Dry-run the sweep's configurations (see the module docstring); raise :class:`SpecError`
     locating the first failure at its spec key."""
-    from finesweep.models.simulation import is_simulated
+    from finesweep.models.dry_run import DryRunFailure, dry_run
     from finesweep.search.trial import quiet_training_logs
 
     started = time.perf_counter()
@@ -122,30 +119,16 @@ def run_dry_run(spec: SweepSpec) -> DryRunReport:
     seed = spec.strategy.seed or 0
     runs = [TrainingRun.from_config(spec.training_config(values), max_epochs=1, seed=seed, metric=spec.metric,
                                     mode=spec.mode) for values in chosen]
-    simulated = is_simulated(runs[0])
     summary = None
-    if simulated:
-        from finesweep.models.components import instantiate
-
-        for values, run in zip(chosen, runs, strict=True):
-            for section in ("data", "model"):
-                component = getattr(run, section)
-                try:
-                    instantiate(component["class_path"], component.get("init_args") or {})
-                except Exception as error:
-                    raise _located(spec, values, run, f"building the {section}", (section,), error, chosen) from None
-    else:
-        from finesweep.models.dry_run import DryRunFailure, dry_run
-
-        quiet_training_logs()
-        for values, run in zip(chosen, runs, strict=True):
-            try:
-                result = dry_run(run, _watched(spec))
-            except DryRunFailure as failure:
-                raise _located(spec, values, run, failure.stage, failure.culprit, failure.error, chosen) from None
-            summary = summary or result.data_summary
+    quiet_training_logs()
+    for values, run in zip(chosen, runs, strict=True):
+        try:
+            result = dry_run(run, _watched(spec))
+        except DryRunFailure as failure:
+            raise _located(spec, values, run, failure.stage, failure.culprit, failure.error, chosen) from None
+        summary = summary or result.data_summary
     picked = {name: tuple(dict.fromkeys(v[name] for v in chosen if name in v)) for name in classes}
-    return DryRunReport(len(chosen), time.perf_counter() - started, picked, summary, simulated)
+    return DryRunReport(len(chosen), time.perf_counter() - started, picked, summary)
 
 
 def _watched(spec: SweepSpec) -> list[tuple[KeyPath, str]]:

@@ -132,10 +132,6 @@ class TrialLedger:
             ranks = result.get("ranks") or [{"rank": 0, "node": where["node"], "node_ip": where["node_ip"],
                                               "gpu_ids": where["gpu_ids"]}]
             where.update(world_size=int(result.get("world_size") or len(ranks)), ranks=list(ranks))
-            if "first_step_at" in result:
-                # Benchmark timings (search.trial.TIMING_ENV): benchmarks/overhead.py measures the
-                # gap between one trial's end and the next one's first step on the same worker.
-                where.update(worker_pid=result.get("pid"), first_step_at=result["first_step_at"])
             set_user_attrs(trial, where)
         self._last[runner_id] = result
         value = result.get(self.spec.metric)
@@ -175,8 +171,6 @@ class TrialLedger:
         if self.spec.multi and outcome.state != "FAIL":
             # The objectives' and constrained values at the best epoch, for the views' front.
             ending["watched"] = best_values(last)
-        if "reported_at" in last:
-            ending["ended_at"] = last["reported_at"]  # A benchmark timing, as first_step_at.
         if "best_epoch" in last:
             ending["best_epoch"] = int(last["best_epoch"])
         if last.get("stopped_early") and outcome.state == "COMPLETE":

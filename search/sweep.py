@@ -265,7 +265,7 @@ def _run_locked(spec: SweepSpec, run_dir: Path, *, address: str | None, verbose:
             raise SweepError(str(error)) from None
         out.write(report.line() + "\n")
         out.flush()
-        run.dry_run_summary, run.dry_run_done = report.data_summary, not report.simulated
+        run.dry_run_summary, run.dry_run_done = report.data_summary, True
     if stop.requested:
         raise SweepError(f"stopped by {signal_name(stop.signum or signal.SIGINT)} before any trial started",
                          exit_code=stop.exit_code)

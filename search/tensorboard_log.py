@@ -151,7 +151,7 @@ class HParamsLog:
 
 class ScalarWriter:
     """A trial's per-epoch scalars, in the event files torch's ``SummaryWriter`` writes (it wraps
-    the same ``EventFileWriter``), without importing torch: a simulated trial never loads it."""
+    the same ``EventFileWriter``), without importing torch."""
 
     def __init__(self, directory: str | Path) -> None:
         self._writer = EventFileWriter(str(directory), filename_suffix=".scalars")

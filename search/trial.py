@@ -1,9 +1,9 @@
 """The trial side: what runs inside a trial worker. No Optuna, no Ray here.
 
 The backend hands over a :class:`TrialRequest` (the complete training config chosen for the
-trial) and a ``report`` function; this module trains through :mod:`models.training` (a simulated
-model through :mod:`models.simulation`), writes per-epoch TensorBoard scalars, keeps the best
-weights and leaves a traceback file behind when training raises.
+trial) and a ``report`` function; this module trains through :mod:`models.training`, writes
+per-epoch TensorBoard scalars, keeps the best weights and leaves a traceback file behind when
+training raises.
 """
 
 from __future__ import annotations
@@ -29,18 +29,6 @@ from finesweep.search.user_code import add_user_folders
 # in the trial's folder when it is called).
 Report = Callable[[dict[str, Any]], None]
 
-# Benchmarks of per-trial overhead (benchmarks/overhead.py, sweep_timeline.py, cluster_throughput.py,
-# the cluster tests) set this to 1 in the driver's environment: each report then also carries the
-# worker's pid, when training took its first step and when the epoch was reported, which the study
-# keeps as the trial attributes worker_pid, first_step_at and ended_at. Off, a sweep records none.
-TIMING_ENV = "FINESWEEP_RECORD_TIMING"
-
-
-def timing_requested() -> bool:
-    """Whether the driver is asked to record benchmark timings (see :data:`TIMING_ENV`)."""
-    return os.environ.get(TIMING_ENV, "") == "1"
-
-
 @dataclass(frozen=True)
 class SweepContext:
     """What every trial of one sweep shares; sent to each worker once."""
@@ -55,8 +43,6 @@ class SweepContext:
     # Where the user's modules are imported from (the spec's folder, the launch directory);
     # on a cluster node without them, Ray's runtime environment has put the files in place.
     import_roots: tuple[str, ...] = ()
-    # Benchmark timings in every report (TIMING_ENV, read by the driver when the sweep starts).
-    record_timing: bool = False
     # Every logged name the sweep reads (its objectives and constrained values): their values at
     # the best epoch go with every report as ``best:<name>``, so the trial's objective vector is
     # the epoch whose weights are kept.
@@ -165,14 +151,11 @@ def run_trial(context: SweepContext, request: TrialRequest, report: Report, acce
     ``stopped_early`` on the last epoch when the trial's own callbacks or Trainer settings
     (EarlyStopping, max_steps, max_time) ended training before the budget's epochs.
 
-    A simulated model (:mod:`finesweep.models.simulation`) runs its simulation instead of
-    Lightning, and then neither torch nor Lightning is imported in the worker. A trained one
-    keeps its training state in its folder after every epoch (removed when it finishes): an
+    The trial keeps its training state in its folder after every epoch (removed when it finishes): an
     attempt that finds one there (a retry after its worker or node died, a resumed sweep's re-run
     after the driver was stopped or killed) goes on after that epoch. With ``parallel`` this is one
     rank of a multi-worker trial: every rank reports (the launcher forwards rank 0's), and only
     rank 0 writes TensorBoard, the weights and the training state."""
-    from finesweep.models.simulation import is_simulated, simulate
     from finesweep.search.tensorboard_log import ScalarWriter
 
     quiet_training_logs()
@@ -184,9 +167,9 @@ def run_trial(context: SweepContext, request: TrialRequest, report: Report, acce
     writer = ScalarWriter(tensorboard_dir(context.run_dir, request.number)) if writes else None
     watchdog: _Watchdog | None = None
     best: dict[str, Any] = {}
-    # Sent with every report besides the metrics: where a retried trial went on from, and the
-    # benchmark timings when the sweep records them (see TIMING_ENV).
-    extra: dict[str, Any] = {"pid": os.getpid()} if context.record_timing else {}
+    # Sent with every report besides the metrics: where a retried trial went on from, whether
+    # its own callbacks stopped it early.
+    extra: dict[str, Any] = {}
 
     def keep_best(epoch: int, metrics: dict[str, float]) -> None:
         value = metrics[context.metric]
@@ -209,27 +192,19 @@ def run_trial(context: SweepContext, request: TrialRequest, report: Report, acce
         if trained and writer is not None:  # (an epoch of the training state, re-reported, is in TensorBoard already)
             writer.add({k: v for k, v in metrics.items() if k not in by_step}, epoch)
         keep_best(epoch, metrics)
-        stamp = {"reported_at": time.time()} if context.record_timing else {}
         report({**metrics, "epoch": epoch, "best_value": best["value"], "best_epoch": best["epoch"],
-                **best["watched"], **stamp, **extra})
+                **best["watched"], **extra})
 
     try:
         run = request.training_run(context)
-        simulated = is_simulated(run)  # Imports the model's module.
-        if not simulated:
-            import finesweep.models.training  # noqa: F401 - Lightning's import is not the trial's time.
+        import finesweep.models.training  # noqa: F401 - Lightning's import is not the trial's time.
         if context.trial_timeout_s:
             # Started once the imports are done: a fresh worker on a loaded machine may take
             # longer to import torch and Lightning than a short timeout allows for an epoch.
             watchdog = _Watchdog(context.trial_timeout_s, error_file)
         with memory_cap(context.memory_mb):
-            if simulated:
-                if context.record_timing:
-                    extra["first_step_at"] = time.time()
-                simulate(run, on_epoch_end=on_epoch_end)
-            else:
-                _train(context, run, artifacts, accelerator, keep_best, extra, on_epoch_end, log_by_step,
-                       tensorboard_dir(context.run_dir, request.number), request.reported_epochs, parallel)
+            _train(context, run, artifacts, accelerator, keep_best, extra, on_epoch_end, log_by_step,
+                   tensorboard_dir(context.run_dir, request.number), request.reported_epochs, parallel)
     except Exception as error:
         text = traceback.format_exc()
         if _is_out_of_memory(error):
@@ -248,10 +223,9 @@ def _train(context: SweepContext, run: TrainingRun, artifacts: Path, accelerator
            keep_best: Callable[[int, dict[str, float]], None], extra: dict[str, Any],
            on_epoch_end: Callable[..., None], log_by_step: Callable[[dict[str, float], int], None],
            log_dir: Path, reported_epochs: int, parallel: Parallel | None = None) -> None:
-    """Train a Lightning model for :func:`run_trial` (imported here: a simulated trial never
-    loads torch), going on from the training state in ``artifacts`` when an earlier attempt
-    left one (its epochs after ``reported_epochs`` reported again first). The state is rewritten
-    after every epoch and removed once training has ended."""
+    """Train a Lightning model for :func:`run_trial`, going on from the training state in
+    ``artifacts`` when an earlier attempt left one (its epochs after ``reported_epochs`` reported
+    again first). The state is rewritten after every epoch and removed once training has ended."""
     from finesweep.models.training import discard_checkpoint, fit, trained_epochs
 
     state = artifacts / STATE_FILE
@@ -273,8 +247,7 @@ def _train(context: SweepContext, run: TrainingRun, artifacts: Path, accelerator
     fit(run, on_epoch_end=on_epoch_end, checkpoint_path=artifacts / run_paths.CHECKPOINT_FILE,
         accelerator=accelerator, threads=max(1, int(context.cpus_per_trial)), state_path=state,
         resume_from=resume_from, on_stop_early=lambda epoch: extra.update(stopped_early=True),
-        scalars=log_by_step, log_dir=log_dir, final_state=False, parallel=parallel,
-        on_first_step=(lambda at: extra.update(first_step_at=at)) if context.record_timing else None)
+        scalars=log_by_step, log_dir=log_dir, final_state=False, parallel=parallel)
     # Finished: nothing to go on from. (A trial that raised keeps it: Ray may retry it.)
     if parallel is None or parallel.writes:
         discard_checkpoint(state)

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
 from finesweep.search.run_dir import ERROR_FILE, TUNE_EXPERIMENT, ray_error_path, ray_storage, ray_trial_name
-from finesweep.search.trial import SweepContext, timing_requested
+from finesweep.search.trial import SweepContext
 from finesweep.search.user_code import import_roots
 
 if TYPE_CHECKING:
@@ -66,7 +66,7 @@ def sweep_context(spec: SweepSpec, run_dir: Path, on_cluster: bool) -> SweepCont
         import_roots=() if on_cluster else tuple(import_roots(spec.base_dir)),
         max_epochs=spec.budget.max_epochs, run_dir=str(run_dir.resolve()),
         cpus_per_trial=spec.resources.cpus, trial_timeout_s=spec.budget.trial_timeout_s,
-        memory_mb=spec.resources.memory_mb, record_timing=timing_requested(), watched=spec.watched,
+        memory_mb=spec.resources.memory_mb, watched=spec.watched,
         workers=spec.resources.workers, strategy=spec.resources.strategy, placement=spec.resources.placement,
         gpus_per_worker=spec.resources.gpus,
     )

@@ -4,7 +4,9 @@
 - models/ (the tasks and the training loop) imports neither Optuna, Ray nor finesweep.search;
 - the finesweep modules import each other without cycles (module-level imports; imports inside
   functions are deferred on purpose and do not make a module unimportable);
-- no module is longer than MAX_MODULE_LINES: a longer one holds more than one job.
+- no module is longer than MAX_MODULE_LINES: a longer one holds more than one job;
+- no benchmark machinery in search/ or models/: benchmarks time trials with their own Lightning
+  callback and run their scripted tasks as user models (benchmarks/).
 """
 
 from __future__ import annotations
@@ -131,3 +133,46 @@ def test_search_groups_its_modules_by_job():
     assert len(entries) <= 22, entries
     for package in ("spec", "views", "strategies", "run_dir", "study"):
         assert package in entries
+
+
+# Names of the benchmark machinery that once lived in production: an environment switch that made
+# every trial report timings, the timing fields it added, and the simulated-model branches.
+BENCHMARK_NAMES = {"FINESWEEP_RECORD_TIMING", "TIMING_ENV", "timing_requested", "record_timing", "first_step_at",
+                   "on_first_step", "worker_pid", "ended_at", "reported_at", "is_simulated", "simulate",
+                   "SimulatedModel", "SimulatedData"}
+
+
+def _benchmark_names(tree: ast.AST) -> set[str]:
+    """Identifiers, attributes, arguments, definitions, imported names and string constants of
+    ``tree`` that are in BENCHMARK_NAMES (a string: a dict key or an environment variable)."""
+    found = set()
+    for node in ast.walk(tree):
+        names = []
+        if isinstance(node, ast.Name):
+            names = [node.id]
+        elif isinstance(node, ast.Attribute):
+            names = [node.attr]
+        elif isinstance(node, ast.arg):
+            names = [node.arg]
+        elif isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            names = [node.name]
+        elif isinstance(node, ast.alias):
+            names = [node.name.rsplit(".", 1)[-1], node.asname or ""]
+        elif isinstance(node, ast.keyword):
+            names = [node.arg or ""]
+        elif isinstance(node, ast.Constant) and isinstance(node.value, str):
+            names = [node.value]
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            names = [node.module.rsplit(".", 1)[-1]]
+        found.update(name for name in names if name in BENCHMARK_NAMES)
+    return found
+
+
+def test_no_benchmark_timing_or_simulation_in_search_or_models():
+    found = {}
+    for name, path in _modules().items():
+        names = _benchmark_names(ast.parse(path.read_text(), filename=str(path)))
+        if names:
+            found[name] = sorted(names)
+    assert not found, f"benchmark machinery in production modules: {found}"
+    assert not (ROOT / "models" / "simulation.py").exists() and not (ROOT / "models" / "replay.py").exists()

@@ -9,6 +9,7 @@ sweeps are real ``launch.py sweep --address`` drivers joining it.
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
 import shutil
@@ -38,7 +39,6 @@ from finesweep.search.cluster import (
     trials_per_node,
 )
 from finesweep.search.study import state_counts
-from finesweep.search.trial import TIMING_ENV
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -290,14 +290,41 @@ strategy: {name: random, seed: 0}
 scheduler: none
 budget: {trials: 2, max_epochs: 2}
 resources: {cpus: 0.5, gpus: 0.5, concurrency: 2}
+trainer:
+  callbacks: [{class_path: overlap_probe.Span, init_args: {folder: SPANS}}]
+"""
+
+# A user's callback (shipped with the spec's folder, as any user module): when each trial took
+# its first training step and when it ended its last epoch, one file per trial.
+OVERLAP_PROBE = """
+import json, time, uuid
+from pathlib import Path
+
+import pytorch_lightning as pl
+
+
+class Span(pl.Callback):
+    def __init__(self, folder: str) -> None:
+        self.path, self.span = Path(folder) / f"{uuid.uuid4().hex}.json", {}
+
+    def on_train_batch_start(self, trainer, module, batch, batch_idx):
+        self.span.setdefault("first_step_at", time.time())
+
+    def on_train_epoch_end(self, trainer, module):
+        self.span["ended_at"] = time.time()
+        if trainer.max_epochs > 1:  # not the driver's one-batch dry run
+            self.path.parent.mkdir(exist_ok=True)
+            self.path.write_text(json.dumps(self.span))
 """
 
 
 @pytest.mark.slow
 def test_half_a_gpu_each_puts_two_trials_on_one_gpu_at_once(tmp_path, cluster):
     run_dir = tmp_path / "run"
-    # The benchmark timings (first step, last report) show whether the two trials overlapped.
-    _finish(_sweep(_spec(tmp_path, GPU_SHARE), run_dir, cluster.address, {**cluster.env, TIMING_ENV: "1"}))
+    (tmp_path / "overlap_probe.py").write_text(OVERLAP_PROBE)
+    spans = tmp_path / "spans"
+    # The trials' own callback (first step, last epoch's end) shows whether they overlapped.
+    _finish(_sweep(_spec(tmp_path, GPU_SHARE.replace("SPANS", str(spans))), run_dir, cluster.address, cluster.env))
     study = _study(run_dir, "gpu_share")
     first, second = study.trials
     for trial in (first, second):
@@ -307,8 +334,8 @@ def test_half_a_gpu_each_puts_two_trials_on_one_gpu_at_once(tmp_path, cluster):
         # The GPU is logical (no CUDA here): the trial falls back to CPU instead of crashing.
         assert trial.user_attrs["accelerator"] == "cpu"
     # Concurrently, not one after the other: each began before the other ended.
-    assert first.user_attrs["first_step_at"] < second.user_attrs["ended_at"]
-    assert second.user_attrs["first_step_at"] < first.user_attrs["ended_at"]
+    one, two = (json.loads(path.read_text()) for path in sorted(spans.glob("*.json")))
+    assert one["first_step_at"] < two["ended_at"] and two["first_step_at"] < one["ended_at"]
 
 
 @pytest.mark.slow

@@ -210,21 +210,14 @@ def test_a_failure_is_reported_at_the_spec_key_its_value_came_from():
     assert spec_key(task, ("model",)) == ("task",)
 
 
-def test_a_simulated_task_is_dry_run_without_torch(tmp_path):
-    """The replay benchmark's kind of task: its model and data are built, nothing imports torch."""
-    from test_ledger import SPEC as SIMULATED
-    from test_ledger import TASK
+def test_the_replay_benchmarks_task_is_dry_run_as_any_model():
+    """The replay benchmark's scripted task (a LightningModule that trains nothing) takes the
+    ordinary dry run: setup, one training and one validation batch."""
+    from finesweep.search.dry_run import run_dry_run
+    from finesweep.search.spec import parse_spec
 
-    (tmp_path / "ledger_task.py").write_text(TASK)
-    (tmp_path / "spec.yaml").write_text(SIMULATED)
-    code = ("import sys; from finesweep.search.spec import parse_spec; "
-            "from finesweep.search.dry_run import run_dry_run; print(run_dry_run(parse_spec('spec.yaml')).line()); "
-            "print(sorted(m for m in ('torch', 'pytorch_lightning') if m in sys.modules))")
-    done = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=120)
-    assert done.returncode == 0, done.stderr[-2000:]
-    line, imported = done.stdout.strip().splitlines()
-    assert "dry run passed in" in line and "built the simulated model and data, 1 configuration" in line
-    assert imported == "[]"
+    report = run_dry_run(parse_spec(Path(__file__).resolve().parents[1] / "benchmarks" / "replay.yaml"))
+    assert "setup, one training and one validation batch, 1 configuration;" in report.line()
 
 
 def test_a_callback_that_does_finesweeps_job_and_a_bad_failure_limit_are_located_spec_errors(tmp_path):

@@ -12,20 +12,18 @@ from finesweep.search.spec import parse_spec
 from finesweep.search.strategies.seeding import build_sampler
 from finesweep.search.study import open_study
 
+# Nothing here trains: the spec only names a model and data of the right kinds.
 TASK = """\
-from finesweep.models.simulation import SimulatedData, SimulatedModel
+import pytorch_lightning as pl
 
 
-class TwoWay(SimulatedModel):
+class TwoWay(pl.LightningModule):
     def __init__(self, width: float = 0.5) -> None:
+        super().__init__()
         self.width = width
 
-    def simulate(self, data, *, seed, max_epochs):
-        for epoch in range(1, max_epochs + 1):
-            yield {"val_acc": self.width * epoch / max_epochs, "size": 100 * self.width}
 
-
-class TwoWayData(SimulatedData):
+class TwoWayData(pl.LightningDataModule):
     pass
 """
 

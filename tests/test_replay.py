@@ -1,6 +1,7 @@
-"""The replay task and its curve tables: the format, the nearest-configuration lookup, the
-simulated trial path (no torch in the worker), the replay benchmark's time and regret
-bookkeeping, and a whole replay sweep through `launch.py sweep`."""
+"""The replay benchmark (benchmarks/replay_model.py, benchmarks/curves.py, benchmarks/replay.py):
+the curve table format, the nearest-configuration lookup, the replay model trained through
+finesweep's ordinary Lightning path, the benchmark timing callback, the replay benchmark's time
+and regret bookkeeping, and a whole replay sweep through `launch.py sweep`."""
 
 from __future__ import annotations
 
@@ -14,11 +15,12 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
-from finesweep.models import curves
-from finesweep.models.curves import CurveTable, RecordedRun
-from finesweep.models.replay import RecordedFailure, ReplayData, ReplayModel
 from finesweep.models.run import MetricNotLoggedError, NonFiniteMetricError, TrainingRun
-from finesweep.models.simulation import is_simulated, simulate
+from finesweep.models.training import fit
+
+from benchmarks import curves
+from benchmarks.curves import CurveTable, RecordedRun
+from benchmarks.replay_model import RecordedFailure, ReplayData, ReplayModel
 
 ROOT = Path(__file__).resolve().parents[1]
 GRID = {"learning_rate": [1e-3, 1e-2], "optimizer": ["adam", "sgd"], "weight_decay": [1e-3],
@@ -26,7 +28,7 @@ GRID = {"learning_rate": [1e-3, 1e-2], "optimizer": ["adam", "sgd"], "weight_dec
 # val_acc per epoch by (learning rate, optimizer): adam at 1e-2 is best at every epoch, with both seeds.
 CURVES = {(1e-3, "adam"): [0.5, 0.7, 0.8, 0.85], (1e-2, "adam"): [0.8, 0.9, 0.95, 0.96],
           (1e-3, "sgd"): [0.1, 0.2, 0.3, 0.35], (1e-2, "sgd"): [0.3, 0.5, 0.6, 0.65]}
-REPLAY = "finesweep.models.replay"
+REPLAY = "benchmarks.replay_model"
 
 
 def params(learning_rate: float, optimizer: str) -> dict:
@@ -120,79 +122,72 @@ def test_the_true_value_of_a_configuration_averages_its_seeds_best_epochs(table_
     assert best.params == params(1e-2, "adam") and value == pytest.approx(0.045)
 
 
-# ---- the simulated trial
+# ---- the replay model, trained as any LightningModule
 
 
 def test_a_replay_run_reports_the_recorded_curve_of_its_seed(table_path):
     run = replay_run(table_path, seed=1, learning_rate=0.01, optimizer="adam")
-    assert is_simulated(run)
     seen = []
-    history = simulate(run, on_epoch_end=lambda epoch, metrics: seen.append((epoch, metrics["val_acc"])))
+    result = fit(run, on_epoch_end=lambda epoch, metrics: seen.append((epoch, metrics["val_acc"])))
     assert seen == [(1, 0.79), (2, 0.89), (3, 0.94), (4, 0.95)]
-    assert history[-1] == {"epoch": 4, "val_acc": 0.95, "val_loss": pytest.approx(0.05)}
+    assert result.history[-1] == {"epoch": 4, "val_acc": 0.95, "val_loss": pytest.approx(0.05)}
+    assert result.best_epoch == 4
 
 
 def test_a_recorded_failure_fails_the_replay_where_it_happened(tmp_path):
     table = write_table(tmp_path / "t.jsonl.gz", failed=True)
     seen = []
     with pytest.raises(RecordedFailure, match="after epoch 1: NonFiniteMetricError"):
-        simulate(replay_run(table, learning_rate=1e-3, dropout=0.5), on_epoch_end=lambda e, m: seen.append(e))
+        fit(replay_run(table, learning_rate=1e-3, dropout=0.5), on_epoch_end=lambda e, m: seen.append(e))
     assert seen == [1]
 
 
 def test_replay_checks_its_metric_and_budget_as_training_does(table_path):
     with pytest.raises(MetricNotLoggedError, match="'val_f1' was never logged; the module logged: val_acc, val_loss"):
-        simulate(replay_run(table_path, metric="val_f1"))
+        fit(replay_run(table_path, metric="val_f1"))
     with pytest.raises(ValueError, match="holds 4 epochs per run; budget.max_epochs is 5"):
-        simulate(replay_run(table_path, max_epochs=5))
+        fit(replay_run(table_path, max_epochs=5))
     with pytest.raises(FileNotFoundError, match="record_curves"):
         ReplayData(path=str(table_path.parent / "missing.jsonl.gz"))
 
 
-def test_a_non_finite_simulated_metric_fails_like_a_trained_one(table_path, monkeypatch):
-    monkeypatch.setattr(ReplayModel, "simulate", lambda self, data, **kw: iter([{"val_acc": math.nan}]))
+def test_a_non_finite_replayed_metric_fails_like_a_trained_one(table_path, monkeypatch):
+    monkeypatch.setattr(ReplayModel, "epoch_metrics", lambda self, epoch: {"val_acc": math.nan})
     with pytest.raises(NonFiniteMetricError, match="epoch 1: non-finite val_acc"):
-        simulate(replay_run(table_path))
+        fit(replay_run(table_path))
 
 
-def test_a_replay_trial_imports_neither_torch_nor_lightning(table_path, tmp_path):
-    """The trial function itself, in a fresh process (as in a trial worker), timings on."""
+def test_a_replay_trial_runs_as_any_trial_and_the_timing_callback_times_it(table_path, tmp_path):
+    """The trial function in a fresh process (as in a trial worker), with the benchmarks' timing
+    callback in the Trainer's callbacks as a spec gives it; the reports carry the metrics only."""
+    timings = tmp_path / "timings"
     script = textwrap.dedent(f"""
-        import json, sys
+        import json, os
         from finesweep.search.trial import SweepContext, TrialRequest, run_trial
         context = SweepContext(metric="val_acc", mode="max", max_epochs=4, run_dir={str(tmp_path / 'run')!r},
-                               cpus_per_trial=1, record_timing=True)
+                               cpus_per_trial=1)
         model = {{"optimizer": "sgd", "dropout": 0.0}}
         config = {{"model": {{"class_path": "{REPLAY}.ReplayModel", "init_args": model}},
-                  "data": {{"class_path": "{REPLAY}.ReplayData", "init_args": {{"path": {str(table_path)!r}}}}}}}
+                  "data": {{"class_path": "{REPLAY}.ReplayData", "init_args": {{"path": {str(table_path)!r}}}}},
+                  "trainer": {{"callbacks": [{{"class_path": "benchmarks.timing.TrialTiming",
+                                               "init_args": {{"folder": {str(timings)!r}}}}}]}}}}
         reports = []
         run_trial(context, TrialRequest(number=0, seed=0, config=config), reports.append)
-        heavy = sorted(m for m in sys.modules if m.split(".")[0] in ("torch", "pytorch_lightning", "lightning"))
-        print(json.dumps({{"heavy": heavy, "reports": reports}}))
+        print(json.dumps({{"pid": os.getpid(), "reports": reports}}))
     """)
-    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, cwd=ROOT)
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300, cwd=ROOT)
     assert done.returncode == 0, done.stderr[-2000:]
     result = json.loads(done.stdout.strip().splitlines()[-1])
-    assert result["heavy"] == []
     reports = result["reports"]
     assert [r["val_acc"] for r in reports] == [0.1, 0.2, 0.3, 0.35] and reports[-1]["best_epoch"] == 4
-    assert {"pid", "first_step_at", "reported_at"} <= set(reports[0])
-    # Per-epoch TensorBoard scalars, written without torch.
+    assert set(reports[-1]) == {"val_acc", "val_loss", "epoch", "best_value", "best_epoch"}
     assert list((tmp_path / "run" / "tensorboard" / "trial_0000").glob("events.out.tfevents.*.scalars"))
+    from benchmarks.timing import read_timings
 
-
-def test_a_trial_reports_no_benchmark_timings_unless_asked(table_path, tmp_path, monkeypatch):
-    from finesweep.search import trial
-
-    context = trial.SweepContext(metric="val_acc", mode="max", max_epochs=4, run_dir=str(tmp_path),
-                                 cpus_per_trial=1)
-    run = replay_run(table_path)
-    reports = []
-    trial.run_trial(context, trial.TrialRequest(0, 0, {"model": run.model, "data": run.data}),
-                    reports.append)
-    assert len(reports) == 4 and not {"pid", "first_step_at", "reported_at"} & set(reports[-1])
-    monkeypatch.setenv(trial.TIMING_ENV, "1")
-    assert trial.timing_requested()
+    [record] = read_timings(timings)
+    assert record["worker"] == record["pid"] == result["pid"]
+    assert record["first_step_at"] < record["ended_at"]
+    assert read_timings(timings, drivers=(result["pid"],)) == []
 
 
 def test_the_shipped_table_is_the_recorders_grid_with_real_curves():
@@ -269,32 +264,18 @@ def test_simulated_time_places_trials_on_free_slots_and_regret_follows_the_answe
 
 
 @pytest.mark.slow
-def test_a_replay_sweep_runs_through_launch_without_torch(tmp_path, local_ray):
-    """Grid over the table's four configurations with ASHA; a probe subclass records which heavy
-    modules the trial worker had loaded (none: what makes a replay fast; its speed is measured
-    by benchmarks/replay.py, not asserted here)."""
+def test_a_replay_sweep_runs_through_launch_and_its_best_retrains(tmp_path, local_ray):
+    """Grid over the table's four configurations with ASHA, the replay model named by class path
+    as any user model; its speed is measured by benchmarks/replay.py, not asserted here."""
     import optuna
     from finesweep.search.cli import main
     from finesweep.search.views.export import read_export
 
     write_table(tmp_path / "curves.jsonl.gz")
-    (tmp_path / "probe_replay.py").write_text(textwrap.dedent("""
-        import os, sys
-        from pathlib import Path
-        from finesweep.models.replay import ReplayModel
-
-        class ProbeReplay(ReplayModel):
-            def simulate(self, data, *, seed, max_epochs):
-                for metrics in super().simulate(data, seed=seed, max_epochs=max_epochs):
-                    heavy = sorted(m for m in sys.modules if m.split(".")[0] in ("torch", "pytorch_lightning",
-                                                                                  "lightning"))
-                    Path(data.path).with_name(f"modules-{os.getpid()}-{seed}.txt").write_text(" ".join(heavy))
-                    yield metrics
-        """))
     spec = tmp_path / "replay.yaml"
     spec.write_text(textwrap.dedent(f"""\
         name: replay_test
-        model: {{class_path: probe_replay.ProbeReplay}}
+        model: {{class_path: {REPLAY}.ReplayModel}}
         data: {{class_path: {REPLAY}.ReplayData, init_args: {{path: curves.jsonl.gz, time_scale: 0.05}}}}
         metric: val_acc
         space:
@@ -311,10 +292,8 @@ def test_a_replay_sweep_runs_through_launch_without_torch(tmp_path, local_ray):
     best = read_export(tmp_path / "run" / "best.yaml")
     assert best.record["params"] == {"learning_rate": 1e-2, "optimizer": "adam"}
     assert study.best_value == pytest.approx(0.96 - 0.01 * (study.best_trial.user_attrs["seed"] % 2))
-    probes = list(tmp_path.glob("modules-*.txt"))
-    assert probes and all(p.read_text() == "" for p in probes), [p.read_text()[:200] for p in probes]
-    # Nothing to retrain: `train` says so (exit 2) instead of failing inside Lightning.
-    assert main(["train", str(tmp_path / "run" / "best.yaml")]) == 2
+    # A LightningModule like any other: `train` retrains it, replaying the same seed's curve.
+    assert main(["train", str(tmp_path / "run" / "best.yaml"), "--out", str(tmp_path / "retrained")]) == 0
 
 
 @pytest.mark.slow

@@ -68,14 +68,8 @@ def trainer_class() -> type:
 
 
 def wrong_base(cls: type, section: str) -> str | None:
-    """The base class ``cls`` should have for the spec's ``section`` (``model`` or ``data``)
-    when it has neither Lightning's nor a simulated task's (:mod:`finesweep.models.simulation`,
-    trained without torch), else None. Lightning is imported only for a class that is not
-    simulated: a replay sweep's driver never loads torch."""
-    from finesweep.models.simulation import SimulatedData, SimulatedModel
-
-    if issubclass(cls, SimulatedModel if section == "model" else SimulatedData):
-        return None
+    """The Lightning base class ``cls`` should have for the spec's ``section`` (``model`` or
+    ``data``) when it lacks it, else None."""
     import pytorch_lightning as pl
 
     expected = pl.LightningModule if section == "model" else pl.LightningDataModule

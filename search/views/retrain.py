@@ -33,9 +33,7 @@ def retrain(config_path: Path, out_dir: Path | None = None, out: TextIO | None =
     its validation metrics and the test metrics its ``test_step`` logs on the best weights. It
     trains on as many workers as its sweep's trials (``workers`` overrides): more than one is a
     Ray Train run on a local Ray (:func:`fit_on_workers`)."""
-    from finesweep.models.simulation import is_simulated
     from finesweep.models.training import fit
-    from finesweep.search.spec import Problem, SpecError
     from finesweep.search.trial import quiet_training_logs
 
     out = out or sys.stdout
@@ -43,10 +41,6 @@ def retrain(config_path: Path, out_dir: Path | None = None, out: TextIO | None =
     untrainable = _untrainable()
     run = exported.run.with_changes(**{k: v for k, v in (("max_epochs", max_epochs), ("seed", seed))
                                        if v is not None})
-    if is_simulated(run):
-        raise SpecError(str(config_path), [Problem(
-            ("model", "class_path"), "a LightningModule to train", f"{run.model['class_path']}, a simulated model",
-            "a simulated model (e.g. the replay task) only stands in for training inside sweeps")])
     out_dir = out_dir or config_path.parent / RETRAIN_DIR
     created = [] if out_dir.exists() else [p for p in (out_dir, *out_dir.parents) if not p.exists()]
     out_dir.mkdir(parents=True, exist_ok=True)
