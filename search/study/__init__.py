@@ -224,6 +224,17 @@ def _write_ahead(engine: Any, url: str) -> None:
     engine.dispose()  # Connections opened while the storage set up its tables get the pragmas too.
 
 
+def optuna_direction(direction: Direction) -> str:
+    """The study direction Optuna takes for ``direction`` (models/ knows only min and max)."""
+    return "maximize" if direction.maximizes else "minimize"
+
+
+def direction_of(study_direction: optuna.study.StudyDirection | str) -> Direction:
+    """The :class:`Direction` of an Optuna study direction (or its name, any case)."""
+    name = getattr(study_direction, "name", study_direction)
+    return Direction("max" if str(name).lower() == "maximize" else "min")
+
+
 def driver_storage(url: str) -> optuna.storages.BaseStorage:
     """The storage of a sweep's driver, its study's only writer (see :mod:`search.study.cache`)."""
     from finesweep.search.study.cache import DriverStorage
@@ -237,10 +248,10 @@ def open_study(spec: SweepSpec, url: str, sampler: optuna.samplers.BaseSampler |
 
     if spec.several_objectives:
         return optuna.create_study(study_name=spec.name, storage=driver_storage(url), sampler=sampler,
-                                   directions=[Direction(o.mode).optuna for o in spec.objectives],
+                                   directions=[optuna_direction(Direction(o.mode)) for o in spec.objectives],
                                    load_if_exists=True)
     return optuna.create_study(study_name=spec.name, storage=driver_storage(url), sampler=sampler,
-                               direction=Direction(spec.mode).optuna, load_if_exists=True)
+                               direction=optuna_direction(Direction(spec.mode)), load_if_exists=True)
 
 
 def load_study(name: str, url: str) -> optuna.Study:

@@ -151,7 +151,7 @@ def load_ensemble(path: str | Path) -> dict[str, Any]:
     run_dir = run_dir_of(path)
     try:
         check.name(document.get("metric"), ("metric",))
-        check.choice(document.get("mode", "max"), ("mode",), ("min", "max"))
+        check.choice(document.get("mode"), ("mode",), ("min", "max"))
         members = document.get("members")
         if not isinstance(members, list) or not 1 <= len(members) <= 1000:
             raise check.fail(("members",), "a list of 1 to 1000 members", f"{type(members).__name__}")
@@ -184,6 +184,6 @@ def reevaluate(path: str | Path) -> EnsembleReport:
     members = list(document["members"])
     folders = [str(document["spec_dir"])] if isinstance(document.get("spec_dir"), str) else []
     outputs = document.get("outputs", "auto")
-    return EnsembleReport(Path(path), _evaluate(members, document["metric"], document.get("mode", "max"), folders,
+    return EnsembleReport(Path(path), _evaluate(members, document["metric"], document["mode"], folders,
                                                 outputs if outputs in ("logits", "probabilities", "regression")
                                                 else "auto"), members)

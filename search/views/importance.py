@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from finesweep.models.run import Direction
+from finesweep.search.study import optuna_direction
 
 if TYPE_CHECKING:
     import optuna
@@ -64,7 +65,7 @@ def importances(record: SweepRecord, trials: list[optuna.trial.FrozenTrial]) -> 
     if len(scored) < 3 or not record.param_names:
         return Importances({}, f"not computed: {len(scored)} trials with a value (at least 3 needed)", len(scored))
     epoch = min(max(t.intermediate_values) for t in scored)
-    direction = Direction(record.mode).optuna
+    direction = optuna_direction(Direction(record.mode))
     proxy = optuna.create_study(direction=direction)
     for trial in scored:
         proxy.add_trial(optuna.trial.create_trial(

@@ -13,6 +13,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from finesweep.models.run import Direction
 from finesweep.search.objectives.pareto import front, hypervolume, knee, reference_point, to_minimise, total_violation
 
 if TYPE_CHECKING:
@@ -98,8 +99,8 @@ def choose(found: Front, select: Mapping[str, Any] | None) -> tuple[optuna.trial
         pool = [t for t in found.members if within(t)]
         rule = f"select: the {mode} {name} on the Pareto front{text}"
         if pool:
-            sign = -1.0 if mode == "max" else 1.0
-            return min(pool, key=lambda t: (sign * objective_values(t, found.names)[name], t.number)), rule
+            direction = Direction(mode)
+            return min(pool, key=lambda t: (direction.sort_key(objective_values(t, found.names)[name]), t.number)), rule
         rule += " (no front trial within the bounds: the knee instead)"
         return found.members[knee([found.point(t) for t in found.members])], rule
     return (found.members[knee([found.point(t) for t in found.members])],

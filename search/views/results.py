@@ -21,7 +21,14 @@ from typing import TYPE_CHECKING, Any
 from finesweep.models.run import Direction
 from finesweep.search.run_dir import SPEC_COPY, STUDY_FILE
 from finesweep.search.run_dir.files import NAME, Fields, RunFileError, RunInfo, read_spec_copy
-from finesweep.search.study import describe_storage, first_value, ranked_trials, sqlite_file, storage_url
+from finesweep.search.study import (
+    describe_storage,
+    direction_of,
+    first_value,
+    ranked_trials,
+    sqlite_file,
+    storage_url,
+)
 
 if TYPE_CHECKING:
     import optuna
@@ -210,7 +217,7 @@ def load_sweep(target: str | Path, study_name: str | None = None) -> SweepRecord
 
 
 def _direction(study: optuna.Study) -> str:
-    return Direction.from_optuna(study.directions[0].name).mode
+    return direction_of(study.directions[0]).mode
 
 
 def _recorded_metric(study: optuna.Study, default: str) -> str:
