@@ -88,6 +88,39 @@ def test_models_read_no_ray_variable_and_spell_no_optuna_direction():
     assert found == {}
 
 
+# The one writer that is not write_atomically: the report's staging folder, moved into place whole.
+_STAGED_WRITERS = {("finesweep.search.views.report", "write_files")}
+
+
+def test_the_views_write_files_only_whole():
+    """Every file a view writes (export, robust, ensemble, retrain, report) goes through
+    run_dir.write_atomically, or the report's staging folder: a crash or a full disk never leaves
+    half a file. A plain write_text, write_bytes, open(..., "w") or torch.save is flagged."""
+    found = []
+    for name, path in _modules().items():
+        if not name.startswith("finesweep.search.views"):
+            continue
+        tree = ast.parse(path.read_text(), filename=str(path))
+        for function in ast.walk(tree):
+            if not isinstance(function, (ast.FunctionDef, ast.AsyncFunctionDef)) or \
+                    (name, function.name) in _STAGED_WRITERS:
+                continue
+            for node in ast.walk(function):
+                if not isinstance(node, ast.Call) or not isinstance(node.func, (ast.Attribute, ast.Name)):
+                    continue
+                called = node.func.attr if isinstance(node.func, ast.Attribute) else node.func.id
+                modes = [a.value for a in node.args[1:2] if isinstance(a, ast.Constant)] + \
+                        [k.value.value for k in node.keywords if k.arg == "mode" and isinstance(k.value, ast.Constant)]
+                if isinstance(node.func, ast.Attribute) and node.func.attr == "open" and node.args[:1]:
+                    modes = [a.value for a in node.args[:1] if isinstance(a, ast.Constant)] + modes
+                writes = called in ("write_text", "write_bytes", "save", "dump", "safe_dump") and \
+                    (called not in ("dump", "safe_dump") or len(node.args) > 1) or \
+                    (called == "open" and any(isinstance(m, str) and set(m) & set("wax") for m in modes))
+                if writes:
+                    found.append(f"{name}.{function.name}:{node.lineno} {called}")
+    assert found == []
+
+
 def test_module_level_imports_have_no_cycles():
     modules = _modules()
     graph = {name: sorted({i if i in modules else i.rsplit(".", 1)[0] for i in _imports(path, top_level_only=True)}
