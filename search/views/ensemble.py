@@ -15,8 +15,12 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from finesweep.models.components import ComponentError
+from finesweep.models.run import TrainingRun
 from finesweep.search.run_dir import ENSEMBLE_FILE, TRIALS_DIR, checkpoint_path, trial_name, write_atomically
 from finesweep.search.run_dir.files import Fields, RunFileError, read_spec_copy, read_yaml, run_dir_of
+from finesweep.search.trial import quiet_training_logs
+from finesweep.search.user_code import prepare_recorded_configs
 from finesweep.search.views.export import recorded_config
 from finesweep.search.views.results import ResultsError, SweepRecord, text_table, top_candidates, trial_value
 
@@ -59,7 +63,7 @@ def _member_names(members: Sequence[Mapping[str, Any]]) -> list[str]:
 
 def _evaluate(members: Sequence[Mapping[str, Any]], metric: str, mode: str,
               import_paths: Sequence[str] = (), outputs: str = "auto") -> dict[str, Any]:
-    from finesweep.models.components import ComponentError
+    # Imported here: torch and Lightning are slow to import.
     from finesweep.models.inference import (
         CheckpointMismatchError,
         Member,
@@ -67,9 +71,6 @@ def _evaluate(members: Sequence[Mapping[str, Any]], metric: str, mode: str,
         UnreadableCheckpoint,
         evaluate_ensemble,
     )
-    from finesweep.models.run import TrainingRun
-    from finesweep.search.trial import quiet_training_logs
-    from finesweep.search.user_code import prepare_recorded_configs
 
     quiet_training_logs()
     try:

@@ -59,6 +59,7 @@ def importances(record: SweepRecord, trials: list[optuna.trial.FrozenTrial]) -> 
     value up to the last epoch that all of them reached; the note says what was measured
     (or why nothing was), the warning comes from :func:`importance_warning`.
     """
+    # Imported here: Optuna is slow to import.
     import optuna
 
     scored = [t for t in trials if t.state.name in ("COMPLETE", "PRUNED") and t.intermediate_values]
