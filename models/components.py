@@ -75,6 +75,7 @@ def import_class(class_path: str) -> type:
 
 @functools.lru_cache(maxsize=64)
 def _parser(cls: type) -> Any:
+    # Imported here: jsonargparse is slow to import.
     from jsonargparse import ArgumentParser
 
     parser = ArgumentParser(exit_on_error=False)
@@ -86,6 +87,7 @@ def _parser(cls: type) -> Any:
 def class_arguments(cls: type) -> dict[str, Argument]:
     """The ``__init__`` arguments of ``cls`` as jsonargparse resolves them (``**kwargs`` passed on
     to a parent class included), with their docstring help where there is one."""
+    # Imported here: jsonargparse is slow to import.
     from jsonargparse._parameter_resolvers import get_signature_parameters
 
     arguments = {}

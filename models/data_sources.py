@@ -22,19 +22,13 @@ def cache_root() -> Path:
 
 
 def resolve_path(value: str) -> Path:
-    """A user-given path: absolute (a spec's relative paths are made absolute against the spec's
-    folder when it is read), or relative to the directory the command was started in.
+    """A user-given path: absolute, or relative to the working directory of the command.
 
-    A trial worker may run in another directory (Ray moves workers into their trial folder and
-    records the original one in TUNE_ORIG_WORKING_DIR), so a relative path is tried against both.
+    Trial workers only ever see absolute paths: the spec makes every relative path argument
+    absolute against the spec's folder when it is read (``search/spec/paths.py``), so nothing
+    here depends on the directory a worker runs in.
     """
-    path = Path(value).expanduser()
-    if path.is_absolute() or path.exists():
-        return path
-    origin = os.environ.get("TUNE_ORIG_WORKING_DIR")
-    if origin and (Path(origin) / path).exists():
-        return Path(origin) / path
-    return path
+    return Path(value).expanduser()
 
 
 def parse_classes(value: str) -> list[int]:

@@ -137,6 +137,7 @@ def load_digits_split(val_fraction: float, test_fraction: float, split_seed: int
     test stay as reliable as before. Cached per process: a reused trial worker builds the
     tensors once for the whole sweep.
     """
+    # Imported here: scikit-learn is slow to import.
     from sklearn.datasets import load_digits
     from sklearn.model_selection import train_test_split
 

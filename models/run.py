@@ -68,19 +68,14 @@ class Direction:
 
     mode: str
 
+    def __post_init__(self) -> None:
+        # A missing or misspelt mode is refused, never read as one of the two.
+        if self.mode not in ("min", "max"):
+            raise ValueError(f"mode: expected min or max, found {self.mode!r}")
+
     @property
     def maximizes(self) -> bool:
         return self.mode == "max"
-
-    @property
-    def optuna(self) -> str:
-        """The study direction Optuna takes."""
-        return "maximize" if self.maximizes else "minimize"
-
-    @classmethod
-    def from_optuna(cls, direction: str) -> Direction:
-        """The inverse of :attr:`optuna`, from a study direction's name (any case)."""
-        return cls("max" if direction.lower() == "maximize" else "min")
 
     def better(self, value: float, best: float | None) -> bool:
         """Whether ``value`` improves on ``best`` (None: nothing yet)."""

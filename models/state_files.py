@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import contextlib
+import io
 import os
+import pickle
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -16,8 +18,6 @@ def save_weights(state: Mapping[str, torch.Tensor], path: Path) -> None:
     """Write a state dict whole or not at all. torch.save on a full disk reports a bare
     RuntimeError and leaves a cut-short file; serialised in memory first, the write to disk
     raises the system's own error (ENOSPC), and a file half-written is never left in place."""
-    import io
-
     buffer = io.BytesIO()
     torch.save(state, buffer)
     partial = path.with_name(path.name + ".partial")
@@ -43,8 +43,6 @@ class WeightsNotLoadable(ValueError):
 def load_weights(path: Path) -> Mapping[str, torch.Tensor]:
     """The state dict saved at ``path``, loaded weights only: a checkpoint is data, and
     unpickling arbitrary objects could run code. :class:`WeightsNotLoadable` for anything else."""
-    import pickle
-
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # torch raises UnpicklingError, EOFError, RuntimeError, ...

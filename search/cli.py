@@ -1,4 +1,5 @@
-"""Command line: parses arguments and calls into :mod:`search`; no logic of its own."""
+"""Command line: parses arguments and calls into :mod:`search`; no logic of its own. Each command
+imports its own modules when it runs: all views add 0.13 s to every start; a sweep's bring Ray."""
 
 from __future__ import annotations
 
@@ -7,9 +8,14 @@ import errno
 import sys
 from pathlib import Path
 
+from finesweep.models.components import ComponentError
 from finesweep.models.data_sources import MissingDataSource
+from finesweep.search.run_dir import BEST_FILE, ROBUST_FILE, ROBUST_TABLE, SINGLE_BEST_FILE, SPEC_COPY
 from finesweep.search.signals import stop_on_ctrl_c
-from finesweep.search.spec import SpecError
+from finesweep.search.spec import SpecError, parse_spec
+from finesweep.search.study import describe_storage
+from finesweep.search.user_code import UserCodeTimeout, add_import_paths, demote_working_directory, time_limit
+from finesweep.search.views.export import robust_choice, write_exports
 
 EXIT_BAD_INPUT = 2
 
@@ -103,8 +109,6 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def cmd_init(args: argparse.Namespace) -> int:
-    from finesweep.models.components import ComponentError
-    from finesweep.search.user_code import add_import_paths
     from finesweep.search.views.init import starting_spec
 
     # The spec will live in --out's folder and find the module from there, so look there too.
@@ -144,9 +148,7 @@ def _overrides(args: argparse.Namespace) -> dict[tuple[str, ...], object]:
 def _run(spec_path: Path | str, overrides: dict, run_dir: Path | None, args: argparse.Namespace,
          resume: bool) -> int:
     from finesweep.search.resume import ResumeRefused, check_before_resume
-    from finesweep.search.spec import parse_spec
     from finesweep.search.sweep import SweepError, SweepStopped, default_run_dir, run_sweep
-    from finesweep.search.user_code import time_limit
 
     try:
         if resume:  # The run's spec copy is checked against its study before anything is imported.
@@ -179,15 +181,11 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
 
 def cmd_resume(args: argparse.Namespace) -> int:
-    from finesweep.search.run_dir import SPEC_COPY
-
     overrides = {("budget", "trials"): args.trials} if args.trials is not None else {}
     return _run(args.run_dir / SPEC_COPY, overrides, args.run_dir, args, True)
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from finesweep.search.run_dir import BEST_FILE, ROBUST_FILE, ROBUST_TABLE, SINGLE_BEST_FILE
-    from finesweep.search.views.export import robust_choice, write_exports
     from finesweep.search.views.pareto_front import chosen_line, selection
     from finesweep.search.views.results import ResultsError, load_sweep
 
@@ -337,7 +335,6 @@ def cmd_tensorboard(args: argparse.Namespace) -> int:
 
 
 def cmd_dashboard(args: argparse.Namespace) -> int:
-    from finesweep.search.study import describe_storage
     from finesweep.search.views.results import ResultsError, read_only_url, storage_of
 
     try:
@@ -364,8 +361,9 @@ COMMANDS = {"sweep": cmd_sweep, "resume": cmd_resume, "export": cmd_export, "tra
 
 
 def main(argv: list[str] | None = None) -> int:
+    # Here, not at the top: imported before search.spec, run_dir.files meets the import cycle
+    # search.spec -> views.export -> run_dir.files.
     from finesweep.search.run_dir.files import RunFileError
-    from finesweep.search.user_code import UserCodeTimeout, demote_working_directory
 
     args = _parser().parse_args(argv)
     # No command imports from the folder it runs in ahead of the installed packages.

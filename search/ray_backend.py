@@ -10,13 +10,17 @@ it stops is decided in :mod:`search.tune_run`, joining a cluster and placement i
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import json
 import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from finesweep.models.run import Parallel
 from finesweep.search import cluster, tune_run, user_code
 from finesweep.search.cluster import placement
+from finesweep.search.trial import quiet_training_logs
 
 for _name, _value in tune_run.TUNE_ENVIRONMENT.items():  # Read when Ray Tune is imported: set first.
     os.environ.setdefault(_name, _value)
@@ -109,6 +113,7 @@ def _run_on_workers(config: dict[str, Any], context: SweepContext) -> None:
     reaches Tune through TuneReportCallback, so the scheduler prunes the whole run; ending this
     process (a pruned trial) ends the run it owns. Tune retries a failed run (max_failures), which
     goes on from the training state rank 0 left."""
+    # Imported here: Ray is slow to import.
     from ray.tune.integration.ray_train import TuneReportCallback
 
     trial_id = tune.get_context().get_trial_id()
@@ -122,6 +127,7 @@ def _run_on_workers(config: dict[str, Any], context: SweepContext) -> None:
 def _torch_trainer(loop: Callable[[dict[str, Any]], None], loop_config: dict[str, Any], *, workers: int,
                    cpus: float, gpus: float, placement: str, name: str, storage: str,
                    callbacks: Sequence[Any] = ()) -> Any:
+    # Imported here: Ray is slow to import.
     import ray.train
     from ray.train.torch import TorchConfig, TorchTrainer
 
@@ -141,8 +147,8 @@ def parallel_for_this_worker(strategy: str) -> tuple[Any, dict[str, Any]]:
     """The :class:`~finesweep.models.run.Parallel` of this Ray Train worker (Lightning's Ray
     strategy, cluster environment and prepare_trainer) and where the rank runs, with every
     rank's place (``world_size``, ``ranks``) gathered from all of them."""
+    # Imported here: torch, Lightning and Ray are slow to import.
     import torch.distributed
-    from finesweep.models.run import Parallel
     from ray.train.lightning import RayDDPStrategy, RayFSDPStrategy, RayLightningEnvironment, prepare_trainer
 
     train_context = ray.train.get_context()
@@ -172,6 +178,7 @@ def release_placement_group(group_id: str | None) -> None:
     would hold its CPUs until the sweep ends, and the next trial's workers would wait forever."""
     if not group_id:
         return
+    # Imported here: Ray is slow to import.
     from ray.util.placement_group import PlacementGroup
 
     with contextlib.suppress(Exception):  # Already removed (the run ended by itself).
@@ -179,6 +186,7 @@ def release_placement_group(group_id: str | None) -> None:
 
 
 def _worker_loop(loop_config: dict[str, Any]) -> None:
+    # Imported here: Ray is slow to import.
     import ray.train
 
     context: SweepContext = loop_config["context"]
@@ -203,8 +211,8 @@ def fit_on_workers(run: Any, *, workers: int, cpus: float, gpus: float = 0.0, st
     trainer = _torch_trainer(_fit_loop, {"run": run, "checkpoint_path": checkpoint_path, "strategy": strategy,
                                          "threads": max(1, int(cpus)), "import_roots": list(import_roots)},
                              workers=workers, cpus=cpus, gpus=gpus, placement=placement, name=name, storage=storage)
-    import json
 
+    # Imported here: torch and Lightning are slow to import.
     from finesweep.models.training import FitResult
 
     trainer.fit()
@@ -219,10 +227,8 @@ def fit_on_workers(run: Any, *, workers: int, cpus: float, gpus: float = 0.0, st
 
 
 def _fit_loop(loop_config: dict[str, Any]) -> None:
-    import dataclasses
-
+    # Imported here: torch and Lightning are slow to import.
     from finesweep.models.training import fit
-    from finesweep.search.trial import quiet_training_logs
 
     quiet_training_logs()
     user_code.add_user_folders(loop_config["import_roots"])
@@ -230,8 +236,6 @@ def _fit_loop(loop_config: dict[str, Any]) -> None:
     result = fit(loop_config["run"], checkpoint_path=Path(loop_config["checkpoint_path"]),
                  accelerator=where["accelerator"], threads=loop_config["threads"], parallel=parallel)
     if parallel.writes:
-        import json
-
         fields = {k: v for k, v in dataclasses.asdict(result).items() if k not in ("checkpoint", "test")}
         told = Path(loop_config["checkpoint_path"])
         told.with_name(told.name + ".result").write_text(json.dumps({**fields, "ranks": where["ranks"]}))

@@ -7,15 +7,16 @@ seed), so nothing finished is lost or repeated and the total stays at the reques
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import yaml
-from finesweep.search.run_dir import write_atomically
+from finesweep.search.run_dir import SPEC_COPY, default_run_dir, write_atomically
 from finesweep.search.space import CategoricalParam
-from finesweep.search.spec.loading import SPEC_DIR_RECORD
-from finesweep.search.study import normalize_storage, without_password
+from finesweep.search.spec.loading import SPEC_DIR_RECORD, read_text
+from finesweep.search.study import describe_storage, normalize_storage, storage_url, without_password
 
 if TYPE_CHECKING:
     import optuna
@@ -91,8 +92,6 @@ class ResumeRefused(RuntimeError):
 
 
 def spec_digest(text: str) -> str:
-    import hashlib
-
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
@@ -110,11 +109,10 @@ def check_spec_copy(run_dir: Path) -> None:
     read as data, must be the one its study recorded. An edited ``name:`` would start a second
     study beside the first; an edited model, data or spec folder would import and train
     something else under the study's name. Raises :class:`ResumeRefused` (one line)."""
+    # Imported here: Optuna is slow to import, and run_dir.files imported before search.spec
+    # meets the import cycle search.spec -> views.export -> run_dir.files.
     import optuna
-    from finesweep.search.run_dir import SPEC_COPY
     from finesweep.search.run_dir.files import read_spec_copy
-    from finesweep.search.spec.loading import read_text
-    from finesweep.search.study import describe_storage, storage_url
     from finesweep.search.views.results import ResultsError, read_only_studies
 
     path = run_dir / SPEC_COPY
@@ -139,7 +137,8 @@ def check_spec_copy(run_dir: Path) -> None:
 def check_before_resume(spec_path: str | Path, run_dir: Path | None) -> None:
     """:func:`check_spec_copy` for ``resume RUN_DIR`` and ``sweep SPEC --resume [--out RUN_DIR]``
     (the run directory of the latter named by the spec's ``name:``, read as data)."""
-    from finesweep.search.run_dir import SPEC_COPY, default_run_dir
+    # Here, not at the top: run_dir.files imported before search.spec meets the import cycle
+    # search.spec -> views.export -> run_dir.files.
     from finesweep.search.run_dir.files import SWEEP_NAME, RunFileError, read_yaml
 
     if run_dir is None:

@@ -27,7 +27,7 @@ from finesweep.search.cluster import (
     prepare_ray_environment,
 )
 from finesweep.search.cluster.placement import check_this_machine
-from finesweep.search.dry_run import describe_data
+from finesweep.search.dry_run import describe_data, run_dry_run
 from finesweep.search.ledger import TrialLedger
 from finesweep.search.resume import compare_specs, finished_count, interrupted_trials, write_spec_copy
 from finesweep.search.run_dir import tensorboard_root, tune_dir, write_atomically
@@ -37,7 +37,7 @@ from finesweep.search.run_dir.leftovers import clean_up as clean_up_leftovers
 from finesweep.search.run_dir.leftovers import record_session
 from finesweep.search.run_dir.lock import LockError, RunLock, claim_study, release_study, renew_study
 from finesweep.search.signals import StopRequested, signal_name
-from finesweep.search.spec import SpecError, SweepSpec
+from finesweep.search.spec import SpecError, SweepSpec, parse_spec
 from finesweep.search.strategies.seeding import build_sampler
 from finesweep.search.study import (
     describe_storage,
@@ -93,8 +93,6 @@ def default_run_dir(spec: SweepSpec) -> Path:
 def _check_resume(spec: SweepSpec, run_dir: Path, resume: bool) -> str | None:
     """Refuse a second sweep into the same run directory unless resuming, and a resume that
     would mix incomparable trials; returns a note on the accepted changes."""
-    from finesweep.search.spec import parse_spec
-
     stored = run_dir / run_paths.SPEC_COPY
     if not resume:
         if stored.exists():
@@ -112,6 +110,7 @@ def _check_resume(spec: SweepSpec, run_dir: Path, resume: bool) -> str | None:
 
 
 def _open_fresh_or_resumed(spec: SweepSpec, url: str, sampler: object, resume: bool):
+    # Imported here: SQLAlchemy is slow to import.
     from sqlalchemy.exc import SQLAlchemyError
 
     try:
@@ -256,8 +255,6 @@ def _run_locked(spec: SweepSpec, run_dir: Path, *, address: str | None, verbose:
         out.write(f"finesweep: ended {len(cleaned)} Ray processes left by an earlier driver of {run_dir}: "
                   f"{', '.join(leftover.describe() for leftover in cleaned)}\n")
     if dry_run:
-        from finesweep.search.dry_run import run_dry_run
-
         try:  # A trial that would hang hangs here first: a trial's own limit bounds it too.
             with time_limit("the dry run", spec.budget.trial_timeout_s, "budget.trial_timeout_s, or --no-dry-run"):
                 report = run_dry_run(spec)  # Raises a located SpecError: nothing has started yet.
@@ -309,6 +306,7 @@ def _run_locked(spec: SweepSpec, run_dir: Path, *, address: str | None, verbose:
 
 def _run_study(run: _Session, study: optuna.Study) -> SweepResult:
     """Run the trials into the opened (and, in shared storage, claimed) study and export."""
+    # Imported here: Ray is slow to import.
     from finesweep.search import ray_backend
 
     spec, run_dir, out, stop = run.spec, run.run_dir, run.out, run.stop

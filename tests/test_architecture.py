@@ -1,7 +1,8 @@
 """Import rules of the codebase, checked from the source (no imports executed):
 
 - only search/ray_backend.py imports Ray;
-- models/ (the tasks and the training loop) imports neither Optuna, Ray nor finesweep.search;
+- models/ (the tasks and the training loop) imports neither Optuna, Ray nor finesweep.search,
+  reads no Ray/Tune environment variable and spells no Optuna direction;
 - the finesweep modules import each other without cycles (module-level imports; imports inside
   functions are deferred on purpose and do not make a module unimportable);
 - no module is longer than MAX_MODULE_LINES: a longer one holds more than one job;
@@ -12,6 +13,7 @@
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -63,6 +65,62 @@ def test_models_import_neither_optuna_ray_nor_the_search():
         forbidden = sorted(i for i in _imports(path, top_level_only=False)
                            if i.split(".")[0] in ("optuna", "ray") or i.startswith("finesweep.search"))
         assert not forbidden, f"{name} imports {forbidden}"
+
+
+_RAY_VARIABLE = re.compile(r"\b(RAY|TUNE)_[A-Z0-9_]+\b")
+_OPTUNA_DIRECTION = re.compile(r"\b(maximize|minimize)\b", re.IGNORECASE)
+
+
+def _string_constants(path: Path) -> list[str]:
+    tree = ast.parse(path.read_text(), filename=str(path))
+    return [node.value for node in ast.walk(tree) if isinstance(node, ast.Constant) and isinstance(node.value, str)]
+
+
+def test_models_read_no_ray_variable_and_spell_no_optuna_direction():
+    """models/ runs the same in a trial worker, `launch.py train` or a notebook: it reads no
+    Ray/Tune environment variable (a trial gets every path absolute from the spec), and knows a
+    metric's direction only as min/max (search/study converts to Optuna's words)."""
+    found = {}
+    for name, path in _modules().items():
+        if name.startswith("finesweep.models"):
+            words = [m.group(0) for text in _string_constants(path)
+                     for pattern in (_RAY_VARIABLE, _OPTUNA_DIRECTION) for m in pattern.finditer(text)]
+            if words:
+                found[name] = sorted(set(words))
+    assert found == {}
+
+
+# The one writer that is not write_atomically: the report's staging folder, moved into place whole.
+_STAGED_WRITERS = {("finesweep.search.views.report", "write_files")}
+
+
+def test_the_views_write_files_only_whole():
+    """Every file a view writes (export, robust, ensemble, retrain, report) goes through
+    run_dir.write_atomically, or the report's staging folder: a crash or a full disk never leaves
+    half a file. A plain write_text, write_bytes, open(..., "w") or torch.save is flagged."""
+    found = []
+    for name, path in _modules().items():
+        if not name.startswith("finesweep.search.views"):
+            continue
+        tree = ast.parse(path.read_text(), filename=str(path))
+        for function in ast.walk(tree):
+            if not isinstance(function, (ast.FunctionDef, ast.AsyncFunctionDef)) or \
+                    (name, function.name) in _STAGED_WRITERS:
+                continue
+            for node in ast.walk(function):
+                if not isinstance(node, ast.Call) or not isinstance(node.func, (ast.Attribute, ast.Name)):
+                    continue
+                called = node.func.attr if isinstance(node.func, ast.Attribute) else node.func.id
+                modes = [a.value for a in node.args[1:2] if isinstance(a, ast.Constant)] + \
+                        [k.value.value for k in node.keywords if k.arg == "mode" and isinstance(k.value, ast.Constant)]
+                if isinstance(node.func, ast.Attribute) and node.func.attr == "open" and node.args[:1]:
+                    modes = [a.value for a in node.args[:1] if isinstance(a, ast.Constant)] + modes
+                writes = called in ("write_text", "write_bytes", "save", "dump", "safe_dump") and \
+                    (called not in ("dump", "safe_dump") or len(node.args) > 1) or \
+                    (called == "open" and any(isinstance(m, str) and set(m) & set("wax") for m in modes))
+                if writes:
+                    found.append(f"{name}.{function.name}:{node.lineno} {called}")
+    assert found == []
 
 
 def test_module_level_imports_have_no_cycles():

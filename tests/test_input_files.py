@@ -192,3 +192,23 @@ def test_views_of_a_run_do_not_read_its_inputs_again(tmp_path):
     assert parse_spec(spec_path, read_inputs=False).space.fixed["init_from"].endswith("gone/model.pt")
     with pytest.raises(SpecError, match="no such file"):
         parse_spec(spec_path)
+
+
+@pytest.mark.slow
+def test_a_relative_data_path_reaches_a_real_trial_from_another_directory(tmp_path, monkeypatch, local_ray):
+    """`path: rows.csv` is the spec folder's file wherever the sweep is started: the spec makes it
+    absolute, so a Ray trial worker (in a folder of Ray's) reads it without any Ray variable."""
+    from finesweep.search.cli import main
+    from finesweep.search.views.export import read_export
+
+    folder = tmp_path / "spec"
+    folder.mkdir()
+    (folder / "rows.csv").write_text("text,label\n" + _csv_rows(40))
+    (folder / "spec.yaml").write_text(text_spec("rows.csv").replace("trials: 2", "trials: 1"))
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    assert main(["sweep", str(folder / "spec.yaml"), "--out", str(tmp_path / "run")]) == 0
+    exported = read_export(tmp_path / "run" / "best.yaml")
+    assert exported.run.data["init_args"]["path"] == str(folder / "rows.csv")
+    assert exported.value is not None  # the trial completed on the file's rows

@@ -183,6 +183,7 @@ def accelerator_for(gpu_ids: Sequence[Any], cuda_available: bool | None = None) 
     if not gpu_ids:
         return "cpu"
     if cuda_available is None:
+        # Imported here: torch and Lightning are slow to import.
         import torch
 
         cuda_available = torch.cuda.is_available()

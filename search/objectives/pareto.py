@@ -14,12 +14,14 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 
+from finesweep.models.run import Direction
+
 Point = Sequence[float]
 
 
 def to_minimise(values: Sequence[float], modes: Sequence[str]) -> tuple[float, ...]:
     """``values`` with each ``max`` objective negated."""
-    return tuple(-float(v) if m == "max" else float(v) for v, m in zip(values, modes, strict=True))
+    return tuple(Direction(m).sort_key(float(v)) for v, m in zip(values, modes, strict=True))
 
 
 def violation(values: Mapping[str, float], bounds: Mapping[str, Mapping[str, float]]) -> list[float]:

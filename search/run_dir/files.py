@@ -147,7 +147,9 @@ class RunInfo:
     name: str
     task_label: str
     metric: str
-    mode: str
+    # None: the spec copy left the mode to the metric's name; the study's direction says it
+    # (results.load_sweep). Never guessed here.
+    mode: str | None
     param_names: tuple[str, ...]
     storage: str | None
     trials: int
@@ -210,8 +212,8 @@ def read_spec_copy(run_dir: str | Path) -> RunInfo:
         metric, mode = objectives[0]
     else:
         metric = check.name(data.get("metric"), ("metric",))
-        mode = check.choice(data.get("mode", "max"), ("mode",), ("min", "max"))
-        objectives = ((metric, mode),)
+        mode = check.choice(data["mode"], ("mode",), ("min", "max")) if data.get("mode") is not None else None
+        objectives = ((metric, mode),) if mode is not None else ()
     constraints = {
         check.name(k, ("constraints", k)): {check.choice(side, ("constraints", k, side), ("min", "max")):
                                             check.number(v, ("constraints", k, side), -1e300, 1e300)

@@ -14,6 +14,7 @@ The file is read as data with bounds (:mod:`finesweep.search.run_dir.files`).
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import socket
@@ -21,8 +22,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import psutil
 from finesweep.search.run_dir import SESSION_FILE, write_atomically
 from finesweep.search.run_dir.files import Fields, read_json
+from finesweep.search.spec.problems import SpecError
 
 RAYLET_PID_VAR = "RAY_RAYLET_PID"
 # A Ray session has a few dozen processes; a record listing more was not written by a driver.
@@ -55,8 +58,6 @@ def record_session(run_dir: Path, session_dir: str) -> None:
     """Write the processes of the local Ray this driver just started (and their children so
     far) for a later clean-up. Call right after the start: the driver's child processes are
     then Ray's own (GCS, raylet, agents), and nothing else of the driver's has started yet."""
-    import psutil
-
     processes: dict[int, float] = {}
     for process in psutil.Process().children():
         try:
@@ -93,8 +94,6 @@ def read_session(run_dir: Path) -> SessionRecord | None:
 
 def _ray_root() -> str | None:
     """The installed Ray package's folder, found without importing Ray."""
-    import importlib.util
-
     spec = importlib.util.find_spec("ray")
     locations = list(spec.submodule_search_locations or []) if spec is not None else []
     return os.path.realpath(locations[0]) if locations else None
@@ -104,8 +103,6 @@ def _is_ray(process: Any, ray_root: str | None, session: str) -> str | None:
     """The process's name when it is Ray's by its own name or command line (a Ray binary or
     script from the installed Ray package, or a process titled ``ray::``) and names no other
     session than ``session``; None otherwise."""
-    import psutil
-
     try:
         name = process.name()
         cmdline = process.cmdline()
@@ -124,8 +121,6 @@ def _is_ray(process: Any, ray_root: str | None, session: str) -> str | None:
 
 def driver_alive(record: SessionRecord) -> bool:
     """Whether the driver that wrote ``record`` still runs (same pid and start time, this host)."""
-    import psutil
-
     if record.host != socket.gethostname():
         return False
     try:
@@ -138,8 +133,6 @@ def leftovers(record: SessionRecord) -> list[Leftover]:
     """The recorded Ray processes still running, and the workers their raylet started since
     (see the module's rules). Nothing while the recording driver still runs (same pid and
     start time), nor when the record comes from another machine."""
-    import psutil
-
     if record.host != socket.gethostname():
         return []  # Recorded on another machine (a shared run directory): its pids mean nothing here.
     if driver_alive(record):
@@ -177,8 +170,6 @@ def leftovers(record: SessionRecord) -> list[Leftover]:
 
 def end(found: list[Leftover]) -> list[Leftover]:
     """SIGTERM each, then SIGKILL what is still there after 5 s; returns those ended."""
-    import psutil
-
     processes = []
     for leftover in found:
         try:
@@ -224,8 +215,6 @@ def view_hint(target: str) -> str | None:
     """What a view says when a killed sweep of its run directory left Ray processes running
     (a view ends nothing itself); None otherwise, or when the record is not one a driver wrote
     (`clean` says what is wrong with it)."""
-    from finesweep.search.spec.problems import SpecError
-
     if "://" in target or not Path(target).is_dir():
         return None
     try:

@@ -108,24 +108,6 @@ def _read_holder(fd: int) -> Holder | None:
         return None
 
 
-def holder_of(run_dir: Path) -> Holder | None:
-    """The live holder of a run directory's lock, or None when it is free."""
-    path = Path(run_dir) / LOCK_FILE
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return None
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-        except BlockingIOError:
-            return _read_holder(fd) or Holder(-1, "unknown host")
-        fcntl.flock(fd, fcntl.LOCK_UN)
-        return None
-    finally:
-        os.close(fd)
-
-
 # ---- the study's owner, for storage shared beyond one run directory -----------------------
 
 def owner_is_live(owner: Any, now: float, me: Holder) -> bool:

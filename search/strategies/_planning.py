@@ -21,8 +21,8 @@ from typing import Any
 
 import numpy as np
 import optuna
-from finesweep.models.run import Direction
 from finesweep.search.space import CategoricalParam, FloatParam, IntParam, Param, SearchSpace, is_active
+from finesweep.search.study import direction_of
 from optuna.distributions import BaseDistribution, CategoricalDistribution, FloatDistribution
 from optuna.trial import FrozenTrial, TrialState
 
@@ -156,7 +156,7 @@ def history(study: optuna.Study, anchor: Mapping[str, Any] | None = None) -> lis
             raise ValueError(f"finesweep's strategies optimise one objective, but the study has "
                              f"{len(study.directions)} directions")
         return anchored_history(study, anchor)
-    direction = Direction.from_optuna(study.direction.name)
+    direction = direction_of(study.direction)
     trials = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
     return sorted((Observed(t.number, t.params, direction.sort_key(float(t.value)), t.system_attrs.get(PLANNED_BY))
                    for t in trials if t.value is not None and math.isfinite(t.value)),

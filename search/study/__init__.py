@@ -11,6 +11,8 @@ import contextlib
 import math
 import os
 import re
+import sqlite3
+import time
 import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -92,6 +94,7 @@ def sqlite_file(url: str) -> Path | None:
     """The database file of an SQLite URL, absolute, in each of its forms (``sqlite:///rel.db``,
     ``sqlite:////abs.db``, ``sqlite:///file:rel.db?uri=true``); a relative one resolves against
     the working directory, as SQLite would open it. None for other databases and in-memory ones."""
+    # Imported here: SQLAlchemy is slow to import.
     from sqlalchemy.engine import make_url
     from sqlalchemy.exc import ArgumentError
 
@@ -128,6 +131,7 @@ def normalize_storage(url: str) -> str:
 
 
 def _storage(url: str) -> optuna.storages.BaseStorage:
+    # Imported here: Optuna is slow to import.
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -172,9 +176,6 @@ def fold_back(path: Path, patience_s: float = 1.0) -> bool:
     rollback-journal mode, which needs every other connection closed: tried for
     ``patience_s`` (a `status` closes its connection in well under a second, a dashboard
     keeps one). Returns whether the main file holds every commit."""
-    import sqlite3
-    import time
-
     if not path.is_file():
         return True  # Removed meanwhile (a refused sweep's run directory): nothing to fold back.
     with contextlib.closing(sqlite3.connect(path, timeout=60)) as connection:
@@ -209,6 +210,7 @@ def _write_ahead(engine: Any, url: str) -> None:
     needs a local filesystem (not NFS): use PostgreSQL there, as for any shared study.
     Every new connection registers the engine for :func:`leave_write_ahead`, also one made
     after the file was folded back (a study object used again)."""
+    # Imported here: SQLAlchemy is slow to import.
     from sqlalchemy import event
 
     @event.listens_for(engine, "connect")
@@ -224,8 +226,20 @@ def _write_ahead(engine: Any, url: str) -> None:
     engine.dispose()  # Connections opened while the storage set up its tables get the pragmas too.
 
 
+def optuna_direction(direction: Direction) -> str:
+    """The study direction Optuna takes for ``direction`` (models/ knows only min and max)."""
+    return "maximize" if direction.maximizes else "minimize"
+
+
+def direction_of(study_direction: optuna.study.StudyDirection | str) -> Direction:
+    """The :class:`Direction` of an Optuna study direction (or its name, any case)."""
+    name = getattr(study_direction, "name", study_direction)
+    return Direction("max" if str(name).lower() == "maximize" else "min")
+
+
 def driver_storage(url: str) -> optuna.storages.BaseStorage:
     """The storage of a sweep's driver, its study's only writer (see :mod:`search.study.cache`)."""
+    # Imported here: Optuna is slow to import.
     from finesweep.search.study.cache import DriverStorage
 
     return DriverStorage(_storage(url))
@@ -233,17 +247,19 @@ def driver_storage(url: str) -> optuna.storages.BaseStorage:
 
 def open_study(spec: SweepSpec, url: str, sampler: optuna.samplers.BaseSampler | None = None) -> optuna.Study:
     """The study as the sweep's driver opens it."""
+    # Imported here: Optuna is slow to import.
     import optuna
 
     if spec.several_objectives:
         return optuna.create_study(study_name=spec.name, storage=driver_storage(url), sampler=sampler,
-                                   directions=[Direction(o.mode).optuna for o in spec.objectives],
+                                   directions=[optuna_direction(Direction(o.mode)) for o in spec.objectives],
                                    load_if_exists=True)
     return optuna.create_study(study_name=spec.name, storage=driver_storage(url), sampler=sampler,
-                               direction=Direction(spec.mode).optuna, load_if_exists=True)
+                               direction=optuna_direction(Direction(spec.mode)), load_if_exists=True)
 
 
 def load_study(name: str, url: str) -> optuna.Study:
+    # Imported here: Optuna is slow to import.
     import optuna
 
     return optuna.load_study(study_name=name, storage=_storage(url))
@@ -293,6 +309,7 @@ def set_user_attrs(trial: optuna.Trial, attrs: Mapping[str, Any]) -> None:
 
 
 def tell(study: optuna.Study, trial: optuna.Trial, outcome: Outcome) -> None:
+    # Imported here: Optuna is slow to import.
     import optuna
 
     if outcome.reason:
@@ -309,6 +326,7 @@ def tell(study: optuna.Study, trial: optuna.Trial, outcome: Outcome) -> None:
 
 def fail_unfinished(study: optuna.Study, reason: str) -> int:
     """Record trials still RUNNING (the sweep ended around them) as FAIL; returns how many."""
+    # Imported here: Optuna is slow to import.
     import optuna
 
     count = 0

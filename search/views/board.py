@@ -43,6 +43,7 @@ def serve(run_dirs: Sequence[Path], *, host: str, port: int, reload_interval: fl
     is taken; TensorBoard says why). Raises :class:`BoardError` when it refuses the settings."""
     spec = ",".join(f"{label}:{tensorboard_root(d).resolve()}" for d, label in board_labels(run_dirs).items())
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    # Imported here: TensorBoard is slow to import.
     from tensorboard import default, main_lib, program
     from tensorboard.plugins.base_plugin import FlagsError
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from typing import Any
+from wsgiref.simple_server import WSGIRequestHandler, make_server
 
 READ_METHODS = frozenset({"GET", "HEAD"})
 
@@ -31,8 +32,7 @@ def read_only(app: WSGIApp) -> WSGIApp:
 
 def serve(url: str, *, host: str, port: int) -> None:
     """Serve the dashboard of the study storage ``url`` until interrupted."""
-    from wsgiref.simple_server import WSGIRequestHandler, make_server
-
+    # Imported here: optuna-dashboard is slow to import.
     from optuna_dashboard import wsgi
 
     class QuietHandler(WSGIRequestHandler):

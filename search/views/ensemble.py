@@ -15,8 +15,12 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from finesweep.models.components import ComponentError
+from finesweep.models.run import TrainingRun
 from finesweep.search.run_dir import ENSEMBLE_FILE, TRIALS_DIR, checkpoint_path, trial_name, write_atomically
 from finesweep.search.run_dir.files import Fields, RunFileError, read_spec_copy, read_yaml, run_dir_of
+from finesweep.search.trial import quiet_training_logs
+from finesweep.search.user_code import prepare_recorded_configs
 from finesweep.search.views.export import recorded_config
 from finesweep.search.views.results import ResultsError, SweepRecord, text_table, top_candidates, trial_value
 
@@ -59,7 +63,7 @@ def _member_names(members: Sequence[Mapping[str, Any]]) -> list[str]:
 
 def _evaluate(members: Sequence[Mapping[str, Any]], metric: str, mode: str,
               import_paths: Sequence[str] = (), outputs: str = "auto") -> dict[str, Any]:
-    from finesweep.models.components import ComponentError
+    # Imported here: torch and Lightning are slow to import.
     from finesweep.models.inference import (
         CheckpointMismatchError,
         Member,
@@ -67,9 +71,6 @@ def _evaluate(members: Sequence[Mapping[str, Any]], metric: str, mode: str,
         UnreadableCheckpoint,
         evaluate_ensemble,
     )
-    from finesweep.models.run import TrainingRun
-    from finesweep.search.trial import quiet_training_logs
-    from finesweep.search.user_code import prepare_recorded_configs
 
     quiet_training_logs()
     try:
@@ -151,7 +152,7 @@ def load_ensemble(path: str | Path) -> dict[str, Any]:
     run_dir = run_dir_of(path)
     try:
         check.name(document.get("metric"), ("metric",))
-        check.choice(document.get("mode", "max"), ("mode",), ("min", "max"))
+        check.choice(document.get("mode"), ("mode",), ("min", "max"))
         members = document.get("members")
         if not isinstance(members, list) or not 1 <= len(members) <= 1000:
             raise check.fail(("members",), "a list of 1 to 1000 members", f"{type(members).__name__}")
@@ -184,6 +185,6 @@ def reevaluate(path: str | Path) -> EnsembleReport:
     members = list(document["members"])
     folders = [str(document["spec_dir"])] if isinstance(document.get("spec_dir"), str) else []
     outputs = document.get("outputs", "auto")
-    return EnsembleReport(Path(path), _evaluate(members, document["metric"], document.get("mode", "max"), folders,
+    return EnsembleReport(Path(path), _evaluate(members, document["metric"], document["mode"], folders,
                                                 outputs if outputs in ("logits", "probabilities", "regression")
                                                 else "auto"), members)

@@ -21,9 +21,11 @@ import yaml
 from finesweep.models.run import TrainingRun
 from finesweep.search.run_dir import (
     BEST_FILE,
+    FRONT_DIR,
     ROBUST_FILE,
     SINGLE_BEST_FILE,
     checkpoint_path,
+    front_path,
     own_folder,
     rank_path,
     write_atomically,
@@ -41,6 +43,7 @@ from finesweep.search.spec.components import ComponentChecks
 from finesweep.search.spec.loading import parse_yaml_text, read_text
 from finesweep.search.spec.problems import Problem, SpecError
 from finesweep.search.study import first_value
+from finesweep.search.user_code import add_import_paths
 
 if TYPE_CHECKING:
     import optuna
@@ -134,6 +137,7 @@ def recorded_config(frozen: optuna.trial.FrozenTrial) -> dict[str, Any]:
 
 
 def recorded_seed(frozen: optuna.trial.FrozenTrial) -> int:
+    # Here, not at the top: search.spec imports this module.
     from finesweep.search.spec import MAX_SEED
 
     check = Fields(f"study trial {frozen.number}", prefix="user_attrs.")
@@ -189,7 +193,7 @@ def write_exports(info: RunInfo, run_dir: Path, ranked: list[optuna.trial.Frozen
 def _write_front(info: RunInfo, run_dir: Path, ranked: list[optuna.trial.FrozenTrial]) -> list[Path]:
     """``best.yaml`` chosen on the front by the spec's `select:` rule (else the knee), and with
     several objectives the whole front as ``pareto/rank_NN.yaml`` (by the first objective)."""
-    from finesweep.search.run_dir import FRONT_DIR, front_path
+    # Here, not at the top: views.pareto_front imports this module.
     from finesweep.search.views.pareto_front import choose, objective_values, pareto_front
 
     found = pareto_front(ranked, info.objectives)
@@ -265,7 +269,6 @@ def read_export(path: str | Path) -> ExportedRun:
                                          "run `launch.py export RUN_DIR` first, or pass RUN_DIR/best.yaml")])
     if not isinstance(data, dict):
         raise SpecError(source, [Problem((), "an exported config (best.yaml)", type(data).__name__)])
-    from finesweep.search.user_code import add_import_paths
 
     # The record is checked in full before anything is imported: a tampered line (a spec
     # folder elsewhere, a thread count no machine has) is refused with nothing run.

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from finesweep.models.run import Direction
+from finesweep.search.study import optuna_direction
 
 if TYPE_CHECKING:
     import optuna
@@ -58,13 +59,14 @@ def importances(record: SweepRecord, trials: list[optuna.trial.FrozenTrial]) -> 
     value up to the last epoch that all of them reached; the note says what was measured
     (or why nothing was), the warning comes from :func:`importance_warning`.
     """
+    # Imported here: Optuna is slow to import.
     import optuna
 
     scored = [t for t in trials if t.state.name in ("COMPLETE", "PRUNED") and t.intermediate_values]
     if len(scored) < 3 or not record.param_names:
         return Importances({}, f"not computed: {len(scored)} trials with a value (at least 3 needed)", len(scored))
     epoch = min(max(t.intermediate_values) for t in scored)
-    direction = Direction(record.mode).optuna
+    direction = optuna_direction(Direction(record.mode))
     proxy = optuna.create_study(direction=direction)
     for trial in scored:
         proxy.add_trial(optuna.trial.create_trial(

@@ -14,6 +14,7 @@ from typing import Any
 
 import yaml
 from finesweep.models import components
+from finesweep.models.tasks import TASKS
 from finesweep.search.spec.classes import base_type
 from finesweep.search.spec.components import wrong_base
 
@@ -78,6 +79,7 @@ def concrete_classes(owner: type, name: str, bases: tuple[type, ...]) -> list[ty
     """The classes defined beside ``owner`` (in its module) that a class-typed argument ``name``
     can take: subclasses of ``bases``, not Lightning modules, not abstract; those whose name
     contains the argument's (``ConvEncoder`` for ``encoder``) when there are any."""
+    # Imported here: torch and Lightning are slow to import.
     import pytorch_lightning as pl
 
     module = sys.modules[owner.__module__]
@@ -220,8 +222,6 @@ def starting_spec(model: str, data: str, name: str | None = None) -> str:
 
 
 def task_table() -> str:
-    from finesweep.models.tasks import TASKS
-
     width = max(map(len, TASKS))
     rows = [f"{'task':<{width}}  description / classes"]
     for alias in TASKS.values():

@@ -9,11 +9,19 @@ feasibility is Optuna's own record of its constraint violations (``trial.constra
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from finesweep.models.run import Direction
 from finesweep.search.objectives.pareto import front, hypervolume, knee, reference_point, to_minimise, total_violation
+from finesweep.search.spec.fields import FieldChecks
+from finesweep.search.spec.loading import parse_yaml_text
+from finesweep.search.spec.objectives import Objective, check_select
+from finesweep.search.spec.problems import SpecError
+from finesweep.search.views.export import read_record
+from finesweep.search.views.results import text_table
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -98,8 +106,8 @@ def choose(found: Front, select: Mapping[str, Any] | None) -> tuple[optuna.trial
         pool = [t for t in found.members if within(t)]
         rule = f"select: the {mode} {name} on the Pareto front{text}"
         if pool:
-            sign = -1.0 if mode == "max" else 1.0
-            return min(pool, key=lambda t: (sign * objective_values(t, found.names)[name], t.number)), rule
+            direction = Direction(mode)
+            return min(pool, key=lambda t: (direction.sort_key(objective_values(t, found.names)[name]), t.number)), rule
         rule += " (no front trial within the bounds: the knee instead)"
         return found.members[knee([found.point(t) for t in found.members])], rule
     return (found.members[knee([found.point(t) for t in found.members])],
@@ -108,8 +116,6 @@ def choose(found: Front, select: Mapping[str, Any] | None) -> tuple[optuna.trial
 
 def front_lines(found: Front, chosen: optuna.trial.FrozenTrial | None = None, rule: str = "") -> list[str]:
     """`status`'s listing of the front: one row per trial, the chosen one marked."""
-    from finesweep.search.views.results import text_table
-
     infeasible = sum(not feasible(t) for t in found.complete)
     head = (f"Pareto front: {len(found.members)} of {len(found.complete)} COMPLETE trials"
             f"{f' ({infeasible} infeasible)' if infeasible else ''}; "
@@ -141,13 +147,6 @@ def hypervolume_over_trials(trials: Sequence[optuna.trial.FrozenTrial], found: F
 def selection(record: SweepRecord, text: str | None) -> RunInfo | None:
     """The run's info with `export --select`'s rule in place of the spec's, checked as the
     spec's `select:` is (a located SpecError otherwise)."""
-    import dataclasses
-
-    from finesweep.search.spec.fields import FieldChecks
-    from finesweep.search.spec.loading import parse_yaml_text
-    from finesweep.search.spec.objectives import Objective, check_select
-    from finesweep.search.spec.problems import SpecError
-
     if text is None or record.info is None:
         return record.info
     value, marks, duplicates = parse_yaml_text("--select", text)
@@ -164,8 +163,6 @@ def selection(record: SweepRecord, text: str | None) -> RunInfo | None:
 def chosen_line(best: Path) -> list[str]:
     """`export`'s line on which trial best.yaml holds and the rule that chose it (none for a
     single objective's plain best)."""
-    from finesweep.search.views.export import read_record
-
     record = read_record(best)
     if "selected_by" not in record:
         return []

@@ -153,6 +153,7 @@ def strategy_text(spec: SweepSpec) -> str:
     """The strategy as the sweep's first line names it; `auto` with its hand-off point."""
     if spec.strategy.name != "auto":
         return spec.strategy.name
+    # Imported here: Optuna is slow to import.
     from finesweep.search.strategies import STRATEGIES
 
     options = {**STRATEGIES["auto"].options, **spec.strategy.options}

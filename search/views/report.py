@@ -5,7 +5,8 @@ stylesheet or font from the network. The same plots are written beside it in ``r
 Every trial is on the page, pruned and failed ones included; a trial's parameter that was
 inactive (its condition did not hold) shows as ``-`` in tables and on its own row
 ("inactive") of the parallel-coordinates plot. The ``plot_*`` functions return matplotlib
-figures (tests inspect them); :func:`write_report` renders them.
+figures (tests inspect them); :func:`write_report` renders them. matplotlib, TensorBoard and
+Optuna's distributions are imported inside the functions that use them: they are slow to import.
 """
 
 from __future__ import annotations
@@ -13,7 +14,11 @@ from __future__ import annotations
 import base64
 import datetime
 import html
+import io
 import math
+import shutil
+import tempfile
+import textwrap
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -55,8 +60,6 @@ def _figure(width: float = 8.0, height: float = 4.5) -> Figure:
 
 
 def _png(figure: Figure) -> bytes:
-    import io
-
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png")
     return buffer.getvalue()
@@ -98,8 +101,6 @@ def plot_history(record: SweepRecord, trials: list[optuna.trial.FrozenTrial]) ->
 
 
 def plot_importances(result: Importances, metric: str) -> Figure:
-    import textwrap
-
     values = result.values
     figure = _figure(7.0, 0.45 * max(len(values), 2) + (2.0 if result.warning else 1.2))
     axes = figure.add_subplot()
@@ -299,6 +300,7 @@ img { max-width: 100%; border: 1px solid #eee; }
 def write_report(record: SweepRecord, out_dir: Path | None = None, top_k: int = 5) -> Path:
     """Write ``report.html`` and ``report/*.png`` into ``out_dir`` (default: the run directory)."""
     out_dir = Path(out_dir or record.run_dir or ".")
+    # Here, not at the top: views.report_front imports this module.
     from finesweep.search.views.report_front import front_plots
 
     trials = record.study.get_trials(deepcopy=False)
@@ -373,9 +375,6 @@ def write_files(out_dir: Path, files: dict[str, bytes]) -> None:
     """Write ``files`` (relative name -> content) into ``out_dir`` all or none: each is written
     into a staging folder first and moved into place only once every one was written, so a
     full disk leaves neither half a report nor an empty folder behind."""
-    import shutil
-    import tempfile
-
     created = [p for p in (out_dir, *out_dir.parents) if not p.exists()]
     try:
         out_dir.mkdir(parents=True, exist_ok=True)

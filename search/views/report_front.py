@@ -13,6 +13,7 @@ from finesweep.search.views.pareto_front import (
     objective_values,
     pareto_front,
 )
+from finesweep.search.views.report import Plot, _figure, _png
 
 if TYPE_CHECKING:
     import optuna
@@ -23,8 +24,6 @@ if TYPE_CHECKING:
 
 def front_plots(record: SweepRecord, trials: list[optuna.trial.FrozenTrial]) -> list[Plot]:
     """The front and hypervolume plots; none for one objective without constraints."""
-    from finesweep.search.views.report import Plot, _png
-
     if not record.multi:
         return []
     found = pareto_front(trials, record.objectives)
@@ -50,8 +49,6 @@ def front_plots(record: SweepRecord, trials: list[optuna.trial.FrozenTrial]) -> 
 
 
 def plot_front(found: Front, chosen: optuna.trial.FrozenTrial | None, x: str, y: str | None) -> Figure:
-    from finesweep.search.views.report import _figure
-
     figure = _figure()
     axes = figure.add_subplot()
     members = {t.number for t in found.members}
@@ -83,8 +80,6 @@ def plot_front(found: Front, chosen: optuna.trial.FrozenTrial | None, x: str, y:
 
 
 def plot_hypervolume(curve: list[tuple[int, float]]) -> Figure:
-    from finesweep.search.views.report import _figure
-
     figure = _figure(8.0, 3.5)
     axes = figure.add_subplot()
     axes.step([n for n, _ in curve], [v for _, v in curve], where="post", color="#1f5fbf")

@@ -13,15 +13,24 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import sqlite3
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from urllib.parse import quote
 
 from finesweep.models.run import Direction
 from finesweep.search.run_dir import SPEC_COPY, STUDY_FILE
 from finesweep.search.run_dir.files import NAME, Fields, RunFileError, RunInfo, read_spec_copy
-from finesweep.search.study import describe_storage, first_value, ranked_trials, sqlite_file, storage_url
+from finesweep.search.study import (
+    describe_storage,
+    direction_of,
+    first_value,
+    ranked_trials,
+    sqlite_file,
+    storage_url,
+)
 
 if TYPE_CHECKING:
     import optuna
@@ -72,8 +81,6 @@ class SweepRecord:
 def read_only_url(url: str) -> str:
     """The URL opened read-only: an SQLite file, in whichever form it is named, must exist and
     is opened with ``mode=ro`` (a view never creates a database); other databases unchanged."""
-    from urllib.parse import quote
-
     path = sqlite_file(url)
     if path is None:
         if url.split("://", 1)[0].startswith("sqlite"):
@@ -95,8 +102,6 @@ def read_only_url(url: str) -> str:
 
 
 def _opens(uri: str) -> bool:
-    import sqlite3
-
     try:
         connection = sqlite3.connect(uri, uri=True, timeout=60)
     except sqlite3.Error:
@@ -128,8 +133,6 @@ def _roll_back_interrupted_write(path: Path) -> None:
     may write rolls it back on its first read, as the resuming sweep would; only never
     committed changes are undone. A journal of a live transaction is not hot: the read
     then just sees the committed state."""
-    import sqlite3
-
     connection = sqlite3.connect(path, timeout=60)
     try:
         connection.execute("SELECT count(*) FROM sqlite_master").fetchall()
@@ -140,6 +143,7 @@ def _roll_back_interrupted_write(path: Path) -> None:
 def read_only_studies(url: str) -> tuple[optuna.storages.RDBStorage, list[str]]:
     """The storage at ``url`` opened for reading only (see :func:`read_only_url`), and the
     names of the studies it holds; ResultsError, in one line, when it cannot be read."""
+    # Imported here: Optuna and SQLAlchemy are slow to import.
     import optuna
     from sqlalchemy.exc import SQLAlchemyError
     from sqlalchemy.pool import NullPool
@@ -159,6 +163,7 @@ def read_only_studies(url: str) -> tuple[optuna.storages.RDBStorage, list[str]]:
 
 
 def _load(name: str | None, url: str) -> optuna.Study:
+    # Imported here: Optuna is slow to import.
     import optuna
 
     storage, names = read_only_studies(url)
@@ -210,7 +215,7 @@ def load_sweep(target: str | Path, study_name: str | None = None) -> SweepRecord
 
 
 def _direction(study: optuna.Study) -> str:
-    return Direction.from_optuna(study.directions[0].name).mode
+    return direction_of(study.directions[0]).mode
 
 
 def _recorded_metric(study: optuna.Study, default: str) -> str:

@@ -8,9 +8,14 @@ from pathlib import Path
 from typing import Any, TextIO
 
 import yaml
-from finesweep.models.run import metric_split
+from finesweep.models.components import ComponentError
+from finesweep.models.run import MetricNotLoggedError, NonFiniteMetricError, metric_split
+from finesweep.search.cluster import placement, prepare_ray_environment
 from finesweep.search.run_dir import CHECKPOINT_FILE, RESULT_FILE, RETRAIN_DIR, write_atomically
 from finesweep.search.run_dir.files import cpu_count
+from finesweep.search.spec import ResourcesSpec
+from finesweep.search.trial import quiet_training_logs
+from finesweep.search.user_code import import_roots
 from finesweep.search.views.export import read_export
 
 
@@ -19,10 +24,9 @@ class RetrainError(RuntimeError):
 
 
 def _untrainable() -> tuple[type[BaseException], ...]:
+    # Imported here: torch and Lightning are slow to import.
     from finesweep.models.common import CheckpointMismatch
-    from finesweep.models.components import ComponentError
     from finesweep.models.inference import UnreadableCheckpoint
-    from finesweep.models.run import MetricNotLoggedError, NonFiniteMetricError
 
     return CheckpointMismatch, ComponentError, UnreadableCheckpoint, MetricNotLoggedError, NonFiniteMetricError
 
@@ -33,8 +37,8 @@ def retrain(config_path: Path, out_dir: Path | None = None, out: TextIO | None =
     its validation metrics and the test metrics its ``test_step`` logs on the best weights. It
     trains on as many workers as its sweep's trials (``workers`` overrides): more than one is a
     Ray Train run on a local Ray (:func:`fit_on_workers`)."""
+    # Imported here: torch and Lightning are slow to import.
     from finesweep.models.training import fit
-    from finesweep.search.trial import quiet_training_logs
 
     out = out or sys.stdout
     exported = read_export(config_path)
@@ -105,16 +109,12 @@ def fit_on_workers(run: Any, workers: int, checkpoint: Path, out_dir: Path, thre
                    spec_dir: str | None) -> Any:
     """Train ``run`` on ``workers`` Ray Train workers of a local Ray (one CPU each, or the
     export's threads); see :func:`train_on_workers`."""
-    from finesweep.search.cluster import placement, prepare_ray_environment
-    from finesweep.search.run_dir.files import cpu_count
-    from finesweep.search.spec import ResourcesSpec
-    from finesweep.search.user_code import import_roots
-
     cpus = int(threads) if isinstance(threads, int) else 1
     if not placement.placeable([(cpu_count(), placement.local_gpus())], ResourcesSpec(cpus=cpus, workers=workers)):
         raise RetrainError(f"--workers {workers}: this machine has {cpu_count()} CPUs, fewer than "
                            f"{workers} workers of {cpus} CPU each")
     prepare_ray_environment(None)
+    # Imported here: Ray is slow to import.
     from finesweep.search import ray_backend
 
     started = ray_backend.start_ray(None)
@@ -131,6 +131,7 @@ def train_on_workers(run: Any, *, workers: int, cpus: float, checkpoint: Path, s
     """Train ``run`` as one Ray Train run of ``workers`` workers on the Ray this process has
     started or joined, then evaluate its test split here, in one process, on rank 0's best
     weights (written to ``checkpoint``): a test step on every rank would see only its shard."""
+    # Imported here: torch, Lightning and Ray are slow to import.
     import torch
     from finesweep.models.training import build, make_trainer, test
     from finesweep.search import ray_backend

@@ -9,8 +9,10 @@ Validation picks; the held-out test split is only reported beside it (mean +- sa
 
 from __future__ import annotations
 
+import copy
 import datetime
 import sys
+import tempfile
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,12 +20,15 @@ from typing import Any, TextIO
 
 import yaml
 from finesweep.models.run import Direction, TrainingRun, metric_split
+from finesweep.search.cluster import ResourceError, check_reachable, prepare_ray_environment
 from finesweep.search.run_dir import BEST_FILE, ROBUST_FILE, ROBUST_TABLE, write_atomically
 from finesweep.search.run_dir.files import Fields, RunFileError
 from finesweep.search.spec import MAX_SEED
-from finesweep.search.user_code import add_user_folders, import_roots
+from finesweep.search.trial import quiet_training_logs
+from finesweep.search.user_code import add_user_folders, import_roots, prepare_recorded_configs
 from finesweep.search.views.export import export_text, recorded_config, recorded_seed, write_rank
 from finesweep.search.views.results import ResultsError, SweepRecord, mean_std, top_candidates, trial_value
+from finesweep.search.views.retrain import train_on_workers
 
 
 @dataclass(frozen=True)
@@ -43,8 +48,8 @@ class RetrainJob:
 
 def run_job(job: RetrainJob, accelerator: str = "cpu") -> dict[str, float]:
     """Train ``job`` and return its best epoch's validation metrics and its test metrics."""
+    # Imported here: torch and Lightning are slow to import.
     from finesweep.models.training import fit
-    from finesweep.search.trial import quiet_training_logs
 
     quiet_training_logs()
     add_user_folders(job.import_roots)
@@ -55,10 +60,6 @@ def run_job(job: RetrainJob, accelerator: str = "cpu") -> dict[str, float]:
 
 def _on_workers(job: RetrainJob, workers: int, cpus: float, gpus: float, run_dir: Any) -> Any:
     """:func:`run_job` as one Ray Train run of ``workers`` workers; the exception it raised, if any."""
-    import tempfile
-
-    from finesweep.search.views.retrain import train_on_workers
-
     add_user_folders(job.import_roots)
     try:
         with tempfile.TemporaryDirectory(prefix=".reseed-", dir=run_dir) as folder:
@@ -74,6 +75,7 @@ def _on_workers(job: RetrainJob, workers: int, cpus: float, gpus: float, run_dir
 def new_seeds(seed_base: int, trial: int, trial_seed: int, count: int) -> list[int]:
     """``count`` seeds for retraining ``trial``, derived from the sweep's seed base (so a rerun
     retrains identically) and different from the seed the trial ran with."""
+    # Imported here: numpy is slow to import.
     import numpy as np
 
     seeds: list[int] = []
@@ -201,9 +203,6 @@ def robust_export_on_ray(record: SweepRecord, address: str | None, *, top_k: int
     """:func:`robust_export` with every retraining a Ray task with a trial's resources, on a
     local Ray (the user's modules imported from the spec's folder) or on the cluster at
     ``address`` (the module files shipped to its nodes)."""
-    from finesweep.search.cluster import ResourceError, check_reachable, prepare_ray_environment
-    from finesweep.search.user_code import prepare_recorded_configs
-
     if address is not None:
         check_reachable(address)  # ClusterError: one line, before anything else.
     if reseed < 1:  # Before Ray starts.
@@ -216,6 +215,7 @@ def robust_export_on_ray(record: SweepRecord, address: str | None, *, top_k: int
     except (ValueError, RunFileError) as error:
         raise ResultsError(str(error)) from None
     prepare_ray_environment(address)  # Before Ray is imported: it reads these settings then.
+    # Imported here: Ray is slow to import.
     from finesweep.search import ray_backend
 
     out = out or sys.stdout
@@ -246,8 +246,6 @@ def _config_record(c: ConfigResult, tests: Sequence[str], metric: str) -> dict[s
 def _proxy(frozen: Any, value: float) -> Any:
     """``frozen`` with ``value`` as its value: the export format (`launch.py train` reads it)
     wants one, and a PRUNED trial's is its best epoch before it was stopped."""
-    import copy
-
     proxy = copy.deepcopy(frozen)
     # The first objective's value; a trial of several objectives keeps the others as recorded.
     proxy.values = [value, *list(frozen.values or [])[1:]]

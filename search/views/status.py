@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 
 from finesweep.search.study import describe_storage, first_value
+from finesweep.search.views.pareto_front import choose, front_lines, pareto_front
 from finesweep.search.views.progress import trials_summary
 from finesweep.search.views.results import SweepRecord
 
@@ -12,6 +13,7 @@ CONTROL = re.compile(r"[\x00-\x09\x0b-\x1f\x7f-\x9f]")
 
 
 def _running_lines(record: SweepRecord) -> list[str]:
+    # Imported here: Optuna is slow to import.
     import optuna
 
     running = record.study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))
@@ -29,8 +31,6 @@ def _running_lines(record: SweepRecord) -> list[str]:
 
 def _front_lines(record: SweepRecord, trials: list) -> list[str]:
     """The Pareto front and the trial export would choose, for several objectives or constraints."""
-    from finesweep.search.views.pareto_front import choose, front_lines, pareto_front
-
     if not record.multi:
         return []
     found = pareto_front(trials, record.objectives)
