@@ -112,11 +112,6 @@ def check_epoch(metric: str, epoch: int, metrics: Mapping[str, float]) -> None:
         raise NonFiniteMetricError(f"epoch {epoch}: non-finite {', '.join(bad)}: {dict(metrics)}")
 
 
-def is_better(value: float, best: float | None, mode: str) -> bool:
-    """Whether ``value`` improves on ``best`` (None: nothing yet) in direction ``mode``."""
-    return Direction(mode).better(value, best)
-
-
 @dataclass(frozen=True)
 class TrainingRun:
     """Everything that decides what one training run computes, in LightningCLI's terms: the

@@ -19,18 +19,18 @@ import pytorch_lightning as pl
 import torch
 from finesweep.models.components import ComponentError, import_class, instantiate
 from finesweep.models.run import (
+    Direction,
     MetricNotLoggedError,
     NonFiniteMetricError,
     Parallel,
     TrainingRun,
     check_epoch,
-    is_better,
     reserved_callback,
 )
 from finesweep.models.state_files import discard_checkpoint, save_private_checkpoint, save_weights
 
 __all__ = ["MetricNotLoggedError", "NonFiniteMetricError", "Parallel", "TrainingRun", "discard_checkpoint", "fit",
-           "is_better", "save_private_checkpoint", "save_weights"]
+           "save_private_checkpoint", "save_weights"]
 
 EpochCallback = Callable[[int, dict[str, float]], None]
 # Where the scalars that Lightning's callbacks log (LearningRateMonitor's learning rates) go: (metrics, step).
@@ -102,7 +102,7 @@ class _EpochEnd(pl.callbacks.Checkpoint):
         epoch = trainer.current_epoch + 1
         check_epoch(self.metric, epoch, metrics)
         self.history.append({"epoch": epoch, **metrics})
-        if is_better(metrics[self.metric], self.best.get(self.metric), self.mode):
+        if Direction(self.mode).better(metrics[self.metric], self.best.get(self.metric)):
             self.best, self.best_epoch = dict(metrics), epoch
             self.best_state = {k: v.detach().cpu().clone() for k, v in module.state_dict().items()}
             if self.checkpoint_path is not None:

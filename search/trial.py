@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from finesweep.models.run import Parallel, TrainingRun, is_better, staging_folder
+from finesweep.models.run import Direction, Parallel, TrainingRun, staging_folder
 from finesweep.search import run_dir as run_paths
 from finesweep.search.run_dir import STATE_FILE, tensorboard_dir, trial_dir
 from finesweep.search.user_code import add_user_folders
@@ -173,7 +173,7 @@ def run_trial(context: SweepContext, request: TrialRequest, report: Report, acce
 
     def keep_best(epoch: int, metrics: dict[str, float]) -> None:
         value = metrics[context.metric]
-        if is_better(value, best.get("value"), context.mode):
+        if Direction(context.mode).better(value, best.get("value")):
             best.update(value=value, epoch=epoch,
                         watched={f"best:{n}": float(metrics[n]) for n in context.watched if n in metrics})
 
