@@ -125,7 +125,17 @@ def test_the_views_write_files_only_whole():
 
 def test_module_level_imports_have_no_cycles():
     modules = _modules()
-    graph = {name: sorted({i if i in modules else i.rsplit(".", 1)[0] for i in _imports(path, top_level_only=True)}
+
+    def imported(name: str, target: str) -> set[str]:
+        """What importing ``target`` from module ``name`` runs: the target and every package
+        __init__ above it that is not already above ``name`` (those run before ``name`` does)."""
+        parts = target.split(".")
+        above = {".".join(parts[:n]) for n in range(1, len(parts))}
+        own = {".".join(name.split(".")[:n]) for n in range(1, name.count(".") + 2)}
+        return ({target} | above) - own
+
+    graph = {name: sorted({m for i in _imports(path, top_level_only=True)
+                           for m in imported(name, i if i in modules else i.rsplit(".", 1)[0])}
                           & set(modules) - {name})
              for name, path in modules.items()}
     # Depth-first search for a back edge; report the cycle it closes.
@@ -234,3 +244,32 @@ def test_no_benchmark_timing_or_simulation_in_search_or_models():
             found[name] = sorted(names)
     assert not found, f"benchmark machinery in production modules: {found}"
     assert not (ROOT / "models" / "simulation.py").exists() and not (ROOT / "models" / "replay.py").exists()
+
+
+def test_every_module_imports_first_in_a_fresh_finesweep():
+    """Each module imported before any other finesweep module (as a worker, a view or a user's
+    script may): a partly initialised module in a cycle fails here, whatever order the suite's
+    other tests import things in. One child interpreter does them all, dropping finesweep's
+    modules between imports (third-party packages stay loaded, so it is quick); this test
+    process's modules are left alone."""
+    import json
+    import subprocess
+    import sys
+
+    script = """
+import importlib, json, sys
+failures = {}
+for name in json.loads(sys.argv[1]):
+    for loaded in [m for m in sys.modules if m == "finesweep" or m.startswith("finesweep.")]:
+        del sys.modules[loaded]
+    try:
+        importlib.import_module(name)
+    except Exception as error:
+        failures[name] = f"{type(error).__name__}: {error}"
+print(json.dumps(failures))
+"""
+    done = subprocess.run([sys.executable, "-c", script, json.dumps(sorted(_modules()))], capture_output=True,
+                          text=True, timeout=600, cwd=ROOT)
+    assert done.returncode == 0, done.stderr[-2000:]
+    failures = json.loads(done.stdout.strip().splitlines()[-1])
+    assert not failures, failures
