@@ -9,8 +9,9 @@ checked by :meth:`FieldChecks.record`; nothing here knows a section by name.
 
 from __future__ import annotations
 
+import contextlib
 import os
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, TypeVar
@@ -55,9 +56,13 @@ def choice_rule(*options: str) -> Mapping[str, tuple[str, ...]]:
 
 
 class FieldChecks:
-    """Checks of single values, each reporting at most one located problem."""
+    """The problems collector every section's check function is given: it records each
+    problem where it was written (the file, the line of every key path) and checks single
+    values, each reporting at most one located problem. Not subclassed: a section's checks are
+    plain functions taking it, with what else they need as arguments."""
 
-    def __init__(self, source: str, marks: Mapping[KeyPath, int], base_dir: Path | None = None) -> None:
+    def __init__(self, source: str, marks: Mapping[KeyPath, int], base_dir: Path | None = None, *,
+                 read_inputs: bool = True) -> None:
         self.source = source
         self.marks = marks
         self.problems: list[Problem] = []
@@ -65,6 +70,18 @@ class FieldChecks:
         self.base_dir = base_dir or Path(source).resolve().parent
         # Key path -> the absolute path a relative one was made, for the run's copy of the spec.
         self.resolved_paths: dict[KeyPath, Any] = {}
+        # Whether the user's input files are looked at (see spec.parse_spec): not for the views
+        # of a finished run, which train nothing.
+        self.read_inputs = read_inputs
+
+    @contextlib.contextmanager
+    def collecting(self) -> Iterator[list[Problem]]:
+        """Problems found inside the block go to the list it yields instead of the spec's."""
+        saved, self.problems = self.problems, []
+        try:
+            yield self.problems
+        finally:
+            self.problems = saved
 
     def problem(self, path: KeyPath, expected: str, found: str, hint: str = "") -> None:
         line = None

@@ -37,7 +37,8 @@ from finesweep.search.run_dir.files import (
     read_yaml,
     run_dir_of,
 )
-from finesweep.search.spec.components import ComponentChecks
+from finesweep.search.spec.components import check_component, check_trainer
+from finesweep.search.spec.fields import FieldChecks
 from finesweep.search.spec.loading import parse_yaml_text, read_text
 from finesweep.search.spec.problems import Problem, SpecError
 from finesweep.search.study import first_value
@@ -279,17 +280,17 @@ def read_export(path: str | Path) -> ExportedRun:
     spec_dir = record.get("spec_dir") or (read_spec_copy(run_dir).spec_dir if run_dir is not None
                                           else Path(source).resolve().parent)
     add_import_paths(spec_dir)
-    checker = ComponentChecks(source, marks, Path(source).resolve().parent)
+    checker = FieldChecks(source, marks, Path(source).resolve().parent)
     checker.problems.extend(duplicates)
     data = checker.mapping(data, (), CONFIG_KEYS)
     for key in ("model", "data"):
         if key not in data:
             checker.problem((key,), f"a `{key}:` entry", "none", "export it with `launch.py export RUN_DIR`")
-    model, _ = checker.component("model", None, data.get("model"))
-    data_section, _ = checker.component("data", None, data.get("data"))
+    model, _, _ = check_component(checker, "model", None, data.get("model"))
+    data_section, _, _ = check_component(checker, "data", None, data.get("data"))
     trainer = dict(data.get("trainer") or {})
     epochs = checker.number(trainer.pop("max_epochs", None), ("trainer", "max_epochs"), integer=True, low=1)
-    trainer = checker.trainer(trainer)
+    trainer = check_trainer(checker, trainer)
     seed = checker.number(data.get("seed_everything"), ("seed_everything",), integer=True, low=0)
     if checker.problems:
         raise SpecError(source, checker.problems)
