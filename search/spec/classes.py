@@ -115,8 +115,8 @@ def argument_value(checks: FieldChecks, target: Target, value: Any, path: KeyPat
     argument = components.class_arguments(target.cls)[target.argument]
     if value is None and argument.required and not components.admits_none(argument.annotation):
         checks.problem(path, f"a value for {target.cls.__name__}'s required argument {target.argument!r}",
-                     describe(value), "null leaves it unset: "
-                     + required_hint(path, target.cls, target.argument))
+                       describe(value), "null leaves it unset: "
+                       + required_hint(path, target.cls, target.argument))
         return False
     reason = components.check_argument(target.cls, target.argument, value)
     if reason is None:
@@ -137,7 +137,7 @@ def plain_value(checks: FieldChecks, target: Target, value: Any, path: KeyPath) 
     if (kind is int or kind is float) and not isinstance(value, bool) and (
             is_number(value) or (isinstance(value, str) and NUMBER_LIKE.match(value.strip()))):
         checks.number(value, path, integer=kind is int, low=limits.low if limits else None,
-                    high=limits.high if limits else None)
+                      high=limits.high if limits else None)
     elif kind is str and target.choices:
         checks.string(value, path, target.choices)
     elif kind is bool:
@@ -152,7 +152,7 @@ def input_exists(checks: FieldChecks, target: Target, value: Any, path: KeyPath)
     missing = paths.missing_input(target.argument, value)
     if missing is not None:
         checks.problem(path, f"an existing file: {target.cls.__name__} reads {target.argument}",
-                     f"{missing!r}: no such file", "relative paths are taken from the spec's folder")
+                       f"{missing!r}: no such file", "relative paths are taken from the spec's folder")
     return missing is None
 
 def walk(checks: FieldChecks, annotation: Any, value: Any, path: KeyPath, structural: bool) -> bool:

@@ -161,7 +161,7 @@ def check_component(checks: FieldChecks, section: str, alias_class: str | None, 
     if alias_class is not None:
         if isinstance(value, dict) and "class_path" in value:
             checks.problem((section, "class_path"), f"the task's {section} settings",
-                         "a class path beside `task:`", "drop `task:` to name your own classes")
+                           "a class path beside `task:`", "drop `task:` to name your own classes")
             return Component(alias_class), None, set()
         cls = import_named_class(checks, alias_class, (section,))
         init_args = checks.mapping(value, (section,), argument_names(cls) if cls else [])
@@ -174,7 +174,7 @@ def check_component(checks: FieldChecks, section: str, alias_class: str | None, 
     if value is None:
         if section == "data":
             checks.problem(("data",), "a `data:` entry ({class_path, init_args}) naming your "
-                         "LightningDataModule", "none")
+                           "LightningDataModule", "none")
         return Component(""), None, set()
     keys = ["class_path", "init_args"]
     if not isinstance(value, dict):
@@ -201,8 +201,8 @@ def check_component(checks: FieldChecks, section: str, alias_class: str | None, 
     for key in value:
         if key not in keys:
             checks.problem((section, key), "one of the keys class_path, init_args", f"unknown key {key!r}",
-                         f"{key!r} is an argument of {cls.__name__}: write it under init_args"
-                         if key in misplaced else did_you_mean(key, keys))
+                           f"{key!r} is an argument of {cls.__name__}: write it under init_args"
+                           if key in misplaced else did_you_mean(key, keys))
     init_args = checks.mapping(init_args, (section, "init_args"), names) if cls else {}
     fixed = init_arguments(checks, cls, init_args, (section, "init_args"), deferred)
     return Component(class_path, fixed), cls, {*init_args, *misplaced} if cls else set()
@@ -261,10 +261,10 @@ def check_trainer(checks: FieldChecks, value: Any) -> dict[str, Any]:
     for name, option in value.items():
         if name in RESERVED_TRAINER_OPTIONS:
             checks.problem(("trainer", name), "a Trainer option finesweep does not set itself",
-                         repr(name), RESERVED_TRAINER_OPTIONS[name])
+                           repr(name), RESERVED_TRAINER_OPTIONS[name])
         elif name not in allowed:
             checks.problem(("trainer", name), "a pytorch_lightning.Trainer option",
-                         f"unknown key {name!r}", suggest(name, allowed))
+                           f"unknown key {name!r}", suggest(name, allowed))
         elif spec_classes.argument_value(checks, Target(cls, name, "trainer"), option, ("trainer", name)):
             options[name] = spec_classes.full_class_paths(components.class_arguments(cls)[name].annotation,
                                                           option)
@@ -302,14 +302,14 @@ def check_metric(checks: FieldChecks, model: Component, metric: Any, mode: Any, 
             mode = guess_mode(metric)
             if mode is None:
                 checks.problem(("mode",), f"min or max: whether {metric!r} improves down or up", "none",
-                             "add `mode: min` (losses, errors) or `mode: max` (accuracy, F1)")
+                               "add `mode: min` (losses, errors) or `mode: max` (accuracy, F1)")
         return metric, mode or "max"
     if metric not in known:
         checks.problem(("metric",), f"a metric that the model reports: {', '.join(known)}", describe(metric),
-                     did_you_mean(metric, list(known)))
+                       did_you_mean(metric, list(known)))
         return str(metric), mode or "max"
     natural = known[metric]
     if mode is not None and mode != natural:
         checks.problem(("mode",), f"{natural} ({metric} improves that way)", repr(mode),
-                     "drop `mode:`; it follows from the metric")
+                       "drop `mode:`; it follows from the metric")
     return metric, natural

@@ -11,12 +11,13 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from finesweep.search.space import SearchSpace
-from finesweep.search.spec.fields import FieldChecks, choice_rule, number_rule
+from finesweep.search.spec.fields import FieldChecks
 from finesweep.search.spec.paths import resolve_relative
 from finesweep.search.spec.problems import KeyPath, SpecError
+from finesweep.search.spec.typed import number_type, options_of, refusals, rule_type
 from finesweep.search.views.export import read_record
 
 # Trial seeds are the strategy seed plus the trial number, and numpy and Lightning take seeds
@@ -25,6 +26,7 @@ MAX_SEED = 2**31 - 1
 
 # Trials whose model.pt is kept after a sweep (for ensembles and retraining); null keeps all.
 DEFAULT_KEEP_BEST = 5
+
 
 @dataclass(frozen=True)
 class StrategySpec:
@@ -39,41 +41,48 @@ class SchedulerSpec:
     options: Mapping[str, Any] = field(default_factory=dict)
 
 
-# The budget and resources sections are plain numbers: each field declares its rule, and
-# SpecChecker.record checks a section against them.
+# The budget and resources sections are typed dataclasses: jsonargparse checks each value
+# against its field's type, bounds included (spec/typed.py), and a refusal is said in our words.
+PositiveInt = number_type(int, low=1)
+NonNegativeInt = number_type(int, low=0)
+PositiveFloat = number_type(float, low=0, low_open=True)
+Workers = number_type(int, low=1, high=1024)
+
+
+def _shareable(gpus: float) -> bool:
+    return gpus <= 1 or float(gpus).is_integer()
+
+
+# A fraction of one device or whole devices: Ray shares a GPU only in fractions of one.
+ShareableGpus = rule_type(number_type(float, low=0), _shareable, "a fraction below 1 or a whole number of GPUs",
+                          "Ray shares a GPU only in fractions of one device")
 
 
 @dataclass(frozen=True)
 class BudgetSpec:
-    trials: int = field(default=20, metadata=number_rule(integer=True, low=1))
-    max_epochs: int = field(default=10, metadata=number_rule(integer=True, low=1))
-    time_limit_s: float | None = field(default=None, metadata=number_rule(low=0, low_open=True))
+    trials: PositiveInt = 20
+    max_epochs: PositiveInt = 10
+    time_limit_s: PositiveFloat | None = None
     # A trial that reports no epoch for this long is killed and recorded FAIL.
-    trial_timeout_s: float | None = field(default=None, metadata=number_rule(low=0, low_open=True))
+    trial_timeout_s: PositiveFloat | None = None
     # The sweep stops (exit 2, the rest resumable) once this many trials in a row failed with
     # the same error (type and message, numbers and paths aside); 0 never stops it.
-    stop_after_failures: int = field(default=3, metadata=number_rule(integer=True, low=0))
-
-
-def _shareable_gpus(gpus: float) -> bool:
-    return gpus <= 1 or float(gpus).is_integer()
+    stop_after_failures: NonNegativeInt = 3
 
 
 @dataclass(frozen=True)
 class ResourcesSpec:
-    cpus: float = field(default=1.0, metadata=number_rule(low=0, low_open=True))
-    gpus: float = field(default=0.0, metadata=number_rule(low=0, also=(
-        _shareable_gpus, "a fraction below 1 or a whole number of GPUs",
-        "Ray shares a GPU only in fractions of one device")))
-    concurrency: int = field(default=2, metadata=number_rule(integer=True, low=1))
+    cpus: PositiveFloat = 1.0
+    gpus: ShareableGpus = 0.0
+    concurrency: PositiveInt = 2
     # Memory a trial may allocate beyond its loaded worker; over it, the trial fails.
-    memory_mb: float | None = field(default=None, metadata=number_rule(low=0, low_open=True))
+    memory_mb: PositiveFloat | None = None
     # Processes one trial trains in (Ray Train, one Lightning rank each); cpus and gpus are per
     # worker. 1 runs the trial in its Tune worker as before.
-    workers: int = field(default=1, metadata=number_rule(integer=True, low=1, high=1024))
-    strategy: str = field(default="ddp", metadata=choice_rule("ddp", "fsdp"))
+    workers: Workers = 1
+    strategy: Literal["ddp", "fsdp"] = "ddp"
     # Ray's placement of a trial's workers: as few nodes as fit (pack) or one per node where it can (spread).
-    placement: str = field(default="pack", metadata=choice_rule("pack", "spread"))
+    placement: Literal["pack", "spread"] = "pack"
 
 
 def check_checkpoints(checks: FieldChecks, value: Any) -> int | None:
@@ -92,13 +101,13 @@ def check_strategy(checks: FieldChecks, value: Any, space: SearchSpace) -> Strat
         value = {"name": value}
     if isinstance(value, dict):
         value = misplaced_options(checks, value, ("strategy",), ["name", "options", "seed"],
-                                       {n: list(s.options) for n, s in STRATEGIES.items()})
+                                  {n: list(s.options) for n, s in STRATEGIES.items()})
     entry = checks.mapping(value, ("strategy",), ["name", "options", "seed"])
     name = entry.get("name", "global")
     if checks.string(name, ("strategy", "name"), sorted(STRATEGIES)) is None:
         return StrategySpec()
     options = checks.mapping(entry.get("options"), ("strategy", "options"),
-                           list(STRATEGIES[name].options))
+                             list(STRATEGIES[name].options))
     if isinstance(options.get("start_from"), str):
         # A file is read here, once: the sampler receives the point, never a path.
         point = start_point(checks, options["start_from"])
@@ -125,8 +134,8 @@ def misplaced_options(checks: FieldChecks, entry: dict[str, Any], path: KeyPath,
             continue
         name = entry.get("name") if entry.get("name") in owners else owners[0]
         checks.problem((*path, key), f"one of the keys {', '.join(keys)}", f"{key!r} beside `name:`",
-                     f"{key} is an option of {name}: write it under `options:` ({path[0]}: "
-                     f"{{name: {name}, options: {{{key}: ...}}}})")
+                       f"{key} is an option of {name}: write it under `options:` ({path[0]}: "
+                       f"{{name: {name}, options: {{{key}: ...}}}})")
     return kept
 
 
@@ -142,37 +151,44 @@ def start_point(checks: FieldChecks, value: str) -> dict[str, Any] | None:
         return None
     if not isinstance(params, dict):
         checks.problem(at, "a best.yaml with finesweep's record of the trial's params (launch.py export "
-                     "writes one)", f"{value!r} without one")
+                       "writes one)", f"{value!r} without one")
         return None
     return params
 
 
 def check_scheduler(checks: FieldChecks, value: Any) -> SchedulerSpec:
-    from finesweep.search.schedulers import SCHEDULERS
+    from finesweep.search.schedulers import SCHEDULER_OPTIONS, SCHEDULERS
 
     if isinstance(value, str):
         value = {"name": value}
     if isinstance(value, dict):
         value = misplaced_options(checks, value, ("scheduler",), ["name", "options"],
-                                       {n: list(o) for n, o in SCHEDULERS.items()})
+                                  {n: list(o) for n, o in SCHEDULERS.items()})
     entry = checks.mapping(value, ("scheduler",), ["name", "options"])
     name = entry.get("name", "asha")
     if checks.string(name, ("scheduler", "name"), sorted(SCHEDULERS)) is None:
         return SchedulerSpec()
-    known = SCHEDULERS[name]
-    options = checks.mapping(entry.get("options"), ("scheduler", "options"), list(known))
-    for key, option_value in options.items():
-        default = known[key]
-        # Ray asserts reduction_factor > 1 (HyperBand divides by its logarithm).
-        low = 2 if key == "reduction_factor" else 1 if isinstance(default, int) else 0
-        checks.number(option_value, ("scheduler", "options", key), integer=isinstance(default, int),
-                    low=low)
+    options = typed_section(checks, SCHEDULER_OPTIONS[name], entry.get("options"), ("scheduler", "options"))
     return SchedulerSpec(name=name, options=options)
 
 
 def check_budget(checks: FieldChecks, value: Any) -> BudgetSpec:
-    return checks.record(BudgetSpec, value, ("budget",))
+    return BudgetSpec(**typed_section(checks, BudgetSpec, value, ("budget",), field_order=True))
 
 
 def check_resources(checks: FieldChecks, value: Any) -> ResourcesSpec:
-    return checks.record(ResourcesSpec, value, ("resources",))
+    return ResourcesSpec(**typed_section(checks, ResourcesSpec, value, ("resources",), field_order=True))
+
+
+def typed_section(checks: FieldChecks, schema: Any, value: Any, path: KeyPath, *,
+                  field_order: bool = False) -> dict[str, Any]:
+    """The keys of ``value`` that are fields of ``schema`` and hold a value of the field's
+    type; a problem for each other key (in the order written, or with ``field_order`` in the
+    order of ``schema``'s fields). A field left out or refused takes its default."""
+    entry = checks.mapping(value, path, list(options_of(schema)))
+    if field_order:
+        entry = {key: entry[key] for key in options_of(schema) if key in entry}
+    accepted, refused = refusals(schema, entry)
+    for key, expected, found, hint in refused:
+        checks.problem((*path, key), expected, found, hint)
+    return accepted

@@ -81,7 +81,7 @@ def check_space(checks: FieldChecks, task: TaskAlias | None, model_cls: type | N
                     continue
             else:
                 checks.problem(path, "a fixed value or a mapping with `type:` (float, int, categorical)",
-                             describe(entry), "add `type: float` (or int / categorical)")
+                               describe(entry), "add `type: float` (or int / categorical)")
                 rejected.add(name)
                 continue
         if isinstance(entry, dict):
@@ -92,7 +92,7 @@ def check_space(checks: FieldChecks, task: TaskAlias | None, model_cls: type | N
                 rejected.add(name)
         elif isinstance(entry, list):
             checks.problem(path, "a fixed value or a mapping with `type:`", describe(entry),
-                         "to search a list, write {type: categorical, choices: [...]}")
+                           "to search a list, write {type: categorical, choices: [...]}")
             rejected.add(name)
         else:
             entry = resolve_fixed(checks, where, entry, path)
@@ -117,8 +117,8 @@ def resolve_fixed(checks: FieldChecks, where: list[Target], value: Any, path: Ke
 
 
 def space_target(checks: FieldChecks, key: str, task: TaskAlias | None, classes: Mapping[str, type | None],
-           fixed: Mapping[str, Component], choices: spec_classes.ClassChoices, when: Mapping[str, Any],
-           path: KeyPath) -> tuple[list[Target], tuple[str, ...]] | None:
+                 fixed: Mapping[str, Component], choices: spec_classes.ClassChoices, when: Mapping[str, Any],
+                 path: KeyPath) -> tuple[list[Target], tuple[str, ...]] | None:
     """Where the space entry ``key`` goes: the arguments it sets (one per class it may go to)
     and its place in a run's config; None (and a problem) when nowhere."""
     from finesweep.models.run import RESERVED_TRAINER_OPTIONS
@@ -135,25 +135,25 @@ def space_target(checks: FieldChecks, key: str, task: TaskAlias | None, classes:
         names = [*sc.argument_names(classes["model"]), *sc.argument_names(classes["data"])]
         owner = f"task {task.name!r}" if task is not None else "the model or its data"
         checks.problem(path, f"a setting of {owner}", f"unknown parameter {key!r}",
-                     suggest(key, names) if task is not None else did_you_mean(key, names)
-                     or "name it model.ARG, data.ARG or trainer.OPTION")
+                       suggest(key, names) if task is not None else did_you_mean(key, names)
+                       or "name it model.ARG, data.ARG or trainer.OPTION")
         return None
     section, argument = parts[0], parts[1]
     if section not in sc.SECTIONS:
         checks.problem(path, "model.ARG, data.ARG or trainer.OPTION", f"{key!r}",
-                     did_you_mean(section, sc.SECTIONS))
+                       did_you_mean(section, sc.SECTIONS))
         return None
     cls = sc.trainer_class() if section == "trainer" else classes[section]
     if cls is None:
         return None
     if section == "trainer" and argument in RESERVED_TRAINER_OPTIONS:
         checks.problem(path, "a Trainer option finesweep does not set itself", repr(argument),
-                     RESERVED_TRAINER_OPTIONS[argument])
+                       RESERVED_TRAINER_OPTIONS[argument])
         return None
     names = sc.argument_names(cls)
     if argument not in names:
         checks.problem(path, f"an argument of {cls.__name__}", f"unknown parameter {argument!r}",
-                     suggest(argument, names))
+                       suggest(argument, names))
         return None
     fixed_args = fixed[section].init_args if section != "trainer" else {}
     where = space_targets(checks, str(key), cls, fixed_args, choices, when, path)
@@ -187,8 +187,8 @@ def check_param(checks: FieldChecks, name: str, entry: dict[str, Any], where: li
             checks.problem((*path, key), f"a `{key}:` bound", "none")
         else:
             bounds[key] = checks.number(entry[key], (*path, key), integer=integer,
-                                      low=limits.low if limits else None,
-                                      high=limits.high if limits else None)
+                                        low=limits.low if limits else None,
+                                        high=limits.high if limits else None)
     log = checks.boolean(entry["log"], (*path, "log")) if "log" in entry else False
     step = None
     if entry.get("step") is not None:
@@ -197,7 +197,7 @@ def check_param(checks: FieldChecks, name: str, entry: dict[str, Any], where: li
             return None
         if log and not integer:
             checks.problem((*path, "step"), "no step on a log-scale float", repr(step),
-                         "Optuna samples log floats continuously; drop `step` or `log`")
+                           "Optuna samples log floats continuously; drop `step` or `log`")
             return None
         if log and integer and step != 1:
             checks.problem((*path, "step"), "step 1 on a log-scale int", repr(step))
@@ -210,7 +210,7 @@ def check_param(checks: FieldChecks, name: str, entry: dict[str, Any], where: li
         return None
     if log and low <= 0:
         checks.problem((*path, "low"), "low > 0 on a log scale", repr(low),
-                     "a log-scale range cannot include zero or negatives")
+                       "a log-scale range cannot include zero or negatives")
         return None
     if takes is None and not all(spec_classes.argument_value(checks, t, end, (*path, key)) for t in where
                                  for key, end in (("low", low), ("high", high))):
@@ -221,14 +221,14 @@ def check_param(checks: FieldChecks, name: str, entry: dict[str, Any], where: li
 
 
 def check_categorical(checks: FieldChecks, name: str, entry: dict[str, Any], where: list[Target], path: KeyPath,
-                when: tuple[Condition, ...]) -> CategoricalParam | None:
+                      when: tuple[Condition, ...]) -> CategoricalParam | None:
     choices = entry.get("choices")
     if not isinstance(choices, list) or not choices:
         checks.problem((*path, "choices"), "a non-empty list of choices", describe(choices))
         return None
     if len(choices) > MAX_CHOICES:
         checks.problem((*path, "choices"), f"at most {MAX_CHOICES} choices", f"{len(choices)}",
-                     "use an int or float range for a numeric setting")
+                       "use an int or float range for a numeric setting")
         return None
     ok = True
     for index, choice in enumerate(choices):
@@ -246,7 +246,7 @@ def check_categorical(checks: FieldChecks, name: str, entry: dict[str, Any], whe
             (repeated if choice in seen else seen).append(choice)
         if repeated:
             checks.problem((*path, "choices"), "distinct choices",
-                         f"{', '.join(map(repr, repeated))} again", "remove the repeated ones")
+                           f"{', '.join(map(repr, repeated))} again", "remove the repeated ones")
             ok = False
     return CategoricalParam(name, tuple(choices), when=when) if ok else None
 
@@ -270,7 +270,7 @@ def required_arguments(checks: FieldChecks, model: Component, model_cls: type | 
         for argument in components.required_missing(cls, sorted(given)):
             where = (section,) if task is not None else (section, "init_args")
             checks.problem((*where, argument), f"a value for {cls.__name__}'s required argument {argument!r}",
-                         "none", f"fix it under {format_path(where)} or search it as {section}.{argument}")
+                           "none", f"fix it under {format_path(where)} or search it as {section}.{argument}")
 
 
 def inputs_load(checks: FieldChecks, task: TaskAlias | None, model: Component, data_section: Component,
