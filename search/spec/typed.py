@@ -13,6 +13,7 @@ Optuna stores exactly.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import functools
 import inspect
@@ -154,7 +155,8 @@ def _refusal(schema: Callable[..., Any], key: str, value: Any, found: Callable[[
             return ("an integer of at most 2**53 in size", found(value),
                     "Optuna stores numbers as floats, which lose larger integers")
     try:
-        _parser(schema).parse_object({key: value}, defaults=False)
+        # A copy: jsonargparse may turn the dicts it parses into Namespaces in place.
+        _parser(schema).parse_object({key: copy.deepcopy(value)}, defaults=False)
         return None
     except Exception as error:  # jsonargparse's ArgumentError, wrapping a type's own Refused
         refused = _cause(error)
