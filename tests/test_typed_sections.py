@@ -30,7 +30,7 @@ class Declared:
 def test_a_declared_type_is_the_rule_no_code_per_field():
     accepted, refused = refusals(Declared, {"size": 10, "share": 1.5, "mode": "fats", "flag": "yes", "limit": None})
     assert accepted == {"limit": None}
-    assert refused == [
+    assert [r[:4] for r in refused] == [
         ("size", "an integer <= 9", "10", ""),
         ("share", "a share in [0, 1]", "1.5", ""),
         ("mode", "one of fast, slow", "'fats' (a string)", "did you mean `fast`?"),
@@ -41,12 +41,12 @@ def test_a_declared_type_is_the_rule_no_code_per_field():
 
 
 def test_yaml_strings_that_look_like_numbers_are_refused_with_the_yaml_hint():
-    _, [(key, expected, found, hint)] = refusals(BudgetSpec, {"time_limit_s": "1e-3"})
+    _, [(key, expected, found, hint, _)] = refusals(BudgetSpec, {"time_limit_s": "1e-3"})
     assert (key, expected, found) == ("time_limit_s", "a number", "'1e-3' (a string)")
     assert "write 1.0e-3" in hint
-    _, [(_, expected, _, _)] = refusals(BudgetSpec, {"trials": 2**60})
+    _, [(_, expected, _, _, _)] = refusals(BudgetSpec, {"trials": 2**60})
     assert expected == "an integer of at most 2**53 in size"
-    _, [(_, expected, found, _)] = refusals(BudgetSpec, {"stop_after_failures": None})
+    _, [(_, expected, found, _, _)] = refusals(BudgetSpec, {"stop_after_failures": None})
     assert (expected, found) == ("an integer", "nothing (null)")
 
 
@@ -58,7 +58,7 @@ def test_resources_bounds_and_the_gpu_sharing_rule():
         ("workers", "an integer <= 1024", "2000"),
         ("placement", "one of pack, spread", "'spred' (a string)"),
     ]
-    assert refusals(ResourcesSpec, {"gpus": -1})[1] == [("gpus", "a number >= 0", "-1", "")]
+    assert refusals(ResourcesSpec, {"gpus": -1})[1] == [("gpus", "a number >= 0", "-1", "", True)]
     assert refusals(ResourcesSpec, {"gpus": 2, "cpus": 0.5})[1] == []
 
 
@@ -77,6 +77,10 @@ def test_scheduler_options_are_dataclasses_and_their_defaults_the_registry():
     ("genetic", {"mutation_prob": "x"},
      [("mutation_prob", "a number in [0, 1], or null for 1 / number of parameters", "'x'")]),
     ("global", {"gp": "yes", "gp_max_share": 1}, [("gp", "true or false", "'yes'")]),
+    # A type mistake first; bounds after, in the signature's order.
+    ("annealing", {"radius": 0, "cooling": "x", "initial_temperature": 0},
+     [("cooling", "a number", "'x'"), ("initial_temperature", "a number > 0", "0"),
+      ("radius", "a number in (0, 1]", "0")]),
 ])
 def test_strategy_options_are_checked_against_the_factory_signature(name, options, expected):
     assert check_options(name, options, None) == expected

@@ -189,6 +189,6 @@ def typed_section(checks: FieldChecks, schema: Any, value: Any, path: KeyPath, *
     if field_order:
         entry = {key: entry[key] for key in options_of(schema) if key in entry}
     accepted, refused = refusals(schema, entry)
-    for key, expected, found, hint in refused:
-        checks.problem((*path, key), expected, found, hint)
+    for refusal in refused:
+        checks.problem((*path, refusal.key), refusal.expected, refusal.found, refusal.hint)
     return accepted

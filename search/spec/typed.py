@@ -24,7 +24,7 @@ import types
 import typing
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from finesweep.search.spec.fields import MAX_INTEGER
 from finesweep.search.spec.problems import (
@@ -38,8 +38,17 @@ from jsonargparse import ArgumentParser
 from jsonargparse import typing as jtyping
 
 _OPERATORS = {operator.gt: ">", operator.ge: ">=", operator.lt: "<", operator.le: "<="}
-# (option, expected, found, hint): one refused value.
-Refusal = tuple[str, str, str, str]
+
+
+class Refusal(NamedTuple):
+    """One refused value: where, what was expected and found, a hint; whether it broke a bound
+    (a value of the right type out of range) rather than the type."""
+
+    key: str
+    expected: str
+    found: str
+    hint: str = ""
+    out_of_range: bool = False
 
 
 @dataclass(frozen=True)
@@ -129,12 +138,12 @@ def refusals(schema: Callable[..., Any], given: Mapping[str, Any], *, found: Cal
         if reason is None:
             accepted[key] = int(value) if _kind(_hints(schema)[key])[0] is int and value is not None else value
         else:
-            refused.append((key, *reason))
+            refused.append(Refusal(key, *reason))
     return accepted, refused
 
 
 def _refusal(schema: Callable[..., Any], key: str, value: Any, found: Callable[[Any], str],
-             whole_floats: bool) -> tuple[str, str, str] | None:
+             whole_floats: bool) -> tuple[str, str, str] | tuple[str, str, str, bool] | None:
     annotation = _hints(schema)[key]
     kind, says, choices = _kind(annotation)
     # What a value of the wrong type is told: the field's own words where it asks, else its type.
@@ -170,8 +179,8 @@ def _refusal(schema: Callable[..., Any], key: str, value: Any, found: Callable[[
         for check, bound in getattr(_number_part(annotation), "_restrictions", []):
             if not check(value, bound):
                 if says is not None:
-                    return says.expected, repr(value), says.hint
-                return f"{_expected(kind, ())} {_OPERATORS[check]} {bound_text(bound)}", repr(value), ""
+                    return says.expected, repr(value), says.hint, True
+                return f"{_expected(kind, ())} {_OPERATORS[check]} {bound_text(bound)}", repr(value), "", True
     return typed[0], found(value), typed[1]
 
 

@@ -74,10 +74,16 @@ def check_options(name: str, options: Mapping[str, Any], space: SearchSpace) -> 
     itself (e.g. `grid` on an infinite space)."""
     strategy = get_strategy(name)
     typed, refused = refusals(strategy.factory, options, found=repr, whole_floats=False)
-    problems = [(key, expected, found) for key, expected, found, _ in refused]
+    defaults = strategy.options
+    # A plain type mistake first (an option whose default says its type), in the order written;
+    # then the checks against the space; then the rest (bounds, an option that may be null) in
+    # the signature's order.
+    plain = [r for r in refused if not r.out_of_range and defaults[r.key] is not None]
+    rest = sorted((r for r in refused if r not in plain), key=lambda r: list(defaults).index(r.key))
+    problems = [(r.key, r.expected, r.found) for r in plain]
     if strategy.check is not None:
         problems.extend(strategy.check(space, typed))
-    return problems
+    return problems + [(r.key, r.expected, r.found) for r in rest]
 
 
 def make_sampler(name: str, space: SearchSpace, options: Mapping[str, Any],
