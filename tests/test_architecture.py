@@ -8,6 +8,8 @@
 - no module is longer than MAX_MODULE_LINES: a longer one holds more than one job;
 - no benchmark machinery in search/ or models/: benchmarks time trials with their own Lightning
   callback and run their scripted tasks as user models (benchmarks/).
+- no inheritance chain in search/ spans more than MAX_INHERITANCE_MODULES modules (bases
+  resolved through each module's imports).
 """
 
 from __future__ import annotations
@@ -273,3 +275,58 @@ print(json.dumps(failures))
     assert done.returncode == 0, done.stderr[-2000:]
     failures = json.loads(done.stdout.strip().splitlines()[-1])
     assert not failures, failures
+MAX_INHERITANCE_MODULES = 2
+
+
+def _classes_and_bases() -> dict[tuple[str, str], list[tuple[str, str]]]:
+    """(module, class) -> the (module, class) of each base defined in search/, resolved through
+    the module's imports (``from m import C``, ``import m as x`` then ``x.C``, and ``C`` itself)."""
+    modules = _modules()
+    found: dict[tuple[str, str], list[tuple[str, str]]] = {}
+    for name, path in modules.items():
+        if not name.startswith("finesweep.search"):
+            continue
+        tree = ast.parse(path.read_text(), filename=str(path))
+        local = {node.name for node in tree.body if isinstance(node, ast.ClassDef)}
+        # A name bound by an import: a class of another module, or a module.
+        bound: dict[str, tuple[str, str] | str] = {}
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and node.module and not node.level:
+                for alias in node.names:
+                    target = f"{node.module}.{alias.name}"
+                    bound[alias.asname or alias.name] = target if target in modules else (node.module, alias.name)
+            elif isinstance(node, ast.Import):
+                for alias in node.names:
+                    if alias.asname:
+                        bound[alias.asname] = alias.name
+        for node in tree.body:
+            if not isinstance(node, ast.ClassDef):
+                continue
+            bases = []
+            for base in node.bases:
+                if isinstance(base, ast.Name) and base.id in local:
+                    bases.append((name, base.id))
+                elif isinstance(base, ast.Name) and isinstance(bound.get(base.id), tuple):
+                    bases.append(bound[base.id])
+                elif isinstance(base, ast.Attribute) and isinstance(base.value, ast.Name) \
+                        and isinstance(bound.get(base.value.id), str):
+                    bases.append((bound[base.value.id], base.attr))
+            found[(name, node.name)] = [b for b in bases if b[0] in modules]
+    return found
+
+
+def test_no_inheritance_chain_in_search_spans_more_than_two_modules():
+    """A class built on a base from another module, itself built on a third, spreads one job
+    over files that must be read together (the spec checker was such a tower of four)."""
+    bases = _classes_and_bases()
+
+    def chains(cls: tuple[str, str]) -> list[list[tuple[str, str]]]:
+        # A base re-exported by a package resolves to the package: follow it where it is defined.
+        parents = [next((k for k in bases if k[1] == b[1] and (k[0] == b[0] or k[0].startswith(b[0] + "."))), b)
+                   for b in bases.get(cls, [])]
+        return [[cls, *chain] for parent in parents for chain in chains(parent)] or [[cls]]
+
+    too_long = {" -> ".join(f"{m}.{c}" for m, c in chain) for cls in bases for chain in chains(cls)
+                if len({m for m, _ in chain}) > MAX_INHERITANCE_MODULES}
+    assert len(bases) > 20
+    assert not too_long, f"inheritance chains over {MAX_INHERITANCE_MODULES} modules: {sorted(too_long)}"

@@ -19,9 +19,9 @@ from pathlib import Path
 
 import optuna
 import pytest
+from finesweep.search.run_dir.files import read_record
 from finesweep.search.spec import parse_spec
 from finesweep.search.sweep import run_sweep
-from finesweep.search.views.export import read_record
 from postgres_server import free_port, private_postgres
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -344,10 +344,11 @@ def test_grid_on_an_infinite_space_is_a_clear_problem():
 
 
 def test_grid_problem_is_reported_by_spec_validation_at_the_strategy_name():
-    from finesweep.search.spec import SpecChecker
+    from finesweep.search.spec import FieldChecks
+    from finesweep.search.spec.sections import check_strategy
 
-    checker = SpecChecker("spec.yaml", {})
-    checker.strategy({"name": "grid"}, SPACE)
+    checker = FieldChecks("spec.yaml", {})
+    check_strategy(checker, {"name": "grid"}, SPACE)
     [problem] = checker.problems
     assert problem.path == ("strategy", "name") and "finite" in problem.expected
 

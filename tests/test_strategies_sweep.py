@@ -6,9 +6,9 @@ from __future__ import annotations
 import optuna
 import pytest
 from finesweep.search.cli import main as launch
+from finesweep.search.run_dir.files import read_record
 from finesweep.search.strategies import STRATEGIES
 from finesweep.search.study import load_study, state_counts
-from finesweep.search.views.export import read_record
 
 pytestmark = pytest.mark.slow
 

@@ -36,6 +36,10 @@ MAX_THREADS = 4096
 MAX_ENTRIES = 10_000
 
 
+# The lines of an exported config that carry finesweep's record of its trial (YAML after the prefix).
+RECORD_PREFIX = "#% "
+
+
 class RunFileError(SpecError):
     """A file of a run directory holds something no finesweep command wrote: one line. A
     SpecError, so a reader of specs and exports reports it as it reports theirs."""
@@ -318,3 +322,22 @@ def check_export_record(source: str | Path, record: Any, marks: Mapping[KeyPath,
         else:
             check.absolute_path(record["checkpoint"], ("checkpoint",))
     return record
+
+
+def record_of_text(source: str, text: str) -> dict[str, Any]:
+    """The ``#%`` record of an export, every field checked (see check_export_record)."""
+    numbered = [(number, line[len(RECORD_PREFIX):]) for number, line in enumerate(text.splitlines(), start=1)
+                if line.startswith(RECORD_PREFIX)]
+    if not numbered:
+        return {}
+    record, marks = read_yaml(source, "\n".join(line for _, line in numbered))
+    return check_export_record(source, record, marks, [number for number, _ in numbered])
+
+
+def read_record(path: str | Path) -> dict[str, Any]:
+    """finesweep's record of an exported trial (the ``#%`` lines of its file), checked."""
+    try:
+        text = read_text(path)
+    except SpecError as error:
+        raise RunFileError(path, error.problems[0]) from None
+    return record_of_text(str(path), text)

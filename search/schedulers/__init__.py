@@ -7,21 +7,55 @@ Ray objects are built in :mod:`search.ray_backend`. Every scheduler's time unit 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
-SCHEDULERS: dict[str, dict[str, int | float]] = {
-    # Successive halving, asynchronous: at each rung keep the top 1/reduction_factor.
-    "asha": {"grace_period": 1, "reduction_factor": 3, "brackets": 1},
-    # Hyperband, asynchronous (Li et al. 2020): ASHA over all of Hyperband's brackets, each
-    # bracket's first rung grace_period x reduction_factor^k epochs, a trial's bracket drawn
-    # with more weight on the more aggressive ones. Ray's synchronous HyperBandScheduler waits
-    # for a bracket to fill with paused trials, which the concurrency limit never lets happen:
-    # it pruned nothing at all in the replay benchmark (docs/benchmarks.md).
-    "hyperband": {"grace_period": 1, "reduction_factor": 3},
-    # Stop a trial whose best result is worse than the median of the others at the same epoch.
-    "median": {"grace_period": 1, "min_samples_required": 3},
-    "none": {},
-}
+from finesweep.search.spec.typed import number_type, options_of
+
+# Each scheduler's options, typed: a spec's values are checked against these by jsonargparse.
+# Ray asserts reduction_factor > 1 (HyperBand divides by its logarithm).
+ReductionFactor = number_type(int, low=2)
+PositiveInt = number_type(int, low=1)
+
+
+@dataclass(frozen=True)
+class AshaOptions:
+    """Successive halving, asynchronous: at each rung keep the top 1/reduction_factor."""
+
+    grace_period: PositiveInt = 1
+    reduction_factor: ReductionFactor = 3
+    brackets: PositiveInt = 1
+
+
+@dataclass(frozen=True)
+class HyperbandOptions:
+    """Hyperband, asynchronous (Li et al. 2020): ASHA over all of Hyperband's brackets, each
+    bracket's first rung grace_period x reduction_factor^k epochs, a trial's bracket drawn
+    with more weight on the more aggressive ones. Ray's synchronous HyperBandScheduler waits
+    for a bracket to fill with paused trials, which the concurrency limit never lets happen:
+    it pruned nothing at all in the replay benchmark (docs/benchmarks.md)."""
+
+    grace_period: PositiveInt = 1
+    reduction_factor: ReductionFactor = 3
+
+
+@dataclass(frozen=True)
+class MedianOptions:
+    """Stop a trial whose best result is worse than the median of the others at the same epoch."""
+
+    grace_period: PositiveInt = 1
+    min_samples_required: PositiveInt = 3
+
+
+@dataclass(frozen=True)
+class NoOptions:
+    """No early stopping: every trial runs its epochs."""
+
+
+SCHEDULER_OPTIONS: dict[str, type] = {"asha": AshaOptions, "hyperband": HyperbandOptions,
+                                      "median": MedianOptions, "none": NoOptions}
+# Name -> {option: default}.
+SCHEDULERS: dict[str, dict[str, Any]] = {name: options_of(cls) for name, cls in SCHEDULER_OPTIONS.items()}
 
 
 def scheduler_arguments(name: str, options: Mapping[str, Any], max_epochs: int) -> dict[str, Any]:

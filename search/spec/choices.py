@@ -21,7 +21,8 @@ from finesweep.models import components
 from finesweep.search.space import CategoricalParam, Param
 from finesweep.search.spec import classes as spec_classes
 from finesweep.search.spec.classes import ClassChoices, Target
-from finesweep.search.spec.problems import KeyPath
+from finesweep.search.spec.fields import FieldChecks
+from finesweep.search.spec.problems import KeyPath, format_path, suggest
 
 Targets = Mapping[str, tuple[str, ...]]
 
@@ -52,14 +53,15 @@ def class_choices(space: Mapping[Any, Any]) -> ClassChoices:
     return found
 
 
-def check_with_searches(checks: Any, classes: Mapping[str, type | None], fixed_components: Mapping[str, Any],
-                        params: list[Param], fixed: Mapping[str, Any], targets: Targets, rejected: Set[str]) -> None:
+def check_with_searches(checks: FieldChecks, classes: Mapping[str, type | None],
+                        fixed_components: Mapping[str, Any], params: list[Param], fixed: Mapping[str, Any],
+                        targets: Targets, rejected: Set[str], deferred: Set[tuple[str, str]]) -> None:
     """Each argument of :func:`deferred_arguments` checked as trials get it: its fixed value with
     each combination of its class choices and every searched value active under it (the first
     value it may take) put in place. A problem at a searched value or a class choice is that
     space entry's own, reported there; an argument with a space entry that was refused is not
     checked again."""
-    for section, argument in sorted(checks.deferred):
+    for section, argument in sorted(deferred):
         cls = classes.get(section)
         if cls is None or argument not in components.class_arguments(cls):
             continue
@@ -84,8 +86,8 @@ def check_with_searches(checks: Any, classes: Mapping[str, type | None], fixed_c
             if argument not in tree:
                 continue
             with checks.collecting() as found:
-                checks.argument_value(Target(cls, argument, section), tree[argument],
-                                      spec_classes.spec_path((section, argument)))
+                spec_classes.argument_value(checks, Target(cls, argument, section), tree[argument],
+                                            spec_classes.spec_path((section, argument)))
             searched = [spec_classes.spec_path(inside[n]) for n in values]
             note = f"with {', '.join(f'{k}: {v}' for k, v in combo.items())}" if combo else ""
             for problem in found:
@@ -101,7 +103,7 @@ def _first(param: Param) -> Any:
     return choices[0] if choices is not None else param.low
 
 
-def _shared_arguments(checks: Any, cls: type, written: dict[str, Any], slot_target: tuple[str, ...],
+def _shared_arguments(checks: FieldChecks, cls: type, written: dict[str, Any], slot_target: tuple[str, ...],
                       slot: CategoricalParam) -> dict[str, Any]:
     """``written`` without the fixed arguments of a searched class that only some of its choices
     take (each reported with how to make it conditional); arguments no choice takes are left
@@ -128,3 +130,86 @@ def _shared_arguments(checks: Any, cls: type, written: dict[str, Any], slot_targ
                            f"choices: [{init_args[key]}], when: {{{slot.name}: {having[0]}}}}}")
             del kept[key]
     return {**written, argument: {**value, "init_args": kept}}
+
+
+def space_targets(checks: FieldChecks, key: str, cls: type, fixed_args: Mapping[str, Any], choices: ClassChoices,
+                  when: Mapping[str, Any], path: KeyPath) -> list[Target] | None:
+    """The targets of a dotted space key (``model.lr``, ``model.encoder.class_path``,
+    ``model.encoder.init_args.width`` at any depth): one per class the value may go to, under
+    a searched class those its ``when:`` allows; None (and a problem) when nowhere."""
+    section, argument, *rest = key.split(".")
+    return _targets(checks, section, [section], cls, argument, rest, fixed_args.get(argument), choices, when, path,
+                    key)
+
+
+def _targets(checks: FieldChecks, section: str, prefix: list[str], cls: type, argument: str, rest: list[str],
+             fixed: Any, choices: ClassChoices, when: Mapping[str, Any], path: KeyPath,
+             key: str) -> list[Target] | None:
+    here = ".".join([*prefix, argument])
+    if not rest:
+        return [Target(cls, argument, section)]
+    if rest == ["class_path"]:
+        return [Target(cls, argument, section, class_slot=True)]
+    if rest[0] != "init_args" or len(rest) < 2:
+        checks.problem(path, f"{here}.init_args.NAME (an argument of the class it names) or {here}.class_path",
+                       repr(key))
+        return None
+    owners, searched = _owners(checks, cls, argument, here, fixed, choices, when, path)
+    if owners is None:
+        return None
+    name = rest[1]
+    lacking = [(c, p) for c, p in owners if name not in components.class_arguments(c)]
+    if lacking:
+        owner = lacking[0][0]
+        having = [p for c, p in owners if name in components.class_arguments(c)]
+        hint = (f"only {', '.join(map(str, having))} of {here}.class_path takes it: add "
+                f"`when: {{{searched}: {having[0]}}}`" if having and searched
+                else suggest(name, list(components.class_arguments(owner))))
+        checks.problem(path, f"an argument of {owner.__name__}" + (f" (a choice of {searched})" if searched else ""),
+                       f"unknown parameter {name!r}", hint)
+        return None
+    inner = fixed.get("init_args") if isinstance(fixed, Mapping) else None
+    inner_fixed = inner.get(name) if isinstance(inner, Mapping) else None
+    found: list[Target] = []
+    for owner, _ in owners:
+        targets = _targets(checks, section, [*prefix, argument, "init_args"], owner, name, rest[2:], inner_fixed,
+                           choices, when, path, key)
+        if targets is None:
+            return None
+        found += [t for t in targets if t not in found]
+    return found
+
+
+def _owners(checks: FieldChecks, cls: type, argument: str, here: str, fixed: Any, choices: ClassChoices,
+            when: Mapping[str, Any], path: KeyPath) -> tuple[list[tuple[type, Any]] | None, str | None]:
+    """The classes the value of ``cls``'s ``argument`` may be, each with its class path as
+    written, and the parameter that searches it (None when fixed)."""
+    bases = components.class_bases(components.class_arguments(cls)[argument].annotation)
+    if here in choices:
+        searched, options = choices[here]
+        owners = [(c, o) for o in options
+                  if (c := spec_classes.resolve(checks, bases, o, path, report=False)) is not None]
+        if not options or len(owners) < len(options):
+            return None, searched  # the class_path entry is wrong itself, and reported there
+        if searched is not None and searched in when:
+            wanted = when[searched] if isinstance(when[searched], list) else [when[searched]]
+            kept = [(c, o) for c, o in owners if o in wanted]
+            if len(kept) < len(wanted):
+                bad = next(w for w in wanted if w not in options)
+                checks.problem((*path, "when", searched), f"a value {searched} can take: "
+                               f"{', '.join(map(str, options))}", repr(bad))
+                return None, searched
+            owners = kept
+        return owners, searched
+    class_path = fixed if isinstance(fixed, str) else fixed.get("class_path") if isinstance(fixed, Mapping) else None
+    if class_path is not None:
+        owner = spec_classes.resolve(checks, bases, class_path, path, report=False)
+        return ([(owner, class_path)] if owner is not None else None), None  # else the fixed value's check says why
+    # jsonargparse's implicit class_path: the argument's own class, when it is one that takes arguments.
+    if len(bases) == 1 and not getattr(bases[0], "__abstractmethods__", None) and components.class_arguments(bases[0]):
+        return [(bases[0], f"{bases[0].__module__}.{bases[0].__qualname__}")], None
+    written = format_path(spec_classes.spec_path(tuple(here.split("."))))
+    expected = f"a class for {here}: a class_path at {written}, or {here}.class_path searched"
+    if not any(p.expected == expected for p in checks.problems):  # once, not for every key under it
+        checks.problem(path, expected, "none", f"the argument takes {spec_classes.class_names(bases) or 'any class'}")
+    return None, None

@@ -1,17 +1,18 @@
 """Values of class-typed arguments (``{class_path, init_args}``), checked at any depth.
 
 LightningCLI's parser (jsonargparse) judges whether a value is accepted (see
-:meth:`~finesweep.search.spec.components.ComponentChecks.argument_value`); when it refuses
+:func:`argument_value`); when it refuses
 one, :func:`walk` says where inside the value the problem is: an unknown key on its own line
 with a "did you mean", a wrong value of a nested class's argument, a class that is not what
 the argument takes, a required argument left out. The rules finesweep adds (a required
 argument left null, an input file that does not exist) apply at every depth of an accepted
 value too. A space key into a nested class (``model.encoder.init_args.width``) is resolved
-by :func:`space_targets` to the class, or under a searched ``model.encoder.class_path`` the
-classes, whose argument it is.
+by :func:`~finesweep.search.spec.choices.space_targets` to the class, or under a searched
+``model.encoder.class_path`` the classes, whose argument it is.
 
-The functions take the checker that records the problems (``checks``) and call back its
-``argument_value`` for each nested argument, so every depth is checked by the same rules.
+The functions take the collector that records the problems (``checks``); :func:`walk` and
+:func:`argument_value` call each other for each nested argument, so every depth is checked by
+the same rules.
 """
 
 from __future__ import annotations
@@ -25,7 +26,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from finesweep.models import components
-from finesweep.search.spec.problems import KeyPath, describe, format_path, suggest
+from finesweep.search.spec import paths
+from finesweep.search.spec.fields import FieldChecks
+from finesweep.search.spec.problems import NUMBER_LIKE, KeyPath, describe, format_path, is_number, suggest
 
 # The keys of a class given as a mapping (jsonargparse also takes dict_kwargs, for **kwargs).
 SPEC_KEYS = ("class_path", "init_args", "dict_kwargs")
@@ -94,7 +97,7 @@ def search_key(path: KeyPath) -> str | None:
     return ".".join((path[0], *path[2:])) if path[1] == "init_args" and len(path) > 2 else None
 
 
-def _names(bases: tuple[type, ...]) -> str:
+def class_names(bases: tuple[type, ...]) -> str:
     return " or ".join(dict.fromkeys(b.__name__ for b in bases))
 
 
@@ -102,7 +105,57 @@ def _lineage(cls: type) -> str:
     return ", ".join(b.__name__ for b in cls.__mro__[1:3])
 
 
-def walk(checks: Any, annotation: Any, value: Any, path: KeyPath, structural: bool) -> bool:
+def argument_value(checks: FieldChecks, target: Target, value: Any, path: KeyPath) -> bool:
+    """Check one value for ``target`` as LightningCLI's parser does (jsonargparse, through
+    nested classes), plus finesweep's rules: a required argument is not null, an input file
+    exists, a :class:`~finesweep.models.components.Range` holds. Problems are located at
+    any depth; True when the value is accepted."""
+    if target.class_slot:
+        return class_choice(checks, target, value, path)
+    argument = components.class_arguments(target.cls)[target.argument]
+    if value is None and argument.required and not components.admits_none(argument.annotation):
+        checks.problem(path, f"a value for {target.cls.__name__}'s required argument {target.argument!r}",
+                       describe(value), "null leaves it unset: "
+                       + required_hint(path, target.cls, target.argument))
+        return False
+    reason = components.check_argument(target.cls, target.argument, value)
+    if reason is None:
+        if walk(checks, argument.annotation, value, path, structural=False):
+            return False
+        return input_exists(checks, target, value, path)
+    if not (plain_value(checks, target, value, path)
+            or walk(checks, argument.annotation, value, path, structural=True)):
+        bare = components.BARE_TYPE_REASON.match(reason.replace(f". Got value: {value}", ""))
+        checks.problem(path, components.describe_type(argument.annotation), describe(value), "" if bare else reason)
+    return False
+
+def plain_value(checks: FieldChecks, target: Target, value: Any, path: KeyPath) -> bool:
+    """A refused number, name or boolean, said in finesweep's words (bounds, choices, the
+    YAML reading of the value); True when that reported it."""
+    before = len(checks.problems)
+    kind, limits = target.kind, target.limits
+    if (kind is int or kind is float) and not isinstance(value, bool) and (
+            is_number(value) or (isinstance(value, str) and NUMBER_LIKE.match(value.strip()))):
+        checks.number(value, path, integer=kind is int, low=limits.low if limits else None,
+                      high=limits.high if limits else None)
+    elif kind is str and target.choices:
+        checks.string(value, path, target.choices)
+    elif kind is bool:
+        checks.boolean(value, path)
+    return len(checks.problems) > before
+
+def input_exists(checks: FieldChecks, target: Target, value: Any, path: KeyPath) -> bool:
+    """An input file of the user's model or data (see :mod:`~finesweep.search.spec.paths`)
+    that exists; a problem when it does not."""
+    if not checks.read_inputs or target.section not in ("model", "data"):
+        return True
+    missing = paths.missing_input(target.argument, value)
+    if missing is not None:
+        checks.problem(path, f"an existing file: {target.cls.__name__} reads {target.argument}",
+                       f"{missing!r}: no such file", "relative paths are taken from the spec's folder")
+    return missing is None
+
+def walk(checks: FieldChecks, annotation: Any, value: Any, path: KeyPath, structural: bool) -> bool:
     """Report what is wrong inside a class-typed ``value`` (a class, or a list of them);
     ``structural``: the parser refused the value, so report its structure too (unknown keys,
     classes), not only finesweep's rules. True when something was reported."""
@@ -124,7 +177,7 @@ def walk(checks: Any, annotation: Any, value: Any, path: KeyPath, structural: bo
     return False
 
 
-def walk_class(checks: Any, bases: tuple[type, ...], value: Any, path: KeyPath, structural: bool) -> bool:
+def walk_class(checks: FieldChecks, bases: tuple[type, ...], value: Any, path: KeyPath, structural: bool) -> bool:
     """A class given by its path or as ``{class_path, init_args}`` for an argument that takes
     one of ``bases``."""
     before = len(checks.problems)
@@ -133,7 +186,7 @@ def walk_class(checks: Any, bases: tuple[type, ...], value: Any, path: KeyPath, 
         return False
     if not by_path and "class_path" not in value:
         if structural:
-            checks.problem((*path, "class_path"), f"a class_path naming a subclass of {_names(bases)}", "none")
+            checks.problem((*path, "class_path"), f"a class_path naming a subclass of {class_names(bases)}", "none")
         return len(checks.problems) > before
     class_path = value if by_path else value.get("class_path")
     at = path if by_path else (*path, "class_path")
@@ -196,7 +249,8 @@ def takes_kwargs(cls: type) -> bool:
     return any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters)
 
 
-def resolve(checks: Any, bases: tuple[type, ...], class_path: Any, at: KeyPath, report: bool = True) -> type | None:
+def resolve(checks: FieldChecks, bases: tuple[type, ...], class_path: Any, at: KeyPath,
+            report: bool = True) -> type | None:
     """The class ``class_path`` names when it is one the argument takes; else None, and a
     problem at ``at`` when ``report``."""
     if not isinstance(class_path, str) or not class_path:
@@ -207,16 +261,16 @@ def resolve(checks: Any, bases: tuple[type, ...], class_path: Any, at: KeyPath, 
         cls = components.resolve_class(class_path, bases)
     except components.ComponentError as error:
         if report:
-            checks.problem(at, f"an importable subclass of {_names(bases)}", repr(class_path), str(error))
+            checks.problem(at, f"an importable subclass of {class_names(bases)}", repr(class_path), str(error))
         return None
     if bases and not issubclass(cls, bases):
         if report:
-            checks.problem(at, f"a subclass of {_names(bases)}", f"{class_path} (a subclass of {_lineage(cls)})")
+            checks.problem(at, f"a subclass of {class_names(bases)}", f"{class_path} (a subclass of {_lineage(cls)})")
         return None
     return cls
 
 
-def arguments_in(checks: Any, cls: type, init_args: Mapping[str, Any], path: KeyPath, structural: bool,
+def arguments_in(checks: FieldChecks, cls: type, init_args: Mapping[str, Any], path: KeyPath, structural: bool,
                  by_path: bool = False) -> None:
     """A nested class's arguments: unknown ones (when ``structural``), each value through the
     checker, and its required arguments given."""
@@ -224,7 +278,7 @@ def arguments_in(checks: Any, cls: type, init_args: Mapping[str, Any], path: Key
     given = checks.mapping(dict(init_args), path, names) if structural else {
         k: v for k, v in init_args.items() if k in names}
     for key, item in given.items():
-        checks.argument_value(Target(cls, key, str(path[0])), item, (*path, key))
+        argument_value(checks, Target(cls, key, str(path[0])), item, (*path, key))
     for name in components.required_missing(cls, [*init_args, *meant(init_args, names)]):
         where = path if by_path else (*path, name)
         found = f"{format_path(path)} names {cls.__name__} without it" if by_path else "none"
@@ -248,7 +302,7 @@ def required_hint(path: KeyPath, cls: type, name: str) -> str:
     return f"give {what} at {format_path(path)}" + (f", or search it as {key}" if key else "")
 
 
-def class_choice(checks: Any, target: Target, value: Any, path: KeyPath) -> bool:
+def class_choice(checks: FieldChecks, target: Target, value: Any, path: KeyPath) -> bool:
     """A value for ``model.ARG.class_path``: a class the argument takes."""
     return resolve(checks, components.class_bases(target.annotation), value, path) is not None
 
@@ -256,87 +310,6 @@ def class_choice(checks: Any, target: Target, value: Any, path: KeyPath) -> bool
 # A space key's class choices: "model.encoder" -> (the parameter searching its class_path, or
 # None when the space fixes it, and the class paths it may take).
 ClassChoices = Mapping[str, tuple[str | None, tuple[Any, ...]]]
-
-
-def space_targets(checks: Any, key: str, cls: type, fixed_args: Mapping[str, Any], choices: ClassChoices,
-                  when: Mapping[str, Any], path: KeyPath) -> list[Target] | None:
-    """The targets of a dotted space key (``model.lr``, ``model.encoder.class_path``,
-    ``model.encoder.init_args.width`` at any depth): one per class the value may go to, under
-    a searched class those its ``when:`` allows; None (and a problem) when nowhere."""
-    section, argument, *rest = key.split(".")
-    return _targets(checks, section, [section], cls, argument, rest, fixed_args.get(argument), choices, when, path,
-                    key)
-
-
-def _targets(checks: Any, section: str, prefix: list[str], cls: type, argument: str, rest: list[str], fixed: Any,
-             choices: ClassChoices, when: Mapping[str, Any], path: KeyPath, key: str) -> list[Target] | None:
-    here = ".".join([*prefix, argument])
-    if not rest:
-        return [Target(cls, argument, section)]
-    if rest == ["class_path"]:
-        return [Target(cls, argument, section, class_slot=True)]
-    if rest[0] != "init_args" or len(rest) < 2:
-        checks.problem(path, f"{here}.init_args.NAME (an argument of the class it names) or {here}.class_path",
-                       repr(key))
-        return None
-    owners, searched = _owners(checks, cls, argument, here, fixed, choices, when, path)
-    if owners is None:
-        return None
-    name = rest[1]
-    lacking = [(c, p) for c, p in owners if name not in components.class_arguments(c)]
-    if lacking:
-        owner = lacking[0][0]
-        having = [p for c, p in owners if name in components.class_arguments(c)]
-        hint = (f"only {', '.join(map(str, having))} of {here}.class_path takes it: add "
-                f"`when: {{{searched}: {having[0]}}}`" if having and searched
-                else suggest(name, list(components.class_arguments(owner))))
-        checks.problem(path, f"an argument of {owner.__name__}" + (f" (a choice of {searched})" if searched else ""),
-                       f"unknown parameter {name!r}", hint)
-        return None
-    inner = fixed.get("init_args") if isinstance(fixed, Mapping) else None
-    inner_fixed = inner.get(name) if isinstance(inner, Mapping) else None
-    found: list[Target] = []
-    for owner, _ in owners:
-        targets = _targets(checks, section, [*prefix, argument, "init_args"], owner, name, rest[2:], inner_fixed,
-                           choices, when, path, key)
-        if targets is None:
-            return None
-        found += [t for t in targets if t not in found]
-    return found
-
-
-def _owners(checks: Any, cls: type, argument: str, here: str, fixed: Any, choices: ClassChoices,
-            when: Mapping[str, Any], path: KeyPath) -> tuple[list[tuple[type, Any]] | None, str | None]:
-    """The classes the value of ``cls``'s ``argument`` may be, each with its class path as
-    written, and the parameter that searches it (None when fixed)."""
-    bases = components.class_bases(components.class_arguments(cls)[argument].annotation)
-    if here in choices:
-        searched, options = choices[here]
-        owners = [(c, o) for o in options if (c := resolve(checks, bases, o, path, report=False)) is not None]
-        if not options or len(owners) < len(options):
-            return None, searched  # the class_path entry is wrong itself, and reported there
-        if searched is not None and searched in when:
-            wanted = when[searched] if isinstance(when[searched], list) else [when[searched]]
-            kept = [(c, o) for c, o in owners if o in wanted]
-            if len(kept) < len(wanted):
-                bad = next(w for w in wanted if w not in options)
-                checks.problem((*path, "when", searched), f"a value {searched} can take: "
-                               f"{', '.join(map(str, options))}", repr(bad))
-                return None, searched
-            owners = kept
-        return owners, searched
-    class_path = fixed if isinstance(fixed, str) else fixed.get("class_path") if isinstance(fixed, Mapping) else None
-    if class_path is not None:
-        owner = resolve(checks, bases, class_path, path, report=False)
-        return ([(owner, class_path)] if owner is not None else None), None  # else the fixed value's check says why
-    # jsonargparse's implicit class_path: the argument's own class, when it is one that takes arguments.
-    if len(bases) == 1 and not getattr(bases[0], "__abstractmethods__", None) and components.class_arguments(bases[0]):
-        return [(bases[0], f"{bases[0].__module__}.{bases[0].__qualname__}")], None
-    written = format_path(spec_path(tuple(here.split("."))))
-    expected = f"a class for {here}: a class_path at {written}, or {here}.class_path searched"
-    if not any(p.expected == expected for p in checks.problems):  # once, not for every key under it
-        checks.problem(path, expected, "none", f"the argument takes {_names(bases) or 'any class'}")
-    return None, None
 
 
 def callback_class(class_path: str) -> type | None:

@@ -5,17 +5,16 @@ A spec names a ``LightningModule`` and a ``LightningDataModule`` as LightningCLI
 ``trainer:``. Every fixed and searched value is checked against the ``__init__`` signatures and
 type hints through :mod:`finesweep.models.components` (jsonargparse, as LightningCLI checks
 them), before Ray or any trial starts. The rules here only say where a value goes and what
-to report; the type checking itself is jsonargparse's. :class:`ComponentChecks` is the part of
-the spec checker that does this; an exported config (``best.yaml``) is checked by it alone.
+to report; the type checking itself is jsonargparse's. Each section is one function given the
+:class:`~finesweep.search.spec.fields.FieldChecks` that collects the problems; an exported
+config (``best.yaml``) is checked by these functions alone.
 """
 
 from __future__ import annotations
 
-import contextlib
 import copy
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping, Set
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from finesweep.models import components
@@ -25,12 +24,9 @@ from finesweep.search.spec import paths as spec_paths
 from finesweep.search.spec.classes import Target
 from finesweep.search.spec.fields import FieldChecks
 from finesweep.search.spec.problems import (
-    NUMBER_LIKE,
     KeyPath,
-    Problem,
     describe,
     did_you_mean,
-    is_number,
     suggest,
 )
 
@@ -148,216 +144,166 @@ def input_problems(data: Component, data_args: Mapping[str, Any], model: Compone
     return []
 
 
-class ComponentChecks(FieldChecks):
-    """The ``model:``, ``data:``, ``trainer:`` and ``metric:`` checks, and of any value bound for
-    a class's ``__init__`` argument, at any depth of nested classes."""
+def check_component(checks: FieldChecks, section: str, alias_class: str | None, value: Any,
+                    named_task: bool = False, deferred: Set[tuple[str, str]] = frozenset(),
+                    ) -> tuple[Component, type | None, set[str]]:
+    """The ``model:`` or ``data:`` section: a class path and fixed ``init_args``, or, under a
+    built-in ``task:``, the task's class with ``data:`` holding its settings directly; with the
+    argument names its init_args wrote, valid or not. ``deferred``: the (section, argument)
+    whose value has searched parts, checked with the space as each trial gets it
+    (:func:`~finesweep.search.spec.choices.check_with_searches`)."""
+    if alias_class is not None:
+        if isinstance(value, dict) and "class_path" in value:
+            checks.problem((section, "class_path"), f"the task's {section} settings",
+                           "a class path beside `task:`", "drop `task:` to name your own classes")
+            return Component(alias_class), None, set()
+        cls = import_named_class(checks, alias_class, (section,))
+        init_args = checks.mapping(value, (section,), argument_names(cls) if cls else [])
+        fixed = init_arguments(checks, cls, init_args, (section,), deferred)
+        return Component(alias_class, fixed), cls, set(init_args) if cls else set()
+    if isinstance(value, str) and value:
+        value = {"class_path": value}  # LightningCLI takes a class by its path alone
+    if named_task and not (isinstance(value, dict) and "class_path" in value):
+        return Component(""), None, set()
+    if value is None:
+        if section == "data":
+            checks.problem(("data",), "a `data:` entry ({class_path, init_args}) naming your "
+                           "LightningDataModule", "none")
+        return Component(""), None, set()
+    keys = ["class_path", "init_args"]
+    if not isinstance(value, dict):
+        checks.mapping(value, (section,), keys)
+        return Component(""), None, set()
+    entry = {k: v for k, v in value.items() if k in keys}
+    class_path = checks.string(entry.get("class_path"), (section, "class_path"))
+    if class_path is None:
+        checks.mapping(value, (section,), keys)
+        return Component(""), None, set()
+    cls = import_named_class(checks, class_path, (section, "class_path"))
+    if cls is not None:
+        expected = wrong_base(cls, section)
+        if expected is not None:
+            bases = ", ".join(b.__name__ for b in cls.__mro__[1:3])
+            checks.problem((section, "class_path"), f"a {expected} subclass", f"{class_path} (a subclass of {bases})")
+            cls = None
+    init_args = entry.get("init_args")
+    if init_args is not None and not isinstance(init_args, dict):
+        checks.problem((section, "init_args"), "a mapping of arguments", describe(init_args))
+        init_args = None
+    names = argument_names(cls)
+    misplaced = [key for key in value if key not in keys and key in names]
+    for key in value:
+        if key not in keys:
+            checks.problem((section, key), "one of the keys class_path, init_args", f"unknown key {key!r}",
+                           f"{key!r} is an argument of {cls.__name__}: write it under init_args"
+                           if key in misplaced else did_you_mean(key, keys))
+    init_args = checks.mapping(init_args, (section, "init_args"), names) if cls else {}
+    fixed = init_arguments(checks, cls, init_args, (section, "init_args"), deferred)
+    return Component(class_path, fixed), cls, {*init_args, *misplaced} if cls else set()
 
-    # Whether the user's input files are looked at (see spec.parse_spec): not for the views of a
-    # finished run, which train nothing.
-    read_inputs = True
 
-    def __init__(self, source: str, marks: Mapping[KeyPath, int], base_dir: Path | None = None) -> None:
-        super().__init__(source, marks, base_dir)
-        # (section, argument) whose value has searched parts (a class choice, a nested argument):
-        # checked with the space, as each trial gets it (SpaceRules.check_with_searches).
-        self.deferred: set[tuple[str, str]] = set()
-        # The argument names each section's init_args wrote, valid or not.
-        self.written: dict[str, set[str]] = {}
+def import_named_class(checks: FieldChecks, class_path: str, path: KeyPath) -> type | None:
+    from finesweep.search.user_code import shadowing_problem
 
-    @contextlib.contextmanager
-    def collecting(self) -> Iterator[list[Problem]]:
-        """Problems found inside the block go to the list it yields instead of the spec's."""
-        saved, self.problems = self.problems, []
-        try:
-            yield self.problems
-        finally:
-            self.problems = saved
+    clash = shadowing_problem(class_path)
+    if clash is not None:  # Its module is never the user's: the installed one comes first.
+        checks.problem(path, "a module of your own, named unlike any installed package", repr(class_path), clash)
+        return None
+    try:
+        return components.import_class(class_path)
+    except components.ComponentError as error:
+        checks.problem(path, "an importable class path (package.module.ClassName)", repr(class_path), str(error))
+        return None
 
-    def argument_value(self, target: Target, value: Any, path: KeyPath) -> bool:
-        """Check one value for ``target`` as LightningCLI's parser does (jsonargparse, through
-        nested classes), plus finesweep's rules: a required argument is not null, an input file
-        exists, a :class:`~finesweep.models.components.Range` holds. Problems are located at
-        any depth; True when the value is accepted."""
-        if target.class_slot:
-            return spec_classes.class_choice(self, target, value, path)
-        argument = components.class_arguments(target.cls)[target.argument]
-        if value is None and argument.required and not components.admits_none(argument.annotation):
-            self.problem(path, f"a value for {target.cls.__name__}'s required argument {target.argument!r}",
-                         describe(value), "null leaves it unset: "
-                         + spec_classes.required_hint(path, target.cls, target.argument))
-            return False
-        reason = components.check_argument(target.cls, target.argument, value)
-        if reason is None:
-            if spec_classes.walk(self, argument.annotation, value, path, structural=False):
-                return False
-            return self.input_exists(target, value, path)
-        if not (self.plain_value(target, value, path)
-                or spec_classes.walk(self, argument.annotation, value, path, structural=True)):
-            bare = components.BARE_TYPE_REASON.match(reason.replace(f". Got value: {value}", ""))
-            self.problem(path, components.describe_type(argument.annotation), describe(value), "" if bare else reason)
-        return False
 
-    def plain_value(self, target: Target, value: Any, path: KeyPath) -> bool:
-        """A refused number, name or boolean, said in finesweep's words (bounds, choices, the
-        YAML reading of the value); True when that reported it."""
-        before = len(self.problems)
-        kind, limits = target.kind, target.limits
-        if (kind is int or kind is float) and not isinstance(value, bool) and (
-                is_number(value) or (isinstance(value, str) and NUMBER_LIKE.match(value.strip()))):
-            self.number(value, path, integer=kind is int, low=limits.low if limits else None,
-                        high=limits.high if limits else None)
-        elif kind is str and target.choices:
-            self.string(value, path, target.choices)
-        elif kind is bool:
-            self.boolean(value, path)
-        return len(self.problems) > before
+def init_arguments(checks: FieldChecks, cls: type | None, given: Mapping[str, Any], path: KeyPath,
+                   deferred: Set[tuple[str, str]] = frozenset()) -> dict[str, Any]:
+    """The fixed arguments of ``cls`` that pass its checks (those with searched parts are
+    checked with the space), relative paths made absolute at any depth."""
+    if cls is None:
+        return {}
+    valid = {}
+    for name, value in given.items():
+        value = resolve_argument_paths(checks, cls, name, value, (*path, name))
+        if (path[0], name) in deferred or spec_classes.argument_value(checks, Target(cls, name, path[0]), value,
+                                                                      (*path, name)):
+            valid[name] = spec_classes.full_class_paths(components.class_arguments(cls)[name].annotation, value)
+    return valid
 
-    def input_exists(self, target: Target, value: Any, path: KeyPath) -> bool:
-        """An input file of the user's model or data (see :mod:`~finesweep.search.spec.paths`)
-        that exists; a problem when it does not."""
-        if not self.read_inputs or target.section not in ("model", "data"):
-            return True
-        missing = spec_paths.missing_input(target.argument, value)
-        if missing is not None:
-            self.problem(path, f"an existing file: {target.cls.__name__} reads {target.argument}",
-                         f"{missing!r}: no such file", "relative paths are taken from the spec's folder")
-        return missing is None
 
-    def component(self, section: str, alias_class: str | None, value: Any,
-                  named_task: bool = False) -> tuple[Component, type | None]:
-        """The ``model:`` or ``data:`` section: a class path and fixed ``init_args``, or, under a
-        built-in ``task:``, the task's class with ``data:`` holding its settings directly."""
-        if alias_class is not None:
-            if isinstance(value, dict) and "class_path" in value:
-                self.problem((section, "class_path"), f"the task's {section} settings",
-                             "a class path beside `task:`", "drop `task:` to name your own classes")
-                return Component(alias_class), None
-            cls = self.import_class(alias_class, (section,))
-            init_args = self.mapping(value, (section,), argument_names(cls) if cls else [])
-            return Component(alias_class, self.init_arguments(cls, init_args, (section,))), cls
-        if isinstance(value, str) and value:
-            value = {"class_path": value}  # LightningCLI takes a class by its path alone
-        if named_task and not (isinstance(value, dict) and "class_path" in value):
-            return Component(""), None
-        if value is None:
-            if section == "data":
-                self.problem(("data",), "a `data:` entry ({class_path, init_args}) naming your "
-                             "LightningDataModule", "none")
-            return Component(""), None
-        keys = ["class_path", "init_args"]
-        if not isinstance(value, dict):
-            self.mapping(value, (section,), keys)
-            return Component(""), None
-        entry = {k: v for k, v in value.items() if k in keys}
-        class_path = self.string(entry.get("class_path"), (section, "class_path"))
-        if class_path is None:
-            self.mapping(value, (section,), keys)
-            return Component(""), None
-        cls = self.import_class(class_path, (section, "class_path"))
-        if cls is not None:
-            expected = wrong_base(cls, section)
-            if expected is not None:
-                bases = ", ".join(b.__name__ for b in cls.__mro__[1:3])
-                self.problem((section, "class_path"), f"a {expected} subclass", f"{class_path} (a subclass of {bases})")
-                cls = None
-        init_args = entry.get("init_args")
-        if init_args is not None and not isinstance(init_args, dict):
-            self.problem((section, "init_args"), "a mapping of arguments", describe(init_args))
-            init_args = None
-        names = argument_names(cls)
-        misplaced = [key for key in value if key not in keys and key in names]
-        for key in value:
-            if key not in keys:
-                self.problem((section, key), "one of the keys class_path, init_args", f"unknown key {key!r}",
-                             f"{key!r} is an argument of {cls.__name__}: write it under init_args"
-                             if key in misplaced else did_you_mean(key, keys))
-        init_args = self.mapping(init_args, (section, "init_args"), names) if cls else {}
-        fixed = self.init_arguments(cls, init_args, (section, "init_args"))
-        self.written.setdefault(section, set()).update(misplaced)
-        return Component(class_path, fixed), cls
+def resolve_argument_paths(checks: FieldChecks, cls: type, name: str, value: Any, path: KeyPath) -> Any:
+    """``value`` with relative paths in path arguments made absolute against the spec's folder
+    (nested classes' too), so a run started from any working directory, and its exports,
+    find the same files; the run's copy of the spec records them so."""
+    resolved, changes = spec_paths.resolve_paths(cls, name, value, checks.base_dir)
+    for at, absolute in changes.items():
+        checks.resolved_paths[(*path, *at)] = absolute
+    return resolved
 
-    def import_class(self, class_path: str, path: KeyPath) -> type | None:
-        from finesweep.search.user_code import shadowing_problem
 
-        clash = shadowing_problem(class_path)
-        if clash is not None:  # Its module is never the user's: the installed one comes first.
-            self.problem(path, "a module of your own, named unlike any installed package", repr(class_path), clash)
-            return None
-        try:
-            return components.import_class(class_path)
-        except components.ComponentError as error:
-            self.problem(path, "an importable class path (package.module.ClassName)", repr(class_path), str(error))
-            return None
+def check_trainer(checks: FieldChecks, value: Any) -> dict[str, Any]:
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        checks.problem(("trainer",), "a mapping of Trainer options", describe(value))
+        return {}
+    from finesweep.models.run import RESERVED_TRAINER_OPTIONS
 
-    def init_arguments(self, cls: type | None, given: Mapping[str, Any], path: KeyPath) -> dict[str, Any]:
-        """The fixed arguments of ``cls`` that pass its checks (those with searched parts are
-        checked with the space), relative paths made absolute at any depth."""
-        if cls is None:
-            return {}
-        self.written[path[0]] = set(given)
-        valid = {}
-        for name, value in given.items():
-            value = self.resolve_paths(cls, name, value, (*path, name))
-            if (path[0], name) in self.deferred or self.argument_value(Target(cls, name, path[0]), value,
-                                                                        (*path, name)):
-                valid[name] = spec_classes.full_class_paths(components.class_arguments(cls)[name].annotation, value)
-        return valid
+    cls = trainer_class()
+    allowed = [n for n in argument_names(cls) if n not in RESERVED_TRAINER_OPTIONS]
+    options = {}
+    for name, option in value.items():
+        if name in RESERVED_TRAINER_OPTIONS:
+            checks.problem(("trainer", name), "a Trainer option finesweep does not set itself",
+                           repr(name), RESERVED_TRAINER_OPTIONS[name])
+        elif name not in allowed:
+            checks.problem(("trainer", name), "a pytorch_lightning.Trainer option",
+                           f"unknown key {name!r}", suggest(name, allowed))
+        elif spec_classes.argument_value(checks, Target(cls, name, "trainer"), option, ("trainer", name)):
+            options[name] = spec_classes.full_class_paths(components.class_arguments(cls)[name].annotation,
+                                                          option)
+    return options
 
-    def resolve_paths(self, cls: type, name: str, value: Any, path: KeyPath) -> Any:
-        """``value`` with relative paths in path arguments made absolute against the spec's folder
-        (nested classes' too), so a run started from any working directory, and its exports,
-        find the same files; the run's copy of the spec records them so."""
-        resolved, changes = spec_paths.resolve_paths(cls, name, value, self.base_dir)
-        for at, absolute in changes.items():
-            self.resolved_paths[(*path, *at)] = absolute
-        return resolved
 
-    def trainer(self, value: Any) -> dict[str, Any]:
-        if value is None:
-            return {}
-        if not isinstance(value, dict):
-            self.problem(("trainer",), "a mapping of Trainer options", describe(value))
-            return {}
-        from finesweep.models.run import RESERVED_TRAINER_OPTIONS
+def reserved_callbacks(checks: FieldChecks, callbacks: Any) -> None:
+    """A ``trainer.callbacks`` entry that would do finesweep's own job (checkpointing, a
+    progress bar) is a problem at its class path, not a clash inside every trial."""
+    from finesweep.models.run import reserved_callback
 
-        cls = trainer_class()
-        allowed = [n for n in argument_names(cls) if n not in RESERVED_TRAINER_OPTIONS]
-        options = {}
-        for name, option in value.items():
-            if name in RESERVED_TRAINER_OPTIONS:
-                self.problem(("trainer", name), "a Trainer option finesweep does not set itself",
-                             repr(name), RESERVED_TRAINER_OPTIONS[name])
-            elif name not in allowed:
-                self.problem(("trainer", name), "a pytorch_lightning.Trainer option",
-                             f"unknown key {name!r}", suggest(name, allowed))
-            elif self.argument_value(Target(cls, name, "trainer"), option, ("trainer", name)):
-                options[name] = spec_classes.full_class_paths(components.class_arguments(cls)[name].annotation,
-                                                              option)
-        return options
+    listed = isinstance(callbacks, list)
+    for index, item in enumerate(callbacks if listed else [callbacks]):
+        class_path = item.get("class_path") if isinstance(item, dict) else None
+        cls = spec_classes.callback_class(class_path) if isinstance(class_path, str) else None
+        clash = reserved_callback(cls) if cls is not None else None
+        if clash is not None:
+            at = ("trainer", "callbacks", *((index,) if listed else ()), "class_path")
+            checks.problem(at, "a callback that leaves checkpoints and progress to finesweep",
+                           f"{class_path}, {clash}")
 
-    def metric(self, model: Component, metric: Any, mode: Any, given: bool) -> tuple[str, str]:
-        if mode is not None:
-            mode = self.string(mode, ("mode",), ["min", "max"])
-        if not given:
-            return str(metric), mode or "max"
-        if not isinstance(metric, str) or not metric:
-            self.problem(("metric",), "the name of a value the model logs with self.log", describe(metric))
-            return str(metric), mode or "max"
-        known = known_metrics(model)
-        if known is None:
-            # The model's own metric: it is checked against what the module logs in the first trial.
+
+def check_metric(checks: FieldChecks, model: Component, metric: Any, mode: Any, given: bool) -> tuple[str, str]:
+    if mode is not None:
+        mode = checks.string(mode, ("mode",), ["min", "max"])
+    if not given:
+        return str(metric), mode or "max"
+    if not isinstance(metric, str) or not metric:
+        checks.problem(("metric",), "the name of a value the model logs with checks.log", describe(metric))
+        return str(metric), mode or "max"
+    known = known_metrics(model)
+    if known is None:
+        # The model's own metric: it is checked against what the module logs in the first trial.
+        if mode is None:
+            mode = guess_mode(metric)
             if mode is None:
-                mode = guess_mode(metric)
-                if mode is None:
-                    self.problem(("mode",), f"min or max: whether {metric!r} improves down or up", "none",
-                                 "add `mode: min` (losses, errors) or `mode: max` (accuracy, F1)")
-            return metric, mode or "max"
-        if metric not in known:
-            self.problem(("metric",), f"a metric that the model reports: {', '.join(known)}", describe(metric),
-                         did_you_mean(metric, list(known)))
-            return str(metric), mode or "max"
-        natural = known[metric]
-        if mode is not None and mode != natural:
-            self.problem(("mode",), f"{natural} ({metric} improves that way)", repr(mode),
-                         "drop `mode:`; it follows from the metric")
-        return metric, natural
+                checks.problem(("mode",), f"min or max: whether {metric!r} improves down or up", "none",
+                               "add `mode: min` (losses, errors) or `mode: max` (accuracy, F1)")
+        return metric, mode or "max"
+    if metric not in known:
+        checks.problem(("metric",), f"a metric that the model reports: {', '.join(known)}", describe(metric),
+                       did_you_mean(metric, list(known)))
+        return str(metric), mode or "max"
+    natural = known[metric]
+    if mode is not None and mode != natural:
+        checks.problem(("mode",), f"{natural} ({metric} improves that way)", repr(mode),
+                       "drop `mode:`; it follows from the metric")
+    return metric, natural

@@ -3,6 +3,8 @@ put in an order that samples a condition's parameter before what depends on it."
 
 from __future__ import annotations
 
+import graphlib
+import itertools
 from collections.abc import Mapping, Set
 from typing import Any
 
@@ -59,30 +61,30 @@ def order_by_conditions(checks: Any, params: list[Param], *, rejected: Set[str] 
                     if not _can_take(other, expected):
                         checks.problem(path, f"a value {other.name} can take: {_describe_values(other)}",
                                        repr(expected))
-    ordered: list[Param] = []
-    placed: set[str] = set()
-    pending = list(params)
-
-    def waits_for(param: Param) -> list[str]:
-        return [c.parameter for c in param.when
-                if c.parameter in by_name and c.parameter != param.name and c.parameter not in placed]
-
-    while pending:
-        ready = [p for p in pending if not waits_for(p)]
-        if not ready:
-            # Every pending parameter waits for another pending one: following those links
-            # from any of them must come back round; report that loop, then carry on.
-            chain = [pending[0].name]
-            while (step := waits_for(by_name[chain[-1]])[0]) not in chain:
-                chain.append(step)
-            cycle = [*chain[chain.index(step):], step]
+    spec_order = list(by_name)
+    waits_for = {p.name: [c.parameter for c in p.when if c.parameter in by_name and c.parameter != p.name]
+                 for p in params}
+    while True:
+        sorter = graphlib.TopologicalSorter(waits_for)
+        try:
+            sorter.prepare()
+            break
+        except graphlib.CycleError as error:
+            # Reported once, from its first parameter in the spec, following each condition to the
+            # parameter it names; without that loop's links the rest is ordered as usual.
+            loop = list(reversed(error.args[1][:-1]))  # graphlib lists a parameter before its dependants
+            start = min(loop, key=spec_order.index)
+            cycle = [*loop[loop.index(start):], *loop[:loop.index(start)], start]
             checks.problem(("space", cycle[0], "when", cycle[1]), "conditions without cycles",
                            f"a cycle {' -> '.join(cycle)}", "one of them must not depend on the others")
-            ready = [by_name[name] for name in cycle[:-1]]
-        for param in ready:
-            ordered.append(param)
-            placed.add(param.name)
-            pending.remove(param)
+            for name, step in itertools.pairwise(cycle):
+                waits_for[name] = [n for n in waits_for[name] if n != step]
+    # In rounds, each in the spec's order: the sampling order does not depend on graphlib's.
+    ordered: list[Param] = []
+    while sorter.is_active():
+        ready = sorted(sorter.get_ready(), key=spec_order.index)
+        ordered.extend(by_name[name] for name in ready)
+        sorter.done(*ready)
     return ordered
 
 

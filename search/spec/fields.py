@@ -2,18 +2,18 @@
 
 :class:`FieldChecks` holds what a check needs (the file, the line of every key path, the
 problems found so far) and records each problem where it was written instead of raising, so
-the whole spec is checked in one pass. A section made only of numbers declares each field's
-rule on the typed object itself (``field(metadata=number_rule(integer=True, low=1))``) and is
-checked by :meth:`FieldChecks.record`; nothing here knows a section by name.
+the whole spec is checked in one pass; nothing here knows a section by name. A section made
+only of typed values (budget, resources, a strategy's or scheduler's options) is declared as
+a dataclass or a factory signature and checked by :mod:`~finesweep.search.spec.typed`.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, fields
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 from finesweep.search.spec.problems import (
     NUMBER_LIKE,
@@ -28,36 +28,16 @@ from finesweep.search.spec.problems import (
 
 MAX_INTEGER = 2**53
 STORAGE_SCHEMES = ("sqlite", "postgresql", "mysql", "oracle", "mssql")
-_RULE = "finesweep.rule"
-Record = TypeVar("Record")
-
-
-@dataclass(frozen=True)
-class Number:
-    """What one numeric field accepts: :meth:`FieldChecks.number`'s arguments, plus an optional
-    further rule as (holds, expected, hint)."""
-
-    integer: bool = False
-    low: float | None = None
-    high: float | None = None
-    low_open: bool = False
-    also: tuple[Callable[[Any], bool], str, str] | None = None
-
-
-def number_rule(**rule: Any) -> Mapping[str, Number]:
-    """Dataclass field metadata declaring the field's :class:`Number` rule."""
-    return {_RULE: Number(**rule)}
-
-
-def choice_rule(*options: str) -> Mapping[str, tuple[str, ...]]:
-    """Dataclass field metadata declaring that the field is one of ``options`` (a word)."""
-    return {_RULE: tuple(options)}
 
 
 class FieldChecks:
-    """Checks of single values, each reporting at most one located problem."""
+    """The problems collector every section's check function is given: it records each
+    problem where it was written (the file, the line of every key path) and checks single
+    values, each reporting at most one located problem. Not subclassed: a section's checks are
+    plain functions taking it, with what else they need as arguments."""
 
-    def __init__(self, source: str, marks: Mapping[KeyPath, int], base_dir: Path | None = None) -> None:
+    def __init__(self, source: str, marks: Mapping[KeyPath, int], base_dir: Path | None = None, *,
+                 read_inputs: bool = True) -> None:
         self.source = source
         self.marks = marks
         self.problems: list[Problem] = []
@@ -65,6 +45,18 @@ class FieldChecks:
         self.base_dir = base_dir or Path(source).resolve().parent
         # Key path -> the absolute path a relative one was made, for the run's copy of the spec.
         self.resolved_paths: dict[KeyPath, Any] = {}
+        # Whether the user's input files are looked at (see spec.parse_spec): not for the views
+        # of a finished run, which train nothing.
+        self.read_inputs = read_inputs
+
+    @contextlib.contextmanager
+    def collecting(self) -> Iterator[list[Problem]]:
+        """Problems found inside the block go to the list it yields instead of the spec's."""
+        saved, self.problems = self.problems, []
+        try:
+            yield self.problems
+        finally:
+            self.problems = saved
 
     def problem(self, path: KeyPath, expected: str, found: str, hint: str = "") -> None:
         line = None
@@ -127,33 +119,6 @@ class FieldChecks:
             self.problem(path, "true or false", describe(value))
             return False
         return value
-
-    def record(self, cls: type[Record], value: Any, path: KeyPath) -> Record:
-        """A section of ``cls``'s fields, each checked against the rule in its metadata. A field
-        left out, or one that fails its check, takes its default; null is accepted where the
-        default is None ("no limit")."""
-        entry = self.mapping(value, path, [f.name for f in fields(cls)])
-        checked = {}
-        for spec_field in fields(cls):
-            given = entry.get(spec_field.name, spec_field.default)
-            if given is None and spec_field.default is None:
-                continue
-            rule: Number | tuple[str, ...] = spec_field.metadata[_RULE]
-            at = (*path, spec_field.name)
-            if isinstance(rule, tuple):
-                if given not in rule:
-                    self.problem(at, "one of " + ", ".join(rule), describe(given), did_you_mean(str(given), rule))
-                else:
-                    checked[spec_field.name] = given
-                continue
-            number = self.number(given, at, integer=rule.integer, low=rule.low, high=rule.high,
-                                 low_open=rule.low_open)
-            if number is None:
-                continue
-            if rule.also is not None and not rule.also[0](number):
-                self.problem(at, rule.also[1], repr(number), rule.also[2])
-            checked[spec_field.name] = number
-        return cls(**checked)
 
     def storage(self, value: Any) -> str | None:
         if value is None:

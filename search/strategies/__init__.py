@@ -6,14 +6,14 @@ ends with ``seed``; its signature is the option schema that spec validation chec
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from finesweep.search.strategies.annealing import check_annealing_options, make_annealing_sampler
-from finesweep.search.strategies.auto import PHASE_ATTR, check_auto_options, make_auto_sampler
-from finesweep.search.strategies.genetic import check_genetic_options, make_genetic_sampler
+from finesweep.search.spec.typed import options_of, refusals
+from finesweep.search.strategies.annealing import make_annealing_sampler
+from finesweep.search.strategies.auto import PHASE_ATTR, make_auto_sampler
+from finesweep.search.strategies.genetic import make_genetic_sampler
 from finesweep.search.strategies.global_tpe import ENGINE_ATTR, make_global_sampler
 from finesweep.search.strategies.grid_search import check_grid_options, make_grid_sampler
 from finesweep.search.strategies.local_search import check_local_options, make_local_sampler
@@ -41,26 +41,22 @@ class Strategy:
     @property
     def options(self) -> dict[str, Any]:
         """Option name -> default, read from the factory's keyword-only arguments."""
-        return {
-            name: p.default
-            for name, p in inspect.signature(self.factory).parameters.items()
-            if p.kind is inspect.Parameter.KEYWORD_ONLY and name != "seed"
-        }
+        return options_of(self.factory)
 
 
 STRATEGIES: dict[str, Strategy] = {
     "global": Strategy("global", make_global_sampler),
     "random": Strategy("random", make_random_sampler),
     "local": Strategy("local", make_local_sampler, check_local_options),
-    "genetic": Strategy("genetic", make_genetic_sampler, check_genetic_options),
-    "annealing": Strategy("annealing", make_annealing_sampler, check_annealing_options),
+    "genetic": Strategy("genetic", make_genetic_sampler),
+    "annealing": Strategy("annealing", make_annealing_sampler),
     "grid": Strategy("grid", make_grid_sampler, check_grid_options),
-    "auto": Strategy("auto", make_auto_sampler, check_auto_options),
+    "auto": Strategy("auto", make_auto_sampler),
 }
 # The heuristic that beat random search on every function of the suite (benchmarks/results/
 # strategies.md: by 30% or more at 100 and 200 trials). `annealing` does better on average but
 # walks into the wrong basin of a deceptive function (Schwefel-4: no better than random).
-STRATEGIES["heuristic"] = Strategy("heuristic", make_genetic_sampler, check_genetic_options)
+STRATEGIES["heuristic"] = Strategy("heuristic", make_genetic_sampler)
 
 
 def get_strategy(name: str) -> Strategy:
@@ -72,28 +68,22 @@ def get_strategy(name: str) -> Strategy:
 
 def check_options(name: str, options: Mapping[str, Any], space: SearchSpace) -> list[tuple[str, str, str]]:
     """Problems with ``options`` as (option, expected, found); the option names are checked
-    by the caller, here the values are checked against the defaults' types, then by the
-    strategy's own check (ranges, a `start_from` point, whether the space suits it). An option
-    of "" means the problem is with the strategy itself (e.g. `grid` on an infinite space)."""
-    problems = []
+    by the caller, here the values: against the factory's signature (types and bounds, by
+    jsonargparse), then by the strategy's own check against the space (a `start_from` point,
+    whether the space suits it). An option of "" means the problem is with the strategy
+    itself (e.g. `grid` on an infinite space)."""
     strategy = get_strategy(name)
+    typed, refused = refusals(strategy.factory, options, found=repr, whole_floats=False)
     defaults = strategy.options
-    for key, value in options.items():
-        default = defaults.get(key)
-        if isinstance(default, bool):
-            ok, expected = isinstance(value, bool), "true or false"
-        elif isinstance(default, int):
-            ok, expected = isinstance(value, int) and not isinstance(value, bool), "an integer"
-        elif isinstance(default, float):
-            ok, expected = isinstance(value, (int, float)) and not isinstance(value, bool), "a number"
-        else:
-            ok, expected = True, ""
-        if not ok:
-            problems.append((key, expected, repr(value)))
+    # A plain type mistake first (an option whose default says its type), in the order written;
+    # then the checks against the space; then the rest (bounds, an option that may be null) in
+    # the signature's order.
+    plain = [r for r in refused if not r.out_of_range and defaults[r.key] is not None]
+    rest = sorted((r for r in refused if r not in plain), key=lambda r: list(defaults).index(r.key))
+    problems = [(r.key, r.expected, r.found) for r in plain]
     if strategy.check is not None:
-        typed = {k: v for k, v in options.items() if k not in {p[0] for p in problems}}
         problems.extend(strategy.check(space, typed))
-    return problems
+    return problems + [(r.key, r.expected, r.found) for r in rest]
 
 
 def make_sampler(name: str, space: SearchSpace, options: Mapping[str, Any],

@@ -14,11 +14,12 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Annotated, Any
 
 import numpy as np
 import optuna
 from finesweep.search.space import SearchSpace
+from finesweep.search.spec.typed import Says, number_type
 from finesweep.search.strategies._planning import (
     Config,
     ConfigKey,
@@ -83,21 +84,15 @@ class AnnealingSampler(PlannedSampler):
         return perturb(self._space, context.current.params, context.radius, MUTATION_PROB, rng, fixed)
 
 
-def make_annealing_sampler(space: SearchSpace, *, initial_temperature: float = 1.0, cooling: float = 0.95,
-                           radius: float = 0.1, seed: int | None = None) -> optuna.samplers.BaseSampler:
+Temperature = number_type(float, low=0, low_open=True)
+# A share of what there was: more than none, at most all of it.
+Fraction = Annotated[number_type(float, low=0, high=1, low_open=True), Says("a number in (0, 1]")]
+
+
+def make_annealing_sampler(space: SearchSpace, *, initial_temperature: Temperature = 1.0,
+                           cooling: Fraction = 0.95, radius: Fraction = 0.1,
+                           seed: int | None = None) -> optuna.samplers.BaseSampler:
     """Simulated annealing: ``cooling`` per finished trial from ``initial_temperature``;
     ``radius`` is the first step size as a fraction of each range (it shrinks as it cools)."""
     return AnnealingSampler(space, initial_temperature=initial_temperature, cooling=cooling,
                             radius=radius, seed=seed)
-
-
-def check_annealing_options(space: SearchSpace, options: Mapping[str, Any]) -> list[tuple[str, str, str]]:
-    problems = []
-    for key, low, high, low_open in (("initial_temperature", 0.0, math.inf, True),
-                                     ("cooling", 0.0, 1.0, True), ("radius", 0.0, 1.0, True)):
-        value = options.get(key)
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            if value > high or value < low or (low_open and value == low):
-                bounds = f"> {low:g}" if high == math.inf else f"in ({low:g}, {high:g}]"
-                problems.append((key, f"a number {bounds}", repr(value)))
-    return problems

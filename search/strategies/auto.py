@@ -10,11 +10,11 @@ up in the same phase.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import Any
 
 import optuna
 from finesweep.search.space import SearchSpace
+from finesweep.search.spec.typed import number_type
 from finesweep.search.strategies._planning import Observed, history
 from finesweep.search.strategies.global_tpe import GlobalSampler, make_global_sampler
 from finesweep.search.strategies.local_search import LocalSampler
@@ -96,17 +96,12 @@ class AutoSampler(optuna.samplers.BaseSampler):
         phase.after_trial(study, trial, state, values)
 
 
-def make_auto_sampler(space: SearchSpace, *, switch_after: int = 30, stall_after: int = 0,
+SwitchAfter = number_type(int, low=1)
+StallAfter = number_type(int, low=0)  # 0: never
+
+
+def make_auto_sampler(space: SearchSpace, *, switch_after: SwitchAfter = 30, stall_after: StallAfter = 0,
                       seed: int | None = None) -> optuna.samplers.BaseSampler:
     """Multivariate TPE (as `global`) until ``switch_after`` trials have completed or the best
     has not improved for ``stall_after`` of them (0: never), then `local` around the best."""
     return AutoSampler(space, switch_after=switch_after, stall_after=stall_after, seed=seed)
-
-
-def check_auto_options(space: SearchSpace, options: Mapping[str, Any]) -> list[tuple[str, str, str]]:
-    problems = []
-    for key, low in (("switch_after", 1), ("stall_after", 0)):
-        value = options.get(key)
-        if isinstance(value, int) and not isinstance(value, bool) and value < low:
-            problems.append((key, f"an integer >= {low}", repr(value)))
-    return problems

@@ -11,11 +11,12 @@ has (a conditional parameter inactive in both) is drawn afresh.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Annotated, Any
 
 import numpy as np
 import optuna
 from finesweep.search.space import CategoricalParam, Param, SearchSpace
+from finesweep.search.spec.typed import Says, number_type
 from finesweep.search.strategies._planning import (
     Config,
     ConfigKey,
@@ -82,20 +83,16 @@ class GeneticSampler(PlannedSampler):
         return from_unit(param, to_unit(param, value) + MUTATION_SCALE * rng.standard_normal())
 
 
-def make_genetic_sampler(space: SearchSpace, *, population_size: int = 8, mutation_prob: float | None = None,
+PopulationSize = number_type(int, low=2)
+# Each gene's chance to mutate; null (or left out): 1 / number of parameters.
+MutationProb = Annotated[number_type(float, low=0, high=1) | None,
+                         Says("a number in [0, 1], or null for 1 / number of parameters", for_type=True)]
+
+
+def make_genetic_sampler(space: SearchSpace, *, population_size: PopulationSize = 8,
+                         mutation_prob: MutationProb = None,
                          seed: int | None = None) -> optuna.samplers.BaseSampler:
     """``population_size`` random trials first, then children of the best that many trials.
     ``mutation_prob`` is each gene's chance to mutate (0: never); None means 1 / number of
     parameters, about one mutated gene per child."""
     return GeneticSampler(space, population_size=population_size, mutation_prob=mutation_prob, seed=seed)
-
-
-def check_genetic_options(space: SearchSpace, options: Mapping[str, Any]) -> list[tuple[str, str, str]]:
-    problems = []
-    size = options.get("population_size")
-    if isinstance(size, int) and not isinstance(size, bool) and size < 2:
-        problems.append(("population_size", "an integer >= 2", repr(size)))
-    prob = options.get("mutation_prob")  # None (or left out): 1 / number of parameters
-    if prob is not None and (isinstance(prob, bool) or not isinstance(prob, (int, float)) or not 0 <= prob <= 1):
-        problems.append(("mutation_prob", "a number in [0, 1], or null for 1 / number of parameters", repr(prob)))
-    return problems

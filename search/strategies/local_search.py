@@ -17,11 +17,12 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Annotated, Any
 
 import numpy as np
 import optuna
 from finesweep.search.space import CategoricalParam, FloatParam, IntParam, SearchSpace
+from finesweep.search.spec.typed import Says, number_type
 from finesweep.search.strategies._planning import (
     Config,
     ConfigKey,
@@ -163,8 +164,12 @@ class LocalSampler(PlannedSampler):
         return perturb(self._space, context.center, context.radius, self._mutation_prob, rng, fixed)
 
 
-def make_local_sampler(space: SearchSpace, *, start_from: str | dict[str, Any] | None = None,
-                       radius: float = 0.05, mutation_prob: float = 0.1, n_startup_trials: int = 10,
+StartFrom = Annotated[str | dict[str, Any] | None, Says(START_FROM_EXPECTED, for_type=True)]
+UnitInterval = Annotated[number_type(float, low=0, high=1), Says("a number in [0, 1]")]
+
+
+def make_local_sampler(space: SearchSpace, *, start_from: StartFrom = None,
+                       radius: UnitInterval = 0.05, mutation_prob: UnitInterval = 0.1, n_startup_trials: int = 10,
                        seed: int | None = None) -> optuna.samplers.BaseSampler:
     """Refine around ``start_from`` (a best.yaml path or a mapping of values, evaluated first)
     or, without it, around the best trial after ``n_startup_trials`` random ones. ``radius`` is
@@ -180,9 +185,5 @@ def make_local_sampler(space: SearchSpace, *, start_from: str | dict[str, Any] |
 
 
 def check_local_options(space: SearchSpace, options: Mapping[str, Any]) -> list[tuple[str, str, str]]:
-    problems = list(read_start_point(options.get("start_from"), space)[1])
-    for key, low, high in (("radius", 0.0, 1.0), ("mutation_prob", 0.0, 1.0)):
-        value = options.get(key)
-        if isinstance(value, (int, float)) and not isinstance(value, bool) and not low <= value <= high:
-            problems.append((key, f"a number in [{low:g}, {high:g}]", repr(value)))
-    return problems
+    """``start_from`` against the space (its values' types are the signature's to check)."""
+    return list(read_start_point(options.get("start_from"), space)[1])

@@ -31,15 +31,17 @@ from finesweep.search.run_dir import (
     write_atomically,
 )
 from finesweep.search.run_dir.files import (
+    RECORD_PREFIX,
     Fields,
-    RunFileError,
     RunInfo,
-    check_export_record,
+    read_record,
     read_spec_copy,
     read_yaml,
+    record_of_text,
     run_dir_of,
 )
-from finesweep.search.spec.components import ComponentChecks
+from finesweep.search.spec.components import check_component, check_trainer
+from finesweep.search.spec.fields import FieldChecks
 from finesweep.search.spec.loading import parse_yaml_text, read_text
 from finesweep.search.spec.problems import Problem, SpecError
 from finesweep.search.study import first_value
@@ -49,7 +51,6 @@ if TYPE_CHECKING:
     import optuna
 
 EXPORT_FORMAT = 2
-RECORD_PREFIX = "#% "
 CONFIG_KEYS = ("seed_everything", "trainer", "model", "data")
 VERSIONED = ("finesweep", "optuna", "ray", "torch", "pytorch-lightning", "tensorboard", "jsonargparse")
 
@@ -240,25 +241,6 @@ class ExportedRun:
         return str(self.record.get("task") or self.run.model["class_path"].rsplit(".", 1)[-1])
 
 
-def _record(source: str, text: str) -> dict[str, Any]:
-    """The ``#%`` record of an export, every field checked (see run_files.check_export_record)."""
-    numbered = [(number, line[len(RECORD_PREFIX):]) for number, line in enumerate(text.splitlines(), start=1)
-                if line.startswith(RECORD_PREFIX)]
-    if not numbered:
-        return {}
-    record, marks = read_yaml(source, "\n".join(line for _, line in numbered))
-    return check_export_record(source, record, marks, [number for number, _ in numbered])
-
-
-def read_record(path: str | Path) -> dict[str, Any]:
-    """finesweep's record of an exported trial (the ``#%`` lines of its file), checked."""
-    try:
-        text = read_text(path)
-    except SpecError as error:
-        raise RunFileError(path, error.problems[0]) from None
-    return _record(str(path), text)
-
-
 def read_export(path: str | Path) -> ExportedRun:
     """Load and check an exported config; raise SpecError listing every problem."""
     source = str(path)
@@ -272,7 +254,7 @@ def read_export(path: str | Path) -> ExportedRun:
 
     # The record is checked in full before anything is imported: a tampered line (a spec
     # folder elsewhere, a thread count no machine has) is refused with nothing run.
-    record = _record(source, text)
+    record = record_of_text(source, text)
     for key in ("metric", "mode"):
         if not record.get(key):
             raise Fields(source, prefix="#% ").fail(
@@ -282,17 +264,17 @@ def read_export(path: str | Path) -> ExportedRun:
     spec_dir = record.get("spec_dir") or (read_spec_copy(run_dir).spec_dir if run_dir is not None
                                           else Path(source).resolve().parent)
     add_import_paths(spec_dir)
-    checker = ComponentChecks(source, marks, Path(source).resolve().parent)
+    checker = FieldChecks(source, marks, Path(source).resolve().parent)
     checker.problems.extend(duplicates)
     data = checker.mapping(data, (), CONFIG_KEYS)
     for key in ("model", "data"):
         if key not in data:
             checker.problem((key,), f"a `{key}:` entry", "none", "export it with `launch.py export RUN_DIR`")
-    model, _ = checker.component("model", None, data.get("model"))
-    data_section, _ = checker.component("data", None, data.get("data"))
+    model, _, _ = check_component(checker, "model", None, data.get("model"))
+    data_section, _, _ = check_component(checker, "data", None, data.get("data"))
     trainer = dict(data.get("trainer") or {})
     epochs = checker.number(trainer.pop("max_epochs", None), ("trainer", "max_epochs"), integer=True, low=1)
-    trainer = checker.trainer(trainer)
+    trainer = check_trainer(checker, trainer)
     seed = checker.number(data.get("seed_everything"), ("seed_everything",), integer=True, low=0)
     if checker.problems:
         raise SpecError(source, checker.problems)

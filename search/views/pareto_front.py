@@ -16,11 +16,11 @@ from typing import TYPE_CHECKING, Any
 
 from finesweep.models.run import Direction
 from finesweep.search.objectives.pareto import front, hypervolume, knee, reference_point, to_minimise, total_violation
+from finesweep.search.run_dir.files import read_record
 from finesweep.search.spec.fields import FieldChecks
 from finesweep.search.spec.loading import parse_yaml_text
 from finesweep.search.spec.objectives import Objective, check_select
 from finesweep.search.spec.problems import SpecError
-from finesweep.search.views.export import read_record
 from finesweep.search.views.results import text_table
 
 if TYPE_CHECKING:
