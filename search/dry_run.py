@@ -17,9 +17,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from finesweep.models.components import import_class, instantiate
 from finesweep.models.run import TrainingRun
 from finesweep.search.space import CategoricalParam, FloatParam, IntParam, Param, SearchSpace, is_active
+from finesweep.search.spec.fields import FieldChecks
+from finesweep.search.spec.loading import parse_yaml_text, read_text
 from finesweep.search.spec.problems import KeyPath, SpecError, clip
+from finesweep.search.trial import quiet_training_logs
 
 if TYPE_CHECKING:
     from finesweep.search.spec import SweepSpec
@@ -110,8 +114,7 @@ def configurations(space: SearchSpace, classes: Mapping[str, tuple[Any, ...]], s
 def run_dry_run(spec: SweepSpec) -> DryRunReport:
     """Dry-run the sweep's configurations (see the module docstring); raise :class:`SpecError`
     locating the first failure at its spec key."""
-    from finesweep.models.dry_run import DryRunFailure, dry_run
-    from finesweep.search.trial import quiet_training_logs
+    from finesweep.models.dry_run import DryRunFailure, dry_run  # torch and Lightning: seconds
 
     started = time.perf_counter()
     classes = class_choices(spec)
@@ -141,8 +144,6 @@ def _watched(spec: SweepSpec) -> list[tuple[KeyPath, str]]:
 def describe_data(spec: SweepSpec) -> str | None:
     """The DataModule's one-line account of its data (``summary()``, where it has one), built
     with the spec's fixed data arguments; None when it gives none or cannot build it here."""
-    from finesweep.models.components import import_class, instantiate
-
     if not callable(getattr(import_class(spec.data.class_path), "summary", None)):
         return None
     try:
@@ -236,9 +237,6 @@ def blamed_path(config: Mapping[str, Any], culprit: KeyPath, message: str) -> Ke
 
 def _located(spec: SweepSpec, values: Mapping[str, Any], run: TrainingRun, stage: str, culprit: KeyPath,
              error: BaseException, chosen: list[dict[str, Any]]) -> SpecError:
-    from finesweep.search.spec.fields import FieldChecks
-    from finesweep.search.spec.loading import parse_yaml_text, read_text
-
     text = " ".join(str(error).split())
     reason = f"{type(error).__name__}: {text}" if text else type(error).__name__
     config = {"model": dict(run.model), "data": dict(run.data), "trainer": dict(run.trainer)}

@@ -84,7 +84,7 @@ class TrialLedger:
 
     def _resumed(self, runner_id: str) -> dict[str, Any]:
         """Hand out a trial that an earlier driver left RUNNING, as it was."""
-        import optuna
+        import optuna  # Only here: the ledger works on the study it is given and imports without Optuna.
 
         frozen = self._rerun.pop(0)
         if "seed" not in frozen.user_attrs or "config" not in frozen.user_attrs:
@@ -207,7 +207,7 @@ class TrialLedger:
 
 def _phase(system_attrs: dict[str, Any]) -> str | None:
     """What the strategy did for the trial, where it says: `auto`'s phase, `global`'s GP."""
-    from finesweep.search.strategies import ENGINE_ATTR, PHASE_ATTR
+    from finesweep.search.strategies import ENGINE_ATTR, PHASE_ATTR  # Optuna, numpy, jsonargparse: not at the top.
 
     phase = system_attrs.get(PHASE_ATTR)
     if system_attrs.get(ENGINE_ATTR) == "gp":

@@ -14,9 +14,11 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 from finesweep.search.run_dir import SPEC_COPY, default_run_dir, write_atomically
+from finesweep.search.run_dir.files import SWEEP_NAME, RunFileError, read_spec_copy, read_yaml
 from finesweep.search.space import CategoricalParam
 from finesweep.search.spec.loading import SPEC_DIR_RECORD, read_text
 from finesweep.search.study import describe_storage, normalize_storage, storage_url, without_password
+from finesweep.search.views.results import ResultsError, read_only_studies
 
 if TYPE_CHECKING:
     import optuna
@@ -109,11 +111,7 @@ def check_spec_copy(run_dir: Path) -> None:
     read as data, must be the one its study recorded. An edited ``name:`` would start a second
     study beside the first; an edited model, data or spec folder would import and train
     something else under the study's name. Raises :class:`ResumeRefused` (one line)."""
-    # Imported here: Optuna is slow to import, and run_dir.files imported before search.spec
-    # meets the import cycle search.spec -> views.export -> run_dir.files.
-    import optuna
-    from finesweep.search.run_dir.files import read_spec_copy
-    from finesweep.search.views.results import ResultsError, read_only_studies
+    import optuna  # Slow to import, and only this check opens a study: the module imports without Optuna.
 
     path = run_dir / SPEC_COPY
     info = read_spec_copy(run_dir)
@@ -137,10 +135,6 @@ def check_spec_copy(run_dir: Path) -> None:
 def check_before_resume(spec_path: str | Path, run_dir: Path | None) -> None:
     """:func:`check_spec_copy` for ``resume RUN_DIR`` and ``sweep SPEC --resume [--out RUN_DIR]``
     (the run directory of the latter named by the spec's ``name:``, read as data)."""
-    # Here, not at the top: run_dir.files imported before search.spec meets the import cycle
-    # search.spec -> views.export -> run_dir.files.
-    from finesweep.search.run_dir.files import SWEEP_NAME, RunFileError, read_yaml
-
     if run_dir is None:
         try:
             data, _ = read_yaml(spec_path)

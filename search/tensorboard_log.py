@@ -26,6 +26,7 @@ from typing import Any
 
 from finesweep.search.run_dir import LIVE_RUN
 from finesweep.search.space import INACTIVE, CategoricalParam, SearchSpace
+from google.protobuf import struct_pb2
 from tensorboard.compat.proto import event_pb2, summary_pb2
 from tensorboard.plugins.hparams import api_pb2, metadata, plugin_data_pb2
 from tensorboard.summary.writer.event_file_writer import EventFileWriter
@@ -81,8 +82,6 @@ def _write(directory: Path, staging_root: Path, suffix: str, *summaries: summary
 
 
 def _value(value: Any) -> Any:
-    from google.protobuf import struct_pb2
-
     if isinstance(value, bool):
         return struct_pb2.Value(bool_value=value)
     if isinstance(value, (int, float)):

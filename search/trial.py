@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import shutil
 import threading
 import time
 import traceback
@@ -129,7 +130,7 @@ def memory_cap(extra_mb: float | None) -> Iterator[None]:
     if current is None:
         yield
         return
-    import resource
+    import resource  # Unix only (Windows has none): imported once /proc showed a Linux kernel.
 
     previous = resource.getrlimit(resource.RLIMIT_DATA)
     resource.setrlimit(resource.RLIMIT_DATA, (current + int(extra_mb * 2**20), previous[1]))
@@ -156,6 +157,7 @@ def run_trial(context: SweepContext, request: TrialRequest, report: Report, acce
     after the driver was stopped or killed) goes on after that epoch. With ``parallel`` this is one
     rank of a multi-worker trial: every rank reports (the launcher forwards rank 0's), and only
     rank 0 writes TensorBoard, the weights and the training state."""
+    # TensorBoard's writer brings TensorBoard, protobuf and numpy: the ledger imports this module and stays light.
     from finesweep.search.tensorboard_log import ScalarWriter
 
     quiet_training_logs()
@@ -226,7 +228,7 @@ def _train(context: SweepContext, run: TrainingRun, artifacts: Path, accelerator
     """Train a Lightning model for :func:`run_trial`, going on from the training state in
     ``artifacts`` when an earlier attempt left one (its epochs after ``reported_epochs`` reported
     again first). The state is rewritten after every epoch and removed once training has ended."""
-    from finesweep.models.training import discard_checkpoint, fit, trained_epochs
+    from finesweep.models.training import discard_checkpoint, fit, trained_epochs  # torch, Lightning: seconds
 
     state = artifacts / STATE_FILE
     resume_from = None
@@ -257,8 +259,6 @@ def prepare_rerun(run_dir: str | Path, number: int) -> bool:
     """Before an interrupted trial runs again: True when it left its training state (it goes on
     from there, and its earlier epochs' weights and TensorBoard scalars stay); otherwise what
     it wrote is removed and it starts over."""
-    import shutil
-
     if (trial_dir(run_dir, number) / STATE_FILE).exists():
         return True
     for directory in (trial_dir(run_dir, number), tensorboard_dir(run_dir, number)):
@@ -269,8 +269,6 @@ def prepare_rerun(run_dir: str | Path, number: int) -> bool:
 def discard_training_state(run_dir: str | Path, number: int) -> None:
     """The trial has ended for good: the state kept for going on is no longer needed (nor the
     private folder it is written through, named after it)."""
-    import shutil
-
     state = trial_dir(run_dir, number) / STATE_FILE
     state.unlink(missing_ok=True)
     shutil.rmtree(staging_folder(state), ignore_errors=True)

@@ -16,6 +16,7 @@ when the spec is checked (:func:`shadowing_problem`), as it could never be impor
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import importlib.machinery
 import importlib.util
@@ -23,6 +24,7 @@ import os
 import signal
 import sys
 import sysconfig
+import tempfile
 import threading
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
@@ -187,9 +189,6 @@ def neutral_directory() -> str:
     workers import that file. Kept (empty, owner-only) for the life of the process."""
     global _NEUTRAL
     if _NEUTRAL is None or not os.path.isdir(_NEUTRAL):
-        import atexit
-        import tempfile
-
         _NEUTRAL = tempfile.mkdtemp(prefix="finesweep-ray-")
         atexit.register(_remove_neutral, _NEUTRAL)
     return _NEUTRAL

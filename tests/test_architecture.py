@@ -9,13 +9,16 @@
 - no benchmark machinery in search/ or models/: benchmarks time trials with their own Lightning
   callback and run their scripted tasks as user models (benchmarks/).
 - no inheritance chain in search/ spans more than MAX_INHERITANCE_MODULES modules (bases
-  resolved through each module's imports).
+  resolved through each module's imports);
+- an import inside a function says why it is not at the top (a comment on its line or just above).
 """
 
 from __future__ import annotations
 
 import ast
+import io
 import re
+import tokenize
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -330,3 +333,27 @@ def test_no_inheritance_chain_in_search_spans_more_than_two_modules():
                 if len({m for m, _ in chain}) > MAX_INHERITANCE_MODULES}
     assert len(bases) > 20
     assert not too_long, f"inheritance chains over {MAX_INHERITANCE_MODULES} modules: {sorted(too_long)}"
+
+
+def _comment_lines(text: str) -> set[int]:
+    """The lines holding a comment (a `#` inside a string is not one)."""
+    return {token.start[0] for token in tokenize.generate_tokens(io.StringIO(text).readline)
+            if token.type == tokenize.COMMENT}
+
+
+def test_function_level_imports_say_why_they_are_deferred():
+    """An import inside a function defers a heavy import (torch, Lightning, Optuna, matplotlib,
+    TensorBoard...), breaks an import cycle or keeps a module off `--help`'s path; a comment on
+    its line or within the 3 lines above says which. A light import belongs at the module's top."""
+    unexplained = set()
+    for path in _modules().values():
+        text = path.read_text()
+        comments = _comment_lines(text)
+        for function in ast.walk(ast.parse(text, filename=str(path))):
+            if not isinstance(function, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                continue
+            for node in ast.walk(function):
+                if isinstance(node, (ast.Import, ast.ImportFrom)) and \
+                        not comments & set(range(node.lineno - 3, node.lineno + 1)):
+                    unexplained.add(f"{path.relative_to(ROOT)}:{node.lineno}")
+    assert not unexplained, f"function-level imports with no comment saying why: {sorted(unexplained)}"

@@ -12,6 +12,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from finesweep.search.run_dir.files import cpu_count
 from finesweep.search.spec import SpecError
 from finesweep.search.spec.fields import FieldChecks
 from finesweep.search.spec.loading import parse_yaml_text, read_text
@@ -52,10 +53,6 @@ def check_this_machine(spec: SweepSpec, cpus: int | None = None, gpus: int | Non
     """A located error when the spec's trial cannot be placed on this machine (``cpus`` CPUs,
     ``gpus`` GPUs: by default what it has), where a local Ray would run it; None when it fits. (A one-worker trial
     that fits no node is refused once Ray has started, as before, by the same rule.)"""
-    # Here, not at the top: run_dir.files imported before search.spec meets the import cycle
-    # search.spec -> views.export -> run_dir.files.
-    from finesweep.search.run_dir.files import cpu_count
-
     cpus = cpu_count() if cpus is None else cpus
     gpus = local_gpus() if gpus is None else gpus
     resources = spec.resources

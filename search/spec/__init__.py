@@ -53,6 +53,7 @@ from finesweep.search.spec.sections import (
     check_strategy,
 )
 from finesweep.search.spec.space_rules import check_space, inputs_load, required_arguments
+from finesweep.search.user_code import add_import_paths
 
 # Re-exported: the rest of finesweep takes the spec's types and limits from here.
 __all__ = ["DEFAULT_KEEP_BEST", "MAX_SEED", "BudgetSpec", "FieldChecks", "KeyPath", "Problem", "ResourcesSpec",
@@ -140,8 +141,6 @@ def parse_spec(path: str | os.PathLike[str], overrides: Mapping[KeyPath, Any] | 
     ``read_inputs``: also run the classes' ``check_inputs`` (read the data files and weights in
     full); the views of a finished run (status, report, export) and a resume's look at the
     stored spec skip it, as they train nothing."""
-    from finesweep.search.user_code import add_import_paths
-
     text = read_text(path)
     base_dir = spec_dir_of(path, text)
     add_import_paths(base_dir)

@@ -315,11 +315,9 @@ ClassChoices = Mapping[str, tuple[str | None, tuple[Any, ...]]]
 def callback_class(class_path: str) -> type | None:
     """The class a callback's class path names; a bare name, as LightningCLI takes it, from
     Lightning's own callbacks."""
-    from finesweep.models.components import ComponentError, import_class
-
     try:
-        return import_class(class_path if "." in class_path else f"pytorch_lightning.callbacks.{class_path}")
-    except ComponentError:
+        return components.import_class(class_path if "." in class_path else f"pytorch_lightning.callbacks.{class_path}")
+    except components.ComponentError:
         return None  # Reported by the trainer section's own check.
 
 

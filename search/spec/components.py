@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from finesweep.models import components
+from finesweep.models.run import RESERVED_TRAINER_OPTIONS, reserved_callback
 from finesweep.models.tasks import KNOWN_METRICS, TaskAlias
 from finesweep.search.spec import classes as spec_classes
 from finesweep.search.spec import paths as spec_paths
@@ -29,6 +30,7 @@ from finesweep.search.spec.problems import (
     did_you_mean,
     suggest,
 )
+from finesweep.search.user_code import shadowing_problem
 
 SECTIONS = ("model", "data", "trainer")
 # Metric names whose direction a reader takes from the name alone; anything else needs `mode:`.
@@ -58,7 +60,7 @@ def guess_mode(metric: str) -> str | None:
 
 
 def trainer_class() -> type:
-    import pytorch_lightning as pl
+    import pytorch_lightning as pl  # Lightning and torch take seconds: not when `--help` imports the spec.
 
     return pl.Trainer
 
@@ -66,7 +68,7 @@ def trainer_class() -> type:
 def wrong_base(cls: type, section: str) -> str | None:
     """The Lightning base class ``cls`` should have for the spec's ``section`` (``model`` or
     ``data``) when it lacks it, else None."""
-    import pytorch_lightning as pl
+    import pytorch_lightning as pl  # Lightning and torch take seconds: not when `--help` imports the spec.
 
     expected = pl.LightningModule if section == "model" else pl.LightningDataModule
     return None if issubclass(cls, expected) else expected.__name__
@@ -203,8 +205,6 @@ def check_component(checks: FieldChecks, section: str, alias_class: str | None, 
 
 
 def import_named_class(checks: FieldChecks, class_path: str, path: KeyPath) -> type | None:
-    from finesweep.search.user_code import shadowing_problem
-
     clash = shadowing_problem(class_path)
     if clash is not None:  # Its module is never the user's: the installed one comes first.
         checks.problem(path, "a module of your own, named unlike any installed package", repr(class_path), clash)
@@ -247,8 +247,6 @@ def check_trainer(checks: FieldChecks, value: Any) -> dict[str, Any]:
     if not isinstance(value, dict):
         checks.problem(("trainer",), "a mapping of Trainer options", describe(value))
         return {}
-    from finesweep.models.run import RESERVED_TRAINER_OPTIONS
-
     cls = trainer_class()
     allowed = [n for n in argument_names(cls) if n not in RESERVED_TRAINER_OPTIONS]
     options = {}
@@ -268,8 +266,6 @@ def check_trainer(checks: FieldChecks, value: Any) -> dict[str, Any]:
 def reserved_callbacks(checks: FieldChecks, callbacks: Any) -> None:
     """A ``trainer.callbacks`` entry that would do finesweep's own job (checkpointing, a
     progress bar) is a problem at its class path, not a clash inside every trial."""
-    from finesweep.models.run import reserved_callback
-
     listed = isinstance(callbacks, list)
     for index, item in enumerate(callbacks if listed else [callbacks]):
         class_path = item.get("class_path") if isinstance(item, dict) else None

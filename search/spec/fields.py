@@ -157,6 +157,7 @@ class FieldChecks:
 
 def missing_driver(url: str) -> str | None:
     """Why the URL's database driver cannot be loaded, or None when it can."""
+    # SQLAlchemy takes a tenth of a second: only a spec naming a non-SQLite storage URL needs it.
     from sqlalchemy.engine import make_url
     from sqlalchemy.exc import ArgumentError, NoSuchModuleError
 

@@ -15,6 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from finesweep.search.spec.components import known_metrics
 from finesweep.search.spec.problems import describe, did_you_mean
 
 if TYPE_CHECKING:
@@ -61,8 +62,6 @@ class Selection:
 
 def check_objectives(checks: FieldChecks, model: Component | None, data: Mapping[str, Any]) -> tuple[Objective, ...]:
     """The objectives in order, from ``objectives:``; empty when the spec names ``metric:``."""
-    from finesweep.search.spec.components import known_metrics
-
     if "objectives" not in data:
         return ()
     for single in ("metric", "mode"):

@@ -94,6 +94,7 @@ def check_checkpoints(checks: FieldChecks, value: Any) -> int | None:
 
 
 def check_strategy(checks: FieldChecks, value: Any, space: SearchSpace) -> StrategySpec:
+    # The strategies bring Optuna and numpy, and import this package (spec.typed): not at the top.
     from finesweep.search.strategies import STRATEGIES, check_options
 
     if isinstance(value, str):
@@ -160,6 +161,7 @@ def start_point(checks: FieldChecks, value: str) -> dict[str, Any] | None:
 
 
 def check_scheduler(checks: FieldChecks, value: Any) -> SchedulerSpec:
+    # The schedulers import this package (spec.typed): at the top, importing them first would fail.
     from finesweep.search.schedulers import SCHEDULER_OPTIONS, SCHEDULERS
 
     if isinstance(value, str):

@@ -14,6 +14,7 @@ from collections.abc import Mapping, Set
 from typing import Any
 
 from finesweep.models import components
+from finesweep.models.run import RESERVED_TRAINER_OPTIONS
 from finesweep.models.tasks import TaskAlias
 from finesweep.search.space import (
     CategoricalParam,
@@ -121,8 +122,6 @@ def space_target(checks: FieldChecks, key: str, task: TaskAlias | None, classes:
                  path: KeyPath) -> tuple[list[Target], tuple[str, ...]] | None:
     """Where the space entry ``key`` goes: the arguments it sets (one per class it may go to)
     and its place in a run's config; None (and a problem) when nowhere."""
-    from finesweep.models.run import RESERVED_TRAINER_OPTIONS
-
     parts = sc.split_target(str(key))
     if len(parts) == 1:
         # A bare name: the model's argument, else the data's (how built-in task specs name them).

@@ -16,17 +16,16 @@ import warnings
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
+import optuna
+from finesweep.search.strategies import make_sampler
+from finesweep.search.strategies.global_tpe import GlobalSampler, gp_suits
+
 if TYPE_CHECKING:
-    import optuna
     from finesweep.search.space import SearchSpace
 
 
 def make_multi_objective_sampler(name: str, space: SearchSpace, options: Mapping[str, Any], *, objectives: int,
                                  seed: int | None = None) -> optuna.samplers.BaseSampler:
-    import optuna
-    from finesweep.search.strategies import make_sampler
-    from finesweep.search.strategies.global_tpe import GlobalSampler, gp_suits
-
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         if name == "global":

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+import optuna
+
 if TYPE_CHECKING:
-    import optuna
     from finesweep.search.space import SearchSpace
 
 
 def make_random_sampler(space: SearchSpace, *, seed: int | None = None) -> optuna.samplers.BaseSampler:
-    import optuna
-
     return optuna.samplers.RandomSampler(seed=seed)

@@ -13,6 +13,8 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import optuna
+from finesweep.search.strategies import make_sampler
+from finesweep.search.strategies.multi_objective import make_multi_objective_sampler
 from optuna.distributions import BaseDistribution
 from optuna.trial import FrozenTrial
 
@@ -83,9 +85,6 @@ class PerTrialSeededSampler(optuna.samplers.BaseSampler):
 def build_sampler(spec: SweepSpec) -> optuna.samplers.BaseSampler:
     """The spec's strategy; a seeded one draws per trial, so a resumed sweep goes on as
     an uninterrupted one would instead of repeating its first suggestions."""
-    from finesweep.search.strategies import make_sampler
-    from finesweep.search.strategies.multi_objective import make_multi_objective_sampler
-
     strategy = spec.strategy
 
     def build(seed: int | None) -> optuna.samplers.BaseSampler:

@@ -40,12 +40,14 @@ from finesweep.search.run_dir.files import (
     record_of_text,
     run_dir_of,
 )
+from finesweep.search.spec import MAX_SEED
 from finesweep.search.spec.components import check_component, check_trainer
 from finesweep.search.spec.fields import FieldChecks
 from finesweep.search.spec.loading import parse_yaml_text, read_text
 from finesweep.search.spec.problems import Problem, SpecError
 from finesweep.search.study import first_value
 from finesweep.search.user_code import add_import_paths
+from finesweep.search.views.pareto_front import choose, objective_values, pareto_front
 
 if TYPE_CHECKING:
     import optuna
@@ -138,9 +140,6 @@ def recorded_config(frozen: optuna.trial.FrozenTrial) -> dict[str, Any]:
 
 
 def recorded_seed(frozen: optuna.trial.FrozenTrial) -> int:
-    # Here, not at the top: search.spec imports this module.
-    from finesweep.search.spec import MAX_SEED
-
     check = Fields(f"study trial {frozen.number}", prefix="user_attrs.")
     return check.integer(frozen.user_attrs.get("seed"), ("seed",), 0, 2 * MAX_SEED)
 
@@ -194,9 +193,6 @@ def write_exports(info: RunInfo, run_dir: Path, ranked: list[optuna.trial.Frozen
 def _write_front(info: RunInfo, run_dir: Path, ranked: list[optuna.trial.FrozenTrial]) -> list[Path]:
     """``best.yaml`` chosen on the front by the spec's `select:` rule (else the knee), and with
     several objectives the whole front as ``pareto/rank_NN.yaml`` (by the first objective)."""
-    # Here, not at the top: views.pareto_front imports this module.
-    from finesweep.search.views.pareto_front import choose, objective_values, pareto_front
-
     found = pareto_front(ranked, info.objectives)
     if not found.members:
         return []

@@ -53,7 +53,7 @@ class Plot:
 
 
 def _figure(width: float = 8.0, height: float = 4.5) -> Figure:
-    from matplotlib.figure import Figure
+    from matplotlib.figure import Figure  # matplotlib is slow to import (see the module docstring)
 
     # A bare Figure needs no GUI backend and keeps no global pyplot state.
     return Figure(figsize=(width, height), dpi=100, layout="constrained")
@@ -116,7 +116,7 @@ def plot_importances(result: Importances, metric: str) -> Figure:
 
 def _axis_position(trial: optuna.trial.FrozenTrial, name: str) -> float:
     """Where the trial's value of ``name`` sits on its 0..1 axis; inactive below the axis."""
-    from optuna.distributions import CategoricalDistribution
+    from optuna.distributions import CategoricalDistribution  # Optuna is slow to import (module docstring)
 
     if name not in trial.params:
         return _INACTIVE_Y
@@ -132,7 +132,7 @@ def _axis_position(trial: optuna.trial.FrozenTrial, name: str) -> float:
 
 
 def _axis_labels(trials: list[optuna.trial.FrozenTrial], name: str) -> list[tuple[float, str]]:
-    from optuna.distributions import CategoricalDistribution
+    from optuna.distributions import CategoricalDistribution  # Optuna is slow to import (module docstring)
 
     distribution = next((t.distributions[name] for t in trials if name in t.distributions), None)
     labels = []
@@ -147,7 +147,7 @@ def _axis_labels(trials: list[optuna.trial.FrozenTrial], name: str) -> list[tupl
 
 
 def plot_parallel(record: SweepRecord, trials: list[optuna.trial.FrozenTrial]) -> Figure:
-    import matplotlib
+    import matplotlib  # matplotlib is slow to import (see the module docstring)
     from matplotlib.cm import ScalarMappable
     from matplotlib.colors import Normalize
 
@@ -212,7 +212,7 @@ def epoch_series(run_dir: Path | None, number: int, tag: str | None) -> tuple[st
     """:func:`epoch_scalars` with the tag it read."""
     if run_dir is None or not tensorboard_dir(run_dir, number).is_dir():
         return None, {}
-    from tensorboard.backend.event_processing import event_accumulator
+    from tensorboard.backend.event_processing import event_accumulator  # TensorBoard: slow to import
 
     run = event_accumulator.EventAccumulator(str(tensorboard_dir(run_dir, number)),
                                              size_guidance={event_accumulator.SCALARS: 0})
@@ -228,7 +228,7 @@ def epoch_series(run_dir: Path | None, number: int, tag: str | None) -> tuple[st
 def plot_curves(record: SweepRecord, trials: list[optuna.trial.FrozenTrial], top_k: int) -> Figure:
     """The metric (left, from the study) and the training loss (right, from the trials'
     TensorBoard scalars) per epoch: the best ``top_k`` COMPLETE trials against every PRUNED one."""
-    from matplotlib.ticker import MaxNLocator
+    from matplotlib.ticker import MaxNLocator  # matplotlib is slow to import (see the module docstring)
 
     figure = _figure(12.0, 4.5)
     metric_axes, loss_axes = figure.subplots(1, 2)
