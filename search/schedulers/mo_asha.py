@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from finesweep.search.objectives.pareto import best_first, to_minimise, total_violation, violation
-from finesweep.search.schedulers import SCHEDULERS, hyperband_brackets
+from finesweep.search.schedulers import scheduler_arguments
 
 if TYPE_CHECKING:
     from finesweep.search.spec import SweepSpec
@@ -75,12 +75,10 @@ class SweepRungs:
     spec's names; ``asha`` or ``hyperband`` with the spec's options, in epochs."""
 
     def __init__(self, spec: SweepSpec) -> None:
-        name, options = spec.scheduler.name, {**SCHEDULERS[spec.scheduler.name], **spec.scheduler.options}
-        max_t = spec.budget.max_epochs
-        grace, factor = min(int(options["grace_period"]), max_t), float(options["reduction_factor"])
-        brackets = (hyperband_brackets(max_t, grace, factor) if name == "hyperband"
-                    else int(options.get("brackets", 1)))
-        self.rungs = MultiObjectiveRungs(max_t=max_t, grace_period=grace, reduction_factor=factor, brackets=brackets)
+        # The rungs Ray's single-objective scheduler of the same name and options would use.
+        rungs = scheduler_arguments(spec.scheduler.name, spec.scheduler.options, spec.budget.max_epochs)
+        self.rungs = MultiObjectiveRungs(max_t=rungs["max_t"], grace_period=rungs["grace_period"],
+                                         reduction_factor=float(rungs["reduction_factor"]), brackets=rungs["brackets"])
         self.names = [o.name for o in spec.objectives]
         self.modes = list(spec.modes)
         self.constraints: Mapping[str, Mapping[str, float]] = spec.constraints
