@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """finesweep's entry point: `python launch.py sweep spaces/digits_cnn.yaml` (see README)."""
 
-from finesweep.search.cli import main
+from finesweep.search.signals import run_command
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    run_command()

@@ -1,4 +1,5 @@
-"""Ctrl-C and SIGTERM during a sweep: the first asks for a graceful stop, the second stops at once.
+"""Ctrl-C and SIGTERM during a sweep: the first asks for a graceful stop, the second stops at once;
+and how a command's process ends (:func:`run_command`).
 
 A graceful stop hands out no new trial, leaves the running ones RUNNING in the study (so a
 resume runs them again with the same parameters and seed, as after a crash), writes the
@@ -8,12 +9,14 @@ to the study as they end, so even the immediate stop loses none of them.
 
 from __future__ import annotations
 
+import atexit
+import os
 import signal
 import sys
 import threading
 from collections.abc import Callable
 from types import FrameType
-from typing import Any
+from typing import Any, NoReturn
 
 HANDLED = (signal.SIGINT, signal.SIGTERM)
 
@@ -78,3 +81,44 @@ def stop_on_ctrl_c() -> None:
 
 def signal_name(signum: int) -> str:
     return "Ctrl-C" if signum == signal.SIGINT else signal.Signals(signum).name
+
+
+def run_command(main: Callable[[], int] | None = None) -> NoReturn:
+    """The process's entry point (``launch.py`` and the installed ``finesweep`` command): run
+    the command line's ``main`` (finesweep's CLI unless given), then end the process with its
+    status without the interpreter's teardown.
+
+    That teardown frees every module and object of torch, Lightning and Ray one by one and
+    writes nothing: 1.4 s of a 1-trial sweep's 15 s on 2 cores, paid after the last line was
+    printed. Every file a command writes is closed by the time it returns, and the study is
+    committed. What is registered with :mod:`atexit` still runs (Ray's shutdown, temporary
+    folders' removal, logging's flush): the handler that ends the process is registered here,
+    before finesweep's modules are imported, so it runs after every later one.
+    """
+    status = [1]  # An exception escaping main: Python prints it, the status is 1 as usual.
+    atexit.register(_end_now, status)
+    try:
+        if main is None:
+            # Imported after the registration above, so that every handler the CLI's modules
+            # (and the libraries they bring) register runs before the process ends.
+            from finesweep.search.cli import main
+        status[0] = main()
+    except SystemExit as stop:  # argparse: --help (0), a usage error (2)
+        status[0] = stop.code if isinstance(stop.code, int) else (0 if stop.code is None else 1)
+        raise
+    except KeyboardInterrupt:  # Ctrl-C before the CLI catches it (while importing)
+        status[0] = 128 + signal.SIGINT
+        raise
+    raise SystemExit(status[0])
+
+
+def _end_now(status: list[int]) -> None:
+    # logging registered its own flush before this handler when it was imported first.
+    if "logging" in sys.modules:
+        sys.modules["logging"].shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):  # A closed pipe or stream: nothing more can reach it.
+            pass
+    os._exit(status[0])
