@@ -169,7 +169,8 @@ def leftovers(record: SessionRecord) -> list[Leftover]:
 
 
 def end(found: list[Leftover]) -> list[Leftover]:
-    """SIGTERM each, then SIGKILL what is still there after 5 s; returns those ended."""
+    """SIGTERM each, then SIGKILL what is still there after 5 s, and wait for those to be gone
+    too (so that a check right after this returns finds none); returns those ended."""
     processes = []
     for leftover in found:
         try:
@@ -183,6 +184,7 @@ def end(found: list[Leftover]) -> list[Leftover]:
             process.kill()
         except psutil.Error:
             pass
+    psutil.wait_procs(alive, timeout=5)
     ended = {p.pid for p in processes}
     return [leftover for leftover in found if leftover.pid in ended]
 
