@@ -285,13 +285,18 @@ def main(argv: list[str] | None = None) -> None:
             for job, curve, seconds in json.load(handle)["runs"]:
                 earlier[tuple(job)] = (tuple(job), curve, seconds)
     runs = [earlier[job] for job in jobs if job in earlier]
-    loads = []  # The 1-minute load average every 30 s: the machine is shared, wall time says little alone.
+    todo = [job for job in jobs if job not in earlier]
+    # The 1-minute load average about every 30 s: the machine may be shared, and wall time
+    # says little without it. Progress goes to stderr at the same moments.
+    loads, sampled = [], time.perf_counter()
     with multiprocessing.get_context("spawn").Pool(args.workers) as pool:
-        pending = pool.map_async(one_run, [job for job in jobs if job not in earlier], chunksize=1)
-        while not pending.ready():
-            pending.wait(30)
-            loads.append(os.getloadavg()[0])
-        runs += pending.get()
+        for done, result in enumerate(pool.imap_unordered(one_run, todo, chunksize=1), start=1):
+            runs.append(result)
+            if time.perf_counter() - sampled >= 30:
+                sampled = time.perf_counter()
+                loads.append(os.getloadavg()[0])
+                print(f"{done}/{len(todo)} runs in {sampled - started:.0f} s, load {loads[-1]:.1f}",
+                      file=sys.stderr, flush=True)
     elapsed = time.perf_counter() - started
 
     given = sys.argv[1:] if argv is None else argv
@@ -301,7 +306,7 @@ def main(argv: list[str] | None = None) -> None:
         "machine": f"{machine()}; {args.workers} worker processes",
         "load": f"load average {load_before[0]:.1f} at the start, {os.getloadavg()[0]:.1f} at the end, "
                 f"{np.mean(loads or [0.0]):.1f} on average ({min(loads or [0.0]):.1f}-{max(loads or [0.0]):.1f}) "
-                f"over {len(loads)} samples 30 s apart",
+                f"over {len(loads)} samples about 30 s apart",
         "instances": instances, "seeds": seeds, "full": args.full, "dimensions": dims, "functions": functions,
         "arms": arms, "multipliers": multipliers, "budget_aware": BUDGET_AWARE,
         "cpu_seconds": sum(seconds for _, _, seconds in runs),
