@@ -5,7 +5,10 @@ with a token made by `ray get-auth-token --generate` in a home folder of their o
 Each node is `ray start ... --block` in a session of its own, so the test ends exactly the
 nodes it started: SIGTERM to the `ray start` process (Ray's handler stops that node's
 processes), then SIGKILL to whatever of its session is left. Never `ray stop`: it ends every
-Ray on the machine, other people's and the test session's own local Ray included.
+Ray on the machine, other people's and the test session's own local Ray included. Ray 2.60's
+handler first drains the node for Ray Serve, waiting up to 30 s for its worker leases to be
+returned: after a sweep the head waited out all 30 s on every stop. Nothing here serves
+traffic, so the nodes are started with that drain off and stop at once.
 
 Every port is given: other Rays on a shared machine hold Ray's default ports. `temp_dir` keeps
 the cluster's session folders apart from any other Ray's (Ray puts unix sockets in it: keep it
@@ -29,6 +32,8 @@ from pathlib import Path
 
 RAY_CLI = str(Path(sys.executable).with_name("ray"))
 READY = "This command will now block forever"
+# Read by the `ray start` process's SIGTERM handler: 0 skips the drain before it stops the node.
+NO_DRAIN = {"RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S": "0"}
 # Per-node ports `ray start` would otherwise take from fixed defaults.
 NODE_PORTS = ("--node-manager-port", "--object-manager-port", "--dashboard-agent-grpc-port",
               "--dashboard-agent-listen-port", "--metrics-export-port", "--runtime-env-agent-port")
@@ -79,8 +84,9 @@ class RayNode:
         self.command = [RAY_CLI, "start", *arguments, "--block"]
         self.log = log
         with log.open("w") as output:
-            self.process = subprocess.Popen(self.command, env=dict(env), stdout=output, stderr=subprocess.STDOUT,
-                                            stdin=subprocess.DEVNULL, start_new_session=True)
+            self.process = subprocess.Popen(self.command, env={**env, **NO_DRAIN}, stdout=output,
+                                            stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                            start_new_session=True)
         deadline = time.monotonic() + timeout
         while READY not in log.read_text():
             if self.process.poll() is not None or time.monotonic() > deadline:

@@ -28,6 +28,7 @@ import sys
 import time
 import urllib.request
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -802,15 +803,20 @@ scheduler: none
 budget: {trials: 1, max_epochs: 2, trial_timeout_s: 3}
 resources: {cpus: 1, concurrency: 1}
 """)
+    # The two sweeps share only the spec they read, so they run at once.
+    with ThreadPoolExecutor(2) as pool:
+        checking = pool.submit(cli, ["sweep", str(spec), "--out", str(tmp_path / "checked")], tmp_path, timeout=600)
+        running = pool.submit(cli, ["sweep", str(spec), "--out", str(tmp_path / "out"), "--no-dry-run"], tmp_path,
+                              timeout=600)
+        checked, result = checking.result(), running.result()
     # The dry run hangs first, in the driver, and the trial's own limit bounds it: one line, exit 2,
     # no Ray, nothing left behind.
-    checked = cli(["sweep", str(spec), "--out", str(tmp_path / "checked")], tmp_path, timeout=600)
     assert checked.returncode == 2, (checked.stdout + checked.stderr)[-3000:]
     assert checked.stderr.strip().splitlines()[-1] == (
         "finesweep: the dry run did not finish within 3 s; nothing was started (budget.trial_timeout_s, or "
         "--no-dry-run)"), checked.stderr
     assert "starting Ray" not in checked.stdout and not (tmp_path / "checked").exists()
-    result = cli(["sweep", str(spec), "--out", str(tmp_path / "out"), "--no-dry-run"], tmp_path, timeout=600)
+    # Without the dry run, the trial hangs in Ray and its watchdog ends it.
     output = result.stdout + result.stderr
     assert result.returncode == 1, output[-3000:]  # no trial completed
     for noise in ("Traceback", "(raylet)", "A worker died"):

@@ -283,9 +283,9 @@ task: debug
 metric: val_acc
 space:
   learning_rate: {type: float, low: 0.01, high: 0.5, log: true}
-  # Long enough that the two trials overlap even when one worker starts well after the other: a
-  # loaded 2-core machine took over 10 s to start the second worker (its Lightning import).
-  epoch_seconds: 12.0
+  # The trials' callback holds each one at its first step until the other has taken its own, so
+  # they overlap however long a loaded machine takes to start the second worker.
+  epoch_seconds: 0.5
 strategy: {name: random, seed: 0}
 scheduler: none
 budget: {trials: 2, max_epochs: 2}
@@ -295,7 +295,10 @@ trainer:
 """
 
 # A user's callback (shipped with the spec's folder, as any user module): when each trial took
-# its first training step and when it ended its last epoch, one file per trial.
+# its first training step and when it ended its last epoch, one file per trial. At its first step
+# a trial waits (at most 120 s) until the other trial has taken its first step too: two trials
+# Ray runs at once both pass at once, while of two run one after the other the first waits out
+# the 120 s alone and ends before the second begins, which the test's overlap check then fails.
 OVERLAP_PROBE = """
 import json, time, uuid
 from pathlib import Path
@@ -308,7 +311,16 @@ class Span(pl.Callback):
         self.path, self.span = Path(folder) / f"{uuid.uuid4().hex}.json", {}
 
     def on_train_batch_start(self, trainer, module, batch, batch_idx):
-        self.span.setdefault("first_step_at", time.time())
+        if "first_step_at" in self.span:
+            return
+        self.span["first_step_at"] = time.time()
+        if trainer.max_epochs > 1:  # not the driver's one-batch dry run
+            started = self.path.parent / "started"
+            started.mkdir(parents=True, exist_ok=True)
+            (started / self.path.name).touch()
+            deadline = time.monotonic() + 120
+            while len(list(started.iterdir())) < 2 and time.monotonic() < deadline:
+                time.sleep(0.1)
 
     def on_train_epoch_end(self, trainer, module):
         self.span["ended_at"] = time.time()
@@ -351,6 +363,8 @@ def test_more_gpus_than_any_node_has_is_refused_before_any_trial(tmp_path, clust
     assert not run_dir.exists()
 
 
+# 3 at a time on three 1-CPU nodes (the doomed one added by the test): the first three trials take
+# one node each, so one of them runs on the node that is killed; the fourth runs after the kill.
 KILLED = """
 name: killed
 task: debug
@@ -360,7 +374,7 @@ space:
   epoch_seconds: 0.6
 strategy: {name: random, seed: 1}
 scheduler: none
-budget: {trials: 8, max_epochs: 5}
+budget: {trials: 4, max_epochs: 5}
 resources: {cpus: 1, concurrency: 3}
 max_failures: 1
 """
@@ -383,7 +397,7 @@ def test_a_worker_node_killed_mid_sweep_has_its_trials_retried_elsewhere(tmp_pat
     _finish(process)
 
     study = _study(run_dir, "killed")
-    _check_invariants(study, 8)
+    _check_invariants(study, 4)
     counts = state_counts(study)
     assert counts.get("RUNNING", 0) == 0 and counts.get("WAITING", 0) == 0
     for number in on_doomed:
@@ -461,7 +475,7 @@ def test_ray_start_joins_a_head_after_a_local_sweep_on_the_same_machine(tmp_path
 def test_a_trial_whose_node_dies_without_retries_fails_with_rays_reason(tmp_path, cluster):
     doomed = cluster.ray.add_worker(cpus=1)
     run_dir = tmp_path / "run"
-    spec = KILLED.replace("max_failures: 1", "max_failures: 0").replace("trials: 8", "trials: 4")
+    spec = KILLED.replace("max_failures: 1", "max_failures: 0")
     process = _sweep(_spec(tmp_path, spec), run_dir, cluster.address, cluster.env)
     try:
         deadline = time.monotonic() + 240

@@ -8,6 +8,7 @@ from __future__ import annotations
 import re
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import optuna
@@ -159,13 +160,17 @@ def test_two_objectives_and_a_constraint_on_an_own_model(tmp_path):
     assert b"final/val_acc" in experiment.read_bytes() or b"val_acc" in experiment.read_bytes()
     assert b"n_params" in experiment.read_bytes()
 
-    trained = _cli("train", front_files[0], cwd=tmp_path)
+    # train (writing pareto/retrain/) and ensemble (writing ensemble.yaml) read the run directory
+    # and nothing the other writes: they run at once.
+    with ThreadPoolExecutor(2) as pool:
+        training = pool.submit(_cli, "train", front_files[0], cwd=tmp_path)
+        ensembling = pool.submit(_cli, "ensemble", run_dir, "--top-k", "2", cwd=tmp_path)
+        trained, ensembled = training.result(), ensembling.result()
     assert trained.returncode == 0, trained.stdout + trained.stderr
     retrained = float(re.search(r"val_acc (\d+\.\d+) \(sweep: ", trained.stdout).group(1))
     assert retrained == pytest.approx(_record(front_files[0])["value"], abs=1e-4), trained.stdout
 
     # The trials' kept weights serve an ensemble, and --reseed retrains the best two by the first objective.
-    ensembled = _cli("ensemble", run_dir, "--top-k", "2", cwd=tmp_path)
     assert ensembled.returncode == 0, ensembled.stdout + ensembled.stderr
     assert "ensemble (mean" in ensembled.stdout
     reseeded = _cli("export", run_dir, "--top-k", "2", "--reseed", "1", cwd=tmp_path)

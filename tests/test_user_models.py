@@ -316,6 +316,30 @@ def _cli(*args: str | Path, cwd: Path, timeout: float = 600) -> subprocess.Compl
                           timeout=timeout)
 
 
+def _start(*args: str | Path, cwd: Path) -> subprocess.Popen[str]:
+    """A command started now and finished by :func:`_finish`: commands that only read the run
+    directory and write apart (train: retrain/ or --out, ensemble: ensemble.yaml) run at once,
+    each a process mostly importing torch and Lightning on its own core."""
+    return subprocess.Popen([sys.executable, LAUNCH, *map(str, args)], cwd=cwd, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+
+
+def _finish(*processes: subprocess.Popen[str], timeout: float = 600) -> list[subprocess.CompletedProcess[str]]:
+    """Wait for every one of ``processes`` (all of them, even when one fails) and return their
+    results; past ``timeout`` the ones still running are killed, as subprocess.run would."""
+    done = []
+    try:
+        for process in processes:
+            out, err = process.communicate(timeout=timeout)
+            done.append(subprocess.CompletedProcess(process.args, process.returncode, out, err))
+    finally:
+        for process in processes:
+            if process.poll() is None:
+                process.kill()
+                process.communicate()
+    return done
+
+
 @pytest.mark.slow
 def test_the_whole_workflow_on_a_users_own_model_from_another_directory(user_folder, tmp_path):
     spec_path = user_folder / "spec.yaml"
@@ -342,17 +366,18 @@ def test_the_whole_workflow_on_a_users_own_model_from_another_directory(user_fol
                                 if line.startswith("#% ") and ": " in line and not line.startswith("#%  "))}
     sweep_value = float(record["value"])
 
-    trained = _cli("train", best, cwd=tmp_path / "runs")
+    trained, longer, ensembled = _finish(
+        _start("train", best, cwd=tmp_path / "runs"),
+        _start("train", best, "--max-epochs", "3", "--seed", "7", "--out", tmp_path / "longer", cwd=elsewhere),
+        _start("ensemble", run_dir, "--top-k", "2", cwd=elsewhere))
     assert trained.returncode == 0, trained.stdout + trained.stderr
     retrained = float(re.search(r"val_loss (\d+\.\d+) \(sweep: ", trained.stdout).group(1))
     assert retrained == pytest.approx(sweep_value, abs=5e-5), trained.stdout
     assert re.search(r"test \(held out\): test_loss \d\.\d+, test_accuracy \d\.\d+", trained.stdout), trained.stdout
 
-    longer = _cli("train", best, "--max-epochs", "3", "--seed", "7", "--out", tmp_path / "longer", cwd=elsewhere)
     assert longer.returncode == 0, longer.stderr
     assert "(3 epochs, seed 7)" in longer.stdout and "(sweep: " not in longer.stdout
 
-    ensembled = _cli("ensemble", run_dir, "--top-k", "2", cwd=elsewhere)
     assert ensembled.returncode == 0, ensembled.stdout + ensembled.stderr
     assert "ensemble (mean probabilities)" in ensembled.stdout
     again = _cli("ensemble", run_dir / "ensemble.yaml", cwd=tmp_path)
@@ -393,17 +418,20 @@ def test_the_examples_sweep_and_their_exports_retrain(example, tmp_path):
     swept = _cli("sweep", ROOT / "examples" / example / "sweep.yaml", "--out", run_dir, cwd=tmp_path)
     assert swept.returncode == 0, swept.stdout[-3000:] + swept.stderr[-3000:]
     assert "FAIL 0" in swept.stdout
-    trained = _cli("train", run_dir / "best.yaml", cwd=tmp_path)
+    started = [_start("train", run_dir / "best.yaml", cwd=tmp_path),
+               _start("ensemble", run_dir, "--top-k", "2", cwd=tmp_path)]
+    try:
+        if example in ("wine", "encoders"):  # encoders: nested classes, callbacks and a class choice
+            _best_yaml_runs_under_lightning_cli(run_dir / "best.yaml", ROOT / "examples" / example, tmp_path)
+    finally:
+        trained, ensembled = _finish(*started)
     assert trained.returncode == 0, trained.stderr
     assert "(sweep: " in trained.stdout
-    ensembled = _cli("ensemble", run_dir, "--top-k", "2", cwd=tmp_path)
     assert ensembled.returncode == 0, ensembled.stdout + ensembled.stderr
     if example == "diabetes":  # a regression model: its predictions are averaged, scored by mse/mae
         assert "ensemble (mean predictions)" in ensembled.stdout and "val_mse" in ensembled.stdout
     else:
         assert "ensemble (mean probabilities)" in ensembled.stdout and "val_acc" in ensembled.stdout
-    if example in ("wine", "encoders"):  # encoders: nested classes, callbacks and a class choice
-        _best_yaml_runs_under_lightning_cli(run_dir / "best.yaml", ROOT / "examples" / example, tmp_path)
 
 
 def _best_yaml_runs_under_lightning_cli(best: Path, module_dir: Path, tmp_path: Path) -> None:
