@@ -14,6 +14,7 @@ import re
 import subprocess
 import sys
 import textwrap
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -316,30 +317,6 @@ def _cli(*args: str | Path, cwd: Path, timeout: float = 600) -> subprocess.Compl
                           timeout=timeout)
 
 
-def _start(*args: str | Path, cwd: Path) -> subprocess.Popen[str]:
-    """A command started now and finished by :func:`_finish`: commands that only read the run
-    directory and write apart (train: retrain/ or --out, ensemble: ensemble.yaml) run at once,
-    each a process mostly importing torch and Lightning on its own core."""
-    return subprocess.Popen([sys.executable, LAUNCH, *map(str, args)], cwd=cwd, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
-
-
-def _finish(*processes: subprocess.Popen[str], timeout: float = 600) -> list[subprocess.CompletedProcess[str]]:
-    """Wait for every one of ``processes`` (all of them, even when one fails) and return their
-    results; past ``timeout`` the ones still running are killed, as subprocess.run would."""
-    done = []
-    try:
-        for process in processes:
-            out, err = process.communicate(timeout=timeout)
-            done.append(subprocess.CompletedProcess(process.args, process.returncode, out, err))
-    finally:
-        for process in processes:
-            if process.poll() is None:
-                process.kill()
-                process.communicate()
-    return done
-
-
 @pytest.mark.slow
 def test_the_whole_workflow_on_a_users_own_model_from_another_directory(user_folder, tmp_path):
     spec_path = user_folder / "spec.yaml"
@@ -366,10 +343,14 @@ def test_the_whole_workflow_on_a_users_own_model_from_another_directory(user_fol
                                 if line.startswith("#% ") and ": " in line and not line.startswith("#%  "))}
     sweep_value = float(record["value"])
 
-    trained, longer, ensembled = _finish(
-        _start("train", best, cwd=tmp_path / "runs"),
-        _start("train", best, "--max-epochs", "3", "--seed", "7", "--out", tmp_path / "longer", cwd=elsewhere),
-        _start("ensemble", run_dir, "--top-k", "2", cwd=elsewhere))
+    # train (retrain/ or --out) and ensemble (ensemble.yaml) read the run directory and write apart:
+    # they run at once, each mostly importing torch and Lightning on its own core.
+    with ThreadPoolExecutor(3) as pool:
+        training = pool.submit(_cli, "train", best, cwd=tmp_path / "runs")
+        longer_training = pool.submit(_cli, "train", best, "--max-epochs", "3", "--seed", "7",
+                                      "--out", tmp_path / "longer", cwd=elsewhere)
+        ensembling = pool.submit(_cli, "ensemble", run_dir, "--top-k", "2", cwd=elsewhere)
+        trained, longer, ensembled = training.result(), longer_training.result(), ensembling.result()
     assert trained.returncode == 0, trained.stdout + trained.stderr
     retrained = float(re.search(r"val_loss (\d+\.\d+) \(sweep: ", trained.stdout).group(1))
     assert retrained == pytest.approx(sweep_value, abs=5e-5), trained.stdout
@@ -418,13 +399,12 @@ def test_the_examples_sweep_and_their_exports_retrain(example, tmp_path):
     swept = _cli("sweep", ROOT / "examples" / example / "sweep.yaml", "--out", run_dir, cwd=tmp_path)
     assert swept.returncode == 0, swept.stdout[-3000:] + swept.stderr[-3000:]
     assert "FAIL 0" in swept.stdout
-    started = [_start("train", run_dir / "best.yaml", cwd=tmp_path),
-               _start("ensemble", run_dir, "--top-k", "2", cwd=tmp_path)]
-    try:
+    with ThreadPoolExecutor(2) as pool:  # (as above) read the run directory, write apart
+        training = pool.submit(_cli, "train", run_dir / "best.yaml", cwd=tmp_path)
+        ensembling = pool.submit(_cli, "ensemble", run_dir, "--top-k", "2", cwd=tmp_path)
         if example in ("wine", "encoders"):  # encoders: nested classes, callbacks and a class choice
             _best_yaml_runs_under_lightning_cli(run_dir / "best.yaml", ROOT / "examples" / example, tmp_path)
-    finally:
-        trained, ensembled = _finish(*started)
+        trained, ensembled = training.result(), ensembling.result()
     assert trained.returncode == 0, trained.stderr
     assert "(sweep: " in trained.stdout
     assert ensembled.returncode == 0, ensembled.stdout + ensembled.stderr
