@@ -497,13 +497,15 @@ def test_a_trial_whose_node_dies_without_retries_fails_with_rays_reason(tmp_path
 
 
 def test_ray_is_prepared_for_loopback_only_where_the_address_is_local(monkeypatch):
-    from finesweep.search.cluster import LOOPBACK_ONLY_VAR, prepare_ray_environment
+    from finesweep.search.cluster import LOOPBACK_ONLY_VAR, NO_PRESTART_VAR, prepare_ray_environment
 
-    for name in (LOOPBACK_ONLY_VAR, "RAY_AUTH_MODE", "RAY_AUTH_TOKEN"):
+    for name in (LOOPBACK_ONLY_VAR, "RAY_AUTH_MODE", "RAY_AUTH_TOKEN", NO_PRESTART_VAR):
         monkeypatch.delenv(name, raising=False)
     prepare_ray_environment("10.1.2.3:6379")
     assert LOOPBACK_ONLY_VAR not in os.environ and "RAY_AUTH_MODE" not in os.environ
     prepare_ray_environment("127.0.0.1:6379")
     assert os.environ[LOOPBACK_ONLY_VAR] == "0" and "RAY_AUTH_MODE" not in os.environ
+    assert NO_PRESTART_VAR not in os.environ  # a cluster's nodes keep their own settings
     prepare_ray_environment(None)
     assert os.environ["RAY_AUTH_MODE"] == "token" and len(os.environ["RAY_AUTH_TOKEN"]) == 64
+    assert os.environ[NO_PRESTART_VAR] == "0"

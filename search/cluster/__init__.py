@@ -138,6 +138,9 @@ def refused_for_auth(error: BaseException | None, auth_error: type[BaseException
 
 
 LOOPBACK_ONLY_VAR = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
+# Ray's setting (read by its raylet from the environment) for prestarting workers when the first
+# driver connects.
+NO_PRESTART_VAR = "RAY_prestart_worker_first_driver"
 
 
 def prepare_ray_environment(address: str | None) -> None:
@@ -150,11 +153,17 @@ def prepare_ray_environment(address: str | None) -> None:
     looks for the head there (where nothing may listen). A local Ray also gets a private token
     (see :func:`private_token_for_local_ray`). Nodes started with `ray start` keep their own
     settings: on one machine, `ray start --node-ip-address=127.0.0.1` still takes the public
-    address, and a driver attached to such a node takes it too."""
+    address, and a driver attached to such a node takes it too.
+
+    A local Ray starts no idle workers for its first driver (``NO_PRESTART_VAR``): Ray Tune
+    gives its trial actors a runtime environment of their own, so they never run in those
+    workers (benchmarks/worker_warmup.py), which only took CPU from Ray's start-up and the first
+    trial's worker (about 0.5 CPU-second each, measured with `ray.init` on 2 cores)."""
     if address is None or is_loopback(address):
         os.environ[LOOPBACK_ONLY_VAR] = "0"
     if address is None:
         private_token_for_local_ray()
+        os.environ.setdefault(NO_PRESTART_VAR, "0")
 
 
 def private_token_for_local_ray() -> bool:
