@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 import yaml
 from finesweep.search.run_dir import SPEC_COPY, default_run_dir, write_atomically
 from finesweep.search.run_dir.files import SWEEP_NAME, RunFileError, read_spec_copy, read_yaml
+from finesweep.search.run_dir.lock import LockError, RunLock
 from finesweep.search.space import CategoricalParam
 from finesweep.search.spec.loading import SPEC_DIR_RECORD, read_text
 from finesweep.search.study import describe_storage, normalize_storage, storage_url, without_password
@@ -144,6 +145,10 @@ def check_before_resume(spec_path: str | Path, run_dir: Path | None) -> None:
         if not isinstance(name, str) or not SWEEP_NAME.fullmatch(name):
             return
         run_dir = default_run_dir(name)
+    try:  # Held by a live sweep: refused now, not after seconds of importing the spec's classes.
+        RunLock(run_dir).check_free()
+    except LockError as error:
+        raise ResumeRefused(str(error)) from None
     if (run_dir / SPEC_COPY).is_file():
         check_spec_copy(run_dir)
 

@@ -788,6 +788,20 @@ def test_a_metric_never_logged_prints_one_line_per_failed_trial_and_no_ray_trace
 
 
 @pytest.mark.slow
+def test_a_sweep_started_from_a_folder_of_planted_packages_runs_none_of_them_in_its_workers(attack):
+    """Ray puts the driver's working directory first on each local worker's import path, and a
+    trial's worker imports pandas (with Ray Tune) before the trial's context moves the user's
+    folders behind the installed packages. From a folder holding `pandas.py` (and `optuna.py`,
+    `yaml.py`), the driver starts Ray from an empty folder, so none of them runs anywhere."""
+    (attack.spec / "pandas.py").write_text(f"open({str(attack.marker)!r}, 'a').write('pandas\\n')\n")
+    spec = user_spec(attack, trials=1)
+    result = cli(["sweep", str(spec), "--out", str(attack.other / "out")], attack.spec, timeout=600)
+    assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
+    assert "COMPLETE 1" in result.stdout, result.stdout
+    assert attack.ran() == []
+
+
+@pytest.mark.slow
 def test_a_hung_trial_is_one_line_with_its_reason(tmp_path):
     spec = tmp_path / "hang.yaml"
     spec.write_text("""\
@@ -864,6 +878,25 @@ def test_the_lock_is_never_taken_through_a_planted_link(tmp_path):
     with pytest.raises(LockError, match="cannot take the lock"):
         RunLock(tmp_path / "run").acquire()
     assert precious.read_text() == "mine\n"
+    RunLock(tmp_path / "run").check_free()  # a link is not followed; acquire() refuses it
+    assert precious.read_text() == "mine\n"
+
+
+def test_a_run_directory_held_by_a_live_sweep_is_found_without_taking_its_lock(tmp_path):
+    from finesweep.search.run_dir.lock import LockError, RunLock
+
+    run = tmp_path / "run"
+    run.mkdir()
+    RunLock(run).check_free()  # no lock file yet
+    held = RunLock(run)
+    held.acquire()
+    with pytest.raises(LockError, match=rf"is in use by a running sweep \(pid {os.getpid()} on "):
+        RunLock(run).check_free()
+    held.release()
+    RunLock(run).check_free()
+    taken = RunLock(run)
+    taken.acquire()  # check_free left nothing held
+    taken.release()
 
 
 def test_a_view_of_a_study_left_in_wal_mode_creates_no_files_beside_it(tmp_path):

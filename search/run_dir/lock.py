@@ -66,6 +66,26 @@ class RunLock:
         self.path = Path(run_dir) / LOCK_FILE
         self._fd: int | None = None
 
+    def check_free(self) -> None:
+        """Raise LockError, as ``acquire`` would, when a live sweep holds the lock now; takes
+        nothing (a resume asks before spending seconds importing the spec's classes)."""
+        try:
+            fd = os.open(self.path, os.O_RDONLY | os.O_NOFOLLOW)
+        except OSError:
+            return  # No lock file (or a planted link): acquire() decides.
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise self._busy(fd) from None
+        finally:
+            os.close(fd)
+
+    def _busy(self, fd: int) -> LockError:
+        holder = _read_holder(fd)
+        who = holder.describe() if holder else "another process"
+        return LockError(f"{self.path.parent} is in use by a running sweep ({who}); "
+                         "wait for it to end, or stop it first")
+
     def acquire(self) -> None:
         # Owner-only: the file names this machine and process. Never through a symbolic link
         # (a planted one would have its target truncated).
@@ -76,11 +96,9 @@ class RunLock:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            holder = _read_holder(fd)
+            busy = self._busy(fd)
             os.close(fd)
-            who = holder.describe() if holder else "another process"
-            raise LockError(f"{self.path.parent} is in use by a running sweep ({who}); "
-                            "wait for it to end, or stop it first") from None
+            raise busy from None
         # Whatever a dead holder wrote is replaced; flock guarantees it is no longer running.
         me = this_process()
         os.ftruncate(fd, 0)
