@@ -8,6 +8,7 @@ whether the trial ran in a prestarted worker.
 
     python -m benchmarks.worker_warmup            # both, each in a fresh process
     python -m benchmarks.worker_warmup --preload  # one arm in this process
+    python -m benchmarks.worker_warmup --task     # a task with Tune's runtime environment warms a worker first
 
 Then the same with a plain Ray actor, on a fresh Ray. Measured 2026-12-06 (2 cores, load 2.4):
 the Tune trial's first report came 1.94 s after fit() without the preload and 5.17 s with it, in
@@ -16,6 +17,10 @@ a prestarted worker (with the preload, with Lightning already imported). Tune gi
 a runtime environment of their own (environment variables such as PL_DISABLE_FORK, in
 ray/tune/execution/class_cache.py), which the prestarted default workers do not match, so Ray
 starts a worker for each trial; with the preload that worker imports Lightning before the trial.
+Nor does a worker warmed by a task given Tune's own runtime environment ({'env_vars':
+{'PL_DISABLE_FORK': '1'}}) serve the trial once idle (``--task``, 2026-12-06, load ~3): the trial
+ran in a new worker, first report 2.77 s after fit(), Lightning not imported before it: Ray did
+not hand the new actor the idle worker that had run a task.
 """
 
 from __future__ import annotations
@@ -65,6 +70,32 @@ def arm(preload: bool) -> None:
     ray.shutdown()
 
 
+def _warm() -> int:
+    import pytorch_lightning  # noqa: F401 - the import is the warm-up
+
+    return os.getpid()
+
+
+def task_arm() -> None:
+    """A task given the runtime environment Tune gives its trainables imports Lightning, then a
+    Tune trial starts: does Ray hand the trial that idle, warmed worker?"""
+    import ray
+    from ray import tune
+    from ray.tune.execution.class_cache import _ActorClassCache  # private: Tune's trainable options
+
+    ray.init(num_cpus=1, include_dashboard=False, log_to_driver=False, logging_level=logging.ERROR)
+    runtime_env = _ActorClassCache().get(_Probe)._default_options["runtime_env"]
+    warmed = ray.get(ray.remote(runtime_env=runtime_env)(_warm).remote())
+    time.sleep(1)  # The task's worker is idle again.
+    began = time.time()
+    with tempfile.TemporaryDirectory() as storage:
+        result = tune.Tuner(_report, run_config=tune.RunConfig(storage_path=storage, verbose=0)).fit()[0].metrics
+    print(f"task warm-up with {runtime_env} Tune trial: first report {result['at'] - began:5.2f} s after fit(); "
+          f"in the warmed worker: {result['pid'] == warmed}; Lightning imported before it: "
+          f"{result['lightning_imported']}")
+    ray.shutdown()
+
+
 class _Probe:
     def where(self) -> tuple[int, bool]:
         return os.getpid(), "pytorch_lightning" in sys.modules
@@ -72,9 +103,9 @@ class _Probe:
 
 def main() -> None:
     if len(sys.argv) > 1:
-        arm(sys.argv[1] == "--preload")
+        task_arm() if sys.argv[1] == "--task" else arm(sys.argv[1] == "--preload")
         return
-    for flag in ("--none", "--preload"):
+    for flag in ("--none", "--preload", "--task"):
         subprocess.run([sys.executable, "-m", "benchmarks.worker_warmup", flag], check=True)
 
 
