@@ -239,7 +239,9 @@ def _kill_tree(process: subprocess.Popen) -> None:
 
 def test_killed_sweep_resumes_without_losing_or_repeating_trials(tmp_path):
     spec = tmp_path / "killable.yaml"
-    spec.write_text(KILLABLE)
+    # Enough trials that no attempt can finish the sweep in the at most 1.5 s before its kill
+    # (with 10, a third attempt once did, and the test then proved two kills, not three).
+    spec.write_text(KILLABLE.replace("trials: 10", "trials: 16"))
     run_dir = tmp_path / "run"
     db = run_dir / "study.db"
     rng = random.Random(0)
@@ -254,6 +256,7 @@ def test_killed_sweep_resumes_without_losing_or_repeating_trials(tmp_path):
         while len(_finished(db)) < target and process.poll() is None and time.monotonic() < deadline:
             time.sleep(0.2)
         time.sleep(rng.uniform(0.0, 1.5))
+        assert process.poll() is None, f"attempt {attempt + 1} ended (status {process.returncode}) before its kill"
         _kill_tree(process)
         finished = _finished(db)
         for number, record in seen.items():
@@ -263,10 +266,10 @@ def test_killed_sweep_resumes_without_losing_or_repeating_trials(tmp_path):
     assert final.returncode == 0, final.stderr[-2000:]
     study = optuna.load_study(study_name="killable", storage=f"sqlite:///{db}")
     numbers = [t.number for t in study.trials]
-    assert len(numbers) == len(set(numbers)) == 10
+    assert len(numbers) == len(set(numbers)) == 16
     counts = state_counts(study)
     assert counts.get("RUNNING", 0) == 0 and counts.get("WAITING", 0) == 0
-    assert sum(counts.values()) == 10
+    assert sum(counts.values()) == 16
     for number, record in seen.items():
         assert _finished(db)[number] == record, f"finished trial {number} was run again"
     assert study.best_trial.state == optuna.trial.TrialState.COMPLETE
