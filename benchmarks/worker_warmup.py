@@ -47,14 +47,11 @@ def arm(preload: bool) -> None:
         os.environ["RAY_preload_python_modules"] = MODULES  # Read by the raylet Ray starts below.
     import psutil
     import ray
-    from ray import tune
 
     ray.init(num_cpus=1, include_dashboard=False, log_to_driver=False, logging_level=logging.ERROR)
     time.sleep(10)  # The prestarted workers finish their imports (and preload) and go idle.
     prestarted = {p.pid for p in psutil.Process().children(recursive=True)}
-    began = time.time()
-    with tempfile.TemporaryDirectory() as storage:
-        result = tune.Tuner(_report, run_config=tune.RunConfig(storage_path=storage, verbose=0)).fit()[0].metrics
+    result, began = _one_trial()
     print(f"preload {MODULES if preload else 'none':24s} Tune trial: first report {result['at'] - began:5.2f} s "
           f"after fit(); in a prestarted worker: {result['pid'] in prestarted}; "
           f"Lightning imported before it: {result['lightning_imported']}")
@@ -70,6 +67,16 @@ def arm(preload: bool) -> None:
     ray.shutdown()
 
 
+def _one_trial() -> tuple[dict, float]:
+    """One Tune trial of ``_report``: its metrics and when ``fit()`` was called."""
+    from ray import tune
+
+    began = time.time()
+    with tempfile.TemporaryDirectory() as storage:
+        result = tune.Tuner(_report, run_config=tune.RunConfig(storage_path=storage, verbose=0)).fit()[0].metrics
+    return result, began
+
+
 def _warm() -> int:
     import pytorch_lightning  # noqa: F401 - the import is the warm-up
 
@@ -80,16 +87,13 @@ def task_arm() -> None:
     """A task given the runtime environment Tune gives its trainables imports Lightning, then a
     Tune trial starts: does Ray hand the trial that idle, warmed worker?"""
     import ray
-    from ray import tune
     from ray.tune.execution.class_cache import _ActorClassCache  # private: Tune's trainable options
 
     ray.init(num_cpus=1, include_dashboard=False, log_to_driver=False, logging_level=logging.ERROR)
     runtime_env = _ActorClassCache().get(_Probe)._default_options["runtime_env"]
     warmed = ray.get(ray.remote(runtime_env=runtime_env)(_warm).remote())
     time.sleep(1)  # The task's worker is idle again.
-    began = time.time()
-    with tempfile.TemporaryDirectory() as storage:
-        result = tune.Tuner(_report, run_config=tune.RunConfig(storage_path=storage, verbose=0)).fit()[0].metrics
+    result, began = _one_trial()
     print(f"task warm-up with {runtime_env} Tune trial: first report {result['at'] - began:5.2f} s after fit(); "
           f"in the warmed worker: {result['pid'] == warmed}; Lightning imported before it: "
           f"{result['lightning_imported']}")
