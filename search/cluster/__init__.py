@@ -157,8 +157,8 @@ def prepare_ray_environment(address: str | None) -> None:
 
     A local Ray starts no idle workers for its first driver (``NO_PRESTART_VAR``): Ray Tune
     gives its trial actors a runtime environment of their own, so they never run in those
-    workers (benchmarks/worker_warmup.py), which only took CPU from Ray's start-up and the first
-    trial's worker (about 0.5 CPU-second each, measured with `ray.init` on 2 cores)."""
+    workers (benchmarks/worker_warmup.py), whose start took about 0.5 CPU-second from Ray's
+    own start-up and the first trial's worker (measured with `ray.init` on 2 cores)."""
     if address is None or is_loopback(address):
         os.environ[LOOPBACK_ONLY_VAR] = "0"
     if address is None:
