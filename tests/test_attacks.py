@@ -880,6 +880,9 @@ def test_the_lock_is_never_taken_through_a_planted_link(tmp_path):
     assert precious.read_text() == "mine\n"
     RunLock(tmp_path / "run").check_free()  # a link is not followed; acquire() refuses it
     assert precious.read_text() == "mine\n"
+    (tmp_path / "run" / ".finesweep.lock").unlink()
+    os.mkfifo(tmp_path / "run" / ".finesweep.lock")
+    RunLock(tmp_path / "run").check_free()  # a planted FIFO: returns at once, no writer awaited
 
 
 def test_a_run_directory_held_by_a_live_sweep_is_found_without_taking_its_lock(tmp_path):

@@ -69,8 +69,8 @@ class RunLock:
     def check_free(self) -> None:
         """Raise LockError, as ``acquire`` would, when a live sweep holds the lock now; takes
         nothing (a resume asks before spending seconds importing the spec's classes)."""
-        try:
-            fd = os.open(self.path, os.O_RDONLY | os.O_NOFOLLOW)
+        try:  # Non-blocking: opening a planted FIFO for reading would wait for a writer.
+            fd = os.open(self.path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
         except OSError:
             return  # No lock file (or a planted link): acquire() decides.
         try:
