@@ -48,7 +48,7 @@ def arm(preload: bool) -> None:
     import psutil
     import ray
 
-    ray.init(num_cpus=1, include_dashboard=False, log_to_driver=False, logging_level=logging.ERROR)
+    _fresh_ray()
     time.sleep(10)  # The prestarted workers finish their imports (and preload) and go idle.
     prestarted = {p.pid for p in psutil.Process().children(recursive=True)}
     result, began = _one_trial()
@@ -57,7 +57,7 @@ def arm(preload: bool) -> None:
           f"Lightning imported before it: {result['lightning_imported']}")
     # The contrast: a plain actor (no runtime environment of its own), on a fresh Ray.
     ray.shutdown()
-    ray.init(num_cpus=1, include_dashboard=False, log_to_driver=False, logging_level=logging.ERROR)
+    _fresh_ray()
     time.sleep(10)
     prestarted = {p.pid for p in psutil.Process().children(recursive=True)}
     began = time.time()
@@ -65,6 +65,13 @@ def arm(preload: bool) -> None:
     print(f"preload {MODULES if preload else 'none':24s} plain actor: answered {time.time() - began:5.2f} s after "
           f"its creation; in a prestarted worker: {pid in prestarted}; Lightning imported before it: {imported}")
     ray.shutdown()
+
+
+def _fresh_ray() -> None:
+    """A local Ray of one CPU, quiet: one trial or actor at a time."""
+    import ray
+
+    ray.init(num_cpus=1, include_dashboard=False, log_to_driver=False, logging_level=logging.ERROR)
 
 
 def _one_trial() -> tuple[dict, float]:
@@ -89,7 +96,7 @@ def task_arm() -> None:
     import ray
     from ray.tune.execution.class_cache import _ActorClassCache  # private: Tune's trainable options
 
-    ray.init(num_cpus=1, include_dashboard=False, log_to_driver=False, logging_level=logging.ERROR)
+    _fresh_ray()
     runtime_env = _ActorClassCache().get(_Probe)._default_options["runtime_env"]
     warmed = ray.get(ray.remote(runtime_env=runtime_env)(_warm).remote())
     time.sleep(1)  # The task's worker is idle again.
